@@ -1,0 +1,36 @@
+// qx configuration: version, feature macros and the ABI-tagged namespace. Included first by every header.
+// The inline namespace encodes the switches that change template bodies (OpenMP, CUDA), so translation
+// units compiled with different switches cannot silently link different definitions (ODR).
+#pragma once
+
+#define QX_VERSION_MAJOR 0
+#define QX_VERSION_MINOR 1
+#define QX_VERSION_PATCH 0
+
+#if defined(__CUDACC__)
+#define QX_HOST_DEVICE __host__ __device__
+#else
+#define QX_HOST_DEVICE
+#endif
+
+#if defined(QX_USE_OPENMP) && QX_USE_OPENMP
+#define QX_ABI_OMP _omp
+#else
+#define QX_ABI_OMP _seq
+#endif
+#if defined(QX_USE_CUDA) && QX_USE_CUDA
+#define QX_ABI_CUDA _cuda
+#else
+#define QX_ABI_CUDA
+#endif
+
+#define QX_ABI_CONCAT_IMPL(a, b, c, d) a##b##c##d
+#define QX_ABI_CONCAT(a, b, c, d) QX_ABI_CONCAT_IMPL(a, b, c, d)
+#define QX_ABI_TAG QX_ABI_CONCAT(v0_1, QX_ABI_OMP, QX_ABI_CUDA, )
+
+#define QX_NAMESPACE_BEGIN \
+  namespace qx {           \
+  inline namespace QX_ABI_TAG {
+#define QX_NAMESPACE_END \
+  }                      \
+  }
