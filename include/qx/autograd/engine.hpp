@@ -1,0 +1,163 @@
+// The reverse-mode engine: walks the graph recorded by ops from a root tensor back to its leaves.
+// Order: metas are visited in reverse topological order, so each node's gradient is complete (summed
+// over every use) before its backward runs. Only nodes on a path to a tensor that wants a gradient run,
+// and each learns through needs_input_grad which of its inputs to differentiate.
+#pragma once
+#include "qx/config.hpp"
+#include "qx/autograd/node.hpp"
+#include "qx/core/error.hpp"
+#include "qx/core/tensor.hpp"
+
+#include <functional>
+#include <unordered_map>
+#include <unordered_set>
+#include <utility>
+#include <vector>
+
+QX_NAMESPACE_BEGIN
+namespace autograd {
+
+template <class T>
+struct BackwardOptions {
+  /// Keep saved tensors so the graph can be walked again (e.g. a second, guided walk).
+  bool retain_graph = false;
+  /// When non-empty: only these leaves (and tensors marked retain_grad) receive gradients, and no
+  /// op computes a gradient that does not lead to them (an input-only backward skips weight grads).
+  std::vector<Tensor<T>> inputs;
+};
+
+namespace detail {
+template <class T>
+using MetaPtr = qx::detail::AutogradMeta<T>*;
+
+/// Post-order (inputs before consumers) of all metas reachable from `root` through grad_fn edges.
+template <class T>
+std::vector<MetaPtr<T>> post_order(MetaPtr<T> root) {
+  std::vector<MetaPtr<T>> order;
+  std::unordered_set<MetaPtr<T>> seen{root};
+  std::vector<std::pair<MetaPtr<T>, std::size_t>> stack{{root, 0}};
+  while (!stack.empty()) {
+    auto& [meta, next] = stack.back();
+    const auto* node = meta->grad_fn.get();
+    if (node && next < node->inputs_.size()) {
+      MetaPtr<T> child = node->inputs_[next++].get();
+      if (child && seen.insert(child).second) stack.emplace_back(child, 0);
+    } else {
+      order.push_back(meta);
+      stack.pop_back();
+    }
+  }
+  return order;
+}
+
+template <class T>
+void accumulate(std::shared_ptr<Tensor<T>>& slot, const Tensor<T>& grad) {
+  if (!slot) {
+    slot = std::make_shared<Tensor<T>>(grad.clone());
+    return;
+  }
+  check(slot->shape() == grad.shape(), "autograd: gradient of shape ", shape_str(grad.shape()),
+        " cannot accumulate into a gradient of shape ", shape_str(slot->shape()));
+  T* dst = slot->data();
+  const Tensor<T> g = grad.contiguous();
+  const T* src = g.data();
+  for (Index i = 0, n = g.numel(); i < n; ++i) dst[i] += src[i];
+}
+}  // namespace detail
+
+/**
+ * @brief Back-propagates from `root`: ∂(Σ seed ⊙ root)/∂leaf is added to every leaf's grad().
+ * @param seed gradient of the root; undefined means 1 for a one-element root.
+ * @throws qx::Error if root does not require grad, the seed's shape differs, or the graph was freed.
+ */
+template <class T>
+void backward(const Tensor<T>& root, const Tensor<T>& seed = {}, const BackwardOptions<T>& options = {}) {
+  check(root.requires_grad(), "backward: the root tensor of shape ", shape_str(root.shape()),
+        " does not require grad (no input of its graph has requires_grad, or it was computed under NoGradGuard)");
+  Tensor<T> root_grad;
+  if (seed.defined()) {
+    check(seed.shape() == root.shape(), "backward: seed of shape ", shape_str(seed.shape()),
+          " does not match the root's shape ", shape_str(root.shape()));
+    root_grad = seed;
+  } else {
+    check(root.numel() == 1, "backward: root of shape ", shape_str(root.shape()),
+          " is not a single value; pass a seed gradient of that shape");
+    root_grad = Tensor<T>::ones(root.shape());
+  }
+
+  using MetaPtr = detail::MetaPtr<T>;
+  MetaPtr root_meta = root.meta().get();
+  const std::vector<MetaPtr> order = detail::post_order<T>(root_meta);
+
+  // Which metas want a gradient, and which lie on a path to one (needed).
+  std::unordered_set<MetaPtr> wanted;
+  for (const auto& t : options.inputs) {
+    check(t.requires_grad(), "backward: a tensor in `inputs` (shape ", shape_str(t.shape()), ") does not require grad");
+    wanted.insert(t.meta().get());
+  }
+  std::unordered_map<MetaPtr, bool> needed;
+  needed.reserve(order.size());
+  for (MetaPtr m : order) {
+    bool n = m->retains_grad || (options.inputs.empty() ? (!m->grad_fn && m->requires_grad) : wanted.count(m) > 0);
+    if (auto* node = m->grad_fn.get()) {
+      node->needs_input_grad_.assign(node->inputs_.size(), false);
+      for (std::size_t i = 0; i < node->inputs_.size(); ++i) {
+        MetaPtr child = node->inputs_[i].get();
+        if (child && needed[child]) node->needs_input_grad_[i] = n = true;
+      }
+    }
+    needed[m] = n;
+  }
+
+  std::unordered_map<MetaPtr, Tensor<T>> pending;  // summed gradient arriving at each meta
+  pending[root_meta] = root_grad;
+  for (auto it = order.rbegin(); it != order.rend(); ++it) {
+    MetaPtr m = *it;
+    auto found = pending.find(m);
+    if (found == pending.end() || !needed[m]) continue;
+    Tensor<T> grad = std::move(found->second);
+    pending.erase(found);
+    if (!m->grad_fn) {
+      if (m->requires_grad) detail::accumulate(m->grad, grad);
+      continue;
+    }
+    if (m->retains_grad) detail::accumulate(m->grad, grad);
+    auto& node = *m->grad_fn;
+    std::vector<Tensor<T>> grads = node.backward(grad);
+    check(grads.size() == node.inputs_.size(), "autograd: op ", node.name(), " returned ", grads.size(),
+          " gradients for ", node.inputs_.size(), " inputs");
+    for (std::size_t i = 0; i < grads.size(); ++i) {
+      MetaPtr child = node.inputs_[i].get();
+      if (!child || !node.needs_input_grad_[i] || !grads[i].defined()) continue;
+      auto slot = pending.find(child);
+      if (slot == pending.end()) {
+        pending.emplace(child, std::move(grads[i]));
+      } else {
+        // A second use of the same tensor: sum into a fresh buffer (the first may alias another's).
+        Tensor<T> sum = slot->second.clone();
+        check(sum.shape() == grads[i].shape(), "autograd: op ", node.name(), " returned a gradient of shape ",
+              shape_str(grads[i].shape()), " for an input of shape ", shape_str(sum.shape()));
+        const Tensor<T> g = grads[i].contiguous();
+        T* dst = sum.data();
+        const T* src = g.data();
+        for (Index k = 0, n = sum.numel(); k < n; ++k) dst[k] += src[k];
+        slot->second = std::move(sum);
+      }
+    }
+  }
+  if (!options.retain_graph) {
+    for (MetaPtr m : order)
+      if (m->grad_fn) m->grad_fn->release_saved();
+  }
+}
+
+/// Calls fn(node) once for every node in the graph that produced `root` (e.g. to install hooks).
+template <class T, class Fn>
+void for_each_node(const Tensor<T>& root, Fn&& fn) {
+  if (!root.meta()) return;
+  for (auto* m : detail::post_order<T>(root.meta().get()))
+    if (m->grad_fn) fn(*m->grad_fn);
+}
+
+}  // namespace autograd
+QX_NAMESPACE_END

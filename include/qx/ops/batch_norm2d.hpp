@@ -1,0 +1,133 @@
+// batch_norm2d over (N, C, H, W), per channel, PyTorch semantics (eps 1e-5, momentum 0.1):
+//   training: μ, σ² = mean and biased variance over (N, H, W); running ← (1 − m)·running + m·stat, with the
+//             unbiased variance σ²·M/(M − 1) for running_var (M = N·H·W);
+//   eval:     μ, σ² = running_mean, running_var.
+//   y = γ·(x − μ)/√(σ² + eps) + β
+// Backward (training), with x̂ = (x − μ)·inv_std and ĝ = g·γ, per channel over M elements:
+//   ∂x = inv_std/M · (M·ĝ − Σĝ − x̂·Σ(ĝ·x̂)),  ∂γ = Σ g·x̂,  ∂β = Σ g.   In eval: ∂x = g·γ·inv_std.
+#pragma once
+#include "qx/config.hpp"
+#include "qx/autograd/node.hpp"
+#include "qx/core/parallel.hpp"
+#include "qx/core/tensor.hpp"
+#include "qx/kernels/functors.hpp"
+
+#include <cmath>
+#include <initializer_list>
+#include <vector>
+
+QX_NAMESPACE_BEGIN
+namespace ops {
+namespace detail {
+template <class T>
+class BatchNorm2dNode final : public autograd::Node<T> {
+ public:
+  BatchNorm2dNode(Tensor<T> x, Tensor<T> gamma, std::vector<T> mean, std::vector<T> inv_std, bool training)
+      : x_(std::move(x)), gamma_(std::move(gamma)), mean_(std::move(mean)), inv_std_(std::move(inv_std)), training_(training) {}
+  const char* name() const override { return "batch_norm2d"; }
+
+ protected:
+  std::vector<Tensor<T>> apply(const Tensor<T>& grad_output) override {
+    const Tensor<T> g = grad_output.contiguous();
+    const Index n = x_.size(0), c = x_.size(1), plane = x_.size(2) * x_.size(3);
+    const double m = static_cast<double>(n * plane);
+    Tensor<T> gx, gw, gb;
+    const bool want_x = this->needs_input_grad(0), want_w = this->needs_input_grad(1), want_b = this->needs_input_grad(2);
+    if (want_x) gx = Tensor<T>::empty(x_.shape());
+    if (want_w) gw = Tensor<T>::empty({c});
+    if (want_b) gb = Tensor<T>::empty({c});
+    const T* xp = x_.data();
+    const T* gp = g.data();
+    parallel_for(0, c, [&](Index ch) {
+      const T mu = mean_[ch], is = inv_std_[ch], gamma = gamma_.data()[ch];
+      double sum_g = 0, sum_gx = 0;  // Σ g and Σ g·x̂ over (N, H, W)
+      for (Index b = 0; b < n; ++b) {
+        const T* xs = xp + (b * c + ch) * plane;
+        const T* gs = gp + (b * c + ch) * plane;
+        for (Index k = 0; k < plane; ++k) {
+          sum_g += gs[k];
+          sum_gx += gs[k] * (xs[k] - mu) * is;
+        }
+      }
+      if (want_w) gw.data()[ch] = static_cast<T>(sum_gx);
+      if (want_b) gb.data()[ch] = static_cast<T>(sum_g);
+      if (!want_x) return;
+      const T scale = gamma * is;
+      const T mean_g = training_ ? static_cast<T>(sum_g / m) : T(0);
+      const T mean_gx = training_ ? static_cast<T>(sum_gx / m) : T(0);
+      for (Index b = 0; b < n; ++b) {
+        const T* xs = xp + (b * c + ch) * plane;
+        const T* gs = gp + (b * c + ch) * plane;
+        T* out = gx.data() + (b * c + ch) * plane;
+        for (Index k = 0; k < plane; ++k) out[k] = scale * (gs[k] - mean_g - (xs[k] - mu) * is * mean_gx);
+      }
+    }, n * plane, 4096);
+    return {gx, gw, gb};
+  }
+  void release() override { x_ = gamma_ = {}; }
+
+ private:
+  Tensor<T> x_, gamma_;
+  std::vector<T> mean_, inv_std_;
+  bool training_;
+};
+}  // namespace detail
+
+/// Batch normalisation of x (N, C, H, W) with γ = weight (C), β = bias (C); updates the running
+/// statistics in place when training.
+template <class T>
+Tensor<T> batch_norm2d(const Tensor<T>& x, const Tensor<T>& weight, const Tensor<T>& bias, Tensor<T>& running_mean,
+                       Tensor<T>& running_var, bool training, double momentum = 0.1, double eps = 1e-5) {
+  check(x.dim() == 4, "batch_norm2d: input must be (N, C, H, W), got ", shape_str(x.shape()));
+  const Index n = x.size(0), c = x.size(1), plane = x.size(2) * x.size(3);
+  for (const Tensor<T>* p : std::initializer_list<const Tensor<T>*>{&weight, &bias, &running_mean, &running_var})
+    check(p->defined() && p->dim() == 1 && p->size(0) == c, "batch_norm2d: input ", shape_str(x.shape()),
+          " has ", c, " channels but a parameter or running statistic has shape ", shape_str(p->shape()));
+  check(!training || n * plane > 1, "batch_norm2d: training needs more than one value per channel, got input ",
+        shape_str(x.shape()));
+  const Tensor<T> xc = x.contiguous();
+  const T* xp = xc.data();
+  std::vector<T> mean(static_cast<std::size_t>(c)), inv_std(static_cast<std::size_t>(c));
+  const double m = static_cast<double>(n * plane);
+  parallel_for(0, c, [&](Index ch) {
+    double mu, var;
+    if (training) {
+      double s = 0;
+      for (Index b = 0; b < n; ++b) {
+        const T* xs = xp + (b * c + ch) * plane;
+        for (Index k = 0; k < plane; ++k) s += xs[k];
+      }
+      mu = s / m;
+      double ss = 0;  // two-pass variance: no cancellation for large means
+      for (Index b = 0; b < n; ++b) {
+        const T* xs = xp + (b * c + ch) * plane;
+        for (Index k = 0; k < plane; ++k) ss += (xs[k] - mu) * (xs[k] - mu);
+      }
+      var = ss / m;
+      running_mean.data()[ch] = static_cast<T>((1 - momentum) * running_mean.data()[ch] + momentum * mu);
+      running_var.data()[ch] = static_cast<T>((1 - momentum) * running_var.data()[ch] + momentum * var * m / (m - 1));
+    } else {
+      mu = running_mean.data()[ch];
+      var = running_var.data()[ch];
+    }
+    mean[ch] = static_cast<T>(mu);
+    inv_std[ch] = static_cast<T>(1.0 / std::sqrt(var + eps));
+  }, n * plane, 4096);
+  auto y = Tensor<T>::empty(x.shape());
+  T* yp = y.data();
+  const Tensor<T> wc = weight.contiguous(), bc = bias.contiguous();
+  const T *gamma = wc.data(), *beta = bc.data();
+  parallel_for(0, n * c, [&](Index image_channel) {
+    const Index ch = image_channel % c;
+    const T* xs = xp + image_channel * plane;
+    T* ys = yp + image_channel * plane;
+    for (Index k = 0; k < plane; ++k) ys[k] = kernels::BatchNormNormalize{}(xs[k], mean[ch], inv_std[ch], gamma[ch], beta[ch]);
+  }, plane, 4096);
+  if (!autograd::any_requires_grad<T>({&x, &weight, &bias})) return y;
+  return autograd::make_result(
+      y, {&x, &weight, &bias},
+      std::make_shared<detail::BatchNorm2dNode<T>>(xc.detach(), wc.detach(), std::move(mean), std::move(inv_std), training));
+}
+
+}  // namespace ops
+QX_NAMESPACE_END

@@ -1,0 +1,92 @@
+// conv2d: PyTorch's cross-correlation with zero padding, NCHW:
+//   y[n,o,i,j] = b[o] + Σ_{c,p,q} w[o,c,p,q] · x[n, c, i·s_h + p − pad_h, j·s_w + q − pad_w]
+// The arithmetic (im2col + GEMM) is in kernels/conv2d.hpp; this file adds shape checks and autograd.
+#pragma once
+#include "qx/config.hpp"
+#include "qx/autograd/node.hpp"
+#include "qx/core/tensor.hpp"
+#include "qx/kernels/conv2d.hpp"
+
+QX_NAMESPACE_BEGIN
+namespace ops {
+
+struct Conv2dOptions {
+  Index stride_h = 1, stride_w = 1, pad_h = 0, pad_w = 0;
+};
+
+namespace detail {
+template <class T>
+class Conv2dNode final : public autograd::Node<T> {
+ public:
+  Conv2dNode(kernels::Conv2dShape shape, Tensor<T> x, Tensor<T> weight, bool has_bias)
+      : shape_(shape), x_(std::move(x)), weight_(std::move(weight)), has_bias_(has_bias) {}
+  const char* name() const override { return "conv2d"; }
+
+ protected:
+  std::vector<Tensor<T>> apply(const Tensor<T>& grad_output) override {
+    const Tensor<T> g = grad_output.contiguous();  // (N, C_out, H_out, W_out)
+    Tensor<T> gx, gw, gb;
+    if (this->needs_input_grad(0)) {
+      gx = Tensor<T>::empty(x_.shape());
+      kernels::conv2d_backward_input(shape_, g.data(), weight_.data(), gx.data());
+    }
+    const bool want_bias = has_bias_ && this->needs_input_grad(2);
+    if (this->needs_input_grad(1) || want_bias) {
+      if (this->needs_input_grad(1)) gw = Tensor<T>::empty(weight_.shape());
+      if (want_bias) gb = Tensor<T>::empty({shape_.c_out});
+      if (gw.defined()) {
+        kernels::conv2d_backward_weight(shape_, x_.data(), g.data(), gw.data(), want_bias ? gb.data() : nullptr);
+      } else {  // bias only: Σ_{n,i,j} g
+        const Index plane = shape_.out_h() * shape_.out_w();
+        for (Index o = 0; o < shape_.c_out; ++o) {
+          T s = 0;
+          for (Index n = 0; n < shape_.n; ++n)
+            for (Index k = 0; k < plane; ++k) s += g.data()[(n * shape_.c_out + o) * plane + k];
+          gb.data()[o] = s;
+        }
+      }
+    }
+    return {gx, gw, gb};
+  }
+  void release() override { x_ = weight_ = {}; }
+
+ private:
+  kernels::Conv2dShape shape_;
+  Tensor<T> x_, weight_;
+  bool has_bias_;
+};
+}  // namespace detail
+
+/// 2-D convolution; x (N, C_in, H, W), weight (C_out, C_in, kH, kW), bias (C_out) or undefined.
+template <class T>
+Tensor<T> conv2d(const Tensor<T>& x, const Tensor<T>& weight, const Tensor<T>& bias, const Conv2dOptions& o) {
+  check(x.dim() == 4, "conv2d: input must be (N, C, H, W), got ", shape_str(x.shape()));
+  check(weight.dim() == 4, "conv2d: weight must be (C_out, C_in, kH, kW), got ", shape_str(weight.shape()));
+  check(x.size(1) == weight.size(1), "conv2d: input ", shape_str(x.shape()), " has ", x.size(1),
+        " channels but weight ", shape_str(weight.shape()), " expects ", weight.size(1));
+  check(!bias.defined() || (bias.dim() == 1 && bias.size(0) == weight.size(0)), "conv2d: bias ",
+        shape_str(bias.shape()), " does not fit weight ", shape_str(weight.shape()));
+  check(o.stride_h > 0 && o.stride_w > 0 && o.pad_h >= 0 && o.pad_w >= 0, "conv2d: stride (", o.stride_h, ", ",
+        o.stride_w, ") must be positive and padding (", o.pad_h, ", ", o.pad_w, ") non-negative");
+  check(x.device() == weight.device(), "conv2d: input on ", x.device(), " but weight on ", weight.device());
+  kernels::Conv2dShape s{x.size(0), x.size(1), x.size(2), x.size(3), weight.size(0), weight.size(2), weight.size(3),
+                         o.stride_h, o.stride_w, o.pad_h, o.pad_w};
+  check(s.out_h() > 0 && s.out_w() > 0, "conv2d: input ", shape_str(x.shape()), " with padding (", o.pad_h, ", ",
+        o.pad_w, ") is smaller than kernel ", shape_str(weight.shape()));
+  const Tensor<T> xc = x.contiguous(), wc = weight.contiguous(), bc = bias.defined() ? bias.contiguous() : Tensor<T>();
+  auto y = Tensor<T>::empty({s.n, s.c_out, s.out_h(), s.out_w()});
+  kernels::conv2d_forward(s, xc.data(), wc.data(), bc.defined() ? bc.data() : nullptr, y.data());
+  if (!autograd::any_requires_grad<T>({&x, &weight, &bias})) return y;
+  return autograd::make_result(y, {&x, &weight, &bias},
+                               std::make_shared<detail::Conv2dNode<T>>(s, xc.detach(), wc.detach(), bias.defined()));
+}
+
+/// Square stride and padding.
+template <class T>
+Tensor<T> conv2d(const Tensor<T>& x, const Tensor<T>& weight, const Tensor<T>& bias = {}, Index stride = 1,
+                 Index padding = 0) {
+  return conv2d(x, weight, bias, Conv2dOptions{stride, stride, padding, padding});
+}
+
+}  // namespace ops
+QX_NAMESPACE_END

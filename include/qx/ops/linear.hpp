@@ -1,0 +1,67 @@
+// linear: y = x Wᵀ + b with x (N, in), W (out, in), b (out) — PyTorch's nn.Linear.
+// Backward: ∂x = g W, ∂W = gᵀ x, ∂b = Σ_n g; each computed only when asked for.
+#pragma once
+#include "qx/config.hpp"
+#include "qx/autograd/node.hpp"
+#include "qx/core/tensor.hpp"
+#include "qx/kernels/gemm.hpp"
+
+QX_NAMESPACE_BEGIN
+namespace ops {
+namespace detail {
+template <class T>
+class LinearNode final : public autograd::Node<T> {
+ public:
+  LinearNode(Tensor<T> x, Tensor<T> weight, bool has_bias) : x_(std::move(x)), weight_(std::move(weight)), has_bias_(has_bias) {}
+  const char* name() const override { return "linear"; }
+
+ protected:
+  std::vector<Tensor<T>> apply(const Tensor<T>& grad_output) override {
+    const Tensor<T> g = grad_output.contiguous();  // (N, out)
+    const Index n = x_.size(0), in = x_.size(1), out = weight_.size(0);
+    Tensor<T> gx, gw, gb;
+    if (this->needs_input_grad(0)) {  // (N, in) = (N, out)(out, in)
+      gx = Tensor<T>::empty({n, in});
+      kernels::gemm(false, false, n, in, out, T(1), g.data(), out, weight_.data(), in, T(0), gx.data(), in);
+    }
+    if (this->needs_input_grad(1)) {  // (out, in) = (N, out)ᵀ(N, in)
+      gw = Tensor<T>::empty({out, in});
+      kernels::gemm(true, false, out, in, n, T(1), g.data(), out, x_.data(), in, T(0), gw.data(), in);
+    }
+    if (has_bias_ && this->needs_input_grad(2)) {
+      gb = Tensor<T>::zeros({out});
+      for (Index r = 0; r < n; ++r)
+        for (Index c = 0; c < out; ++c) gb.data()[c] += g.data()[r * out + c];
+    }
+    return {gx, gw, gb};
+  }
+  void release() override { x_ = weight_ = {}; }
+
+ private:
+  Tensor<T> x_, weight_;
+  bool has_bias_;
+};
+}  // namespace detail
+
+/// y = x Wᵀ + b;  x (N, in), weight (out, in), bias (out) or undefined.
+template <class T>
+Tensor<T> linear(const Tensor<T>& x, const Tensor<T>& weight, const Tensor<T>& bias = {}) {
+  check(x.dim() == 2 && weight.dim() == 2 && x.size(1) == weight.size(1), "linear: input ", shape_str(x.shape()),
+        " does not fit weight ", shape_str(weight.shape()), " (expected input (N, ", weight.dim() == 2 ? weight.size(1) : -1, "))");
+  check(!bias.defined() || (bias.dim() == 1 && bias.size(0) == weight.size(0)), "linear: bias ", shape_str(bias.shape()),
+        " does not fit weight ", shape_str(weight.shape()));
+  const Tensor<T> xc = x.contiguous(), wc = weight.contiguous();
+  const Index n = x.size(0), in = x.size(1), out = weight.size(0);
+  auto y = Tensor<T>::empty({n, out});
+  if (bias.defined()) {
+    const Tensor<T> bc = bias.contiguous();
+    for (Index r = 0; r < n; ++r) std::copy_n(bc.data(), out, y.data() + r * out);
+  }
+  kernels::gemm(false, true, n, out, in, T(1), xc.data(), in, wc.data(), in, bias.defined() ? T(1) : T(0), y.data(), out);
+  if (!autograd::any_requires_grad<T>({&x, &weight, &bias})) return y;
+  return autograd::make_result(y, {&x, &weight, &bias},
+                               std::make_shared<detail::LinearNode<T>>(xc.detach(), wc.detach(), bias.defined()));
+}
+
+}  // namespace ops
+QX_NAMESPACE_END

@@ -1,0 +1,154 @@
+// Pooling ops, PyTorch semantics.
+//   max_pool2d: y[n,c,i,j] = max over the window at (i·s − p, j·s − p) of size k; padding counts as −∞;
+//               the first maximum in scan order wins a tie; backward routes g to that argmax.
+//   adaptive_avg_pool2d: output cell i averages input rows [⌊i·H/oh⌋, ⌈(i+1)·H/oh⌉) (same for columns);
+//               backward spreads g/|cell| over the cell.
+#pragma once
+#include "qx/config.hpp"
+#include "qx/autograd/node.hpp"
+#include "qx/core/parallel.hpp"
+#include "qx/core/tensor.hpp"
+
+#include <limits>
+#include <vector>
+
+QX_NAMESPACE_BEGIN
+namespace ops {
+namespace detail {
+template <class T>
+class MaxPool2dNode final : public autograd::Node<T> {
+ public:
+  MaxPool2dNode(Shape input_shape, std::vector<Index> argmax) : input_shape_(std::move(input_shape)), argmax_(std::move(argmax)) {}
+  const char* name() const override { return "max_pool2d"; }
+
+ protected:
+  std::vector<Tensor<T>> apply(const Tensor<T>& grad_output) override {
+    const Tensor<T> g = grad_output.contiguous();
+    auto gx = Tensor<T>::zeros(input_shape_);
+    const Index planes = input_shape_[0] * input_shape_[1], in_plane = input_shape_[2] * input_shape_[3];
+    const Index out_plane = g.numel() / planes;
+    parallel_for(0, planes, [&](Index p) {
+      T* dst = gx.data() + p * in_plane;
+      const T* src = g.data() + p * out_plane;
+      const Index* arg = argmax_.data() + p * out_plane;
+      for (Index k = 0; k < out_plane; ++k) dst[arg[k]] += src[k];
+    }, out_plane, 4096);
+    return {gx};
+  }
+  void release() override { argmax_ = {}; }
+
+ private:
+  Shape input_shape_;
+  std::vector<Index> argmax_;  // per output element: flat index within its (H, W) input plane
+};
+
+template <class T>
+class AdaptiveAvgPool2dNode final : public autograd::Node<T> {
+ public:
+  explicit AdaptiveAvgPool2dNode(Shape input_shape) : input_shape_(std::move(input_shape)) {}
+  const char* name() const override { return "adaptive_avg_pool2d"; }
+
+ protected:
+  std::vector<Tensor<T>> apply(const Tensor<T>& grad_output) override;
+
+ private:
+  Shape input_shape_;
+};
+
+inline Index adaptive_start(Index i, Index out, Index in) { return (i * in) / out; }
+inline Index adaptive_end(Index i, Index out, Index in) { return ((i + 1) * in + out - 1) / out; }
+
+template <class T>
+std::vector<Tensor<T>> AdaptiveAvgPool2dNode<T>::apply(const Tensor<T>& grad_output) {
+  const Tensor<T> g = grad_output.contiguous();
+  const Index h = input_shape_[2], w = input_shape_[3], oh = g.size(2), ow = g.size(3);
+  auto gx = Tensor<T>::zeros(input_shape_);
+  parallel_for(0, input_shape_[0] * input_shape_[1], [&](Index p) {
+    const T* src = g.data() + p * oh * ow;
+    T* dst = gx.data() + p * h * w;
+    for (Index i = 0; i < oh; ++i) {
+      const Index r0 = adaptive_start(i, oh, h), r1 = adaptive_end(i, oh, h);
+      for (Index j = 0; j < ow; ++j) {
+        const Index c0 = adaptive_start(j, ow, w), c1 = adaptive_end(j, ow, w);
+        const T share = src[i * ow + j] / static_cast<T>((r1 - r0) * (c1 - c0));
+        for (Index r = r0; r < r1; ++r)
+          for (Index c = c0; c < c1; ++c) dst[r * w + c] += share;
+      }
+    }
+  }, h * w, 4096);
+  return {gx};
+}
+}  // namespace detail
+
+/// Max pooling with a square kernel, stride and padding (stride 0 means stride = kernel).
+template <class T>
+Tensor<T> max_pool2d(const Tensor<T>& x, Index kernel, Index stride = 0, Index padding = 0) {
+  if (stride == 0) stride = kernel;
+  check(x.dim() == 4, "max_pool2d: input must be (N, C, H, W), got ", shape_str(x.shape()));
+  check(kernel > 0 && stride > 0 && padding >= 0 && 2 * padding <= kernel, "max_pool2d: kernel ", kernel, ", stride ",
+        stride, ", padding ", padding, " invalid (padding must be at most half the kernel)");
+  const Index h = x.size(2), w = x.size(3);
+  const Index oh = (h + 2 * padding - kernel) / stride + 1, ow = (w + 2 * padding - kernel) / stride + 1;
+  check(h + 2 * padding >= kernel && w + 2 * padding >= kernel, "max_pool2d: input ", shape_str(x.shape()),
+        " smaller than kernel ", kernel);
+  const Tensor<T> xc = x.contiguous();
+  const Index planes = x.size(0) * x.size(1);
+  auto y = Tensor<T>::empty({x.size(0), x.size(1), oh, ow});
+  std::vector<Index> argmax(static_cast<std::size_t>(y.numel()));
+  parallel_for(0, planes, [&](Index p) {
+    const T* src = xc.data() + p * h * w;
+    T* dst = y.data() + p * oh * ow;
+    Index* arg = argmax.data() + p * oh * ow;
+    for (Index i = 0; i < oh; ++i) {
+      for (Index j = 0; j < ow; ++j) {
+        T best = -std::numeric_limits<T>::infinity();
+        Index best_at = -1;
+        for (Index r = i * stride - padding; r < i * stride - padding + kernel; ++r) {
+          if (r < 0 || r >= h) continue;
+          for (Index c = j * stride - padding; c < j * stride - padding + kernel; ++c) {
+            if (c < 0 || c >= w) continue;
+            const T v = src[r * w + c];
+            if (v > best || best_at < 0 || v != v) {
+              best = v;
+              best_at = r * w + c;
+            }
+          }
+        }
+        dst[i * ow + j] = best;
+        arg[i * ow + j] = best_at;
+      }
+    }
+  }, oh * ow * kernel * kernel, 4096);
+  if (!autograd::any_requires_grad<T>({&x})) return y;
+  return autograd::make_result(y, {&x}, std::make_shared<detail::MaxPool2dNode<T>>(x.shape(), std::move(argmax)));
+}
+
+/// Adaptive average pooling to (out_h, out_w).
+template <class T>
+Tensor<T> adaptive_avg_pool2d(const Tensor<T>& x, Index out_h, Index out_w) {
+  check(x.dim() == 4, "adaptive_avg_pool2d: input must be (N, C, H, W), got ", shape_str(x.shape()));
+  check(out_h > 0 && out_w > 0 && x.size(2) > 0 && x.size(3) > 0, "adaptive_avg_pool2d: output size (", out_h, ", ",
+        out_w, ") or input ", shape_str(x.shape()), " is empty");
+  const Index h = x.size(2), w = x.size(3);
+  const Tensor<T> xc = x.contiguous();
+  auto y = Tensor<T>::empty({x.size(0), x.size(1), out_h, out_w});
+  parallel_for(0, x.size(0) * x.size(1), [&](Index p) {
+    const T* src = xc.data() + p * h * w;
+    T* dst = y.data() + p * out_h * out_w;
+    for (Index i = 0; i < out_h; ++i) {
+      const Index r0 = detail::adaptive_start(i, out_h, h), r1 = detail::adaptive_end(i, out_h, h);
+      for (Index j = 0; j < out_w; ++j) {
+        const Index c0 = detail::adaptive_start(j, out_w, w), c1 = detail::adaptive_end(j, out_w, w);
+        T s = 0;
+        for (Index r = r0; r < r1; ++r)
+          for (Index c = c0; c < c1; ++c) s += src[r * w + c];
+        dst[i * out_w + j] = s / static_cast<T>((r1 - r0) * (c1 - c0));
+      }
+    }
+  }, h * w, 4096);
+  if (!autograd::any_requires_grad<T>({&x})) return y;
+  return autograd::make_result(y, {&x}, std::make_shared<detail::AdaptiveAvgPool2dNode<T>>(x.shape()));
+}
+
+}  // namespace ops
+QX_NAMESPACE_END

@@ -1,0 +1,52 @@
+// relu: y = max(x, 0), element-wise; backward g·[y > 0]. Its node is the one the guided-backprop
+// rule hooks (name "relu"): every ReLU use in a network is a separate "relu" node.
+#pragma once
+#include "qx/config.hpp"
+#include "qx/autograd/node.hpp"
+#include "qx/core/parallel.hpp"
+#include "qx/core/tensor.hpp"
+#include "qx/kernels/functors.hpp"
+
+QX_NAMESPACE_BEGIN
+namespace ops {
+namespace detail {
+template <class T>
+class ReluNode final : public autograd::Node<T> {
+ public:
+  explicit ReluNode(Tensor<T> output) : output_(std::move(output)) {}
+  const char* name() const override { return "relu"; }
+  /// The forward output y (the rule's [x > 0] is [y > 0]); undefined after release.
+  const Tensor<T>& saved_output() const { return output_; }
+
+ protected:
+  // grad_input = g·[y > 0]
+  std::vector<Tensor<T>> apply(const Tensor<T>& grad_output) override {
+    const Tensor<T> g = grad_output.contiguous();
+    auto grad_input = Tensor<T>::empty(g.shape());
+    const T* gp = g.data();
+    const T* yp = output_.data();
+    T* out = grad_input.data();
+    parallel_for(0, g.numel(), [&](Index i) { out[i] = kernels::ReluGrad{}(gp[i], yp[i]); });
+    return {grad_input};
+  }
+  void release() override { output_ = {}; }
+
+ private:
+  Tensor<T> output_;  // saved forward output, same shape as x
+};
+}  // namespace detail
+
+/// y = max(x, 0)
+template <class T>
+Tensor<T> relu(const Tensor<T>& x) {
+  const Tensor<T> xc = x.contiguous();
+  auto y = Tensor<T>::empty(x.shape());
+  const T* xp = xc.data();
+  T* yp = y.data();
+  parallel_for(0, y.numel(), [&](Index i) { yp[i] = kernels::Relu{}(xp[i]); });
+  if (!autograd::any_requires_grad<T>({&x})) return y;
+  return autograd::make_result(y, {&x}, std::make_shared<detail::ReluNode<T>>(y.detach()));
+}
+
+}  // namespace ops
+QX_NAMESPACE_END

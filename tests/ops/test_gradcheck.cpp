@@ -1,0 +1,145 @@
+// Every op's backward against central finite differences in double, for inputs and parameters, on
+// shapes that exercise batch > 1, non-square images, stride 2, padding 0/1/3, 1×1 and 7×7 kernels and
+// channel counts that are not multiples of 8. Test points are drawn away from kinks (ReLU at 0,
+// max-pool ties) by construction, as noted per case.
+#include <doctest/doctest.h>
+
+#include "qx/autograd/gradcheck.hpp"
+#include "qx/ops/ops.hpp"
+
+using qx::Index;
+using qx::Tensor;
+using Inputs = std::vector<Tensor<double>>;
+
+namespace {
+Tensor<double> leaf(const qx::Shape& shape, qx::Rng& rng, double scale = 1.0) {
+  return Tensor<double>::randn(shape, rng, 0.0, scale).requires_grad_();
+}
+
+/// Values at least `gap` apart from each other and from zero: no ReLU kink, no max-pool tie.
+Tensor<double> distinct(const qx::Shape& shape, qx::Rng& rng) {
+  auto t = Tensor<double>::empty(shape);
+  const Index n = t.numel();
+  std::vector<Index> perm(static_cast<std::size_t>(n));
+  for (Index i = 0; i < n; ++i) perm[i] = i;
+  for (Index i = n - 1; i > 0; --i) std::swap(perm[i], perm[rng.below(static_cast<std::uint64_t>(i + 1))]);
+  for (Index i = 0; i < n; ++i) t.data()[i] = (static_cast<double>(perm[i]) - static_cast<double>(n) / 2 + 0.25) * 0.05;
+  return t.requires_grad_();
+}
+
+void expect_ok(const qx::GradcheckResult& r) { CHECK_MESSAGE(r.ok, r.message); }
+}  // namespace
+
+TEST_CASE("conv2d gradcheck over strides, paddings and kernel sizes") {
+  struct Case {
+    Index n, c_in, h, w, c_out, k, stride, pad;
+    bool bias;
+  };
+  const Case cases[] = {
+      {2, 3, 7, 5, 5, 3, 1, 1, true},   // 3×3, padding 1, non-square
+      {2, 3, 9, 8, 4, 3, 2, 1, false},  // stride 2
+      {1, 5, 6, 7, 3, 1, 1, 0, true},   // 1×1
+      {2, 2, 11, 9, 3, 7, 2, 3, true},  // the 7×7 stem shape: stride 2, padding 3
+      {3, 7, 5, 4, 9, 3, 1, 0, true},   // padding 0, channels not multiples of 8
+      {1, 6, 5, 5, 2, 1, 2, 0, false},  // 1×1 stride 2 (downsample)
+  };
+  for (const auto& c : cases) {
+    CAPTURE(c.k);
+    CAPTURE(c.stride);
+    CAPTURE(c.pad);
+    qx::Rng rng(static_cast<std::uint64_t>(c.k * 100 + c.stride * 10 + c.pad));
+    Inputs in{leaf({c.n, c.c_in, c.h, c.w}, rng), leaf({c.c_out, c.c_in, c.k, c.k}, rng)};
+    if (c.bias) in.push_back(leaf({c.c_out}, rng));
+    expect_ok(qx::gradcheck(
+        [&](Inputs& t) { return qx::ops::conv2d(t[0], t[1], c.bias ? t[2] : Tensor<double>(), c.stride, c.pad); }, in));
+  }
+  qx::Rng rng(3);  // asymmetric stride and padding
+  expect_ok(qx::gradcheck(
+      [](Inputs& t) { return qx::ops::conv2d(t[0], t[1], t[2], qx::ops::Conv2dOptions{2, 1, 0, 2}); },
+      {leaf({2, 3, 6, 5}, rng), leaf({2, 3, 3, 2}, rng), leaf({2}, rng)}));
+}
+
+TEST_CASE("batch_norm2d gradcheck in training and eval mode") {
+  for (bool training : {true, false}) {
+    CAPTURE(training);
+    qx::Rng rng(training ? 11 : 12);
+    auto rm = Tensor<double>::randn({3}, rng), rv = Tensor<double>::uniform({3}, rng, 0.5, 2.0);
+    expect_ok(qx::gradcheck(
+        [&](Inputs& t) {
+          auto m = rm.clone(), v = rv.clone();  // running stats must not drift between evaluations
+          return qx::ops::batch_norm2d(t[0], t[1], t[2], m, v, training);
+        },
+        {leaf({4, 3, 5, 3}, rng, 2.0), leaf({3}, rng), leaf({3}, rng)}));
+  }
+}
+
+TEST_CASE("relu, add, mul, flatten, reshape gradcheck") {
+  qx::Rng rng(21);
+  expect_ok(qx::gradcheck([](Inputs& t) { return qx::ops::relu(t[0]); }, {distinct({2, 3, 4, 5}, rng)}));
+  expect_ok(qx::gradcheck([](Inputs& t) { return qx::ops::add(t[0], t[1]); }, {leaf({2, 5, 3}, rng), leaf({2, 5, 3}, rng)}));
+  expect_ok(qx::gradcheck([](Inputs& t) { return qx::ops::mul(t[0], t[1]); }, {leaf({3, 4}, rng), leaf({3, 4}, rng)}));
+  expect_ok(qx::gradcheck([](Inputs& t) { return qx::ops::flatten(t[0]); }, {leaf({2, 3, 2, 5}, rng)}));
+  expect_ok(qx::gradcheck([](Inputs& t) { return qx::ops::flatten(t[0], 2); }, {leaf({2, 3, 2, 5}, rng)}));
+  expect_ok(qx::gradcheck([](Inputs& t) { return qx::ops::mean(qx::ops::relu(t[0])); }, {distinct({3, 7}, rng)}));
+}
+
+TEST_CASE("max_pool2d and adaptive_avg_pool2d gradcheck") {
+  qx::Rng rng(31);
+  // distinct() keeps every window's maximum unique, so the max is differentiable.
+  expect_ok(qx::gradcheck([](Inputs& t) { return qx::ops::max_pool2d(t[0], 3, 2, 1); }, {distinct({2, 3, 9, 7}, rng)}));
+  expect_ok(qx::gradcheck([](Inputs& t) { return qx::ops::max_pool2d(t[0], 2, 2, 0); }, {distinct({1, 5, 6, 8}, rng)}));
+  expect_ok(qx::gradcheck([](Inputs& t) { return qx::ops::max_pool2d(t[0], 3, 1, 0); }, {distinct({2, 2, 5, 6}, rng)}));
+  expect_ok(qx::gradcheck([](Inputs& t) { return qx::ops::adaptive_avg_pool2d(t[0], 1, 1); }, {leaf({2, 5, 4, 3}, rng)}));
+  expect_ok(qx::gradcheck([](Inputs& t) { return qx::ops::adaptive_avg_pool2d(t[0], 3, 2); }, {leaf({2, 3, 7, 5}, rng)}));
+}
+
+TEST_CASE("linear, log_softmax and weighted cross_entropy gradcheck") {
+  qx::Rng rng(41);
+  expect_ok(qx::gradcheck([](Inputs& t) { return qx::ops::linear(t[0], t[1], t[2]); },
+                          {leaf({5, 7}, rng), leaf({3, 7}, rng), leaf({3}, rng)}));
+  expect_ok(qx::gradcheck([](Inputs& t) { return qx::ops::linear(t[0], t[1]); }, {leaf({2, 9}, rng), leaf({4, 9}, rng)}));
+  expect_ok(qx::gradcheck([](Inputs& t) { return qx::ops::log_softmax(t[0]); }, {leaf({4, 5}, rng, 3.0)}));
+  const std::vector<Index> targets{1, 0, 2, 2, 1};
+  const auto weights = Tensor<double>::from({3}, {0.2, 1.5, 0.7});
+  expect_ok(qx::gradcheck([&](Inputs& t) { return qx::ops::cross_entropy(t[0], targets, weights); }, {leaf({5, 3}, rng)}));
+  expect_ok(qx::gradcheck([&](Inputs& t) { return qx::ops::cross_entropy(t[0], targets); }, {leaf({5, 3}, rng)}));
+}
+
+TEST_CASE("interpolate_bilinear gradcheck, up and down") {
+  qx::Rng rng(51);
+  expect_ok(qx::gradcheck([](Inputs& t) { return qx::ops::interpolate_bilinear(t[0], 13, 11); }, {leaf({2, 2, 4, 3}, rng)}));
+  expect_ok(qx::gradcheck([](Inputs& t) { return qx::ops::interpolate_bilinear(t[0], 3, 5); }, {leaf({1, 2, 7, 9}, rng)}));
+}
+
+TEST_CASE("a small network end to end: conv → bn → relu → pool → linear → cross_entropy") {
+  qx::Rng rng(61);
+  auto rm = Tensor<double>::zeros({4}), rv = Tensor<double>::ones({4});
+  expect_ok(qx::gradcheck(
+      [&](Inputs& t) {
+        auto m = rm.clone(), v = rv.clone();
+        auto h = qx::ops::relu(qx::ops::batch_norm2d(qx::ops::conv2d(t[0], t[1], {}, 1, 1), t[2], t[3], m, v, true));
+        auto pooled = qx::ops::flatten(qx::ops::adaptive_avg_pool2d(qx::ops::max_pool2d(h, 2, 2, 0), 1, 1));
+        return qx::ops::cross_entropy(qx::ops::linear(pooled, t[4], t[5]), {0, 1, 1});
+      },
+      {leaf({3, 2, 6, 5}, rng), leaf({4, 2, 3, 3}, rng), leaf({4}, rng), leaf({4}, rng), leaf({2, 4}, rng), leaf({2}, rng)},
+      {.atol = 1e-5}));
+}
+
+TEST_CASE("ops reject bad shapes with messages naming op and shapes") {
+  auto x = Tensor<float>::zeros({2, 3, 8, 8});
+  CHECK_THROWS_WITH(qx::ops::conv2d(x, Tensor<float>::zeros({4, 2, 3, 3})), doctest::Contains("conv2d"));
+  CHECK_THROWS_WITH(qx::ops::conv2d(x, Tensor<float>::zeros({4, 2, 3, 3})), doctest::Contains("(4, 2, 3, 3)"));
+  CHECK_THROWS_WITH(qx::ops::conv2d(Tensor<float>::zeros({3, 8, 8}), Tensor<float>::zeros({4, 3, 3, 3})),
+                    doctest::Contains("(3, 8, 8)"));
+  CHECK_THROWS_AS(qx::ops::conv2d(x, Tensor<float>::zeros({4, 3, 9, 9})), qx::Error);
+  CHECK_THROWS_AS(qx::ops::conv2d(x, Tensor<float>::zeros({4, 3, 3, 3}), Tensor<float>::zeros({5})), qx::Error);
+  CHECK_THROWS_WITH(qx::ops::add(x, Tensor<float>::zeros({2, 3, 8, 7})), doctest::Contains("(2, 3, 8, 7)"));
+  auto rm = Tensor<float>::zeros({4}), rv = Tensor<float>::ones({4});
+  CHECK_THROWS_WITH(qx::ops::batch_norm2d(x, rm, rm, rm, rv, false), doctest::Contains("batch_norm2d"));
+  CHECK_THROWS_AS(qx::ops::linear(Tensor<float>::zeros({2, 5}), Tensor<float>::zeros({3, 4})), qx::Error);
+  CHECK_THROWS_WITH(qx::ops::cross_entropy(Tensor<float>::zeros({2, 3}), {0, 3}), doctest::Contains("target 3"));
+  CHECK_THROWS_AS(qx::ops::cross_entropy(Tensor<float>::zeros({2, 3}), {0}), qx::Error);
+  CHECK_THROWS_AS(qx::ops::max_pool2d(x, 3, 2, 2), qx::Error);
+  CHECK_THROWS_AS(qx::ops::interpolate_bilinear(x, 0, 4), qx::Error);
+  CHECK_THROWS_AS(qx::ops::flatten(x, 4), qx::Error);
+}
