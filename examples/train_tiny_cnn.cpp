@@ -42,10 +42,10 @@ int main() {
     return qx::ops::linear(qx::ops::flatten(qx::ops::adaptive_avg_pool2d(h, 1, 1)), w3, b3);  // (N, 2)
   };
 
-  const float learning_rate = 0.1f;
+  const float learning_rate = 0.2f;
   Tensor<float> images;
   std::vector<Index> labels;
-  for (int step = 1; step <= 200; ++step) {
+  for (int step = 1; step <= 400; ++step) {
     make_batch(rng, 32, images, labels);
     auto loss = qx::ops::cross_entropy(forward(images), labels);
     qx::autograd::backward(loss);
@@ -55,7 +55,7 @@ int main() {
       for (std::size_t i = 0; i < v.size(); ++i) v[i] -= learning_rate * g[i];
       p->zero_grad();
     }
-    if (step % 20 == 0) std::printf("step %3d  loss %.4f\n", step, loss.item());
+    if (step % 40 == 0) std::printf("step %3d  loss %.4f\n", step, loss.item());
   }
 
   qx::NoGradGuard no_grad;
