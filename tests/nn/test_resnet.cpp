@@ -1,0 +1,118 @@
+// ResNets against torchvision: the same state_dict (random weights and batch-norm statistics, narrow
+// widths to keep fixtures small) and input give the same logits in eval and train mode; names match
+// torchvision's exactly (strict load); save → load round trips; strict-load errors list every problem.
+#include <doctest/doctest.h>
+
+#include "qx/nn/nn.hpp"
+
+#include <cmath>
+#include <filesystem>
+
+using qx::Index;
+using qx::Tensor;
+
+namespace {
+template <class T>
+void expect_close(const Tensor<T>& actual, const Tensor<T>& expected, const std::string& what, double tol) {
+  REQUIRE_MESSAGE(actual.shape() == expected.shape(), what);
+  double worst = 0;
+  for (Index i = 0; i < actual.numel(); ++i)
+    worst = std::max(worst, std::abs(double(actual.flat(i)) - double(expected.flat(i))) / (1e-3 + std::abs(double(expected.flat(i)))));
+  CHECK_MESSAGE(worst <= tol, what, ": worst relative error ", worst);
+}
+
+template <class T>
+std::unique_ptr<qx::nn::ResNet<T>> from_fixture(const qx::io::SafetensorsFile& file) {
+  const auto& meta = file.metadata();
+  auto model = qx::nn::make_resnet<T>(meta.at("arch"), std::stoll(meta.at("in_channels")), std::stoll(meta.at("num_classes")),
+                                      std::stoll(meta.at("width")));
+  // The fixture also holds the input and expected values: load the model's names strictly from a copy.
+  qx::io::SafetensorsWriter weights;
+  for (const auto& name : file.names())
+    if (name != "input" && name.rfind("expected.", 0) != 0) {
+      auto bytes = file.bytes(name);
+      weights.add_raw(name, file.dtype(name), file.shape(name), bytes);
+    }
+  const std::string blob = weights.serialize();
+  std::vector<std::byte> raw(blob.size());
+  std::memcpy(raw.data(), blob.data(), blob.size());
+  qx::nn::load_state(*model, qx::io::SafetensorsFile::from_bytes(std::move(raw), file.path() + " (weights)"));
+  return model;
+}
+}  // namespace
+
+TEST_CASE_TEMPLATE("resnet18/34/50 logits match torchvision in eval and train mode", T, float, double) {
+  const double tol = std::is_same_v<T, float> ? 2e-4 : 1e-9;
+  for (const char* arch : {"resnet18", "resnet34", "resnet50"}) {
+    CAPTURE(arch);
+    const auto file = qx::io::SafetensorsFile::open(std::string(QX_TEST_FIXTURES "/nn/") + arch + ".safetensors");
+    auto model = from_fixture<T>(file);
+    const auto x = file.get_as<T>("input");
+    model->eval();
+    expect_close((*model)(x), file.get_as<T>("expected.logits_eval"), std::string(arch) + " eval logits", tol);
+    model->train();
+    expect_close((*model)(x), file.get_as<T>("expected.logits_train"), std::string(arch) + " train logits", tol);
+    auto& bn = dynamic_cast<qx::nn::BatchNorm2d<T>&>(model->submodule("layer1.0.bn1"));
+    expect_close(bn.running_mean, file.get_as<T>("expected.layer1.0.bn1.running_mean"), "running_mean", tol);
+    expect_close(bn.running_var, file.get_as<T>("expected.layer1.0.bn1.running_var"), "running_var", tol);
+    CHECK(bn.num_batches_tracked.item() == T(8));
+  }
+}
+
+TEST_CASE("parameter names are torchvision's state_dict keys") {
+  auto model = qx::nn::resnet50<float>(3, 2, 4);
+  const auto state = model->named_state();
+  std::vector<std::string> names;
+  for (const auto& e : state) names.push_back(e.name);
+  auto has = [&](const std::string& n) { return std::find(names.begin(), names.end(), n) != names.end(); };
+  CHECK(has("conv1.weight"));
+  CHECK(has("bn1.num_batches_tracked"));
+  CHECK(has("layer1.0.downsample.0.weight"));
+  CHECK(has("layer2.0.downsample.1.running_var"));
+  CHECK(has("layer4.2.conv3.weight"));
+  CHECK(has("fc.bias"));
+  CHECK(names.size() == 320);  // torchvision resnet50's state_dict has 320 entries
+  CHECK(qx::nn::resnet18<float>(1, 2, 4)->named_state().size() == 122);
+  CHECK(model->has_submodule("layer3.1"));
+  CHECK_THROWS_WITH(model->submodule("layer5"), doctest::Contains("layer4"));
+}
+
+TEST_CASE("save then load reproduces the outputs exactly; strict load lists every problem") {
+  namespace fs = std::filesystem;
+  const fs::path dir = fs::temp_directory_path() / "qx_test_nn_roundtrip";
+  fs::create_directories(dir);
+  qx::Rng rng(3);
+  auto a = qx::nn::resnet18<float>(1, 2, 4, /*seed=*/1);
+  auto b = qx::nn::resnet18<float>(1, 2, 4, /*seed=*/2);
+  const auto x = Tensor<float>::randn({2, 1, 32, 28}, rng);
+  a->train();
+  (*a)(x);  // moves running statistics away from their defaults
+  a->eval();
+  b->eval();
+  qx::nn::save_safetensors(*a, dir / "a.safetensors");
+  qx::nn::load_safetensors(*b, dir / "a.safetensors");
+  CHECK((*a)(x).to_vector() == (*b)(x).to_vector());
+  const auto file = qx::io::SafetensorsFile::open(dir / "a.safetensors");
+  CHECK(file.dtype("bn1.num_batches_tracked") == qx::io::DType::i64);
+  CHECK(file.get<std::int64_t>("bn1.num_batches_tracked").item() == 1);
+
+  auto other = qx::nn::resnet18<float>(3, 5, 4);  // different stem channels and classes
+  try {
+    qx::nn::load_safetensors(*other, dir / "a.safetensors");
+    FAIL("mismatched weights loaded");
+  } catch (const qx::Error& e) {
+    const std::string msg = e.what();
+    CHECK(msg.find("conv1.weight (4, 1, 7, 7) (model (4, 3, 7, 7))") != std::string::npos);
+    CHECK(msg.find("fc.weight") != std::string::npos);
+    CHECK(msg.find("fc.bias") != std::string::npos);
+  }
+  auto deeper = qx::nn::resnet34<float>(1, 2, 4);
+  CHECK_THROWS_WITH(qx::nn::load_safetensors(*deeper, dir / "a.safetensors"), doctest::Contains("missing: [layer1.2.conv1.weight"));
+  auto shallower = qx::nn::resnet18<float>(1, 2, 4);
+  qx::io::SafetensorsWriter extra;
+  qx::nn::add_state(extra, *a);
+  extra.add("layer9.weight", Tensor<float>::zeros({1}));
+  extra.write(dir / "extra.safetensors");
+  CHECK_THROWS_WITH(qx::nn::load_safetensors(*shallower, dir / "extra.safetensors"), doctest::Contains("unexpected: [layer9.weight]"));
+  fs::remove_all(dir);
+}
