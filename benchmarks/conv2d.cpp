@@ -1,0 +1,136 @@
+// conv2d forward, backward_input and backward_weight on ResNet layer shapes, float32, batch 32, on 1
+// and 2 threads: milliseconds, GFLOP/s (2·N·C_out·H_out·W_out·C_in·k² per pass) and the fraction of the
+// fp32 FMA peak measured by the same chains as qx_bench_fma_peak. When /usr/bin/python3 has torch, the
+// same work in PyTorch 1.13 (benchmarks/conv2d_torch.py, tuned) is printed beside it with the ratio.
+// Usage: qx_bench_conv2d [--quick] [--no-torch]
+#include <qx/core/parallel.hpp>
+#include <qx/core/random.hpp>
+#include <qx/kernels/conv2d.hpp>
+
+#include <chrono>
+#include <cstdio>
+#include <cstring>
+#include <map>
+#include <string>
+#include <vector>
+
+#if defined(__AVX512F__)
+#include <immintrin.h>
+#endif
+
+using qx::Index;
+using qx::kernels::Conv2dShape;
+
+namespace {
+struct Case {
+  const char* name;
+  Index c_in, c_out, size, kernel, stride, pad;
+};
+const Case cases[] = {
+    {"stem7x7s2_3to64_224", 3, 64, 224, 7, 2, 3},  {"3x3_64to64_56", 64, 64, 56, 3, 1, 1},
+    {"3x3_128to128_28", 128, 128, 28, 3, 1, 1},    {"3x3_256to256_14", 256, 256, 14, 3, 1, 1},
+    {"3x3_512to512_7", 512, 512, 7, 3, 1, 1},
+};
+
+double seconds_since(std::chrono::steady_clock::time_point t) {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now() - t).count();
+}
+
+template <class F>
+double best_ms(F&& f, int repeats) {
+  f();
+  double best = 1e30;
+  for (int r = 0; r < repeats; ++r) {
+    const auto t = std::chrono::steady_clock::now();
+    f();
+    best = std::min(best, seconds_since(t) * 1e3);
+  }
+  return best;
+}
+
+// Per-thread FMA peak in GFLOP/s (same method as qx_bench_fma_peak).
+double fma_peak_per_thread() {
+#if defined(__AVX512F__)
+  const long iterations = 50'000'000;
+  __m512 acc[12];
+  for (int i = 0; i < 12; ++i) acc[i] = _mm512_set1_ps(static_cast<float>(i));
+  const __m512 a = _mm512_set1_ps(0.999999f), b = _mm512_set1_ps(1e-7f);
+  const auto t = std::chrono::steady_clock::now();
+  for (long it = 0; it < iterations; ++it)
+    for (int i = 0; i < 12; ++i) acc[i] = _mm512_fmadd_ps(acc[i], a, b);
+  const double s = seconds_since(t);
+  __m512 sum = acc[0];
+  for (int i = 1; i < 12; ++i) sum = _mm512_add_ps(sum, acc[i]);
+  volatile float sink = _mm512_reduce_add_ps(sum);
+  (void)sink;
+  return 2.0 * 16 * 12 * iterations / s * 1e-9;
+#else
+  return 0;
+#endif
+}
+
+std::map<std::string, double> run_torch(Index batch, int repeats, const std::string& only) {
+  std::map<std::string, double> out;
+  if (std::system("/usr/bin/python3 -c 'import torch' >/dev/null 2>&1") != 0) return out;
+  const std::string script = std::string(QX_BENCH_DIR) + "/conv2d_torch.py";
+  const std::string command =
+      "OPENBLAS_NUM_THREADS=1 GLIBC_TUNABLES=glibc.malloc.mmap_max=0:glibc.malloc.trim_threshold=68719476736 "
+      "/usr/bin/python3 " + script + " " + std::to_string(batch) + " " + std::to_string(repeats) + " '" + only + "'";
+  FILE* pipe = popen(command.c_str(), "r");
+  if (!pipe) return out;
+  char name[128], pass[64];
+  int threads;
+  double ms;
+  while (std::fscanf(pipe, "%127s %63s %d %lf", name, pass, &threads, &ms) == 4)
+    out[std::string(name) + "/" + pass + "/" + std::to_string(threads)] = ms;
+  pclose(pipe);
+  return out;
+}
+}  // namespace
+
+int main(int argc, char** argv) {
+  bool quick = false, torch = true;
+  for (int i = 1; i < argc; ++i) {
+    if (!std::strcmp(argv[i], "--quick")) quick = true;
+    if (!std::strcmp(argv[i], "--no-torch")) torch = false;
+  }
+  const Index batch = quick ? 8 : 32;
+  const int repeats = quick ? 2 : 3;
+  const int max_threads = qx::num_threads();
+  const double peak1 = fma_peak_per_thread();
+  std::printf("conv2d, float32, batch %lld, best of %d; fp32 FMA peak %.1f GFLOP/s per thread\n",
+              static_cast<long long>(batch), repeats, peak1);
+  const auto reference = torch ? run_torch(batch, repeats, "") : std::map<std::string, double>{};
+  if (torch && reference.empty()) std::printf("(PyTorch not found at /usr/bin/python3: no comparison)\n");
+  std::printf("%-22s %-16s %3s %9s %8s %7s %11s %8s\n", "shape", "pass", "thr", "qx ms", "GFLOP/s", "%peak", "torch ms",
+              "qx/torch");
+  qx::Rng rng(0);
+  for (int threads = 1; threads <= std::min(2, max_threads); ++threads) {
+    qx::set_num_threads(threads);
+    for (const auto& c : cases) {
+      const Conv2dShape s{batch, c.c_in, c.size, c.size, c.c_out, c.kernel, c.kernel, c.stride, c.stride, c.pad, c.pad};
+      std::vector<float> x(static_cast<std::size_t>(s.n * s.c_in * s.h * s.w)), w(static_cast<std::size_t>(s.c_out * s.patch()));
+      std::vector<float> y(static_cast<std::size_t>(s.n * s.c_out * s.positions())), gx(x.size()), gw(w.size());
+      for (auto& v : x) v = static_cast<float>(rng.uniform(-1, 1));
+      for (auto& v : w) v = static_cast<float>(rng.uniform(-1, 1));
+      for (auto& v : y) v = static_cast<float>(rng.uniform(-1, 1));
+      const double gflop = 2.0 * double(s.n * s.c_out * s.positions() * s.patch()) * 1e-9;
+      const std::pair<const char*, double> passes[] = {
+          {"forward", best_ms([&] { qx::kernels::conv2d_forward(s, x.data(), w.data(), static_cast<const float*>(nullptr), y.data()); }, repeats)},
+          {"backward_input", best_ms([&] { qx::kernels::conv2d_backward_input(s, y.data(), w.data(), gx.data()); }, repeats)},
+          {"backward_weight",
+           best_ms([&] { qx::kernels::conv2d_backward_weight(s, x.data(), y.data(), gw.data(), static_cast<float*>(nullptr)); }, repeats)},
+      };
+      for (const auto& [pass, ms] : passes) {
+        const double rate = gflop / (ms * 1e-3);
+        const auto it = reference.find(std::string(c.name) + "/" + pass + "/" + std::to_string(threads));
+        std::printf("%-22s %-16s %3d %9.2f %8.1f %6.1f%%", c.name, pass, threads, ms, rate,
+                    peak1 > 0 ? 100.0 * rate / (peak1 * threads) : 0.0);
+        if (it != reference.end()) std::printf(" %11.2f %7.2fx", it->second, it->second / ms);
+        std::printf("\n");
+      }
+    }
+  }
+  std::printf("qx/torch > 1 means qx is faster (ratio of PyTorch's time to qx's).\n");
+  return 0;
+}

@@ -1,0 +1,67 @@
+"""PyTorch 1.13 (oneDNN) on the same convolutions as qx_bench_conv2d, tuned as a careful user would:
+intra-op threads set explicitly, the faster of NCHW and channels-last, warm-up, best of several runs.
+Run with OPENBLAS_NUM_THREADS=1 and GLIBC_TUNABLES=glibc.malloc.mmap_max=0:glibc.malloc.trim_threshold=68719476736
+(qx_bench_conv2d does). Prints one line per (shape, pass, threads): name pass threads milliseconds.
+"""
+import sys
+import time
+
+import torch
+import torch.nn.functional as F
+
+SHAPES = [  # name, C_in, C_out, H, kernel, stride, padding
+    ("stem7x7s2_3to64_224", 3, 64, 224, 7, 2, 3),
+    ("3x3_64to64_56", 64, 64, 56, 3, 1, 1),
+    ("3x3_128to128_28", 128, 128, 28, 3, 1, 1),
+    ("3x3_256to256_14", 256, 256, 14, 3, 1, 1),
+    ("3x3_512to512_7", 512, 512, 7, 3, 1, 1),
+]
+
+
+def best_ms(fn, repeats):
+    fn()
+    fn()
+    best = float("inf")
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        best = min(best, time.perf_counter() - start)
+    return best * 1e3
+
+
+def main():
+    batch = int(sys.argv[1]) if len(sys.argv) > 1 else 32
+    repeats = int(sys.argv[2]) if len(sys.argv) > 2 else 3
+    only = sys.argv[3].split(",") if len(sys.argv) > 3 and sys.argv[3] else None
+    for threads in (1, 2):
+        torch.set_num_threads(threads)
+        for name, cin, cout, h, k, s, p in SHAPES:
+            if only and name not in only:
+                continue
+            results = {}
+            for fmt in (torch.contiguous_format, torch.channels_last):
+                x = torch.randn(batch, cin, h, h).to(memory_format=fmt).requires_grad_()
+                w = torch.randn(cout, cin, k, k).to(memory_format=fmt).requires_grad_()
+                with torch.no_grad():
+                    y = F.conv2d(x, w, None, s, p)
+                g = torch.randn_like(y)
+
+                def forward():
+                    with torch.no_grad():
+                        F.conv2d(x, w, None, s, p)
+
+                def backward_input():
+                    torch.ops.aten.convolution_backward(g, x, w, None, [s, s], [p, p], [1, 1], False, [0, 0], 1, [True, False, False])
+
+                def backward_weight():
+                    torch.ops.aten.convolution_backward(g, x, w, None, [s, s], [p, p], [1, 1], False, [0, 0], 1, [False, True, False])
+
+                for pass_name, fn in (("forward", forward), ("backward_input", backward_input), ("backward_weight", backward_weight)):
+                    ms = best_ms(fn, repeats)
+                    results[pass_name] = min(results.get(pass_name, float("inf")), ms)
+            for pass_name, ms in results.items():
+                print(f"{name} {pass_name} {threads} {ms:.3f}", flush=True)
+
+
+if __name__ == "__main__":
+    main()
