@@ -1,0 +1,88 @@
+// `qx ecg build`: builds both datasets' shards from MIT-BIH; `qx ecg png`: writes one window as a PNG
+// with the labelled beat's ROI drawn. Thin clients of qx::ecg.
+#pragma once
+#include "qx/ecg/ecg.hpp"
+#include "qx/io/colormap.hpp"
+#include "qx/io/png.hpp"
+#include "qx/io/progress.hpp"
+
+#include <CLI/CLI.hpp>
+
+#include <cstdio>
+#include <memory>
+
+QX_NAMESPACE_BEGIN
+namespace cli {
+
+inline CLI::App* add_ecg_command(CLI::App& root) {
+  auto* ecg = root.add_subcommand("ecg", "MIT-BIH: build the six-beat window datasets, draw samples");
+  ecg->require_subcommand(1);
+
+  auto options = std::make_shared<ecg::BuildOptions>();
+  auto rule = std::make_shared<std::string>("aami");
+  auto* build = ecg->add_subcommand("build", "render every window of the inter-patient split into safetensors shards");
+  build->add_option("--mitdb", options->mitdb, "folder with the MIT-BIH records")->capture_default_str();
+  build->add_option("--out", options->out, "output folder (shards and dataset_card.json)")->capture_default_str();
+  build->add_option("--size", options->render.size, "image side in pixels")->capture_default_str()->check(CLI::Range(8, 4096));
+  build->add_option("--channels", options->render.channels, "1 or 3")->capture_default_str()->check(CLI::IsMember({1, 3}));
+  build->add_option("--line-width", options->render.line_width, "trace thickness in pixels")->capture_default_str();
+  build->add_option("--shard-size", options->shard_size, "windows per shard")->capture_default_str()->check(CLI::PositiveNumber);
+  build->add_option("--limit", options->limit_per_split, "at most this many windows per split (0: all)")->capture_default_str();
+  build->add_option("--label-rule", *rule, "aami (normal = AAMI N) or strict (normal = 'N' only)")
+      ->capture_default_str()->check(CLI::IsMember({"aami", "strict"}));
+  build->callback([options, rule]() {
+    options->rule = *rule == "strict" ? ecg::LabelRule::strict : ecg::LabelRule::aami;
+    std::unique_ptr<io::ProgressBar> bar;
+    std::string current;
+    const auto card = ecg::build_datasets(*options, [&](const std::string& split, Index done, Index total) {
+      if (split != current) {
+        if (bar) bar->finish();
+        bar = std::make_unique<io::ProgressBar>("ecg " + split, total);
+        current = split;
+      }
+      bar->update(done);
+    });
+    if (bar) bar->finish();
+    for (const auto& [split, info] : card["splits"].items())
+      std::printf("%-10s %6lld windows  dataset 1: %lld abnormal  dataset 2: %lld abnormal\n", split.c_str(),
+                  info["windows"].get<long long>(), info["counts"].value("dataset1_abnormal", 0LL),
+                  info["counts"].value("dataset2_abnormal", 0LL));
+    std::printf("dataset card: %s\n", (options->out / "dataset_card.json").string().c_str());
+  });
+
+  struct PngArgs {
+    std::string data = "out/ecg", split = "test", out = "window.png";
+    Index index = 0;
+    int dataset = 1;
+  };
+  auto args = std::make_shared<PngArgs>();
+  auto* png = ecg->add_subcommand("png", "write one window as a PNG with its labelled beat's ROI drawn");
+  png->add_option("--data", args->data, "folder of a built dataset")->capture_default_str();
+  png->add_option("--split", args->split, "train, validation or test")->capture_default_str()
+      ->check(CLI::IsMember({"train", "validation", "test"}));
+  png->add_option("--index", args->index, "window index within the split")->capture_default_str();
+  png->add_option("--dataset", args->dataset, "1 (last beat labelled) or 2 (first)")->capture_default_str()
+      ->check(CLI::IsMember({1, 2}));
+  png->add_option("--out", args->out, "PNG file to write")->capture_default_str();
+  png->callback([args]() {
+    ecg::ShardedDataset data(args->data, args->split, args->dataset);
+    check(args->index >= 0 && args->index < data.size(), "--index ", args->index, " is outside [0, ", data.size(),
+          ") of split ", args->split);
+    const Index s = data.image_size();
+    const std::uint8_t* image = data.image(args->index);
+    std::vector<std::uint8_t> rgb(static_cast<std::size_t>(3 * s * s));
+    for (Index i = 0; i < s * s; ++i)
+      for (int c = 0; c < 3; ++c) rgb[static_cast<std::size_t>(3 * i + c)] = image[i];
+    const auto& roi = data.roi(args->index);
+    io::draw_box_rgb(rgb, s, s, roi.x0, roi.y0, roi.x1, roi.y1);
+    io::write_png_rgb(args->out, s, s, rgb.data());
+    std::printf("%s: record %lld, label %s, ROI [%lld, %lld) x [%lld, %lld)\n", args->out.c_str(),
+                static_cast<long long>(data.record(args->index)), data.label(args->index) ? "abnormal" : "normal",
+                static_cast<long long>(roi.x0), static_cast<long long>(roi.x1), static_cast<long long>(roi.y0),
+                static_cast<long long>(roi.y1));
+  });
+  return ecg;
+}
+
+}  // namespace cli
+QX_NAMESPACE_END

@@ -1,0 +1,6 @@
+// Umbrella for the ECG layer: WFDB reading, beats and windows, rendering with ROIs, dataset shards.
+#pragma once
+#include "qx/ecg/beats.hpp"
+#include "qx/ecg/dataset.hpp"
+#include "qx/ecg/render.hpp"
+#include "qx/ecg/wfdb.hpp"
