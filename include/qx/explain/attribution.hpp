@@ -1,0 +1,229 @@
+// The attribution maps of docs/conventions.md ("Attribution maps") from ONE forward pass:
+//   saliency        ∂y_c/∂x                                   (the input gradient of the plain walk)
+//   gradcam_raw     ReLU(Σ_k α_k A_k), α_k = mean_ij ∂y_c/∂A_kij   (A, ∂y_c/∂A captured at `layer`)
+//   gradcam         gradcam_raw resized bilinearly (align_corners = False) to the input size
+//   guided_backprop ∂y_c/∂x with every ReLU's backward replaced by g·[x > 0]·[g > 0]
+//   guided_gradcam  guided_backprop ⊙ gradcam, broadcast over channels
+// The forward graph is recorded once; a plain backward (retaining the graph) gives saliency and Grad-CAM,
+// and a second walk of the same graph with the guided rule hooked onto every "relu" node gives guided
+// backprop. Both walks are input-only (no weight gradient is computed) and seeded with a one-hot of each
+// sample's target, so every sample's maps are exactly those it gets alone (batch norm in eval mode).
+#pragma once
+#include "qx/config.hpp"
+#include "qx/autograd/engine.hpp"
+#include "qx/nn/module.hpp"
+#include "qx/ops/interpolate.hpp"
+
+#include <set>
+#include <string>
+#include <vector>
+
+QX_NAMESPACE_BEGIN
+namespace explain {
+
+enum class Method { saliency, gradcam_raw, gradcam, guided_backprop, guided_gradcam };
+
+inline const char* to_string(Method m) {
+  switch (m) {
+    case Method::saliency: return "saliency";
+    case Method::gradcam_raw: return "gradcam_raw";
+    case Method::gradcam: return "gradcam";
+    case Method::guided_backprop: return "guided_backprop";
+    case Method::guided_gradcam: return "guided_gradcam";
+  }
+  return "?";
+}
+
+inline const std::set<Method>& all_methods() {
+  static const std::set<Method> all{Method::saliency, Method::gradcam_raw, Method::gradcam, Method::guided_backprop,
+                                    Method::guided_gradcam};
+  return all;
+}
+
+struct ExplainOptions {
+  std::set<Method> methods = all_methods();
+  std::string layer = "layer4";  ///< Grad-CAM's layer, by module name
+  std::vector<Index> targets;    ///< one class per sample; empty: the predicted class (argmax of the logits)
+};
+
+/// The result of one attribution pass; maps not asked for are undefined tensors.
+template <class T>
+struct Attributions {
+  Tensor<T> logits;           // (N, K)
+  std::vector<Index> targets;  // (N)
+  Tensor<T> saliency;         // (N, C, H, W)
+  Tensor<T> gradcam_raw;      // (N, h, w)
+  Tensor<T> gradcam;          // (N, H, W)
+  Tensor<T> guided_backprop;  // (N, C, H, W)
+  Tensor<T> guided_gradcam;   // (N, C, H, W)
+  Tensor<T> activation;       // (N, K', h, w): A at the Grad-CAM layer (when Grad-CAM was computed)
+  Tensor<T> activation_grad;  // (N, K', h, w): ∂y_c/∂A
+
+  const Tensor<T>& map(Method m) const {
+    switch (m) {
+      case Method::saliency: return saliency;
+      case Method::gradcam_raw: return gradcam_raw;
+      case Method::gradcam: return gradcam;
+      case Method::guided_backprop: return guided_backprop;
+      case Method::guided_gradcam: return guided_gradcam;
+    }
+    return saliency;
+  }
+};
+
+namespace detail {
+/// Keeps a model in eval mode for a scope and restores its previous mode.
+template <class T>
+struct EvalScope {
+  nn::Module<T>& model;
+  bool was_training;
+  explicit EvalScope(nn::Module<T>& m) : model(m), was_training(m.is_training()) { m.eval(); }
+  ~EvalScope() { model.train(was_training); }
+};
+
+/// Removes a forward hook when the scope ends.
+template <class T>
+struct ForwardHookScope {
+  nn::Module<T>* module = nullptr;
+  int id = -1;
+  ~ForwardHookScope() {
+    if (module) module->remove_forward_hook(id);
+  }
+};
+
+/// argmax over each row of (N, K); the first maximum wins a tie.
+template <class T>
+std::vector<Index> argmax_rows(const Tensor<T>& logits) {
+  const Tensor<T> l = logits.contiguous();
+  const Index n = l.size(0), k = l.size(1);
+  std::vector<Index> out(static_cast<std::size_t>(n));
+  for (Index i = 0; i < n; ++i) {
+    Index best = 0;
+    for (Index c = 1; c < k; ++c)
+      if (l.data()[i * k + c] > l.data()[i * k + best]) best = c;
+    out[static_cast<std::size_t>(i)] = best;
+  }
+  return out;
+}
+
+/// The seed of Σ_n y_{n, c_n}: a one-hot row per sample.
+template <class T>
+Tensor<T> one_hot(const std::vector<Index>& targets, Index classes) {
+  auto seed = Tensor<T>::zeros({static_cast<Index>(targets.size()), classes});
+  for (std::size_t i = 0; i < targets.size(); ++i) seed.data()[static_cast<Index>(i) * classes + targets[i]] = T(1);
+  return seed;
+}
+
+/// ReLU(Σ_k α_k A_k) with α_k = mean_ij G_kij, per sample: A, G (N, K, h, w) → (N, h, w).
+template <class T>
+Tensor<T> gradcam_from(const Tensor<T>& activation, const Tensor<T>& grad) {
+  const Index n = activation.size(0), k = activation.size(1), plane = activation.size(2) * activation.size(3);
+  auto cam = Tensor<T>::zeros({n, activation.size(2), activation.size(3)});
+  for (Index s = 0; s < n; ++s) {
+    T* out = cam.data() + s * plane;
+    for (Index c = 0; c < k; ++c) {
+      const T* g = grad.data() + (s * k + c) * plane;
+      const T* a = activation.data() + (s * k + c) * plane;
+      double alpha = 0;
+      for (Index p = 0; p < plane; ++p) alpha += g[p];
+      const T w = static_cast<T>(alpha / static_cast<double>(plane));
+      for (Index p = 0; p < plane; ++p) out[p] += w * a[p];
+    }
+    for (Index p = 0; p < plane; ++p) out[p] = out[p] > T(0) ? out[p] : T(0);
+  }
+  return cam;
+}
+
+/// The guided-backprop rule as a backward hook: the ReLU's own rule gave g·[x > 0]; keep its positive part.
+template <class T>
+void guided_relu_hook(const autograd::Node<T>&, const Tensor<T>&, std::vector<Tensor<T>>& grads) {
+  if (!grads[0].defined()) return;
+  for (T& v : grads[0].span()) v = v > T(0) ? v : T(0);
+}
+
+template <class T>
+void check_targets(const std::vector<Index>& targets, Index n, Index k) {
+  check(static_cast<Index>(targets.size()) == n, "explain: ", targets.size(), " targets for a batch of ", n);
+  for (std::size_t i = 0; i < targets.size(); ++i)
+    check(targets[i] >= 0 && targets[i] < k, "explain: target ", targets[i], " of sample ", i, " is outside [0, ", k, ")");
+}
+}  // namespace detail
+
+/**
+ * @brief Computes the requested attribution maps of `model` for the batch `x` (N, C, H, W).
+ * @throws qx::Error if the layer does not exist, a target is out of range, or the input does not fit.
+ * @code
+ * auto maps = qx::explain::explain(*model, images);           // all five maps, predicted classes
+ * auto cam = qx::explain::explain(*model, images, {{Method::gradcam}, "layer3"}).gradcam;
+ * @endcode
+ */
+template <class T>
+Attributions<T> explain(nn::Module<T>& model, const Tensor<T>& x, const ExplainOptions& options = {}) {
+  check(x.dim() == 4, "explain: input must be (N, C, H, W), got ", shape_str(x.shape()));
+  const bool want_cam = options.methods.count(Method::gradcam_raw) || options.methods.count(Method::gradcam) ||
+                        options.methods.count(Method::guided_gradcam);
+  const bool want_saliency = options.methods.count(Method::saliency) > 0;
+  const bool want_guided = options.methods.count(Method::guided_backprop) || options.methods.count(Method::guided_gradcam);
+  detail::EvalScope<T> eval(model);
+
+  Tensor<T> input = x.contiguous().clone().requires_grad_();
+  Tensor<T> activation;
+  detail::ForwardHookScope<T> capture;
+  if (want_cam) {
+    capture.module = &model.submodule(options.layer);
+    capture.id = capture.module->add_forward_hook([&](nn::Module<T>&, const Tensor<T>&, Tensor<T>& out) {
+      out.retain_grad();
+      activation = out;
+    });
+  }
+
+  Attributions<T> result;
+  Tensor<T> logits = model(input);
+  check(logits.dim() == 2, "explain: the model's output must be (N, K) logits, got ", shape_str(logits.shape()));
+  result.logits = logits.detach().clone();
+  result.targets = options.targets.empty() ? detail::argmax_rows(result.logits) : options.targets;
+  detail::check_targets<T>(result.targets, x.size(0), logits.size(1));
+  if (want_cam) check(activation.defined(), "explain: layer '", options.layer, "' did not run in the forward pass");
+  const Tensor<T> seed = detail::one_hot<T>(result.targets, logits.size(1));
+
+  if (want_saliency || want_cam) {
+    autograd::BackwardOptions<T> walk;
+    walk.retain_graph = want_guided;
+    walk.inputs = {input};
+    autograd::backward(logits, seed, walk);
+    if (want_saliency) result.saliency = input.grad().clone();
+    if (want_cam) {
+      result.activation = activation.detach().clone();
+      result.activation_grad = activation.grad().clone();
+      result.gradcam_raw = detail::gradcam_from(result.activation, result.activation_grad);
+      const Index h = result.gradcam_raw.size(1), w = result.gradcam_raw.size(2);
+      result.gradcam = ops::interpolate_bilinear(result.gradcam_raw.view({x.size(0), 1, h, w}), x.size(2), x.size(3))
+                           .view({x.size(0), x.size(2), x.size(3)});
+    }
+    input.zero_grad();
+  }
+  if (want_guided) {
+    autograd::for_each_node(logits, [](autograd::Node<T>& node) {
+      if (std::string(node.name()) == "relu") node.add_backward_hook(detail::guided_relu_hook<T>);
+    });
+    autograd::BackwardOptions<T> walk;
+    walk.inputs = {input};
+    autograd::backward(logits, seed, walk);
+    result.guided_backprop = input.grad().clone();
+    if (options.methods.count(Method::guided_gradcam)) {
+      result.guided_gradcam = result.guided_backprop.clone();
+      const Index n = x.size(0), c = x.size(1), plane = x.size(2) * x.size(3);
+      for (Index s = 0; s < n; ++s)
+        for (Index ch = 0; ch < c; ++ch)
+          for (Index p = 0; p < plane; ++p) result.guided_gradcam.data()[(s * c + ch) * plane + p] *= result.gradcam.data()[s * plane + p];
+    }
+  }
+  // Maps the caller did not ask for are not returned even if computed on the way.
+  if (!options.methods.count(Method::gradcam_raw)) result.gradcam_raw = {};
+  if (!options.methods.count(Method::gradcam)) result.gradcam = {};
+  if (!options.methods.count(Method::guided_backprop)) result.guided_backprop = {};
+  return result;
+}
+
+}  // namespace explain
+QX_NAMESPACE_END
