@@ -6,11 +6,11 @@
 QX_NAMESPACE_BEGIN
 namespace kernels {
 
-/// relu(x) = max(x, 0)
+/// relu(x) = max(x, 0); NaN propagates, as in PyTorch (so a diverged network is noticed).
 struct Relu {
   template <class T>
   QX_HOST_DEVICE T operator()(T x) const {
-    return x > T(0) ? x : T(0);
+    return x < T(0) ? T(0) : x;
   }
 };
 

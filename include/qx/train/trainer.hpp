@@ -1,0 +1,366 @@
+// The training loop of the study as a reusable component (docs/training.md): seeded shuffling,
+// mini-batches, class-weighted cross-entropy with weight_c = N / N_c, Adam with weight decay and
+// per-group learning rates, StepLR, per-epoch validation accuracy / precision / recall / F1, the early
+// stop (from epoch index ≥ 4: stop when this epoch's validation F1 ≤ the mean of the previous `window`
+// epochs'), a best checkpoint (the last epoch that improved both validation accuracy and F1), and an
+// exact resume: model, optimiser and schedule state and history are written atomically after every epoch.
+#pragma once
+#include "qx/config.hpp"
+#include "qx/autograd/engine.hpp"
+#include "qx/io/atomic_file.hpp"
+#include "qx/io/progress.hpp"
+#include "qx/io/safetensors.hpp"
+#include "qx/metrics/classification.hpp"
+#include "qx/nn/module.hpp"
+#include "qx/nn/serialize.hpp"
+#include "qx/ops/softmax.hpp"
+#include "qx/optim/adam.hpp"
+#include "qx/optim/step_lr.hpp"
+
+#include <nlohmann/json.hpp>
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <filesystem>
+#include <numeric>
+#include <sstream>
+#include <string>
+#include <utility>
+#include <vector>
+
+QX_NAMESPACE_BEGIN
+namespace train {
+
+/// What the loop needs of a dataset: its size, each sample's label, and batches by index.
+template <class D, class T>
+concept LabelledDataset = requires(D& d, const std::vector<Index>& idx, Tensor<T>& images, std::vector<Index>& labels, Index i) {
+  { d.size() } -> std::convertible_to<Index>;
+  { d.label(i) } -> std::convertible_to<Index>;
+  d.template get_batch<T>(idx, images, labels);
+};
+
+/// An in-memory dataset: images (N, C, H, W) and one label per image.
+template <class T>
+class TensorDataset {
+ public:
+  TensorDataset(Tensor<T> images, std::vector<Index> labels) : images_(images.contiguous()), labels_(std::move(labels)) {
+    check(images_.dim() == 4 && images_.size(0) == static_cast<Index>(labels_.size()), "TensorDataset: images ",
+          shape_str(images_.shape()), " and ", labels_.size(), " labels");
+  }
+  Index size() const { return images_.size(0); }
+  Index label(Index i) const { return labels_.at(static_cast<std::size_t>(i)); }
+  template <class U>
+  void get_batch(const std::vector<Index>& indices, Tensor<U>& images, std::vector<Index>& labels) const {
+    const Index per = images_.numel() / images_.size(0), b = static_cast<Index>(indices.size());
+    Shape shape = images_.shape();
+    shape[0] = b;
+    if (images.shape() != shape) images = Tensor<U>::empty(shape);
+    labels.resize(indices.size());
+    for (Index k = 0; k < b; ++k) {
+      const Index i = indices[static_cast<std::size_t>(k)];
+      check(i >= 0 && i < size(), "TensorDataset: index ", i, " out of range [0, ", size(), ")");
+      for (Index p = 0; p < per; ++p) images.data()[k * per + p] = static_cast<U>(images_.data()[i * per + p]);
+      labels[static_cast<std::size_t>(k)] = labels_[static_cast<std::size_t>(i)];
+    }
+  }
+
+ private:
+  Tensor<T> images_;
+  std::vector<Index> labels_;
+};
+
+struct TrainOptions {
+  Index epochs = 20;
+  Index batch_size = 16;
+  std::uint64_t seed = 0;
+  double lr = 1e-4;            ///< learning rate of every trainable parameter when `group_lrs` is empty
+  double weight_decay = 0.1;   ///< Adam's L2 term (PyTorch semantics)
+  /// Parameter groups by name prefix ("layer4" matches "layer4.…"); parameters in no group stay frozen.
+  std::vector<std::pair<std::string, double>> group_lrs;
+  long lr_step = 4;            ///< StepLR step, in epochs
+  double lr_gamma = 0.1;
+  bool class_weights = true;   ///< weight_c = N / N_c over the training labels
+  Index num_classes = 2;
+  Index positive_class = 1;    ///< the class whose precision / recall / F1 are reported (abnormal)
+  bool early_stop = true;
+  Index early_stop_window = 3;     ///< previous epochs averaged
+  Index early_stop_min_epoch = 4;  ///< first epoch index at which the rule applies
+  std::filesystem::path out_dir;   ///< checkpoint.safetensors, state.safetensors, log.csv; empty: none written
+  bool resume = true;              ///< continue from out_dir/state.safetensors when it exists
+  bool progress = true;
+  Index max_train_batches = 0;     ///< per epoch, 0: all (quick runs)
+  Index max_validation = 0;        ///< validation samples, 0: all
+};
+
+struct EpochRecord {
+  Index epoch = 0;
+  double train_loss = 0, train_accuracy = 0;
+  double val_accuracy = 0, val_precision = 0, val_recall = 0, val_f1 = 0;
+  double lr = 0, seconds = 0;
+  bool checkpointed = false;
+};
+
+struct TrainResult {
+  std::vector<EpochRecord> history;
+  Index best_epoch = -1;  ///< epoch of the kept checkpoint, −1 if none improved
+  bool stopped_early = false;
+  bool resumed = false;
+};
+
+namespace detail {
+inline nlohmann::json to_json(const EpochRecord& r) {
+  return {{"epoch", r.epoch},           {"train_loss", r.train_loss},   {"train_accuracy", r.train_accuracy},
+          {"val_accuracy", r.val_accuracy}, {"val_precision", r.val_precision}, {"val_recall", r.val_recall},
+          {"val_f1", r.val_f1},         {"lr", r.lr},                   {"seconds", r.seconds},
+          {"checkpointed", r.checkpointed}};
+}
+inline EpochRecord from_json(const nlohmann::json& j) {
+  EpochRecord r;
+  r.epoch = j.at("epoch");
+  r.train_loss = j.at("train_loss");
+  r.train_accuracy = j.at("train_accuracy");
+  r.val_accuracy = j.at("val_accuracy");
+  r.val_precision = j.at("val_precision");
+  r.val_recall = j.at("val_recall");
+  r.val_f1 = j.at("val_f1");
+  r.lr = j.at("lr");
+  r.seconds = j.at("seconds");
+  r.checkpointed = j.at("checkpointed");
+  return r;
+}
+
+inline bool in_group(const std::string& name, const std::string& prefix) {
+  return name == prefix || (name.size() > prefix.size() && name.compare(0, prefix.size(), prefix) == 0 && name[prefix.size()] == '.');
+}
+
+inline void write_csv(const std::filesystem::path& path, const std::vector<EpochRecord>& history) {
+  io::write_file_atomic(path, [&](std::ostream& out) {
+    out << "epoch,train_loss,train_accuracy,val_accuracy,val_precision,val_recall,val_f1,lr,seconds,checkpointed\n";
+    for (const auto& r : history) {
+      char line[256];
+      std::snprintf(line, sizeof line, "%lld,%.6f,%.6f,%.6f,%.6f,%.6f,%.6f,%.3g,%.1f,%d\n", static_cast<long long>(r.epoch),
+                    r.train_loss, r.train_accuracy, r.val_accuracy, r.val_precision, r.val_recall, r.val_f1, r.lr, r.seconds,
+                    r.checkpointed ? 1 : 0);
+      out << line;
+    }
+  });
+}
+}  // namespace detail
+
+/// The paper's early-stop rule: at epoch index e ≥ min_epoch, stop when F1_e ≤ mean(F1_{e−window} … F1_{e−1}).
+inline bool should_stop_early(const std::vector<double>& f1_history, Index window, Index min_epoch) {
+  const Index e = static_cast<Index>(f1_history.size()) - 1;
+  if (e < min_epoch || e < window || window <= 0) return false;
+  double mean = 0;
+  for (Index k = e - window; k < e; ++k) mean += f1_history[static_cast<std::size_t>(k)];
+  mean /= static_cast<double>(window);
+  return f1_history.back() <= mean;
+}
+
+/// Class weights weight_c = N / N_c (a class absent from the labels gets weight 0).
+template <class T>
+Tensor<T> class_weights(const std::vector<Index>& labels, Index num_classes) {
+  std::vector<Index> counts(static_cast<std::size_t>(num_classes), 0);
+  for (Index l : labels) {
+    check(l >= 0 && l < num_classes, "class_weights: label ", l, " outside [0, ", num_classes, ")");
+    ++counts[static_cast<std::size_t>(l)];
+  }
+  auto w = Tensor<T>::zeros({num_classes});
+  for (Index c = 0; c < num_classes; ++c)
+    if (counts[static_cast<std::size_t>(c)] > 0)
+      w.data()[c] = static_cast<T>(static_cast<double>(labels.size()) / static_cast<double>(counts[static_cast<std::size_t>(c)]));
+  return w;
+}
+
+/// Predictions (argmax) of `model` over `data` in eval mode; returns the confusion matrix.
+template <class T, class D>
+metrics::ConfusionMatrix evaluate(nn::Module<T>& model, D& data, Index num_classes, Index batch_size, Index limit = 0) {
+  const bool was_training = model.is_training();
+  model.eval();
+  NoGradGuard no_grad;
+  metrics::ConfusionMatrix matrix(num_classes);
+  const Index n = limit > 0 ? std::min(limit, data.size()) : data.size();
+  Tensor<T> images;
+  std::vector<Index> labels, indices;
+  for (Index first = 0; first < n; first += batch_size) {
+    indices.clear();
+    for (Index i = first; i < std::min(n, first + batch_size); ++i) indices.push_back(i);
+    data.template get_batch<T>(indices, images, labels);
+    const Tensor<T> logits = model(images);
+    for (Index i = 0; i < logits.size(0); ++i) {
+      Index best = 0;
+      for (Index c = 1; c < num_classes; ++c)
+        if (logits.at({i, c}) > logits.at({i, best})) best = c;
+      matrix.add(labels[static_cast<std::size_t>(i)], best);
+    }
+  }
+  model.train(was_training);
+  return matrix;
+}
+
+/**
+ * @brief Trains `model` on `train_data`, validating on `val_data` after every epoch.
+ * @throws qx::Error on a NaN/Inf loss (naming the epoch and batch) or on unreadable resume state.
+ */
+template <class T, class Train, class Val>
+  requires LabelledDataset<Train, T> && LabelledDataset<Val, T>
+TrainResult fit(nn::Module<T>& model, Train& train_data, Val& val_data, const TrainOptions& o) {
+  namespace fs = std::filesystem;
+  check(o.batch_size > 0 && o.epochs >= 0, "fit: batch size ", o.batch_size, " and epochs ", o.epochs, " must be positive");
+  check(train_data.size() > 0, "fit: the training set is empty");
+  // Parameter groups by name prefix; parameters in no group are frozen (no gradient computed for them).
+  std::vector<optim::ParamGroup<T>> groups;
+  std::vector<Tensor<T>> trainable;
+  const auto named = model.named_parameters();
+  if (o.group_lrs.empty()) {
+    groups.push_back({model.parameters(), o.lr, o.weight_decay, "all"});
+  } else {
+    for (const auto& [prefix, lr] : o.group_lrs) {
+      optim::ParamGroup<T> g{{}, lr, o.weight_decay, prefix};
+      for (const auto& [name, p] : named)
+        if (detail::in_group(name, prefix)) g.params.push_back(*p);
+      check(!g.params.empty(), "fit: learning-rate group '", prefix, "' matches no parameter");
+      groups.push_back(std::move(g));
+    }
+  }
+  for (const auto& g : groups) trainable.insert(trainable.end(), g.params.begin(), g.params.end());
+  optim::Adam<T> optimizer(groups);
+  optim::StepLR<T> schedule(optimizer, o.lr_step, o.lr_gamma);
+
+  std::vector<Index> all_labels(static_cast<std::size_t>(train_data.size()));
+  for (Index i = 0; i < train_data.size(); ++i) all_labels[static_cast<std::size_t>(i)] = train_data.label(i);
+  const Tensor<T> weights = o.class_weights ? class_weights<T>(all_labels, o.num_classes) : Tensor<T>();
+
+  TrainResult result;
+  double best_accuracy = -1, best_f1 = -1;
+  Index start_epoch = 0;
+  const bool persist = !o.out_dir.empty();
+  if (persist) fs::create_directories(o.out_dir);
+  const fs::path state_path = o.out_dir / "state.safetensors";
+  if (persist && o.resume && fs::exists(state_path)) {
+    const auto state = io::SafetensorsFile::open(state_path);
+    io::SafetensorsWriter model_part;
+    std::map<std::string, Tensor<T>> optimizer_state;
+    for (const auto& name : state.names()) {
+      if (name.rfind("model.", 0) == 0) {
+        model_part.add_raw(name.substr(6), state.dtype(name), state.shape(name), state.bytes(name));
+      } else if (name.rfind("optim.", 0) == 0) {
+        optimizer_state[name.substr(6)] = state.get_as<T>(name);
+      }
+    }
+    const std::string blob = model_part.serialize();
+    std::vector<std::byte> raw(blob.size());
+    std::memcpy(raw.data(), blob.data(), blob.size());
+    nn::load_state(model, io::SafetensorsFile::from_bytes(std::move(raw), state_path.string()));
+    optimizer.load_state_dict(optimizer_state);
+    const auto meta = nlohmann::json::parse(state.metadata().at("trainer"));
+    for (const auto& r : meta.at("history")) result.history.push_back(detail::from_json(r));
+    start_epoch = meta.at("next_epoch");
+    best_accuracy = meta.at("best_accuracy");
+    best_f1 = meta.at("best_f1");
+    result.best_epoch = meta.at("best_epoch");
+    result.stopped_early = meta.at("stopped_early");
+    result.resumed = true;
+    schedule.set_epoch(start_epoch);
+    if (result.stopped_early) return result;
+  }
+
+  std::vector<double> f1_history;
+  for (const auto& r : result.history) f1_history.push_back(r.val_f1);
+  Tensor<T> images;
+  std::vector<Index> labels;
+  for (Index epoch = start_epoch; epoch < o.epochs; ++epoch) {
+    const auto started = std::chrono::steady_clock::now();
+    model.train();
+    // Seeded per epoch, so a resumed run draws the same order as an uninterrupted one.
+    std::vector<Index> order(static_cast<std::size_t>(train_data.size()));
+    std::iota(order.begin(), order.end(), Index{0});
+    Rng rng(o.seed * 1000003ULL + static_cast<std::uint64_t>(epoch));
+    for (std::size_t i = order.size(); i > 1; --i) std::swap(order[i - 1], order[rng.below(i)]);
+    Index batches = (train_data.size() + o.batch_size - 1) / o.batch_size;
+    if (o.max_train_batches > 0) batches = std::min(batches, o.max_train_batches);
+    io::ProgressBar bar("epoch " + std::to_string(epoch + 1) + "/" + std::to_string(o.epochs), batches * o.batch_size);
+    double loss_sum = 0;
+    Index seen = 0, correct = 0;
+    for (Index b = 0; b < batches; ++b) {
+      const auto first = order.begin() + b * o.batch_size;
+      const auto last = order.begin() + std::min<Index>((b + 1) * o.batch_size, train_data.size());
+      const std::vector<Index> indices(first, last);
+      train_data.template get_batch<T>(indices, images, labels);
+      const Tensor<T> logits = model(images);
+      const Tensor<T> loss = ops::cross_entropy(logits, labels, weights);
+      const double value = static_cast<double>(loss.item());
+      check(std::isfinite(value), "training diverged: loss is ", value, " at epoch ", epoch + 1, ", batch ", b + 1, " of ",
+            batches, " (lower the learning rate, or check the inputs for NaN/Inf)");
+      autograd::BackwardOptions<T> walk;
+      walk.inputs = trainable;
+      autograd::backward(loss, {}, walk);
+      optimizer.step();
+      optimizer.zero_grad();
+      loss_sum += value * static_cast<double>(indices.size());
+      seen += static_cast<Index>(indices.size());
+      for (Index i = 0; i < logits.size(0); ++i) {
+        Index best = 0;
+        for (Index c = 1; c < logits.size(1); ++c)
+          if (logits.at({i, c}) > logits.at({i, best})) best = c;
+        correct += best == labels[static_cast<std::size_t>(i)];
+      }
+      if (o.progress) {
+        char extra[96];
+        std::snprintf(extra, sizeof extra, "loss %.4f", loss_sum / static_cast<double>(seen));
+        bar.update(seen, extra);
+      }
+    }
+    if (o.progress) bar.finish();
+    EpochRecord record;
+    record.epoch = epoch;
+    record.lr = optimizer.lr(0);
+    record.train_loss = loss_sum / static_cast<double>(std::max<Index>(1, seen));
+    record.train_accuracy = static_cast<double>(correct) / static_cast<double>(std::max<Index>(1, seen));
+    schedule.step();
+    const auto matrix = evaluate(model, val_data, o.num_classes, std::max<Index>(o.batch_size, 32), o.max_validation);
+    record.val_accuracy = matrix.accuracy();
+    record.val_precision = matrix.precision(o.positive_class);
+    record.val_recall = matrix.recall(o.positive_class);
+    record.val_f1 = matrix.f1(o.positive_class);
+    if (record.val_accuracy > best_accuracy && record.val_f1 > best_f1) {
+      best_accuracy = record.val_accuracy;
+      best_f1 = record.val_f1;
+      result.best_epoch = epoch;
+      record.checkpointed = true;
+      if (persist) nn::save_safetensors(model, o.out_dir / "checkpoint.safetensors", {{"epoch", std::to_string(epoch)}});
+    }
+    record.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
+    result.history.push_back(record);
+    f1_history.push_back(record.val_f1);
+    if (o.progress)
+      std::fprintf(stderr, "epoch %lld: train loss %.4f acc %.4f | val acc %.4f precision %.4f recall %.4f F1 %.4f%s\n",
+                   static_cast<long long>(epoch + 1), record.train_loss, record.train_accuracy, record.val_accuracy,
+                   record.val_precision, record.val_recall, record.val_f1, record.checkpointed ? "  (checkpoint)" : "");
+    result.stopped_early = o.early_stop && should_stop_early(f1_history, o.early_stop_window, o.early_stop_min_epoch);
+    if (persist) {
+      detail::write_csv(o.out_dir / "log.csv", result.history);
+      io::SafetensorsWriter state;
+      nn::add_state(state, model, "model.");
+      for (const auto& [name, t] : optimizer.state_dict()) state.add("optim." + name, t);
+      nlohmann::json meta = {{"next_epoch", epoch + 1},   {"best_accuracy", best_accuracy},
+                             {"best_f1", best_f1},       {"best_epoch", result.best_epoch},
+                             {"stopped_early", result.stopped_early}, {"history", nlohmann::json::array()}};
+      for (const auto& r : result.history) meta["history"].push_back(detail::to_json(r));
+      state.set_metadata("trainer", meta.dump());
+      state.write(state_path);
+    }
+    if (result.stopped_early) {
+      if (o.progress)
+        std::fprintf(stderr, "early stop: validation F1 %.4f is not above the mean of the previous %lld epochs\n", record.val_f1,
+                     static_cast<long long>(o.early_stop_window));
+      break;
+    }
+  }
+  return result;
+}
+
+}  // namespace train
+QX_NAMESPACE_END

@@ -1,0 +1,137 @@
+// The training loop: a small ResNet learns a synthetic two-class task; the early-stop rule; exact
+// resume after an interruption; frozen parameter groups; the NaN stop; the CSV log and checkpoint.
+#include <doctest/doctest.h>
+
+#include "qx/nn/nn.hpp"
+#include "qx/train/trainer.hpp"
+
+#include <filesystem>
+#include <fstream>
+
+namespace fs = std::filesystem;
+using qx::Index;
+using qx::Tensor;
+using qx::train::TensorDataset;
+
+namespace {
+/// Label 0: a bright blob in the left half; label 1: in the right half; noisy background.
+TensorDataset<float> blobs(Index n, Index size, std::uint64_t seed) {
+  qx::Rng rng(seed);
+  auto images = Tensor<float>::randn({n, 1, size, size}, rng, 0.0, 0.2);
+  std::vector<Index> labels(static_cast<std::size_t>(n));
+  for (Index i = 0; i < n; ++i) {
+    labels[static_cast<std::size_t>(i)] = i % 2;
+    const double half = static_cast<double>(size) / 2;
+    const double cx = (i % 2 == 0 ? rng.uniform(2, half - 2) : rng.uniform(half + 2, size - 2)), cy = rng.uniform(2, size - 2);
+    for (Index y = 0; y < size; ++y)
+      for (Index x = 0; x < size; ++x)
+        images.at({i, 0, y, x}) += static_cast<float>(std::exp(-((x - cx) * (x - cx) + (y - cy) * (y - cy)) / 6.0));
+  }
+  return {images, labels};
+}
+
+fs::path fresh_dir(const std::string& name) {
+  const auto dir = fs::temp_directory_path() / ("qx_test_train_" + name);
+  fs::remove_all(dir);
+  return dir;
+}
+}  // namespace
+
+TEST_CASE("a small ResNet learns the blob task to at least 95 % test accuracy") {
+  auto train = blobs(384, 24, 1), test = blobs(200, 24, 2);
+  auto model = qx::nn::resnet18<float>(1, 2, 4, /*seed=*/3);
+  qx::train::TrainOptions o;
+  o.epochs = 6;
+  o.batch_size = 32;
+  o.lr = 3e-3;
+  o.weight_decay = 0;
+  o.early_stop = false;
+  o.progress = false;
+  const auto result = qx::train::fit(*model, train, test, o);
+  const auto matrix = qx::train::evaluate(*model, test, 2, 64);
+  MESSAGE("blob task: test accuracy ", matrix.accuracy(), " after ", result.history.size(), " epochs");
+  CHECK(matrix.accuracy() >= 0.95);
+  CHECK(result.history.back().train_loss < result.history.front().train_loss);
+}
+
+TEST_CASE("the early-stop rule: from epoch index 4, F1 ≤ mean of the previous three") {
+  using qx::train::should_stop_early;
+  CHECK_FALSE(should_stop_early({0.5, 0.6, 0.7, 0.6}, 3, 4));          // epoch 3: too early
+  CHECK(should_stop_early({0.5, 0.6, 0.7, 0.6, 0.6}, 3, 4));           // 0.6 ≤ mean(0.6, 0.7, 0.6)
+  CHECK_FALSE(should_stop_early({0.5, 0.6, 0.7, 0.6, 0.65}, 3, 4));    // 0.65 > 0.633…
+  CHECK(should_stop_early({0.1, 0.2, 0.3, 0.4, 0.3}, 3, 4));           // 0.3 ≤ 0.3 (equality stops)
+  CHECK(should_stop_early({0.1, 0.2, 0.3, 0.4, 0.5, 0.3}, 4, 4));      // window is a parameter
+  auto w = qx::train::class_weights<double>({0, 0, 0, 1}, 2);
+  CHECK(w.to_vector() == std::vector<double>{4.0 / 3, 4.0});          // N / N_c: the rarer class weighs more
+}
+
+TEST_CASE("resuming after an interruption gives exactly the weights of an uninterrupted run") {
+  auto train = blobs(64, 16, 4), val = blobs(32, 16, 5);
+  qx::train::TrainOptions o;
+  o.batch_size = 16;
+  o.lr = 1e-3;
+  o.lr_step = 1;  // so the schedule's state matters
+  o.lr_gamma = 0.5;
+  o.early_stop = false;
+  o.progress = false;
+  o.epochs = 3;
+  o.out_dir = fresh_dir("straight");
+  auto straight = qx::nn::resnet18<float>(1, 2, 4, 7);
+  qx::train::fit(*straight, train, val, o);
+
+  o.out_dir = fresh_dir("resumed");
+  o.epochs = 2;  // "interrupted" after two epochs
+  auto first = qx::nn::resnet18<float>(1, 2, 4, 7);
+  qx::train::fit(*first, train, val, o);
+  o.epochs = 3;
+  auto second = qx::nn::resnet18<float>(1, 2, 4, 99);  // a new process: different initial weights
+  const auto result = qx::train::fit(*second, train, val, o);
+  CHECK(result.resumed);
+  CHECK(result.history.size() == 3);
+  const auto a = straight->named_state(), b = second->named_state();
+  REQUIRE(a.size() == b.size());
+  for (std::size_t i = 0; i < a.size(); ++i) {
+    CAPTURE(a[i].name);
+    CHECK(a[i].tensor->to_vector() == b[i].tensor->to_vector());
+  }
+  // The log has a header and one row per epoch; the checkpoint loads into a fresh model.
+  std::ifstream csv(o.out_dir / "log.csv");
+  std::string line;
+  int rows = 0;
+  while (std::getline(csv, line)) ++rows;
+  CHECK(rows == 4);
+  auto reloaded = qx::nn::resnet18<float>(1, 2, 4);
+  if (result.best_epoch >= 0) qx::nn::load_safetensors(*reloaded, o.out_dir / "checkpoint.safetensors");
+  CHECK_FALSE(fs::exists(o.out_dir / "state.safetensors.tmp"));
+  fs::remove_all(o.out_dir);
+  fs::remove_all(fs::temp_directory_path() / "qx_test_train_straight");
+}
+
+TEST_CASE("parameters outside every learning-rate group stay frozen") {
+  auto train = blobs(32, 16, 6), val = blobs(16, 16, 7);
+  auto model = qx::nn::resnet18<float>(1, 2, 4, 8);
+  const auto stem = model->conv1->weight.clone(), head = model->fc->weight.clone();
+  qx::train::TrainOptions o;
+  o.epochs = 1;
+  o.batch_size = 16;
+  o.group_lrs = {{"layer4", 1e-3}, {"fc", 1e-3}};
+  o.progress = false;
+  qx::train::fit(*model, train, val, o);
+  CHECK(model->conv1->weight.to_vector() == stem.to_vector());
+  CHECK(model->fc->weight.to_vector() != head.to_vector());
+  CHECK_FALSE(model->conv1->weight.has_grad());
+  o.group_lrs = {{"layer9", 1e-3}};
+  CHECK_THROWS_WITH(qx::train::fit(*model, train, val, o), doctest::Contains("layer9"));
+}
+
+TEST_CASE("a NaN loss stops training with the epoch and batch") {
+  auto images = Tensor<float>::zeros({8, 1, 16, 16});
+  images.at({5, 0, 3, 3}) = std::numeric_limits<float>::quiet_NaN();
+  TensorDataset<float> bad(images, {0, 1, 0, 1, 0, 1, 0, 1});
+  auto model = qx::nn::resnet18<float>(1, 2, 4);
+  qx::train::TrainOptions o;
+  o.epochs = 1;
+  o.batch_size = 8;
+  o.progress = false;
+  CHECK_THROWS_WITH(qx::train::fit(*model, bad, bad, o), doctest::Contains("epoch 1, batch 1"));
+}
