@@ -1,0 +1,54 @@
+// Pictures of attribution maps: a map reduced per pixel (the focus metric's reduction), drawn as a heat
+// map (viridis, inferno) or as the paper's grey scale ("brighter = more focus"), optionally overlaid on
+// the input image, with the ROI box outlined.
+#pragma once
+#include "qx/config.hpp"
+#include "qx/explain/attribution.hpp"
+#include "qx/io/colormap.hpp"
+#include "qx/io/png.hpp"
+#include "qx/explain/reduce.hpp"
+
+#include <algorithm>
+#include <filesystem>
+#include <optional>
+#include <vector>
+
+QX_NAMESPACE_BEGIN
+namespace explain {
+
+struct PictureOptions {
+  io::Colormap colormap = io::Colormap::inferno;
+  double overlay_alpha = 0.6;  ///< weight of the heat map over the input image (0: input only; 1: map only)
+  bool overlay = true;
+};
+
+/**
+ * Writes sample `s` of `map` (N, C, H, W) or (N, H, W), reduced as `method` is in the focus metric, as a
+ * PNG. `image` (N, C, H, W) is the model input (ink 1 on 0 for the ECG images), drawn in grey below.
+ */
+template <class T>
+void write_map_png(const std::filesystem::path& path, const Tensor<T>& map, Method method, Index s, const Tensor<T>& image,
+                   const std::optional<metrics::Roi>& roi = std::nullopt, const PictureOptions& options = {}) {
+  const Tensor<T> m = map.contiguous();
+  const Index h = m.size(-2), w = m.size(-1);
+  const auto values = reduced_map(m, method, s);
+  std::vector<float> plane(values.begin(), values.end());
+  auto rgb = io::heatmap_rgb(plane.data(), w, h, options.colormap);
+  if (options.overlay && image.defined()) {
+    check(image.size(-2) == h && image.size(-1) == w, "write_map_png: image ", shape_str(image.shape()),
+          " does not match the map's ", h, "x", w);
+    const Tensor<T> img = image.contiguous();
+    std::vector<std::uint8_t> gray(static_cast<std::size_t>(h * w));
+    const T* base = img.data() + s * img.size(1) * h * w;
+    T lo = base[0], hi = base[0];
+    for (Index p = 0; p < h * w; ++p) lo = std::min(lo, base[p]), hi = std::max(hi, base[p]);
+    for (Index p = 0; p < h * w; ++p)  // dark trace on white, whatever the input scale
+      gray[static_cast<std::size_t>(p)] = static_cast<std::uint8_t>(255.0 - 255.0 * (hi > lo ? (base[p] - lo) / (hi - lo) : 0));
+    rgb = io::overlay_rgb(gray.data(), rgb, w, h, options.overlay_alpha);
+  }
+  if (roi) io::draw_box_rgb(rgb, w, h, roi->x0, roi->y0, roi->x1, roi->y1, {255, 64, 64}, 1);
+  io::write_png_rgb(path, w, h, rgb.data());
+}
+
+}  // namespace explain
+QX_NAMESPACE_END
