@@ -1,0 +1,132 @@
+// The `qx explain` command end to end: a round trip on a small model equals the library's maps, the
+// ROI report is JSON with a focus per map and sample, and every bad argument exits with code 2, a
+// one-line message naming the problem, and no output file.
+#include <doctest/doctest.h>
+
+#include "qx/explain/explain.hpp"
+#include "qx/nn/nn.hpp"
+
+#include <nlohmann/json.hpp>
+
+#include <sys/wait.h>
+
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+
+namespace fs = std::filesystem;
+using qx::Tensor;
+
+namespace {
+struct Run {
+  int code;
+  std::string out, err;
+};
+
+Run run(const std::string& args) {
+  const fs::path dir = fs::temp_directory_path();
+  const auto out = dir / "qx_cli_stdout.txt", err = dir / "qx_cli_stderr.txt";
+  const std::string command = std::string(QX_CLI_PATH) + " " + args + " >" + out.string() + " 2>" + err.string();
+  const int status = std::system(command.c_str());
+  auto slurp = [](const fs::path& p) {
+    std::ifstream in(p);
+    std::stringstream s;
+    s << in.rdbuf();
+    return s.str();
+  };
+  return {WIFEXITED(status) ? WEXITSTATUS(status) : -1, slurp(out), slurp(err)};
+}
+
+struct Fixture {
+  fs::path dir = fs::temp_directory_path() / "qx_test_cli_explain";
+  Tensor<float> x;
+  std::unique_ptr<qx::nn::ResNet<float>> model;
+  Fixture() {
+    fs::remove_all(dir);
+    fs::create_directories(dir);
+    model = qx::nn::resnet18<float>(1, 2, 4, 5);
+    model->eval();
+    qx::nn::save_safetensors(*model, dir / "w.safetensors");
+    qx::Rng rng(1);
+    x = Tensor<float>::randn({2, 1, 40, 36}, rng);
+    qx::io::SafetensorsWriter in;
+    in.add("input", x);
+    in.write(dir / "x.safetensors");
+    qx::io::SafetensorsWriter bad_rank;
+    bad_rank.add("input", Tensor<float>::zeros({1, 40, 36}));
+    bad_rank.write(dir / "rank3.safetensors");
+    qx::io::SafetensorsWriter three;
+    three.add("input", Tensor<float>::zeros({1, 3, 40, 36}));
+    three.write(dir / "rgb.safetensors");
+  }
+  ~Fixture() { fs::remove_all(dir); }
+  std::string base(const std::string& out = "out.safetensors") const {
+    return "explain --arch resnet18 --in-channels 1 --num-classes 2 --width 4 --weights " + (dir / "w.safetensors").string() +
+           " --input " + (dir / "x.safetensors").string() + " --out " + (dir / out).string();
+  }
+};
+}  // namespace
+
+TEST_CASE("qx explain: round trip, ROI focus report and pictures") {
+  Fixture f;
+  const auto r = run(f.base() + " --roi 0,0,18,20 --roi 18,20,36,40 --png " + (f.dir / "png").string());
+  REQUIRE_MESSAGE(r.code == 0, r.err);
+  const auto out = qx::io::SafetensorsFile::open(f.dir / "out.safetensors");
+  CHECK(out.shape("logits") == qx::Shape{2, 2});
+  CHECK(out.dtype("target") == qx::io::DType::i64);
+  CHECK(out.shape("saliency") == qx::Shape{2, 1, 40, 36});
+  CHECK(out.shape("gradcam_raw") == qx::Shape{2, 2, 2});
+  CHECK(out.shape("gradcam") == qx::Shape{2, 40, 36});
+  CHECK(out.shape("guided_backprop") == qx::Shape{2, 1, 40, 36});
+  CHECK(out.shape("guided_gradcam") == qx::Shape{2, 1, 40, 36});
+  const auto expected = qx::explain::explain(*f.model, f.x);
+  for (auto m : qx::explain::all_methods()) CHECK(out.get<float>(qx::explain::to_string(m)).to_vector() == expected.map(m).to_vector());
+  const auto report = nlohmann::json::parse(r.out);
+  REQUIRE(report["samples"].size() == 2);
+  CHECK(report["samples"][0]["random_focus"].get<double>() == doctest::Approx(18.0 * 20 / (36 * 40)));
+  for (const char* m : {"saliency", "gradcam", "guided_backprop", "guided_gradcam"}) {
+    const double v = report["samples"][1]["focus"][m];
+    CHECK(v >= 0.0);
+    CHECK(v <= 1.0);
+  }
+  CHECK(fs::exists(f.dir / "png" / "sample1_gradcam.png"));
+  const auto targeted = run(f.base("t.safetensors") + " --target 1");
+  REQUIRE(targeted.code == 0);
+  CHECK(qx::io::SafetensorsFile::open(f.dir / "t.safetensors").get<std::int64_t>("target").to_vector() == std::vector<std::int64_t>{1, 1});
+}
+
+TEST_CASE("qx explain: every bad argument is exit code 2, one line naming it, and no output file") {
+  Fixture f;
+  const std::string w = (f.dir / "w.safetensors").string(), x = (f.dir / "x.safetensors").string();
+  const std::string out = (f.dir / "bad.safetensors").string();
+  struct Case {
+    std::string args, fragment;
+  };
+  const Case cases[] = {
+      {"explain --arch resnet99 --in-channels 1 --num-classes 2 --width 4 --weights " + w + " --input " + x + " --out " + out, "resnet99"},
+      {"explain --arch resnet34 --in-channels 1 --num-classes 2 --width 4 --weights " + w + " --input " + x + " --out " + out, "missing"},
+      {"explain --arch resnet18 --in-channels 1 --num-classes 3 --width 4 --weights " + w + " --input " + x + " --out " + out, "fc.weight"},
+      {"explain --arch resnet18 --in-channels 1 --num-classes 2 --width 4 --weights " + w + " --input " + (f.dir / "rank3.safetensors").string() + " --out " + out, "(1, 40, 36)"},
+      {"explain --arch resnet18 --in-channels 3 --num-classes 2 --width 4 --weights " + w + " --input " + (f.dir / "rgb.safetensors").string() + " --out " + out, "do not fit"},
+      {f.base("bad.safetensors") + " --target 2", "--target 2"},
+      {f.base("bad.safetensors") + " --target -1", "--target -1"},
+      {f.base("bad.safetensors") + " --layer layer7", "layer7"},
+      {f.base("bad.safetensors") + " --roi 0,0,40,20", "outside"},
+      {f.base("bad.safetensors") + " --roi 5,5,5,9", "empty"},
+      {f.base("bad.safetensors") + " --roi 1,2,3", "four integers"},
+      {f.base("bad.safetensors") + " --roi 0,0,2,2 --roi 0,0,2,2 --roi 0,0,2,2", "3 times for 2 samples"},
+      {"explain --arch resnet18 --in-channels 1 --num-classes 2 --width 4 --weights " + (f.dir / "none.safetensors").string() + " --input " + x + " --out " + out, "does not exist"},
+      {"explain --arch resnet18 --in-channels 1 --num-classes 2 --weights " + w + " --input " + x + " --out " + out, "do not fit"},
+      {"explain --arch resnet18 --num-classes 2 --weights " + w + " --input " + x + " --out " + out, "--in-channels"},
+  };
+  for (const auto& c : cases) {
+    CAPTURE(c.args);
+    const auto r = run(c.args);
+    CHECK(r.code == 2);
+    CHECK_MESSAGE(r.err.find(c.fragment) != std::string::npos, r.err);
+    CHECK(r.err.rfind("qx explain: ", 0) == 0);
+    CHECK(std::count(r.err.begin(), r.err.end(), '\n') == 1);
+    CHECK_FALSE(fs::exists(out));
+  }
+}
