@@ -18,7 +18,7 @@ TEST_CASE("leaf gradients accumulate across backwards and a reused tensor sums i
   CHECK(x.grad().to_vector() == std::vector<double>{4, -2, 8});
 }
 
-TEST_CASE("a seed gradient weights the output; shape errors name the shapes") {
+TEST_CASE("a seed gradient weights the output, and shape errors name the shapes") {
   auto x = Tensor<double>::from({2, 2}, {1, -1, 2, -2}).requires_grad_();
   auto y = qx::ops::relu(x);
   qx::autograd::backward(y, Tensor<double>::from({2, 2}, {10, 20, 30, 40}));

@@ -12,7 +12,7 @@ namespace fs = std::filesystem;
 
 namespace {
 std::pair<int, std::string> run_ecg(const std::string& args) {
-  const auto err = fs::temp_directory_path() / "qx_cli_ecg_stderr.txt";
+  const auto err = fs::temp_directory_path() / "qx_test_cli_ecg_stderr.txt";
   const int status = std::system((std::string(QX_CLI_PATH) + " ecg " + args + " >/dev/null 2>" + err.string()).c_str());
   std::ifstream in(err);
   std::stringstream s;

@@ -24,9 +24,9 @@ struct Run {
   std::string out, err;
 };
 
-Run run(const std::string& args) {
-  const fs::path dir = fs::temp_directory_path();
-  const auto out = dir / "qx_cli_stdout.txt", err = dir / "qx_cli_stderr.txt";
+// Each test case uses its own folder and output files: CTest runs them in parallel.
+Run run(const std::string& args, const fs::path& dir) {
+  const auto out = dir / "stdout.txt", err = dir / "stderr.txt";
   const std::string command = std::string(QX_CLI_PATH) + " " + args + " >" + out.string() + " 2>" + err.string();
   const int status = std::system(command.c_str());
   auto slurp = [](const fs::path& p) {
@@ -39,10 +39,10 @@ Run run(const std::string& args) {
 }
 
 struct Fixture {
-  fs::path dir = fs::temp_directory_path() / "qx_test_cli_explain";
+  fs::path dir;
   Tensor<float> x;
   std::unique_ptr<qx::nn::ResNet<float>> model;
-  Fixture() {
+  explicit Fixture(const std::string& name) : dir(fs::temp_directory_path() / ("qx_test_cli_explain_" + name)) {
     fs::remove_all(dir);
     fs::create_directories(dir);
     model = qx::nn::resnet18<float>(1, 2, 4, 5);
@@ -69,8 +69,8 @@ struct Fixture {
 }  // namespace
 
 TEST_CASE("qx explain: round trip, ROI focus report and pictures") {
-  Fixture f;
-  const auto r = run(f.base() + " --roi 0,0,18,20 --roi 18,20,36,40 --png " + (f.dir / "png").string());
+  Fixture f("roundtrip");
+  const auto r = run(f.base() + " --roi 0,0,18,20 --roi 18,20,36,40 --png " + (f.dir / "png").string(), f.dir);
   REQUIRE_MESSAGE(r.code == 0, r.err);
   const auto out = qx::io::SafetensorsFile::open(f.dir / "out.safetensors");
   CHECK(out.shape("logits") == qx::Shape{2, 2});
@@ -91,13 +91,13 @@ TEST_CASE("qx explain: round trip, ROI focus report and pictures") {
     CHECK(v <= 1.0);
   }
   CHECK(fs::exists(f.dir / "png" / "sample1_gradcam.png"));
-  const auto targeted = run(f.base("t.safetensors") + " --target 1");
+  const auto targeted = run(f.base("t.safetensors") + " --target 1", f.dir);
   REQUIRE(targeted.code == 0);
   CHECK(qx::io::SafetensorsFile::open(f.dir / "t.safetensors").get<std::int64_t>("target").to_vector() == std::vector<std::int64_t>{1, 1});
 }
 
 TEST_CASE("qx explain: every bad argument is exit code 2, one line naming it, and no output file") {
-  Fixture f;
+  Fixture f("errors");
   const std::string w = (f.dir / "w.safetensors").string(), x = (f.dir / "x.safetensors").string();
   const std::string out = (f.dir / "bad.safetensors").string();
   struct Case {
@@ -122,7 +122,7 @@ TEST_CASE("qx explain: every bad argument is exit code 2, one line naming it, an
   };
   for (const auto& c : cases) {
     CAPTURE(c.args);
-    const auto r = run(c.args);
+    const auto r = run(c.args, f.dir);
     CHECK(r.code == 2);
     CHECK_MESSAGE(r.err.find(c.fragment) != std::string::npos, r.err);
     CHECK(r.err.rfind("qx explain: ", 0) == 0);

@@ -82,7 +82,7 @@ TEST_CASE("record 100 annotations: count and symbol histogram as published by Ph
   CHECK(a[1].sample == 77);  // the first beat of record 100
 }
 
-TEST_CASE("MLII is the second signal of record 114; 102 and 104 have none") {
+TEST_CASE("MLII is the second signal of record 114, and 102 and 104 have none") {
   CHECK(read_record(mitdb, "114").signal_index("MLII") == 1);
   CHECK(read_record(mitdb, "100").signal_index("MLII") == 0);
   expect_error([] { read_record(mitdb, "102").signal_index("MLII"); }, {"102", "MLII", "V5"});

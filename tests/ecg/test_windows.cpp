@@ -52,7 +52,7 @@ TEST_CASE("split sizes and abnormal counts match the conventions") {
   }
 }
 
-TEST_CASE("window i spans [R_i - 100, R_{i+6} - 100); dataset 1 labels by beat 5, dataset 2 by beat 0") {
+TEST_CASE("window i spans R_i - 100 to R_{i+6} - 100, dataset 1 labels by beat 5 and dataset 2 by beat 0") {
   const std::vector<Beat> beats{{50, 'N', 0},   {400, 'N', 0},  {700, 'V', 1},  {1000, 'N', 0}, {1300, 'N', 0},
                                 {1600, 'N', 0}, {1900, 'A', 1}, {2200, 'N', 0}, {2500, 'N', 0}};
   const auto w = cut_windows(beats, 10000);

@@ -60,7 +60,7 @@ TEST_CASE("integrated gradients satisfies completeness to 1e-3 with enough steps
   CHECK_THROWS_AS(qx::explain::integrated_gradients(*model, x, 0), qx::Error);
 }
 
-TEST_CASE("SmoothGrad: zero noise gives the saliency; it is seeded") {
+TEST_CASE("SmoothGrad: zero noise gives the saliency, and it is seeded") {
   auto model = small_model();
   qx::Rng rng(3);
   const auto x = Tensor<double>::randn({1, 1, 16, 16}, rng);

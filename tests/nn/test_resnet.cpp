@@ -77,7 +77,7 @@ TEST_CASE("parameter names are torchvision's state_dict keys") {
   CHECK_THROWS_WITH(model->submodule("layer5"), doctest::Contains("layer4"));
 }
 
-TEST_CASE("save then load reproduces the outputs exactly; strict load lists every problem") {
+TEST_CASE("save then load reproduces the outputs exactly, and strict load lists every problem") {
   namespace fs = std::filesystem;
   const fs::path dir = fs::temp_directory_path() / "qx_test_nn_roundtrip";
   fs::create_directories(dir);

@@ -82,7 +82,7 @@ TEST_CASE_TEMPLATE("a resumed optimiser continues exactly", T, float, double) {
   }
 }
 
-TEST_CASE("parameters without a gradient are left alone; StepLR matches torch") {
+TEST_CASE("parameters without a gradient are left alone, and StepLR matches torch") {
   std::vector<Tensor<double>> params{Tensor<double>::ones({2}).requires_grad_()};
   Adam<double> adam({ParamGroup<double>{params, 0.1, 0, "frozen"}});
   adam.step();

@@ -3,7 +3,8 @@
 //   forward          y_n  (C_out, P) = W (C_out, K) · col_n (K, P) + b
 //   backward_input   ∂col_n (K, P)   = Wᵀ · g_n, scattered back by col2im (sums overlapping taps)
 //   backward_weight  ∂W (C_out, K)   = Σ_n g_n · col_nᵀ,   ∂b = Σ_{n,i,j} g
-// Images are processed in parallel, each thread with its own column buffer (allocated once per call).
+// Small images are batched into one GEMM (columns of several images side by side); blocks of images
+// run in parallel, each thread with its own column buffer (allocated once per call).
 #pragma once
 #include "qx/config.hpp"
 #include "qx/core/parallel.hpp"
@@ -72,26 +73,58 @@ void col2im(const Conv2dShape& s, const T* col, T* x) {
       }
 }
 
-inline bool is_pointwise(const Conv2dShape& s) {
-  return s.kh == 1 && s.kw == 1 && s.stride_h == 1 && s.stride_w == 1 && s.pad_h == 0 && s.pad_w == 0;
+/// Images per GEMM: enough columns (images · P) to keep the GEMM efficient when P is small (deep
+/// layers), within a column buffer of about 4 M elements (16 MB in float) per thread.
+inline Index images_per_block(const Conv2dShape& s) {
+  constexpr Index budget = Index{1} << 22;
+  const Index per_image = s.patch() * s.positions();
+  Index b = std::max<Index>(1, budget / std::max<Index>(1, per_image));
+  b = std::min(b, std::max<Index>(1, 512 / std::max<Index>(1, s.positions())));  // ≥ ~512 columns is enough
+  // Keep every thread busy with its own blocks rather than splitting one GEMM across threads.
+  const Index threads = std::max<Index>(1, num_threads());
+  b = std::min(b, std::max<Index>(1, (s.n + threads - 1) / threads));
+  return std::min(b, s.n);
 }
 
-/// Runs body(image, thread_scratch) for every image, images spread over threads.
+/**
+ * Runs body(first_image, images, scratch) over blocks of images. Blocks are spread over threads when
+ * there are enough of them; otherwise they run one after another and the GEMM inside parallelises.
+ */
 template <class T, class Body>
-void for_each_image(const Conv2dShape& s, Index scratch_size, Body&& body) {
-  const int threads = std::max<int>(1, std::min<Index>(num_threads(), s.n));
+void for_each_block(const Conv2dShape& s, Index per_image_scratch, Body&& body) {
+  const Index block = images_per_block(s);
+  const Index blocks = (s.n + block - 1) / block;
+  const int threads = static_cast<int>(std::max<Index>(1, std::min<Index>(num_threads(), blocks)));
   std::vector<std::vector<T>> scratch(static_cast<std::size_t>(threads));
+  const Index scratch_size = per_image_scratch * block;
 #if defined(QX_USE_OPENMP) && QX_USE_OPENMP
-#pragma omp parallel for schedule(static) num_threads(threads) if (threads > 1)
+#pragma omp parallel for schedule(static) num_threads(threads) if (threads > 1 && blocks >= num_threads())
 #endif
-  for (Index b = 0; b < s.n; ++b) {
+  for (Index k = 0; k < blocks; ++k) {
     int t = 0;
 #if defined(QX_USE_OPENMP) && QX_USE_OPENMP
-    t = omp_get_thread_num();
+    t = omp_in_parallel() ? omp_get_thread_num() : 0;
 #endif
     auto& buffer = scratch[static_cast<std::size_t>(t)];
     if (static_cast<Index>(buffer.size()) < scratch_size) buffer.resize(static_cast<std::size_t>(scratch_size));
-    body(b, buffer.data(), t);
+    const Index first = k * block;
+    body(first, std::min(block, s.n - first), buffer.data(), t);
+  }
+}
+
+/// col (K, ld) columns [b·P, (b+1)·P) ← image b's receptive fields, for the images of a block.
+template <class T>
+void im2col_block(const Conv2dShape& s, const T* x, Index images, T* col) {
+  const Index k = s.patch(), p = s.positions(), ld = images * p;
+  std::vector<T> one;
+  if (images == 1) {
+    im2col(s, x, col);
+    return;
+  }
+  one.resize(static_cast<std::size_t>(k * p));
+  for (Index b = 0; b < images; ++b) {
+    im2col(s, x + b * s.c_in * s.h * s.w, one.data());
+    for (Index r = 0; r < k; ++r) std::copy_n(one.data() + r * p, p, col + r * ld + b * p);
   }
 }
 }  // namespace detail
@@ -100,15 +133,20 @@ void for_each_image(const Conv2dShape& s, Index scratch_size, Body&& body) {
 template <class T>
 void conv2d_forward(const Conv2dShape& s, const T* x, const T* weight, const T* bias, T* y) {
   const Index k = s.patch(), p = s.positions();
-  const bool pointwise = detail::is_pointwise(s);
-  detail::for_each_image<T>(s, pointwise ? 0 : k * p, [&](Index b, T* col, int) {
-    const T* xb = x + b * s.c_in * s.h * s.w;
-    T* yb = y + b * s.c_out * p;
-    if (!pointwise) detail::im2col(s, xb, col);
-    if (bias) {
-      for (Index o = 0; o < s.c_out; ++o) std::fill_n(yb + o * p, p, bias[o]);
-    }
-    gemm(false, false, s.c_out, p, k, T(1), weight, k, pointwise ? xb : col, p, bias ? T(1) : T(0), yb, p);
+  // Per image: the columns (K·P) and the block's output (C_out·P) before it is scattered to NCHW.
+  detail::for_each_block<T>(s, k * p + s.c_out * p, [&](Index first, Index images, T* scratch, int) {
+    const Index ld = images * p;
+    T* col = scratch;
+    T* out = scratch + k * ld;
+    detail::im2col_block(s, x + first * s.c_in * s.h * s.w, images, col);
+    gemm(false, false, s.c_out, ld, k, T(1), weight, k, col, ld, T(0), out, ld);
+    for (Index b = 0; b < images; ++b)
+      for (Index o = 0; o < s.c_out; ++o) {
+        T* dst = y + ((first + b) * s.c_out + o) * p;
+        const T* src = out + o * ld + b * p;
+        const T add = bias ? bias[o] : T(0);
+        for (Index i = 0; i < p; ++i) dst[i] = src[i] + add;
+      }
   });
 }
 
@@ -116,12 +154,22 @@ void conv2d_forward(const Conv2dShape& s, const T* x, const T* weight, const T* 
 template <class T>
 void conv2d_backward_input(const Conv2dShape& s, const T* grad_y, const T* weight, T* grad_x) {
   const Index k = s.patch(), p = s.positions();
-  const bool pointwise = detail::is_pointwise(s);
-  detail::for_each_image<T>(s, pointwise ? 0 : k * p, [&](Index b, T* col, int) {
-    T* gxb = grad_x + b * s.c_in * s.h * s.w;
-    const T* gyb = grad_y + b * s.c_out * p;
-    gemm(true, false, k, p, s.c_out, T(1), weight, k, gyb, p, T(0), pointwise ? gxb : col, p);
-    if (!pointwise) detail::col2im(s, col, gxb);
+  detail::for_each_block<T>(s, k * p + s.c_out * p, [&](Index first, Index images, T* scratch, int) {
+    const Index ld = images * p;
+    T* col = scratch;
+    T* g = scratch + k * ld;  // (C_out, images·P) gathered from grad_y
+    for (Index b = 0; b < images; ++b)
+      for (Index o = 0; o < s.c_out; ++o) std::copy_n(grad_y + ((first + b) * s.c_out + o) * p, p, g + o * ld + b * p);
+    gemm(true, false, k, ld, s.c_out, T(1), weight, k, g, ld, T(0), col, ld);
+    std::vector<T> one(images > 1 ? static_cast<std::size_t>(k * p) : 0);
+    for (Index b = 0; b < images; ++b) {
+      const T* image_col = col;
+      if (images > 1) {
+        for (Index r = 0; r < k; ++r) std::copy_n(col + r * ld + b * p, p, one.data() + r * p);
+        image_col = one.data();
+      }
+      detail::col2im(s, image_col, grad_x + (first + b) * s.c_in * s.h * s.w);
+    }
   });
 }
 
@@ -129,15 +177,17 @@ void conv2d_backward_input(const Conv2dShape& s, const T* grad_y, const T* weigh
 template <class T>
 void conv2d_backward_weight(const Conv2dShape& s, const T* x, const T* grad_y, T* grad_weight, T* grad_bias) {
   const Index k = s.patch(), p = s.positions();
-  const bool pointwise = detail::is_pointwise(s);
-  const int threads = std::max<int>(1, std::min<Index>(num_threads(), s.n));
+  const int threads = std::max(1, num_threads());
   // Per-thread partial sums of ∂W, reduced at the end: no two threads write the same memory.
   std::vector<std::vector<T>> partial(static_cast<std::size_t>(threads), std::vector<T>(static_cast<std::size_t>(s.c_out * k), T(0)));
-  detail::for_each_image<T>(s, pointwise ? 0 : k * p, [&](Index b, T* col, int t) {
-    const T* xb = x + b * s.c_in * s.h * s.w;
-    const T* gyb = grad_y + b * s.c_out * p;
-    if (!pointwise) detail::im2col(s, xb, col);
-    gemm(false, true, s.c_out, k, p, T(1), gyb, p, pointwise ? xb : col, p, T(1), partial[static_cast<std::size_t>(t)].data(), k);
+  detail::for_each_block<T>(s, k * p + s.c_out * p, [&](Index first, Index images, T* scratch, int t) {
+    const Index ld = images * p;
+    T* col = scratch;
+    T* g = scratch + k * ld;
+    detail::im2col_block(s, x + first * s.c_in * s.h * s.w, images, col);
+    for (Index b = 0; b < images; ++b)
+      for (Index o = 0; o < s.c_out; ++o) std::copy_n(grad_y + ((first + b) * s.c_out + o) * p, p, g + o * ld + b * p);
+    gemm(false, true, s.c_out, k, ld, T(1), g, ld, col, ld, T(1), partial[static_cast<std::size_t>(t)].data(), k);
   });
   std::copy(partial[0].begin(), partial[0].end(), grad_weight);
   for (std::size_t t = 1; t < partial.size(); ++t)

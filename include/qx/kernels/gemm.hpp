@@ -1,11 +1,16 @@
 // Row-major GEMM: C = α·op(A)·op(B) + β·C, op(X) = X or Xᵀ, with leading dimensions as in BLAS
-// (row-major: lda is the distance between rows). Computed by Eigen's blocked GEMM through maps; β = 0
-// means C's previous contents are ignored (may be uninitialised).
+// (row-major: lda is the distance between rows). Computed by Eigen's blocked GEMM through maps, split
+// over threads by qx; β = 0 means C's previous contents are ignored (may be uninitialised).
 #pragma once
 #include "qx/config.hpp"
 #include "qx/core/shape.hpp"
 
 #include <Eigen/Core>
+
+#include <algorithm>
+#if defined(QX_USE_OPENMP) && QX_USE_OPENMP
+#include <omp.h>
+#endif
 
 QX_NAMESPACE_BEGIN
 namespace kernels {
@@ -16,20 +21,19 @@ template <class T>
 using ConstMap = Eigen::Map<const RowMajor<T>, Eigen::Unaligned, Eigen::OuterStride<>>;
 template <class T>
 using Map = Eigen::Map<RowMajor<T>, Eigen::Unaligned, Eigen::OuterStride<>>;
-}  // namespace detail
 
-/// C (m×n) = α·op(A)·op(B) + β·C with op(A) m×k and op(B) k×n, all row-major.
+/// One block of C: rows [r0, r0 + rows) and columns [c0, c0 + cols), computed by Eigen on this thread.
 template <class T>
-void gemm(bool trans_a, bool trans_b, Index m, Index n, Index k, T alpha, const T* a, Index lda, const T* b, Index ldb,
-          T beta, T* c, Index ldc) {
-  if (m == 0 || n == 0) return;
-  detail::Map<T> cm(c, m, n, Eigen::OuterStride<>(ldc));
+void gemm_block(bool trans_a, bool trans_b, Index k, T alpha, const T* a, Index lda, const T* b, Index ldb, T beta, T* c,
+                Index ldc, Index r0, Index rows, Index c0, Index cols) {
+  Map<T> cm(c + r0 * ldc + c0, rows, cols, Eigen::OuterStride<>(ldc));
   if (k == 0) {
     if (beta == T(0)) cm.setZero(); else cm *= beta;
     return;
   }
-  const detail::ConstMap<T> am(a, trans_a ? k : m, trans_a ? m : k, Eigen::OuterStride<>(lda));
-  const detail::ConstMap<T> bm(b, trans_b ? n : k, trans_b ? k : n, Eigen::OuterStride<>(ldb));
+  // op(A) rows [r0, r0 + rows): A's rows (no transpose) or A's columns (transpose).
+  const ConstMap<T> am(trans_a ? a + r0 : a + r0 * lda, trans_a ? k : rows, trans_a ? rows : k, Eigen::OuterStride<>(lda));
+  const ConstMap<T> bm(trans_b ? b + c0 * ldb : b + c0, trans_b ? cols : k, trans_b ? k : cols, Eigen::OuterStride<>(ldb));
   auto product = [&](const auto& lhs, const auto& rhs) {
     if (beta == T(0)) {
       cm.noalias() = alpha * (lhs * rhs);
@@ -42,6 +46,40 @@ void gemm(bool trans_a, bool trans_b, Index m, Index n, Index k, T alpha, const 
   else if (trans_a && !trans_b) product(am.transpose(), bm);
   else if (!trans_a && trans_b) product(am, bm.transpose());
   else product(am.transpose(), bm.transpose());
+}
+}  // namespace detail
+
+/**
+ * C (m×n) = α·op(A)·op(B) + β·C with op(A) m×k and op(B) k×n, all row-major.
+ * Called outside a parallel region with enough work, C is split into one block of rows or columns per
+ * thread, each computed by Eigen's single-threaded kernel: Eigen's own OpenMP GEMM synchronises its
+ * threads by spinning, which costs more than it gains on convolution-sized products.
+ */
+template <class T>
+void gemm(bool trans_a, bool trans_b, Index m, Index n, Index k, T alpha, const T* a, Index lda, const T* b, Index ldb,
+          T beta, T* c, Index ldc) {
+  if (m == 0 || n == 0) return;
+#if defined(QX_USE_OPENMP) && QX_USE_OPENMP
+  const int threads = omp_get_max_threads();
+  if (threads > 1 && !omp_in_parallel() && m * n * std::max<Index>(k, 1) >= (Index{1} << 18)) {
+    const bool split_columns = n >= m;
+    const Index extent = split_columns ? n : m;
+    const Index unit = split_columns ? 16 : 48;  // keep blocks aligned to Eigen's register tile
+    const Index parts = std::min<Index>(threads, (extent + unit - 1) / unit);
+#pragma omp parallel num_threads(static_cast<int>(parts))
+    {
+      const Index t = omp_get_thread_num();
+      const Index chunk = ((extent + parts - 1) / parts + unit - 1) / unit * unit;
+      const Index begin = std::min(extent, t * chunk), end = std::min(extent, begin + chunk);
+      if (end > begin) {
+        if (split_columns) detail::gemm_block(trans_a, trans_b, k, alpha, a, lda, b, ldb, beta, c, ldc, 0, m, begin, end - begin);
+        else detail::gemm_block(trans_a, trans_b, k, alpha, a, lda, b, ldb, beta, c, ldc, begin, end - begin, 0, n);
+      }
+    }
+    return;
+  }
+#endif
+  detail::gemm_block(trans_a, trans_b, k, alpha, a, lda, b, ldb, beta, c, ldc, 0, m, 0, n);
 }
 
 }  // namespace kernels

@@ -1,0 +1,60 @@
+// All five attribution maps (saliency, Grad-CAM raw and resized, guided backprop, guided Grad-CAM) from
+// one forward pass, for one image and for a batch of 16, resnet18 on 1×128×128 and resnet50 on
+// 3×224×224: milliseconds per image, beside PyTorch 1.13 doing the same the usual way (three separate
+// forward + backward passes with hooks; benchmarks/explain_torch.py, tuned) in the same run.
+// Usage: qx_bench_explain [--quick] [--no-torch]
+#include <qx/qx.hpp>
+
+#include <chrono>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <string>
+
+int main(int argc, char** argv) {
+  bool quick = false, torch = true;
+  for (int i = 1; i < argc; ++i) {
+    if (!std::strcmp(argv[i], "--quick")) quick = true;
+    if (!std::strcmp(argv[i], "--no-torch")) torch = false;
+  }
+  torch = torch && std::system("/usr/bin/python3 -c 'import torch, torchvision' >/dev/null 2>&1") == 0;
+  struct Config {
+    const char* arch;
+    int channels, size, batch;
+  };
+  const Config configs[] = {{"resnet18", 1, 128, 1}, {"resnet18", 1, 128, 16}, {"resnet50", 3, 224, 1}, {"resnet50", 3, 224, 16}};
+  const int repeats = quick ? 1 : 3;
+  std::printf("five attribution maps, eval mode, float32, %d threads, best of %d\n", qx::num_threads(), repeats);
+  std::printf("%-24s %12s %14s %-14s %9s\n", "config", "qx ms/img", "torch ms/img", "torch layout", "speed-up");
+  for (const auto& c : configs) {
+    if (quick && std::string(c.arch) == "resnet50") continue;
+    auto model = qx::nn::make_resnet<float>(c.arch, c.channels, 2, 64, 0);
+    qx::Rng rng(1);
+    const auto x = qx::Tensor<float>::randn({c.batch, c.channels, c.size, c.size}, rng);
+    qx::explain::explain(*model, x);  // warm-up
+    double best = 1e30;
+    for (int r = 0; r < repeats; ++r) {
+      const auto t = std::chrono::steady_clock::now();
+      const auto maps = qx::explain::explain(*model, x);
+      best = std::min(best, std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t).count());
+    }
+    const double ms = best / c.batch;
+    char name[128];
+    std::snprintf(name, sizeof name, "%s_%dx%d_b%d", c.arch, c.channels, c.size, c.batch);
+    std::printf("%-24s %12.2f", name, ms);
+    if (torch) {
+      const std::string cmd = "OPENBLAS_NUM_THREADS=1 GLIBC_TUNABLES=glibc.malloc.mmap_max=0:glibc.malloc.trim_threshold=68719476736 "
+                              "/usr/bin/python3 " QX_BENCH_DIR "/explain_torch.py " + std::string(c.arch) + " " +
+                              std::to_string(c.channels) + " " + std::to_string(c.size) + " " + std::to_string(c.batch) + " " +
+                              std::to_string(repeats) + " " + std::to_string(qx::num_threads());
+      FILE* pipe = popen(cmd.c_str(), "r");
+      char tname[128], layout[64];
+      double tms = 0;
+      if (pipe && std::fscanf(pipe, "%127s %63s %lf", tname, layout, &tms) == 3) std::printf(" %14.2f %-14s %8.2fx", tms, layout, tms / ms);
+      if (pipe) pclose(pipe);
+    }
+    std::printf("\n");
+  }
+  std::printf("speed-up = PyTorch's time per image / qx's (> 1: qx is faster).\n");
+  return 0;
+}

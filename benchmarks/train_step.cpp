@@ -1,0 +1,99 @@
+// Training step (forward + class-weighted cross-entropy + backward + Adam) of resnet18 on 1×128×128,
+// batch 32, and resnet50 on 3×224×224, batch 16: milliseconds per image and peak memory, beside PyTorch
+// 1.13 (benchmarks/train_step_torch.py, tuned) on the same machine in the same run. Each configuration
+// runs in its own process so that peak memory is its own.
+// Usage: qx_bench_train_step [--quick] [--no-torch] | --config ARCH CHANNELS SIZE BATCH STEPS
+#include <qx/nn/nn.hpp>
+#include <qx/autograd/engine.hpp>
+#include <qx/optim/adam.hpp>
+
+#include <sys/resource.h>
+
+#include <chrono>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <string>
+
+namespace {
+int run_config(const std::string& arch, qx::Index channels, qx::Index size, qx::Index batch, int steps) {
+  auto model = qx::nn::make_resnet<float>(arch, channels, 2, 64, 0);
+  model->train();
+  qx::optim::Adam<float> adam({qx::optim::ParamGroup<float>{model->parameters(), 1e-4, 0.1, "all"}});
+  qx::Rng rng(1);
+  const auto x = qx::Tensor<float>::randn({batch, channels, size, size}, rng);
+  std::vector<qx::Index> y(static_cast<std::size_t>(batch));
+  for (auto& v : y) v = static_cast<qx::Index>(rng.below(2));
+  const auto weights = qx::Tensor<float>::from({2}, {1.0f, 8.0f});
+  auto step = [&] {
+    auto loss = qx::ops::cross_entropy((*model)(x), y, weights);
+    qx::autograd::backward(loss);
+    adam.step();
+    adam.zero_grad();
+  };
+  step();
+  double best = 1e30;
+  for (int s = 0; s < steps; ++s) {
+    const auto t = std::chrono::steady_clock::now();
+    step();
+    best = std::min(best, std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t).count());
+  }
+  rusage usage{};
+  getrusage(RUSAGE_SELF, &usage);
+  std::printf("%s_%lldx%lld_b%lld %.3f %.0f\n", arch.c_str(), static_cast<long long>(channels), static_cast<long long>(size),
+              static_cast<long long>(batch), best / static_cast<double>(batch), static_cast<double>(usage.ru_maxrss) / 1024.0);
+  return 0;
+}
+
+bool read_line(const std::string& command, char* name, double& ms, double& mib, char* format = nullptr) {
+  FILE* pipe = popen(command.c_str(), "r");
+  if (!pipe) return false;
+  char fmt[64] = "";
+  const int got = format ? std::fscanf(pipe, "%127s %63s %lf %lf", name, fmt, &ms, &mib) : std::fscanf(pipe, "%127s %lf %lf", name, &ms, &mib);
+  pclose(pipe);
+  if (format) std::strcpy(format, fmt);
+  return got == (format ? 4 : 3);
+}
+}  // namespace
+
+int main(int argc, char** argv) {
+  if (argc >= 7 && std::string(argv[1]) == "--config")
+    return run_config(argv[2], std::atoll(argv[3]), std::atoll(argv[4]), std::atoll(argv[5]), std::atoi(argv[6]));
+  bool quick = false, torch = true;
+  for (int i = 1; i < argc; ++i) {
+    if (!std::strcmp(argv[i], "--quick")) quick = true;
+    if (!std::strcmp(argv[i], "--no-torch")) torch = false;
+  }
+  torch = torch && std::system("/usr/bin/python3 -c 'import torch, torchvision' >/dev/null 2>&1") == 0;
+  struct Config {
+    const char* arch;
+    int channels, size, batch;
+  };
+  const Config configs[] = {{"resnet18", 1, 128, 32}, {"resnet50", 3, 224, 16}};
+  const int steps = quick ? 1 : 3;
+  std::printf("training step (forward + weighted CE + backward + Adam), float32, %d threads, best of %d steps\n", qx::num_threads(), steps);
+  std::printf("%-24s %12s %10s %14s %10s %-14s %9s\n", "config", "qx ms/img", "qx MiB", "torch ms/img", "torch MiB", "torch layout",
+              "speed-up");
+  for (const auto& c : configs) {
+    if (quick && std::string(c.arch) == "resnet50") continue;
+    char name[128];
+    double ms = 0, mib = 0, tms = 0, tmib = 0;
+    const std::string self = std::string(argv[0]) + " --config " + c.arch + " " + std::to_string(c.channels) + " " +
+                             std::to_string(c.size) + " " + std::to_string(c.batch) + " " + std::to_string(steps);
+    if (!read_line(self, name, ms, mib)) return 1;
+    char layout[64] = "-";
+    if (torch) {
+      const std::string cmd = "OPENBLAS_NUM_THREADS=1 GLIBC_TUNABLES=glibc.malloc.mmap_max=0:glibc.malloc.trim_threshold=68719476736 "
+                              "/usr/bin/python3 " QX_BENCH_DIR "/train_step_torch.py " + std::string(c.arch) + " " +
+                              std::to_string(c.channels) + " " + std::to_string(c.size) + " " + std::to_string(c.batch) + " " +
+                              std::to_string(steps) + " " + std::to_string(qx::num_threads());
+      char tname[128];
+      if (!read_line(cmd, tname, tms, tmib, layout)) torch = false;
+    }
+    std::printf("%-24s %12.2f %10.0f", name, ms, mib);
+    if (torch) std::printf(" %14.2f %10.0f %-14s %8.2fx", tms, tmib, layout, tms / ms);
+    std::printf("\n");
+  }
+  std::printf("speed-up = PyTorch's time per image / qx's (> 1: qx is faster).\n");
+  return 0;
+}

@@ -1,0 +1,52 @@
+"""PyTorch 1.13 training step (forward + class-weighted cross-entropy + backward + Adam) for the same
+configurations as qx_bench_train_step, tuned: 2 intra-op threads, the faster of NCHW and channels-last,
+warm-up steps; run with OPENBLAS_NUM_THREADS=1 and the GLIBC_TUNABLES malloc setting (the C++ benchmark
+does). Prints: <config> <memory_format> <ms per image> <peak RSS MiB>.
+Usage: train_step_torch.py ARCH CHANNELS SIZE BATCH STEPS [THREADS]
+"""
+import resource
+import sys
+import time
+
+import torch
+import torch.nn as nn
+import torchvision
+
+
+def main():
+    arch, channels, size, batch, steps = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5])
+    threads = int(sys.argv[6]) if len(sys.argv) > 6 else 2
+    torch.set_num_threads(threads)
+    best = None
+    for fmt_name, fmt in (("nchw", torch.contiguous_format), ("channels_last", torch.channels_last)):
+        torch.manual_seed(0)
+        model = getattr(torchvision.models, arch)(num_classes=2)
+        model.conv1 = nn.Conv2d(channels, 64, 7, 2, 3, bias=False)
+        model = model.to(memory_format=fmt).train()
+        opt = torch.optim.Adam(model.parameters(), lr=1e-4, weight_decay=0.1)
+        loss_fn = nn.CrossEntropyLoss(weight=torch.tensor([1.0, 8.0]))
+        x = torch.randn(batch, channels, size, size).to(memory_format=fmt)
+        y = torch.randint(0, 2, (batch,))
+
+        def step():
+            opt.zero_grad(set_to_none=True)
+            loss = loss_fn(model(x), y)
+            loss.backward()
+            opt.step()
+
+        for _ in range(2):
+            step()
+        times = []
+        for _ in range(steps):
+            t = time.perf_counter()
+            step()
+            times.append(time.perf_counter() - t)
+        ms = min(times) * 1e3 / batch
+        if best is None or ms < best[1]:
+            best = (fmt_name, ms)
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print(f"{arch}_{channels}x{size}_b{batch} {best[0]} {best[1]:.3f} {rss:.0f}", flush=True)
+
+
+if __name__ == "__main__":
+    main()
