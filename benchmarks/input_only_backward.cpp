@@ -6,6 +6,7 @@
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
+#include <string>
 #include <vector>
 
 using qx::Tensor;
@@ -42,5 +43,16 @@ int main(int argc, char** argv) {
               static_cast<long long>(size), static_cast<long long>(batch), qx::num_threads(), repeats);
   std::printf("  full backward (input + weights): %8.1f ms\n", full);
   std::printf("  input-only backward:             %8.1f ms   (%.2fx cheaper)\n", input_only, full / input_only);
+  if (std::system("/usr/bin/python3 -c 'import torch' >/dev/null 2>&1") == 0) {
+    const std::string cmd = "OPENBLAS_NUM_THREADS=1 GLIBC_TUNABLES=glibc.malloc.mmap_max=0:glibc.malloc.trim_threshold=68719476736 "
+                            "/usr/bin/python3 " QX_BENCH_DIR "/input_only_backward_torch.py " + std::to_string(repeats) + " " +
+                            std::to_string(qx::num_threads());
+    FILE* pipe = popen(cmd.c_str(), "r");
+    double torch_full = 0, torch_input = 0;
+    if (pipe && std::fscanf(pipe, "%lf %lf", &torch_full, &torch_input) == 2)
+      std::printf("  PyTorch 1.13, same work:         %8.1f ms full, %.1f ms input-only (%.2fx cheaper)\n", torch_full, torch_input,
+                  torch_full / torch_input);
+    if (pipe) pclose(pipe);
+  }
   return 0;
 }
