@@ -2,13 +2,15 @@
 // and 2 threads: milliseconds, GFLOP/s (2·N·C_out·H_out·W_out·C_in·k² per pass) and the fraction of the
 // fp32 FMA peak measured by the same chains as qx_bench_fma_peak. When /usr/bin/python3 has torch, the
 // same work in PyTorch 1.13 (benchmarks/conv2d_torch.py, tuned) is printed beside it with the ratio.
-// Usage: qx_bench_conv2d [--quick] [--no-torch]
+// Usage: qx_bench_conv2d [--quick] [--no-torch] [--peak GFLOPS_PER_CORE]
+// (--peak fixes the denominator, e.g. to the figure qx_bench_fma_peak measured on an idle machine.)
 #include <qx/core/parallel.hpp>
 #include <qx/core/random.hpp>
 #include <qx/kernels/conv2d.hpp>
 
 #include <chrono>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <map>
 #include <string>
@@ -90,14 +92,16 @@ std::map<std::string, double> run_torch(Index batch, int repeats, const std::str
 
 int main(int argc, char** argv) {
   bool quick = false, torch = true;
+  double fixed_peak = 0;
   for (int i = 1; i < argc; ++i) {
     if (!std::strcmp(argv[i], "--quick")) quick = true;
     if (!std::strcmp(argv[i], "--no-torch")) torch = false;
+    if (!std::strcmp(argv[i], "--peak") && i + 1 < argc) fixed_peak = std::atof(argv[++i]);
   }
   const Index batch = quick ? 8 : 32;
   const int repeats = quick ? 2 : 3;
   const int max_threads = qx::num_threads();
-  const double peak1 = fma_peak_per_thread();
+  const double peak1 = fixed_peak > 0 ? fixed_peak : fma_peak_per_thread();
   std::printf("conv2d, float32, batch %lld, best of %d; fp32 FMA peak %.1f GFLOP/s per thread\n",
               static_cast<long long>(batch), repeats, peak1);
   const auto reference = torch ? run_torch(batch, repeats, "") : std::map<std::string, double>{};
@@ -121,14 +125,22 @@ int main(int argc, char** argv) {
           {"backward_weight",
            best_ms([&] { qx::kernels::conv2d_backward_weight(s, x.data(), y.data(), gw.data(), static_cast<float*>(nullptr)); }, repeats)},
       };
-      for (const auto& [pass, ms] : passes) {
-        const double rate = gflop / (ms * 1e-3);
-        const auto it = reference.find(std::string(c.name) + "/" + pass + "/" + std::to_string(threads));
+      double total_ms = 0, total_torch = 0;
+      int torch_found = 0;
+      auto print = [&](const char* pass, double ms, double work, double torch_ms) {
+        const double rate = work / (ms * 1e-3);
         std::printf("%-22s %-16s %3d %9.2f %8.1f %6.1f%%", c.name, pass, threads, ms, rate,
                     peak1 > 0 ? 100.0 * rate / (peak1 * threads) : 0.0);
-        if (it != reference.end()) std::printf(" %11.2f %7.2fx", it->second, it->second / ms);
+        if (torch_ms > 0) std::printf(" %11.2f %7.2fx", torch_ms, torch_ms / ms);
         std::printf("\n");
+      };
+      for (const auto& [pass, ms] : passes) {
+        const auto it = reference.find(std::string(c.name) + "/" + pass + "/" + std::to_string(threads));
+        print(pass, ms, gflop, it != reference.end() ? it->second : 0.0);
+        total_ms += ms;
+        if (it != reference.end()) total_torch += it->second, ++torch_found;
       }
+      print("total", total_ms, 3 * gflop, torch_found == 3 ? total_torch : 0.0);
     }
   }
   std::printf("qx/torch > 1 means qx is faster (ratio of PyTorch's time to qx's).\n");

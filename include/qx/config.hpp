@@ -1,5 +1,5 @@
 // qx configuration: version, feature macros and the ABI-tagged namespace. Included first by every header.
-// The inline namespace encodes the switches that change template bodies (OpenMP, CUDA), so translation
+// The inline namespace encodes the switches that change template bodies (OpenMP, CUDA, AVX-512), so translation
 // units compiled with different switches cannot silently link different definitions (ODR).
 #pragma once
 
@@ -24,9 +24,17 @@
 #define QX_ABI_CUDA
 #endif
 
+// The float GEMM body depends on the instruction set (a packed AVX-512 kernel or Eigen's), so it is
+// part of the tag too: translation units built with different -march settings cannot mix bodies.
+#if defined(__AVX512F__)
+#define QX_ABI_ISA _avx512
+#else
+#define QX_ABI_ISA
+#endif
+
 #define QX_ABI_CONCAT_IMPL(a, b, c, d) a##b##c##d
 #define QX_ABI_CONCAT(a, b, c, d) QX_ABI_CONCAT_IMPL(a, b, c, d)
-#define QX_ABI_TAG QX_ABI_CONCAT(v0_1, QX_ABI_OMP, QX_ABI_CUDA, )
+#define QX_ABI_TAG QX_ABI_CONCAT(v0_1, QX_ABI_OMP, QX_ABI_CUDA, QX_ABI_ISA)
 
 #define QX_NAMESPACE_BEGIN \
   namespace qx {           \

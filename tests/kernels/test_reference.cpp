@@ -89,6 +89,8 @@ TEST_CASE_TEMPLATE("conv2d kernels match the naive loops", T, float, double) {
       {2, 6, 7, 7, 3, 1, 1, 2, 2, 0, 0},    // 1×1 stride 2 (downsample)
       {2, 3, 23, 19, 4, 7, 7, 2, 2, 3, 3},  // the 7×7 stride-2 stem
       {1, 2, 6, 5, 3, 3, 2, 1, 2, 0, 2},    // asymmetric kernel, stride and padding
+      {7, 20, 5, 4, 24, 3, 3, 1, 1, 1, 1},  // several images per GEMM block, blocks over threads
+      {9, 70, 6, 6, 67, 3, 3, 1, 1, 1, 1},  // channels not multiples of the 6×64 tile, K > one KC slice
   };
   qx::Rng rng(9);
   for (const auto& s : shapes) {

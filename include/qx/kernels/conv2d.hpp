@@ -12,6 +12,7 @@
 #include "qx/kernels/gemm.hpp"
 
 #include <algorithm>
+#include <memory>
 #include <vector>
 
 QX_NAMESPACE_BEGIN
@@ -27,14 +28,17 @@ struct Conv2dShape {
 };
 
 namespace detail {
-/// col (K, P) ← the receptive fields of image x (C_in, H, W).
+/// col (K, P), rows `ld` apart, ← the receptive fields of image x (C_in, H, W).
 template <class T>
-void im2col(const Conv2dShape& s, const T* x, T* col) {
+void im2col(const Conv2dShape& s, const T* x, T* col, Index ld) {
   const Index oh = s.out_h(), ow = s.out_w();
   for (Index c = 0; c < s.c_in; ++c)
     for (Index p = 0; p < s.kh; ++p)
       for (Index q = 0; q < s.kw; ++q) {
-        T* row = col + ((c * s.kh + p) * s.kw + q) * oh * ow;
+        T* row = col + ((c * s.kh + p) * s.kw + q) * ld;
+        // Columns j whose tap lands inside the image: 0 ≤ j·stride_w + q − pad_w < W.
+        const Index j_lo = std::min(ow, std::max<Index>(0, (s.pad_w - q + s.stride_w - 1) / s.stride_w));
+        const Index j_hi = std::max(j_lo, std::min(ow, s.w - 1 + s.pad_w - q < 0 ? 0 : (s.w - 1 + s.pad_w - q) / s.stride_w + 1));
         for (Index i = 0; i < oh; ++i) {
           const Index r = i * s.stride_h + p - s.pad_h;
           T* out = row + i * ow;
@@ -43,31 +47,40 @@ void im2col(const Conv2dShape& s, const T* x, T* col) {
             continue;
           }
           const T* src = x + (c * s.h + r) * s.w;
-          for (Index j = 0; j < ow; ++j) {
-            const Index cc = j * s.stride_w + q - s.pad_w;
-            out[j] = (cc >= 0 && cc < s.w) ? src[cc] : T(0);
-          }
+          const Index shift = q - s.pad_w;  // tap (i, j) is src[j·stride_w + shift]
+          std::fill_n(out, j_lo, T(0));
+          if (s.stride_w == 1) std::copy(src + j_lo + shift, src + j_hi + shift, out + j_lo);
+          else
+            for (Index j = j_lo; j < j_hi; ++j) out[j] = src[j * s.stride_w + shift];
+          std::fill(out + j_hi, out + ow, T(0));
         }
       }
 }
 
-/// x (C_in, H, W) ← Σ of col's taps (the adjoint of im2col); x is assigned.
+/// x (C_in, H, W) ← Σ of col's taps (the adjoint of im2col; col's rows `ld` apart); x is assigned.
 template <class T>
-void col2im(const Conv2dShape& s, const T* col, T* x) {
+void col2im(const Conv2dShape& s, const T* col, Index ld, T* x) {
   const Index oh = s.out_h(), ow = s.out_w();
   std::fill_n(x, s.c_in * s.h * s.w, T(0));
   for (Index c = 0; c < s.c_in; ++c)
     for (Index p = 0; p < s.kh; ++p)
       for (Index q = 0; q < s.kw; ++q) {
-        const T* row = col + ((c * s.kh + p) * s.kw + q) * oh * ow;
+        const T* row = col + ((c * s.kh + p) * s.kw + q) * ld;
+        // Columns j whose tap lands inside the image: 0 ≤ j·stride_w + q − pad_w < W.
+        const Index j_lo = std::min(ow, std::max<Index>(0, (s.pad_w - q + s.stride_w - 1) / s.stride_w));
+        const Index j_hi = std::max(j_lo, std::min(ow, s.w - 1 + s.pad_w - q < 0 ? 0 : (s.w - 1 + s.pad_w - q) / s.stride_w + 1));
         for (Index i = 0; i < oh; ++i) {
           const Index r = i * s.stride_h + p - s.pad_h;
           if (r < 0 || r >= s.h) continue;
           T* dst = x + (c * s.h + r) * s.w;
+          const Index shift = q - s.pad_w;  // dst[j·stride_w + shift] receives tap (i, j)
           const T* in = row + i * ow;
-          for (Index j = 0; j < ow; ++j) {
-            const Index cc = j * s.stride_w + q - s.pad_w;
-            if (cc >= 0 && cc < s.w) dst[cc] += in[j];
+          if (s.stride_w == 1) {  // contiguous: lets the compiler vectorise the adds
+            T* d = dst + j_lo + shift;
+            const T* g = in + j_lo;
+            for (Index j = 0; j < j_hi - j_lo; ++j) d[j] += g[j];
+          } else {
+            for (Index j = j_lo; j < j_hi; ++j) dst[j * s.stride_w + shift] += in[j];
           }
         }
       }
@@ -82,8 +95,11 @@ inline Index images_per_block(const Conv2dShape& s) {
   b = std::min(b, std::max<Index>(1, 512 / std::max<Index>(1, s.positions())));  // ≥ ~512 columns is enough
   // Keep every thread busy with its own blocks rather than splitting one GEMM across threads.
   const Index threads = std::max<Index>(1, num_threads());
-  b = std::min(b, std::max<Index>(1, (s.n + threads - 1) / threads));
-  return std::min(b, s.n);
+  b = std::min(std::min(b, std::max<Index>(1, (s.n + threads - 1) / threads)), std::max<Index>(1, s.n));
+  // Equal shares: round the block count up to a multiple of the threads, then even out the blocks
+  // (32 images in blocks of 10 would give one thread 20 images and the other 12).
+  const Index blocks = std::max(threads, ((s.n + b - 1) / b + threads - 1) / threads * threads);
+  return std::max<Index>(1, (s.n + blocks - 1) / blocks);
 }
 
 /**
@@ -95,8 +111,9 @@ void for_each_block(const Conv2dShape& s, Index per_image_scratch, Body&& body) 
   const Index block = images_per_block(s);
   const Index blocks = (s.n + block - 1) / block;
   const int threads = static_cast<int>(std::max<Index>(1, std::min<Index>(num_threads(), blocks)));
-  std::vector<std::vector<T>> scratch(static_cast<std::size_t>(threads));
+  // One buffer per thread for the whole call, left uninitialised (every use writes before it reads).
   const Index scratch_size = per_image_scratch * block;
+  std::vector<std::unique_ptr<T[]>> scratch(static_cast<std::size_t>(threads));
 #if defined(QX_USE_OPENMP) && QX_USE_OPENMP
 #pragma omp parallel for schedule(static) num_threads(threads) if (threads > 1 && blocks >= num_threads())
 #endif
@@ -106,26 +123,17 @@ void for_each_block(const Conv2dShape& s, Index per_image_scratch, Body&& body) 
     t = omp_in_parallel() ? omp_get_thread_num() : 0;
 #endif
     auto& buffer = scratch[static_cast<std::size_t>(t)];
-    if (static_cast<Index>(buffer.size()) < scratch_size) buffer.resize(static_cast<std::size_t>(scratch_size));
+    if (!buffer) buffer = std::make_unique_for_overwrite<T[]>(static_cast<std::size_t>(scratch_size));
     const Index first = k * block;
-    body(first, std::min(block, s.n - first), buffer.data(), t);
+    body(first, std::min(block, s.n - first), buffer.get(), t);
   }
 }
 
 /// col (K, ld) columns [b·P, (b+1)·P) ← image b's receptive fields, for the images of a block.
 template <class T>
 void im2col_block(const Conv2dShape& s, const T* x, Index images, T* col) {
-  const Index k = s.patch(), p = s.positions(), ld = images * p;
-  std::vector<T> one;
-  if (images == 1) {
-    im2col(s, x, col);
-    return;
-  }
-  one.resize(static_cast<std::size_t>(k * p));
-  for (Index b = 0; b < images; ++b) {
-    im2col(s, x + b * s.c_in * s.h * s.w, one.data());
-    for (Index r = 0; r < k; ++r) std::copy_n(one.data() + r * p, p, col + r * ld + b * p);
-  }
+  const Index p = s.positions(), ld = images * p;
+  for (Index b = 0; b < images; ++b) im2col(s, x + b * s.c_in * s.h * s.w, col + b * p, ld);
 }
 }  // namespace detail
 
@@ -139,6 +147,14 @@ void conv2d_forward(const Conv2dShape& s, const T* x, const T* weight, const T* 
     T* col = scratch;
     T* out = scratch + k * ld;
     detail::im2col_block(s, x + first * s.c_in * s.h * s.w, images, col);
+    if (images == 1) {  // one image's (C_out, P) is already NCHW: write it in place, no copy
+      T* dst = y + first * s.c_out * p;
+      gemm(false, false, s.c_out, p, k, T(1), weight, k, col, p, T(0), dst, p);
+      if (bias)
+        for (Index o = 0; o < s.c_out; ++o)
+          for (Index i = 0; i < p; ++i) dst[o * p + i] += bias[o];
+      return;
+    }
     gemm(false, false, s.c_out, ld, k, T(1), weight, k, col, ld, T(0), out, ld);
     for (Index b = 0; b < images; ++b)
       for (Index o = 0; o < s.c_out; ++o) {
@@ -157,19 +173,15 @@ void conv2d_backward_input(const Conv2dShape& s, const T* grad_y, const T* weigh
   detail::for_each_block<T>(s, k * p + s.c_out * p, [&](Index first, Index images, T* scratch, int) {
     const Index ld = images * p;
     T* col = scratch;
-    T* g = scratch + k * ld;  // (C_out, images·P) gathered from grad_y
-    for (Index b = 0; b < images; ++b)
-      for (Index o = 0; o < s.c_out; ++o) std::copy_n(grad_y + ((first + b) * s.c_out + o) * p, p, g + o * ld + b * p);
-    gemm(true, false, k, ld, s.c_out, T(1), weight, k, g, ld, T(0), col, ld);
-    std::vector<T> one(images > 1 ? static_cast<std::size_t>(k * p) : 0);
-    for (Index b = 0; b < images; ++b) {
-      const T* image_col = col;
-      if (images > 1) {
-        for (Index r = 0; r < k; ++r) std::copy_n(col + r * ld + b * p, p, one.data() + r * p);
-        image_col = one.data();
-      }
-      detail::col2im(s, image_col, grad_x + (first + b) * s.c_in * s.h * s.w);
+    const T* g = grad_y + first * s.c_out * p;  // one image's (C_out, P) is used in place
+    if (images > 1) {  // (C_out, images·P) gathered from grad_y
+      T* gathered = scratch + k * ld;
+      for (Index b = 0; b < images; ++b)
+        for (Index o = 0; o < s.c_out; ++o) std::copy_n(grad_y + ((first + b) * s.c_out + o) * p, p, gathered + o * ld + b * p);
+      g = gathered;
     }
+    gemm(true, false, k, ld, s.c_out, T(1), weight, k, g, ld, T(0), col, ld);
+    for (Index b = 0; b < images; ++b) detail::col2im(s, col + b * p, ld, grad_x + (first + b) * s.c_in * s.h * s.w);
   });
 }
 
@@ -183,10 +195,14 @@ void conv2d_backward_weight(const Conv2dShape& s, const T* x, const T* grad_y, T
   detail::for_each_block<T>(s, k * p + s.c_out * p, [&](Index first, Index images, T* scratch, int t) {
     const Index ld = images * p;
     T* col = scratch;
-    T* g = scratch + k * ld;
     detail::im2col_block(s, x + first * s.c_in * s.h * s.w, images, col);
-    for (Index b = 0; b < images; ++b)
-      for (Index o = 0; o < s.c_out; ++o) std::copy_n(grad_y + ((first + b) * s.c_out + o) * p, p, g + o * ld + b * p);
+    const T* g = grad_y + first * s.c_out * p;  // one image's (C_out, P) is used in place
+    if (images > 1) {
+      T* gathered = scratch + k * ld;
+      for (Index b = 0; b < images; ++b)
+        for (Index o = 0; o < s.c_out; ++o) std::copy_n(grad_y + ((first + b) * s.c_out + o) * p, p, gathered + o * ld + b * p);
+      g = gathered;
+    }
     gemm(false, true, s.c_out, k, ld, T(1), g, ld, col, ld, T(1), partial[static_cast<std::size_t>(t)].data(), k);
   });
   std::copy(partial[0].begin(), partial[0].end(), grad_weight);

@@ -1,13 +1,17 @@
 // Row-major GEMM: C = α·op(A)·op(B) + β·C, op(X) = X or Xᵀ, with leading dimensions as in BLAS
-// (row-major: lda is the distance between rows). Computed by Eigen's blocked GEMM through maps, split
-// over threads by qx; β = 0 means C's previous contents are ignored (may be uninitialised).
+// (row-major: lda is the distance between rows). float with AVX-512: qx's packed kernel
+// (kernels/gemm_packed.hpp); double, or no AVX-512: Eigen's blocked GEMM through maps. Split over threads
+// by qx; β = 0 means C's previous contents are ignored (may be uninitialised).
 #pragma once
 #include "qx/config.hpp"
 #include "qx/core/shape.hpp"
 
+#include "qx/kernels/gemm_packed.hpp"
+
 #include <Eigen/Core>
 
 #include <algorithm>
+#include <type_traits>
 #if defined(QX_USE_OPENMP) && QX_USE_OPENMP
 #include <omp.h>
 #endif
@@ -26,6 +30,13 @@ using Map = Eigen::Map<RowMajor<T>, Eigen::Unaligned, Eigen::OuterStride<>>;
 template <class T>
 void gemm_block(bool trans_a, bool trans_b, Index k, T alpha, const T* a, Index lda, const T* b, Index ldb, T beta, T* c,
                 Index ldc, Index r0, Index rows, Index c0, Index cols) {
+#if defined(__AVX512F__)
+  if constexpr (std::is_same_v<T, float>) {
+    packed::gemm_packed(trans_a, trans_b, rows, cols, k, alpha, trans_a ? a + r0 : a + r0 * lda, lda,
+                        trans_b ? b + c0 * ldb : b + c0, ldb, beta, c + r0 * ldc + c0, ldc);
+    return;
+  }
+#endif
   Map<T> cm(c + r0 * ldc + c0, rows, cols, Eigen::OuterStride<>(ldc));
   if (k == 0) {
     if (beta == T(0)) cm.setZero(); else cm *= beta;
@@ -64,7 +75,7 @@ void gemm(bool trans_a, bool trans_b, Index m, Index n, Index k, T alpha, const 
   if (threads > 1 && !omp_in_parallel() && m * n * std::max<Index>(k, 1) >= (Index{1} << 18)) {
     const bool split_columns = n >= m;
     const Index extent = split_columns ? n : m;
-    const Index unit = split_columns ? 16 : 48;  // keep blocks aligned to Eigen's register tile
+    const Index unit = split_columns ? 64 : 48;  // keep blocks aligned to the register tiles (Eigen's, qx's 6×64)
     const Index parts = std::min<Index>(threads, (extent + unit - 1) / unit);
 #pragma omp parallel num_threads(static_cast<int>(parts))
     {

@@ -1,0 +1,255 @@
+// Packed single-precision GEMM with an AVX-512 register tile (6 rows × 64 columns of C, 24 zmm
+// accumulators), row-major: C = α·op(A)·op(B) + β·C as in kernels/gemm.hpp, which dispatches here for
+// float when __AVX512F__ is defined. Blocking follows Goto/BLIS; the parameters and why are in
+// docs/kernels.md. β = 0 never reads C (it may be uninitialised).
+#pragma once
+#include "qx/config.hpp"
+#include "qx/core/shape.hpp"
+
+#include <algorithm>
+#include <cstdlib>
+#include <cstring>
+#include <memory>
+#include <new>
+
+#if defined(__AVX512F__)
+#include <immintrin.h>
+#endif
+
+QX_NAMESPACE_BEGIN
+namespace kernels {
+namespace detail {
+namespace packed {
+
+constexpr Index mr = 6;    // rows of C per micro-tile: broadcast operand (A), 6·KC floats stay in L1
+constexpr Index nr = 64;   // columns of C per micro-tile: 4 zmm of B per k step
+constexpr Index kc = 256;  // depth of one packed slice
+constexpr Index nc = 768;  // columns of one packed B block: KC·NC·4 B = 768 KiB, resident in L2 (1 MiB)
+
+/// A thread's packing buffers, 64-byte aligned, grown on demand and kept for later calls (no allocation
+/// in steady state).
+struct Buffer {
+  struct Free {
+    void operator()(float* p) const { std::free(p); }
+  };
+  std::unique_ptr<float, Free> data;
+  Index capacity = 0;
+  float* get(Index n) {
+    if (n > capacity) {
+      const std::size_t bytes = (static_cast<std::size_t>(n) * sizeof(float) + 63) / 64 * 64;
+      float* p = static_cast<float*>(std::aligned_alloc(64, bytes));
+      if (!p) throw std::bad_alloc();
+      data.reset(p);
+      capacity = n;
+    }
+    return data.get();
+  }
+};
+inline Buffer& a_buffer() {
+  thread_local Buffer b;
+  return b;
+}
+inline Buffer& b_buffer() {
+  thread_local Buffer b;
+  return b;
+}
+
+/// Packs op(A) rows [i0, i0+m) × depth [p0, p0+k) into micro-panels of MR rows: panel[(k)·MR + r],
+/// rows past m zero-filled so the micro-kernel never branches on them.
+inline void pack_a(bool trans, const float* a, Index lda, Index i0, Index m, Index p0, Index k, float* out) {
+  for (Index ir = 0; ir < m; ir += mr) {
+    const Index rows = std::min(mr, m - ir);
+    float* panel = out + ir * k;
+    if (!trans) {
+      // Read the MR rows in step (MR sequential streams) so the panel is written contiguously.
+      const float* src = a + (i0 + ir) * lda + p0;
+      if (rows == mr) {
+        for (Index p = 0; p < k; ++p)
+          for (Index r = 0; r < mr; ++r) panel[p * mr + r] = src[r * lda + p];
+      } else {
+        for (Index p = 0; p < k; ++p)
+          for (Index r = 0; r < rows; ++r) panel[p * mr + r] = src[r * lda + p];
+      }
+    } else {
+      const float* src = a + p0 * lda + i0 + ir;
+      if (rows == mr) {  // a fixed 6-float copy the compiler inlines (a memcpy call per k step cost ~10 %)
+        for (Index p = 0; p < k; ++p)
+          for (Index r = 0; r < mr; ++r) panel[p * mr + r] = src[p * lda + r];
+      } else {
+        for (Index p = 0; p < k; ++p)
+          for (Index r = 0; r < rows; ++r) panel[p * mr + r] = src[p * lda + r];
+      }
+    }
+    if (rows < mr)
+      for (Index p = 0; p < k; ++p)
+        for (Index r = rows; r < mr; ++r) panel[p * mr + r] = 0.0f;
+  }
+}
+
+#if defined(__AVX512F__)
+/// out[t·ld_out + i] = in[i·ld_in + t] for a 16×16 block (the usual unpack / shuffle / lane-shuffle
+/// sequence: 64 shuffles instead of 256 scalar moves).
+inline void transpose_16x16(const float* in, Index ld_in, float* out, Index ld_out) {
+  __m512 r[16], t[16];
+  for (int i = 0; i < 16; ++i) r[i] = _mm512_loadu_ps(in + i * ld_in);
+  for (int i = 0; i < 8; ++i) {
+    t[2 * i] = _mm512_unpacklo_ps(r[2 * i], r[2 * i + 1]);
+    t[2 * i + 1] = _mm512_unpackhi_ps(r[2 * i], r[2 * i + 1]);
+  }
+  for (int i = 0; i < 4; ++i) {
+    r[4 * i + 0] = _mm512_shuffle_ps(t[4 * i + 0], t[4 * i + 2], _MM_SHUFFLE(1, 0, 1, 0));
+    r[4 * i + 1] = _mm512_shuffle_ps(t[4 * i + 0], t[4 * i + 2], _MM_SHUFFLE(3, 2, 3, 2));
+    r[4 * i + 2] = _mm512_shuffle_ps(t[4 * i + 1], t[4 * i + 3], _MM_SHUFFLE(1, 0, 1, 0));
+    r[4 * i + 3] = _mm512_shuffle_ps(t[4 * i + 1], t[4 * i + 3], _MM_SHUFFLE(3, 2, 3, 2));
+  }
+  for (int i = 0; i < 4; ++i) {
+    t[i] = _mm512_shuffle_f32x4(r[i], r[i + 4], 0x88);
+    t[i + 4] = _mm512_shuffle_f32x4(r[i], r[i + 4], 0xdd);
+    t[i + 8] = _mm512_shuffle_f32x4(r[i + 8], r[i + 12], 0x88);
+    t[i + 12] = _mm512_shuffle_f32x4(r[i + 8], r[i + 12], 0xdd);
+  }
+  for (int i = 0; i < 8; ++i) {
+    r[i] = _mm512_shuffle_f32x4(t[i], t[i + 8], 0x88);
+    r[i + 8] = _mm512_shuffle_f32x4(t[i], t[i + 8], 0xdd);
+  }
+  for (int i = 0; i < 16; ++i) _mm512_storeu_ps(out + i * ld_out, r[i]);
+}
+#endif
+
+/// Packs op(B) depth [p0, p0+k) × columns [j0, j0+n) into micro-panels of NR columns: panel[p·NR + c],
+/// columns past n zero-filled.
+inline void pack_b(bool trans, const float* b, Index ldb, Index p0, Index k, Index j0, Index n, float* out) {
+  for (Index jr = 0; jr < n; jr += nr) {
+    const Index cols = std::min(nr, n - jr);
+    float* panel = out + jr * k;
+    if (!trans) {
+      for (Index p = 0; p < k; ++p) {
+        std::memcpy(panel + p * nr, b + (p0 + p) * ldb + j0 + jr, sizeof(float) * std::size_t(cols));
+        if (cols < nr) std::memset(panel + p * nr + cols, 0, sizeof(float) * std::size_t(nr - cols));
+      }
+    } else {
+      // B is stored (n, k): read NR rows of it in step (NR sequential streams, each cache line used 16
+      // times) so the writes are contiguous; column-at-a-time writes with stride NR were slower.
+      const float* src = b + (j0 + jr) * ldb + p0;
+      Index p_done = 0;
+#if defined(__AVX512F__)
+      if (cols == nr) {  // whole panels: 16×16 blocks transposed in registers
+        p_done = k / 16 * 16;
+        for (Index cb = 0; cb < nr; cb += 16)
+          for (Index pb = 0; pb < p_done; pb += 16) transpose_16x16(src + cb * ldb + pb, ldb, panel + pb * nr + cb, nr);
+      }
+#endif
+      for (Index p = p_done; p < k; ++p) {
+        float* dst = panel + p * nr;
+        for (Index c = 0; c < cols; ++c) dst[c] = src[c * ldb + p];
+        for (Index c = cols; c < nr; ++c) dst[c] = 0.0f;
+      }
+    }
+  }
+}
+
+#if defined(__AVX512F__)
+/// C tile (rows ≤ MR, cols ≤ NR) = α·Σ_p a[p·MR + r]·b[p·NR + c] + β·C: 24 accumulators, one FMA per
+/// (row, zmm) per k step; the A element is broadcast straight from memory.
+inline void micro_kernel(Index k, const float* a, const float* b, float* c, Index ldc, Index rows, Index cols, float alpha,
+                         float beta) {
+  __m512 acc[mr][4];
+#pragma GCC unroll 6
+  for (int r = 0; r < mr; ++r)
+#pragma GCC unroll 4
+    for (int v = 0; v < 4; ++v) acc[r][v] = _mm512_setzero_ps();
+  for (Index p = 0; p < k; ++p) {
+    const __m512 b0 = _mm512_load_ps(b), b1 = _mm512_load_ps(b + 16), b2 = _mm512_load_ps(b + 32),
+                 b3 = _mm512_load_ps(b + 48);
+    _mm_prefetch(reinterpret_cast<const char*>(b + 8 * nr), _MM_HINT_T0);
+#pragma GCC unroll 6
+    for (int r = 0; r < mr; ++r) {
+      const __m512 av = _mm512_set1_ps(a[r]);
+      acc[r][0] = _mm512_fmadd_ps(av, b0, acc[r][0]);
+      acc[r][1] = _mm512_fmadd_ps(av, b1, acc[r][1]);
+      acc[r][2] = _mm512_fmadd_ps(av, b2, acc[r][2]);
+      acc[r][3] = _mm512_fmadd_ps(av, b3, acc[r][3]);
+    }
+    a += mr;
+    b += nr;
+  }
+  const __m512 va = _mm512_set1_ps(alpha), vb = _mm512_set1_ps(beta);
+  __mmask16 mask[4];
+  for (int v = 0; v < 4; ++v) {
+    const Index left = std::clamp<Index>(cols - 16 * v, 0, 16);
+    mask[v] = static_cast<__mmask16>(left == 16 ? 0xFFFF : ((1u << left) - 1u));
+  }
+  for (Index r = 0; r < rows; ++r) {
+    float* row = c + r * ldc;
+#pragma GCC unroll 4
+    for (int v = 0; v < 4; ++v) {
+      if (!mask[v]) continue;
+      __m512 out = _mm512_mul_ps(va, acc[r][v]);
+      if (beta != 0.0f) out = _mm512_fmadd_ps(vb, _mm512_maskz_loadu_ps(mask[v], row + 16 * v), out);
+      _mm512_mask_storeu_ps(row + 16 * v, mask[v], out);
+    }
+  }
+}
+#endif
+
+/// The portable micro-kernel with the same contract (packed panels in, masked tile out), so the packing
+/// and blocking logic is testable on any machine.
+inline void micro_kernel_portable(Index k, const float* a, const float* b, float* c, Index ldc, Index rows, Index cols,
+                                  float alpha, float beta) {
+  float acc[mr][nr] = {};
+  for (Index p = 0; p < k; ++p)
+    for (Index r = 0; r < mr; ++r)
+      for (Index j = 0; j < nr; ++j) acc[r][j] += a[p * mr + r] * b[p * nr + j];
+  for (Index r = 0; r < rows; ++r)
+    for (Index j = 0; j < cols; ++j) {
+      float& dst = c[r * ldc + j];
+      dst = beta != 0.0f ? alpha * acc[r][j] + beta * dst : alpha * acc[r][j];
+    }
+}
+
+/**
+ * C (m×n) = α·op(A)·op(B) + β·C on the calling thread, Goto's loop nest:
+ *   for each NC block of columns, for each KC slice: pack B (KC×NC, L2); pack A (m×KC);
+ *   for each MR panel of A (L1), for each NR panel of B: micro-kernel.
+ * The A panel is reused across the whole B block, which is read from L2 once per panel of A.
+ */
+template <bool Portable = false>
+void gemm_packed(bool trans_a, bool trans_b, Index m, Index n, Index k, float alpha, const float* a, Index lda,
+                 const float* b, Index ldb, float beta, float* c, Index ldc) {
+  if (m <= 0 || n <= 0) return;
+  if (k <= 0) {
+    for (Index i = 0; i < m; ++i)
+      for (Index j = 0; j < n; ++j) c[i * ldc + j] = beta != 0.0f ? beta * c[i * ldc + j] : 0.0f;
+    return;
+  }
+  const Index m_padded = (m + mr - 1) / mr * mr;
+  float* pa = a_buffer().get(m_padded * kc);
+  float* pb = b_buffer().get(kc * nc);
+  for (Index jc = 0; jc < n; jc += nc) {
+    const Index ncols = std::min(nc, n - jc);
+    for (Index pc = 0; pc < k; pc += kc) {
+      const Index depth = std::min(kc, k - pc);
+      const float slice_beta = pc == 0 ? beta : 1.0f;
+      pack_b(trans_b, b, ldb, pc, depth, jc, ncols, pb);
+      pack_a(trans_a, a, lda, 0, m, pc, depth, pa);
+      for (Index ir = 0; ir < m; ir += mr) {
+        const float* panel_a = pa + ir * depth;
+        for (Index jr = 0; jr < ncols; jr += nr) {
+          float* tile = c + ir * ldc + jc + jr;
+          const Index rows = std::min(mr, m - ir), cols = std::min(nr, ncols - jr);
+#if defined(__AVX512F__)
+          if constexpr (!Portable)
+            micro_kernel(depth, panel_a, pb + jr * depth, tile, ldc, rows, cols, alpha, slice_beta);
+          else
+#endif
+            micro_kernel_portable(depth, panel_a, pb + jr * depth, tile, ldc, rows, cols, alpha, slice_beta);
+        }
+      }
+    }
+  }
+}
+
+}  // namespace packed
+}  // namespace detail
+}  // namespace kernels
+QX_NAMESPACE_END
