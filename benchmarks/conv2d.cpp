@@ -8,6 +8,8 @@
 #include <qx/core/random.hpp>
 #include <qx/kernels/conv2d.hpp>
 
+#include "bench_common.hpp"
+
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
@@ -16,9 +18,6 @@
 #include <string>
 #include <vector>
 
-#if defined(__AVX512F__)
-#include <immintrin.h>
-#endif
 
 using qx::Index;
 using qx::kernels::Conv2dShape;
@@ -34,41 +33,9 @@ const Case cases[] = {
     {"3x3_512to512_7", 512, 512, 7, 3, 1, 1},
 };
 
-double seconds_since(std::chrono::steady_clock::time_point t) {
-  return std::chrono::duration<double>(std::chrono::steady_clock::now() - t).count();
-}
-
 template <class F>
 double best_ms(F&& f, int repeats) {
-  f();
-  double best = 1e30;
-  for (int r = 0; r < repeats; ++r) {
-    const auto t = std::chrono::steady_clock::now();
-    f();
-    best = std::min(best, seconds_since(t) * 1e3);
-  }
-  return best;
-}
-
-// Per-thread FMA peak in GFLOP/s (same method as qx_bench_fma_peak).
-double fma_peak_per_thread() {
-#if defined(__AVX512F__)
-  const long iterations = 50'000'000;
-  __m512 acc[12];
-  for (int i = 0; i < 12; ++i) acc[i] = _mm512_set1_ps(static_cast<float>(i));
-  const __m512 a = _mm512_set1_ps(0.999999f), b = _mm512_set1_ps(1e-7f);
-  const auto t = std::chrono::steady_clock::now();
-  for (long it = 0; it < iterations; ++it)
-    for (int i = 0; i < 12; ++i) acc[i] = _mm512_fmadd_ps(acc[i], a, b);
-  const double s = seconds_since(t);
-  __m512 sum = acc[0];
-  for (int i = 1; i < 12; ++i) sum = _mm512_add_ps(sum, acc[i]);
-  volatile float sink = _mm512_reduce_add_ps(sum);
-  (void)sink;
-  return 2.0 * 16 * 12 * iterations / s * 1e-9;
-#else
-  return 0;
-#endif
+  return bench::best_seconds(std::forward<F>(f), repeats) * 1e3;
 }
 
 std::map<std::string, double> run_torch(Index batch, int repeats, const std::string& only) {
@@ -76,8 +43,7 @@ std::map<std::string, double> run_torch(Index batch, int repeats, const std::str
   if (std::system("/usr/bin/python3 -c 'import torch' >/dev/null 2>&1") != 0) return out;
   const std::string script = std::string(QX_BENCH_DIR) + "/conv2d_torch.py";
   const std::string command =
-      "OPENBLAS_NUM_THREADS=1 GLIBC_TUNABLES=glibc.malloc.mmap_max=0:glibc.malloc.trim_threshold=68719476736 "
-      "/usr/bin/python3 " + script + " " + std::to_string(batch) + " " + std::to_string(repeats) + " '" + only + "'";
+      std::string(bench::torch_env) + "/usr/bin/python3 " + script + " " + std::to_string(batch) + " " + std::to_string(repeats) + " '" + only + "'";
   FILE* pipe = popen(command.c_str(), "r");
   if (!pipe) return out;
   char name[128], pass[64];
@@ -101,7 +67,7 @@ int main(int argc, char** argv) {
   const Index batch = quick ? 8 : 32;
   const int repeats = quick ? 2 : 3;
   const int max_threads = qx::num_threads();
-  const double peak1 = fixed_peak > 0 ? fixed_peak : fma_peak_per_thread();
+  const double peak1 = fixed_peak > 0 ? fixed_peak : bench::fma_peak_per_thread();
   std::printf("conv2d, float32, batch %lld, best of %d; fp32 FMA peak %.1f GFLOP/s per thread\n",
               static_cast<long long>(batch), repeats, peak1);
   const auto reference = torch ? run_torch(batch, repeats, "") : std::map<std::string, double>{};

@@ -3,6 +3,7 @@
 // 3×224×224: milliseconds per image, beside PyTorch 1.13 doing the same the usual way (three separate
 // forward + backward passes with hooks; benchmarks/explain_torch.py, tuned) in the same run.
 // Usage: qx_bench_explain [--quick] [--no-torch]
+#include "bench_common.hpp"
 #include <qx/qx.hpp>
 
 #include <chrono>
@@ -43,7 +44,7 @@ int main(int argc, char** argv) {
     std::snprintf(name, sizeof name, "%s_%dx%d_b%d", c.arch, c.channels, c.size, c.batch);
     std::printf("%-24s %12.2f", name, ms);
     if (torch) {
-      const std::string cmd = "OPENBLAS_NUM_THREADS=1 GLIBC_TUNABLES=glibc.malloc.mmap_max=0:glibc.malloc.trim_threshold=68719476736 "
+      const std::string cmd = std::string(bench::torch_env) +
                               "/usr/bin/python3 " QX_BENCH_DIR "/explain_torch.py " + std::string(c.arch) + " " +
                               std::to_string(c.channels) + " " + std::to_string(c.size) + " " + std::to_string(c.batch) + " " +
                               std::to_string(repeats) + " " + std::to_string(qx::num_threads());

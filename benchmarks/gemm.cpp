@@ -8,55 +8,25 @@
 
 #include <Eigen/Core>
 
+#include "bench_common.hpp"
+
 #include <chrono>
 #include <cstdio>
 #include <vector>
 
-#if defined(__AVX512F__)
-#include <immintrin.h>
-#endif
 
 using qx::Index;
 
 namespace {
-double seconds_since(std::chrono::steady_clock::time_point t) {
-  return std::chrono::duration<double>(std::chrono::steady_clock::now() - t).count();
-}
 template <class F>
 double best_s(F&& f, int repeats) {
-  f();
-  double best = 1e30;
-  for (int r = 0; r < repeats; ++r) {
-    const auto t = std::chrono::steady_clock::now();
-    f();
-    best = std::min(best, seconds_since(t));
-  }
-  return best;
-}
-double fma_peak_per_thread() {
-#if defined(__AVX512F__)
-  const long iterations = 50'000'000;
-  __m512 acc[12];
-  for (int i = 0; i < 12; ++i) acc[i] = _mm512_set1_ps(static_cast<float>(i));
-  const __m512 a = _mm512_set1_ps(0.999999f), b = _mm512_set1_ps(1e-7f);
-  const auto t = std::chrono::steady_clock::now();
-  for (long it = 0; it < iterations; ++it)
-    for (int i = 0; i < 12; ++i) acc[i] = _mm512_fmadd_ps(acc[i], a, b);
-  const double s = seconds_since(t);
-  __m512 sum = acc[0];
-  for (int i = 1; i < 12; ++i) sum = _mm512_add_ps(sum, acc[i]);
-  volatile float sink = _mm512_reduce_add_ps(sum);
-  (void)sink;
-  return 2.0 * 16 * 12 * iterations / s * 1e-9;
-#else
-  return 0;
-#endif
+  return bench::best_seconds(std::forward<F>(f), repeats);
 }
 }  // namespace
 
 int main() {
   qx::set_num_threads(1);
-  const double peak = fma_peak_per_thread();
+  const double peak = bench::fma_peak_per_thread();
   std::printf("float GEMM, 1 thread, best of 5; FMA peak %.1f GFLOP/s\n", peak);
   std::printf("%-34s %10s %7s %10s %7s\n", "product (ta tb m n k)", "qx GFLOP/s", "%peak", "Eigen", "%peak");
   struct Case {

@@ -1,6 +1,7 @@
 // Input-only backward vs full backward through a stack of convolutions: the autograd engine skips
 // every weight-gradient kernel when only the input's gradient is requested (attribution maps).
 // Usage: qx_bench_input_only_backward [repeats]
+#include "bench_common.hpp"
 #include <qx/qx.hpp>
 
 #include <chrono>
@@ -44,7 +45,7 @@ int main(int argc, char** argv) {
   std::printf("  full backward (input + weights): %8.1f ms\n", full);
   std::printf("  input-only backward:             %8.1f ms   (%.2fx cheaper)\n", input_only, full / input_only);
   if (std::system("/usr/bin/python3 -c 'import torch' >/dev/null 2>&1") == 0) {
-    const std::string cmd = "OPENBLAS_NUM_THREADS=1 GLIBC_TUNABLES=glibc.malloc.mmap_max=0:glibc.malloc.trim_threshold=68719476736 "
+    const std::string cmd = std::string(bench::torch_env) +
                             "/usr/bin/python3 " QX_BENCH_DIR "/input_only_backward_torch.py " + std::to_string(repeats) + " " +
                             std::to_string(qx::num_threads());
     FILE* pipe = popen(cmd.c_str(), "r");

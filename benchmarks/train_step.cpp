@@ -3,6 +3,7 @@
 // 1.13 (benchmarks/train_step_torch.py, tuned) on the same machine in the same run. Each configuration
 // runs in its own process so that peak memory is its own.
 // Usage: qx_bench_train_step [--quick] [--no-torch] | --config ARCH CHANNELS SIZE BATCH STEPS
+#include "bench_common.hpp"
 #include <qx/nn/nn.hpp>
 #include <qx/autograd/engine.hpp>
 #include <qx/optim/adam.hpp>
@@ -83,7 +84,7 @@ int main(int argc, char** argv) {
     if (!read_line(self, name, ms, mib)) return 1;
     char layout[64] = "-";
     if (torch) {
-      const std::string cmd = "OPENBLAS_NUM_THREADS=1 GLIBC_TUNABLES=glibc.malloc.mmap_max=0:glibc.malloc.trim_threshold=68719476736 "
+      const std::string cmd = std::string(bench::torch_env) +
                               "/usr/bin/python3 " QX_BENCH_DIR "/train_step_torch.py " + std::string(c.arch) + " " +
                               std::to_string(c.channels) + " " + std::to_string(c.size) + " " + std::to_string(c.batch) + " " +
                               std::to_string(steps) + " " + std::to_string(qx::num_threads());

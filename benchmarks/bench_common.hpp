@@ -1,0 +1,57 @@
+// Shared by the benchmark programs: wall-clock timing (best of n after a warm-up), the FMA-chain peak
+// probe the "% of peak" figures divide by, and the environment PyTorch runs in when compared (tuned as a
+// careful user would: OpenBLAS held to one thread, glibc keeping large allocations mapped).
+#pragma once
+#include <algorithm>
+#include <chrono>
+
+#if defined(__AVX512F__)
+#include <immintrin.h>
+#endif
+
+namespace bench {
+
+/// Prefix of every PyTorch command line the benchmarks start.
+inline constexpr const char* torch_env =
+    "OPENBLAS_NUM_THREADS=1 GLIBC_TUNABLES=glibc.malloc.mmap_max=0:glibc.malloc.trim_threshold=68719476736 ";
+
+inline double seconds_since(std::chrono::steady_clock::time_point t) {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now() - t).count();
+}
+
+/// Best wall time of `repeats` calls of f, in seconds, after one warm-up call.
+template <class F>
+double best_seconds(F&& f, int repeats) {
+  f();
+  double best = 1e30;
+  for (int r = 0; r < repeats; ++r) {
+    const auto t = std::chrono::steady_clock::now();
+    f();
+    best = std::min(best, seconds_since(t));
+  }
+  return best;
+}
+
+/// fp32 FMA throughput of the calling thread in GFLOP/s: 12 independent chains of 512-bit FMAs (enough
+/// to hide the FMA latency), 2 flops per lane. 0 without AVX-512.
+inline double fma_peak_per_thread(long iterations = 50'000'000) {
+#if defined(__AVX512F__)
+  __m512 acc[12];
+  for (int i = 0; i < 12; ++i) acc[i] = _mm512_set1_ps(static_cast<float>(i));
+  const __m512 a = _mm512_set1_ps(0.999999f), b = _mm512_set1_ps(1e-7f);
+  const auto t = std::chrono::steady_clock::now();
+  for (long it = 0; it < iterations; ++it)
+    for (int i = 0; i < 12; ++i) acc[i] = _mm512_fmadd_ps(acc[i], a, b);
+  const double s = seconds_since(t);
+  __m512 sum = acc[0];
+  for (int i = 1; i < 12; ++i) sum = _mm512_add_ps(sum, acc[i]);
+  volatile float sink = _mm512_reduce_add_ps(sum);
+  (void)sink;
+  return 2.0 * 16 * 12 * static_cast<double>(iterations) / s * 1e-9;
+#else
+  (void)iterations;
+  return 0;
+#endif
+}
+
+}  // namespace bench
