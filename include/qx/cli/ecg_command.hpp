@@ -14,6 +14,22 @@
 QX_NAMESPACE_BEGIN
 namespace cli {
 
+/// Builds the datasets showing one progress bar per split ("<label> train", …).
+inline nlohmann::json build_datasets_with_progress(const ecg::BuildOptions& options, const std::string& label) {
+  std::unique_ptr<io::ProgressBar> bar;
+  std::string current;
+  const auto card = ecg::build_datasets(options, [&](const std::string& split, Index done, Index total) {
+    if (split != current) {
+      if (bar) bar->finish();
+      bar = std::make_unique<io::ProgressBar>(label + " " + split, total);
+      current = split;
+    }
+    bar->update(done);
+  });
+  if (bar) bar->finish();
+  return card;
+}
+
 inline CLI::App* add_ecg_command(CLI::App& root) {
   auto* ecg = root.add_subcommand("ecg", "MIT-BIH: build the six-beat window datasets, draw samples");
   ecg->require_subcommand(1);
@@ -32,17 +48,7 @@ inline CLI::App* add_ecg_command(CLI::App& root) {
       ->capture_default_str()->check(CLI::IsMember({"aami", "strict"}));
   build->callback([options, rule]() {
     options->rule = *rule == "strict" ? ecg::LabelRule::strict : ecg::LabelRule::aami;
-    std::unique_ptr<io::ProgressBar> bar;
-    std::string current;
-    const auto card = ecg::build_datasets(*options, [&](const std::string& split, Index done, Index total) {
-      if (split != current) {
-        if (bar) bar->finish();
-        bar = std::make_unique<io::ProgressBar>("ecg " + split, total);
-        current = split;
-      }
-      bar->update(done);
-    });
-    if (bar) bar->finish();
+    const auto card = build_datasets_with_progress(*options, "ecg");
     for (const auto& [split, info] : card["splits"].items())
       std::printf("%-10s %6lld windows  dataset 1: %lld abnormal  dataset 2: %lld abnormal\n", split.c_str(),
                   info["windows"].get<long long>(), info["counts"].value("dataset1_abnormal", 0LL),

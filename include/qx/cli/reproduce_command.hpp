@@ -5,6 +5,7 @@
 // focus, the pointing game and null-map counts. Every stage is resumable and writes atomically; the
 // defaults fit a 2-core CPU (docs/reproduce.md), `--paper` selects the paper's full-size settings.
 #pragma once
+#include "qx/cli/ecg_command.hpp"
 #include "qx/ecg/ecg.hpp"
 #include "qx/explain/explain.hpp"
 #include "qx/io/atomic_file.hpp"
@@ -197,17 +198,7 @@ inline nlohmann::json run_reproduce(ReproduceArgs a) {
   build.out = out / "data";
   build.render.size = a.size;
   build.render.channels = a.arch == "resnet50" && a.paper ? 3 : 1;
-  std::unique_ptr<io::ProgressBar> bar;
-  std::string current;
-  const auto card = ecg::build_datasets(build, [&](const std::string& split, Index done, Index total) {
-    if (split != current) {
-      if (bar) bar->finish();
-      bar = std::make_unique<io::ProgressBar>("data " + split, total);
-      current = split;
-    }
-    bar->update(done);
-  });
-  if (bar) bar->finish();
+  const auto card = build_datasets_with_progress(build, "data");
   report["data"] = card["splits"];
 
   for (int dataset : a.datasets) {
