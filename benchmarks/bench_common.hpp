@@ -5,6 +5,8 @@
 #include <algorithm>
 #include <chrono>
 
+#include <sys/resource.h>
+
 #if defined(__AVX512F__)
 #include <immintrin.h>
 #endif
@@ -17,6 +19,20 @@ inline constexpr const char* torch_env =
 
 inline double seconds_since(std::chrono::steady_clock::time_point t) {
   return std::chrono::duration<double>(std::chrono::steady_clock::now() - t).count();
+}
+
+/// Minor page faults of this process so far: each is a page the system handed out (and zeroed).
+inline long minor_faults() {
+  rusage usage{};
+  getrusage(RUSAGE_SELF, &usage);
+  return usage.ru_minflt;
+}
+
+/// Peak resident memory of this process, MiB.
+inline double peak_rss_mib() {
+  rusage usage{};
+  getrusage(RUSAGE_SELF, &usage);
+  return static_cast<double>(usage.ru_maxrss) / 1024.0;
 }
 
 /// Best wall time of `repeats` calls of f, in seconds, after one warm-up call.

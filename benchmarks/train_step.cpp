@@ -1,5 +1,6 @@
 // Training step (forward + class-weighted cross-entropy + backward + Adam) of resnet18 on 1×128×128,
-// batch 32, and resnet50 on 3×224×224, batch 16: milliseconds per image and peak memory, beside PyTorch
+// batch 32, and resnet50 on 3×224×224, batch 16: milliseconds per image, peak memory and minor page
+// faults per steady-state step (getrusage: the memory the step asked the system for), beside PyTorch
 // 1.13 (benchmarks/train_step_torch.py, tuned) on the same machine in the same run. Each configuration
 // runs in its own process so that peak memory is its own.
 // Usage: qx_bench_train_step [--quick] [--no-torch] | --config ARCH CHANNELS SIZE BATCH STEPS
@@ -7,8 +8,6 @@
 #include <qx/nn/nn.hpp>
 #include <qx/autograd/engine.hpp>
 #include <qx/optim/adam.hpp>
-
-#include <sys/resource.h>
 
 #include <chrono>
 #include <cstdio>
@@ -33,27 +32,30 @@ int run_config(const std::string& arch, qx::Index channels, qx::Index size, qx::
     adam.zero_grad();
   };
   step();
+  step();  // two warm-up steps: Adam's state is allocated by the first
+  const long faults_before = bench::minor_faults();
   double best = 1e30;
   for (int s = 0; s < steps; ++s) {
     const auto t = std::chrono::steady_clock::now();
     step();
     best = std::min(best, std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t).count());
   }
-  rusage usage{};
-  getrusage(RUSAGE_SELF, &usage);
-  std::printf("%s_%lldx%lld_b%lld %.3f %.0f\n", arch.c_str(), static_cast<long long>(channels), static_cast<long long>(size),
-              static_cast<long long>(batch), best / static_cast<double>(batch), static_cast<double>(usage.ru_maxrss) / 1024.0);
+  const double faults = static_cast<double>(bench::minor_faults() - faults_before) / steps;
+  std::printf("%s_%lldx%lld_b%lld %.3f %.0f %.0f\n", arch.c_str(), static_cast<long long>(channels), static_cast<long long>(size),
+              static_cast<long long>(batch), best / static_cast<double>(batch), bench::peak_rss_mib(), faults);
   return 0;
 }
 
-bool read_line(const std::string& command, char* name, double& ms, double& mib, char* format = nullptr) {
+/// Reads "<name> [<layout>] <ms> <MiB> <faults>" from a child process.
+bool read_line(const std::string& command, char* name, double& ms, double& mib, double& faults, char* format = nullptr) {
   FILE* pipe = popen(command.c_str(), "r");
   if (!pipe) return false;
   char fmt[64] = "";
-  const int got = format ? std::fscanf(pipe, "%127s %63s %lf %lf", name, fmt, &ms, &mib) : std::fscanf(pipe, "%127s %lf %lf", name, &ms, &mib);
+  const int got = format ? std::fscanf(pipe, "%127s %63s %lf %lf %lf", name, fmt, &ms, &mib, &faults)
+                         : std::fscanf(pipe, "%127s %lf %lf %lf", name, &ms, &mib, &faults);
   pclose(pipe);
   if (format) std::strcpy(format, fmt);
-  return got == (format ? 4 : 3);
+  return got == (format ? 5 : 4);
 }
 }  // namespace
 
@@ -73,15 +75,15 @@ int main(int argc, char** argv) {
   const Config configs[] = {{"resnet18", 1, 128, 32}, {"resnet50", 3, 224, 16}};
   const int steps = quick ? 1 : 3;
   std::printf("training step (forward + weighted CE + backward + Adam), float32, %d threads, best of %d steps\n", qx::num_threads(), steps);
-  std::printf("%-24s %12s %10s %14s %10s %-14s %9s\n", "config", "qx ms/img", "qx MiB", "torch ms/img", "torch MiB", "torch layout",
-              "speed-up");
+  std::printf("%-22s %10s %7s %9s %12s %9s %9s %-14s %8s\n", "config", "qx ms/img", "qx MiB", "qx flt/st", "torch ms/img",
+              "torch MiB", "t flt/st", "torch layout", "speed-up");
   for (const auto& c : configs) {
     if (quick && std::string(c.arch) == "resnet50") continue;
     char name[128];
-    double ms = 0, mib = 0, tms = 0, tmib = 0;
+    double ms = 0, mib = 0, faults = 0, tms = 0, tmib = 0, tfaults = 0;
     const std::string self = std::string(argv[0]) + " --config " + c.arch + " " + std::to_string(c.channels) + " " +
                              std::to_string(c.size) + " " + std::to_string(c.batch) + " " + std::to_string(steps);
-    if (!read_line(self, name, ms, mib)) return 1;
+    if (!read_line(self, name, ms, mib, faults)) return 1;
     char layout[64] = "-";
     if (torch) {
       const std::string cmd = std::string(bench::torch_env) +
@@ -89,12 +91,12 @@ int main(int argc, char** argv) {
                               std::to_string(c.channels) + " " + std::to_string(c.size) + " " + std::to_string(c.batch) + " " +
                               std::to_string(steps) + " " + std::to_string(qx::num_threads());
       char tname[128];
-      if (!read_line(cmd, tname, tms, tmib, layout)) torch = false;
+      if (!read_line(cmd, tname, tms, tmib, tfaults, layout)) torch = false;
     }
-    std::printf("%-24s %12.2f %10.0f", name, ms, mib);
-    if (torch) std::printf(" %14.2f %10.0f %-14s %8.2fx", tms, tmib, layout, tms / ms);
+    std::printf("%-22s %10.2f %7.0f %9.0f", name, ms, mib, faults);
+    if (torch) std::printf(" %12.2f %9.0f %9.0f %-14s %7.2fx", tms, tmib, tfaults, layout, tms / ms);
     std::printf("\n");
   }
-  std::printf("speed-up = PyTorch's time per image / qx's (> 1: qx is faster).\n");
+  std::printf("speed-up = PyTorch's time per image / qx's (> 1: qx is faster); flt/st = minor page faults per steady-state step.\n");
   return 0;
 }

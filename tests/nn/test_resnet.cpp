@@ -3,10 +3,13 @@
 // torchvision's exactly (strict load); save → load round trips; strict-load errors list every problem.
 #include <doctest/doctest.h>
 
+#include "qx/autograd/engine.hpp"
 #include "qx/nn/nn.hpp"
+#include "qx/ops/softmax.hpp"
 
 #include <cmath>
 #include <filesystem>
+#include <optional>
 
 using qx::Index;
 using qx::Tensor;
@@ -115,4 +118,65 @@ TEST_CASE("save then load reproduces the outputs exactly, and strict load lists 
   extra.write(dir / "extra.safetensors");
   CHECK_THROWS_WITH(qx::nn::load_safetensors(*shallower, dir / "extra.safetensors"), doctest::Contains("unexpected: [layer9.weight]"));
   fs::remove_all(dir);
+}
+
+namespace {
+/// Random batch-norm statistics and affine parameters, so folding has something to fold.
+template <class T>
+void randomise_batch_norms(qx::nn::Module<T>& model, qx::Rng& rng) {
+  for (auto& e : model.named_state()) {
+    const bool var = e.name.find("running_var") != std::string::npos;
+    const bool bn = e.name.find("bn") != std::string::npos || e.name.find("downsample.1") != std::string::npos;
+    if (!bn || e.is_integer) continue;
+    for (Index i = 0; i < e.tensor->numel(); ++i)
+      e.tensor->data()[i] = static_cast<T>(var ? rng.uniform(0.5, 2.0) : rng.normal(0.0, 0.3));
+  }
+}
+}  // namespace
+
+TEST_CASE("frozen eval folds batch norm into the convolutions: same logits and input gradients as unfolded") {
+  for (const char* arch : {"resnet18", "resnet50"}) {
+    CAPTURE(arch);
+    auto model = qx::nn::make_resnet<double>(arch, 2, 3, 4, 7);
+    qx::Rng rng(5);
+    randomise_batch_norms(*model, rng);
+    model->eval();
+    const auto x = Tensor<double>::randn({2, 2, 33, 29}, rng);
+    const auto seed = Tensor<double>::randn({2, 3}, rng);
+    Tensor<double> logits[2], grads[2];
+    for (int folded = 0; folded < 2; ++folded) {
+      std::optional<qx::nn::FrozenParametersGuard> frozen;
+      if (folded) frozen.emplace();
+      auto input = x.clone().requires_grad_();
+      logits[folded] = (*model)(input);
+      bool has_bn = false;
+      qx::autograd::for_each_node(logits[folded], [&](auto& node) { has_bn |= std::string(node.name()) == "batch_norm2d"; });
+      CHECK(has_bn == !folded);  // folded: no batch-norm node is left in the graph
+      qx::autograd::BackwardOptions<double> walk;
+      walk.inputs = {input};
+      qx::autograd::backward(logits[folded], seed, walk);
+      grads[folded] = input.grad().clone();
+    }
+    expect_close(logits[1], logits[0], "logits", 1e-12);
+    expect_close(grads[1], grads[0], "input gradient", 1e-10);
+  }
+}
+
+TEST_CASE("training steps after the first ask the system for no memory (caching allocator)") {
+  auto model = qx::nn::resnet18<float>(1, 2, 8, 3);
+  model->train();
+  qx::Rng rng(2);
+  const auto x = Tensor<float>::randn({4, 1, 32, 32}, rng);
+  auto step = [&] {
+    auto loss = qx::ops::cross_entropy((*model)(x), std::vector<Index>{0, 1, 1, 0});
+    qx::autograd::backward(loss);
+    for (auto& p : model->parameters()) p.zero_grad();
+  };
+  step();
+  step();
+  const auto before = qx::memory::stats();
+  for (int i = 0; i < 3; ++i) step();
+  const auto after = qx::memory::stats();
+  CHECK(after.system_allocations == before.system_allocations);
+  CHECK(after.cache_hits > before.cache_hits);
 }

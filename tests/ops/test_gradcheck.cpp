@@ -5,7 +5,11 @@
 #include <doctest/doctest.h>
 
 #include "qx/autograd/gradcheck.hpp"
+#include "qx/autograd/engine.hpp"
 #include "qx/ops/ops.hpp"
+
+#include <algorithm>
+#include <string>
 
 using qx::Index;
 using qx::Tensor;
@@ -71,6 +75,56 @@ TEST_CASE("batch_norm2d gradcheck in training and eval mode") {
         },
         {leaf({4, 3, 5, 3}, rng, 2.0), leaf({3}, rng), leaf({3}, rng)}));
   }
+}
+
+TEST_CASE("fused batch_norm2d_relu gradcheck in training and eval mode, and equal to the two ops") {
+  for (bool training : {true, false}) {
+    CAPTURE(training);
+    qx::Rng rng(training ? 13 : 14);
+    auto rm = Tensor<double>::randn({3}, rng), rv = Tensor<double>::uniform({3}, rng, 0.5, 2.0);
+    // β = 0.05 and distinct inputs: no normalised value sits on the ReLU's kink.
+    Inputs in{distinct({4, 3, 5, 3}, rng), leaf({3}, rng), Tensor<double>::full({3}, 0.05).requires_grad_()};
+    expect_ok(qx::gradcheck(
+        [&](Inputs& t) {
+          auto m = rm.clone(), v = rv.clone();
+          return qx::ops::batch_norm2d_relu(t[0], t[1], t[2], m, v, training);
+        },
+        in));
+    // Forward and every gradient equal to relu(batch_norm2d(…)) on the same values.
+    auto m1 = rm.clone(), v1 = rv.clone(), m2 = rm.clone(), v2 = rv.clone();
+    auto fused = qx::ops::batch_norm2d_relu(in[0], in[1], in[2], m1, v1, training);
+    auto plain = qx::ops::relu(qx::ops::batch_norm2d(in[0], in[1], in[2], m2, v2, training));
+    CHECK(fused.grad_fn()->name() == std::string("batch_norm2d_relu"));
+    auto seed = Tensor<double>::randn(fused.shape(), rng);
+    std::vector<std::vector<double>> grads[2];
+    for (int pass = 0; pass < 2; ++pass) {
+      for (auto& t : in) t.zero_grad();
+      qx::autograd::backward(pass == 0 ? fused : plain, seed);
+      for (auto& t : in) grads[pass].push_back(t.grad().to_vector());
+    }
+    for (Index i = 0; i < fused.numel(); ++i) CHECK(fused.flat(i) == doctest::Approx(plain.flat(i)).epsilon(1e-12));
+    for (std::size_t k = 0; k < in.size(); ++k)
+      for (std::size_t i = 0; i < grads[0][k].size(); ++i) CHECK(grads[0][k][i] == doctest::Approx(grads[1][k][i]).epsilon(1e-10));
+    for (Index c = 0; c < 3; ++c) CHECK(m1.flat(c) == m2.flat(c));
+  }
+}
+
+TEST_CASE("fused add_relu gradcheck; both inputs receive the masked gradient") {
+  qx::Rng rng(22);
+  auto a = distinct({2, 3, 4, 5}, rng);
+  auto b = Tensor<double>::full({2, 3, 4, 5}, 0.0125).requires_grad_();  // a + b keeps away from 0
+  expect_ok(qx::gradcheck([](Inputs& t) { return qx::ops::add_relu(t[0], t[1]); }, {a, b}));
+  a.zero_grad();
+  b.zero_grad();
+  auto z = qx::ops::add_relu(a, b);
+  CHECK(z.grad_fn()->name() == std::string("add_relu"));
+  qx::autograd::backward(qx::ops::sum(z));
+  for (Index i = 0; i < z.numel(); ++i) {
+    CHECK(z.flat(i) == std::max(0.0, a.flat(i) + b.flat(i)));
+    CHECK(a.grad().flat(i) == (z.flat(i) > 0 ? 1.0 : 0.0));
+    CHECK(b.grad().flat(i) == a.grad().flat(i));
+  }
+  CHECK_THROWS_WITH_AS(qx::ops::add_relu(a, Tensor<double>::zeros({2, 3})), doctest::Contains("add_relu: shapes"), qx::Error);
 }
 
 TEST_CASE("relu, add, mul, flatten, reshape gradcheck") {

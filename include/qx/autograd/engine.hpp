@@ -6,6 +6,7 @@
 #include "qx/config.hpp"
 #include "qx/autograd/node.hpp"
 #include "qx/core/error.hpp"
+#include "qx/core/parallel.hpp"
 #include "qx/core/tensor.hpp"
 
 #include <functional>
@@ -50,10 +51,12 @@ std::vector<MetaPtr<T>> post_order(MetaPtr<T> root) {
   return order;
 }
 
+/// slot += grad; the first gradient is adopted without a copy when no other tensor can see its memory.
 template <class T>
-void accumulate(std::shared_ptr<Tensor<T>>& slot, const Tensor<T>& grad) {
+void accumulate(std::shared_ptr<Tensor<T>>& slot, Tensor<T> grad) {
   if (!slot) {
-    slot = std::make_shared<Tensor<T>>(grad.clone());
+    const bool adopt = grad.is_sole_owner() && grad.is_contiguous();
+    slot = std::make_shared<Tensor<T>>(adopt ? std::move(grad) : grad.clone());
     return;
   }
   check(slot->shape() == grad.shape(), "autograd: gradient of shape ", shape_str(grad.shape()),
@@ -118,7 +121,7 @@ void backward(const Tensor<T>& root, const Tensor<T>& seed = {}, const BackwardO
     Tensor<T> grad = std::move(found->second);
     pending.erase(found);
     if (!m->grad_fn) {
-      if (m->requires_grad) detail::accumulate(m->grad, grad);
+      if (m->requires_grad) detail::accumulate(m->grad, std::move(grad));
       continue;
     }
     if (m->retains_grad) detail::accumulate(m->grad, grad);
@@ -133,17 +136,20 @@ void backward(const Tensor<T>& root, const Tensor<T>& seed = {}, const BackwardO
       if (slot == pending.end()) {
         pending.emplace(child, std::move(grads[i]));
       } else {
-        // A second use of the same tensor: sum into a fresh buffer (the first may alias another's).
-        Tensor<T> sum = slot->second.clone();
-        check(sum.shape() == grads[i].shape(), "autograd: op ", node.name(), " returned a gradient of shape ",
-              shape_str(grads[i].shape()), " for an input of shape ", shape_str(sum.shape()));
+        // A second use of the same tensor: sum in place when no other tensor sees the first gradient's
+        // memory, else into a fresh buffer (a residual add hands one tensor to both branches).
+        Tensor<T>& first = slot->second;
+        check(first.shape() == grads[i].shape(), "autograd: op ", node.name(), " returned a gradient of shape ",
+              shape_str(grads[i].shape()), " for an input of shape ", shape_str(first.shape()));
+        if (!(first.is_sole_owner() && first.is_contiguous())) first = first.clone();
         const Tensor<T> g = grads[i].contiguous();
-        T* dst = sum.data();
+        T* dst = first.data();
         const T* src = g.data();
-        for (Index k = 0, n = sum.numel(); k < n; ++k) dst[k] += src[k];
-        slot->second = std::move(sum);
+        parallel_for(0, first.numel(), [&](Index k) { dst[k] += src[k]; });
       }
     }
+    // Saved tensors are dropped as soon as their node has run: memory falls while the walk proceeds.
+    if (!options.retain_graph) node.release_saved();
   }
   if (!options.retain_graph) {
     for (MetaPtr m : order)

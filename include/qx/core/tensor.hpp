@@ -116,6 +116,9 @@ class Tensor {
   }
   Device device() const noexcept { return storage_.device(); }
   bool is_contiguous() const noexcept { return strides_ == contiguous_strides(shape_); }
+  /// True when this handle is the only view of memory qx allocated: writing to it in place cannot
+  /// change any other tensor (the autograd engine sums gradients in place when this holds).
+  bool is_sole_owner() const noexcept { return storage_.owned() && storage_.use_count() == 1; }
   /// True when both tensors are views of the same storage.
   bool shares_storage_with(const Tensor& other) const noexcept { return storage_.data() == other.storage_.data(); }
 

@@ -165,6 +165,8 @@ Attributions<T> explain(nn::Module<T>& model, const Tensor<T>& x, const ExplainO
   const bool want_saliency = options.methods.count(Method::saliency) > 0;
   const bool want_guided = options.methods.count(Method::guided_backprop) || options.methods.count(Method::guided_gradcam);
   detail::EvalScope<T> eval(model);
+  // Only input gradients are asked for below: batch norm may fold into the convolutions (nn/conv_bn.hpp).
+  nn::FrozenParametersGuard frozen;
 
   Tensor<T> input = x.contiguous().clone().requires_grad_();
   Tensor<T> activation;

@@ -27,6 +27,7 @@ template <class T>
 InputGradient<T> input_gradient(nn::Module<T>& model, const Tensor<T>& x, std::vector<Index> targets = {}) {
   check(x.dim() == 4, "input_gradient: input must be (N, C, H, W), got ", shape_str(x.shape()));
   detail::EvalScope<T> eval(model);
+  nn::FrozenParametersGuard frozen;  // input gradients only: batch norm may fold into the convolutions
   Tensor<T> input = x.contiguous().clone().requires_grad_();
   Tensor<T> logits = model(input);
   if (targets.empty()) targets = detail::argmax_rows(logits.detach());

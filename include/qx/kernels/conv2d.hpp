@@ -7,6 +7,7 @@
 // run in parallel, each thread with its own column buffer (allocated once per call).
 #pragma once
 #include "qx/config.hpp"
+#include "qx/core/allocator.hpp"
 #include "qx/core/parallel.hpp"
 #include "qx/core/shape.hpp"
 #include "qx/kernels/gemm.hpp"
@@ -28,11 +29,12 @@ struct Conv2dShape {
 };
 
 namespace detail {
-/// col (K, P), rows `ld` apart, ← the receptive fields of image x (C_in, H, W).
+/// col (K, P), rows `ld` apart, ← the receptive fields of image x (C_in, H, W). Channels are independent
+/// rows of col: called outside a parallel region (one image on all threads) they are split over threads.
 template <class T>
 void im2col(const Conv2dShape& s, const T* x, T* col, Index ld) {
   const Index oh = s.out_h(), ow = s.out_w();
-  for (Index c = 0; c < s.c_in; ++c)
+  parallel_for(0, s.c_in, [&](Index c) {
     for (Index p = 0; p < s.kh; ++p)
       for (Index q = 0; q < s.kw; ++q) {
         T* row = col + ((c * s.kh + p) * s.kw + q) * ld;
@@ -55,14 +57,16 @@ void im2col(const Conv2dShape& s, const T* x, T* col, Index ld) {
           std::fill(out + j_hi, out + ow, T(0));
         }
       }
+  }, s.kh * s.kw * oh * ow);
 }
 
-/// x (C_in, H, W) ← Σ of col's taps (the adjoint of im2col; col's rows `ld` apart); x is assigned.
+/// x (C_in, H, W) ← Σ of col's taps (the adjoint of im2col; col's rows `ld` apart); x is assigned. Each
+/// channel writes only its own plane, so channels are split over threads outside a parallel region.
 template <class T>
 void col2im(const Conv2dShape& s, const T* col, Index ld, T* x) {
   const Index oh = s.out_h(), ow = s.out_w();
-  std::fill_n(x, s.c_in * s.h * s.w, T(0));
-  for (Index c = 0; c < s.c_in; ++c)
+  parallel_for(0, s.c_in, [&](Index c) {
+    std::fill_n(x + c * s.h * s.w, s.h * s.w, T(0));
     for (Index p = 0; p < s.kh; ++p)
       for (Index q = 0; q < s.kw; ++q) {
         const T* row = col + ((c * s.kh + p) * s.kw + q) * ld;
@@ -84,6 +88,7 @@ void col2im(const Conv2dShape& s, const T* col, Index ld, T* x) {
           }
         }
       }
+  }, s.kh * s.kw * oh * ow);
 }
 
 /// Images per GEMM: enough columns (images · P) to keep the GEMM efficient when P is small (deep
@@ -103,30 +108,35 @@ inline Index images_per_block(const Conv2dShape& s) {
 }
 
 /**
- * Runs body(first_image, images, scratch) over blocks of images. Blocks are spread over threads when
- * there are enough of them; otherwise they run one after another and the GEMM inside parallelises.
+ * Runs body(first_image, images, scratch, thread) over blocks of images. Blocks are spread over threads
+ * when there are enough of them; otherwise they run one after another on the calling thread and the
+ * loops inside (im2col, GEMM, col2im) parallelise. That second path must not sit inside an OpenMP
+ * region, not even an inactive one (`if (false)`): libgomp gives a region nested in another a fresh team
+ * of new threads instead of its pool, which cost a single image more than the second core gained.
  */
 template <class T, class Body>
 void for_each_block(const Conv2dShape& s, Index per_image_scratch, Body&& body) {
   const Index block = images_per_block(s);
   const Index blocks = (s.n + block - 1) / block;
   const int threads = static_cast<int>(std::max<Index>(1, std::min<Index>(num_threads(), blocks)));
-  // One buffer per thread for the whole call, left uninitialised (every use writes before it reads).
+  // One buffer per thread for the whole call, from the cache, left uninitialised (every use writes
+  // before it reads).
   const Index scratch_size = per_image_scratch * block;
-  std::vector<std::unique_ptr<T[]>> scratch(static_cast<std::size_t>(threads));
-#if defined(QX_USE_OPENMP) && QX_USE_OPENMP
-#pragma omp parallel for schedule(static) num_threads(threads) if (threads > 1 && blocks >= num_threads())
-#endif
-  for (Index k = 0; k < blocks; ++k) {
-    int t = 0;
-#if defined(QX_USE_OPENMP) && QX_USE_OPENMP
-    t = omp_in_parallel() ? omp_get_thread_num() : 0;
-#endif
+  std::vector<memory::Buffer<T>> scratch(static_cast<std::size_t>(threads));
+  auto run = [&](Index k, int t) {
     auto& buffer = scratch[static_cast<std::size_t>(t)];
-    if (!buffer) buffer = std::make_unique_for_overwrite<T[]>(static_cast<std::size_t>(scratch_size));
+    if (!buffer.data()) buffer = memory::Buffer<T>(static_cast<std::size_t>(scratch_size));
     const Index first = k * block;
-    body(first, std::min(block, s.n - first), buffer.get(), t);
+    body(first, std::min(block, s.n - first), buffer.data(), t);
+  };
+#if defined(QX_USE_OPENMP) && QX_USE_OPENMP
+  if (threads > 1 && blocks >= num_threads() && !omp_in_parallel()) {
+#pragma omp parallel for schedule(static) num_threads(threads)
+    for (Index k = 0; k < blocks; ++k) run(k, omp_get_thread_num());
+    return;
   }
+#endif
+  for (Index k = 0; k < blocks; ++k) run(k, 0);
 }
 
 /// col (K, ld) columns [b·P, (b+1)·P) ← image b's receptive fields, for the images of a block.
@@ -151,8 +161,9 @@ void conv2d_forward(const Conv2dShape& s, const T* x, const T* weight, const T* 
       T* dst = y + first * s.c_out * p;
       gemm(false, false, s.c_out, p, k, T(1), weight, k, col, p, T(0), dst, p);
       if (bias)
-        for (Index o = 0; o < s.c_out; ++o)
+        parallel_for(0, s.c_out, [&](Index o) {
           for (Index i = 0; i < p; ++i) dst[o * p + i] += bias[o];
+        }, p);
       return;
     }
     gemm(false, false, s.c_out, ld, k, T(1), weight, k, col, ld, T(0), out, ld);
@@ -191,7 +202,11 @@ void conv2d_backward_weight(const Conv2dShape& s, const T* x, const T* grad_y, T
   const Index k = s.patch(), p = s.positions();
   const int threads = std::max(1, num_threads());
   // Per-thread partial sums of ∂W, reduced at the end: no two threads write the same memory.
-  std::vector<std::vector<T>> partial(static_cast<std::size_t>(threads), std::vector<T>(static_cast<std::size_t>(s.c_out * k), T(0)));
+  std::vector<memory::Buffer<T>> partial;
+  for (int t = 0; t < threads; ++t) {
+    partial.emplace_back(static_cast<std::size_t>(s.c_out * k));
+    std::fill_n(partial.back().data(), s.c_out * k, T(0));
+  }
   detail::for_each_block<T>(s, k * p + s.c_out * p, [&](Index first, Index images, T* scratch, int t) {
     const Index ld = images * p;
     T* col = scratch;
@@ -205,7 +220,7 @@ void conv2d_backward_weight(const Conv2dShape& s, const T* x, const T* grad_y, T
     }
     gemm(false, true, s.c_out, k, ld, T(1), g, ld, col, ld, T(1), partial[static_cast<std::size_t>(t)].data(), k);
   });
-  std::copy(partial[0].begin(), partial[0].end(), grad_weight);
+  std::copy_n(partial[0].data(), s.c_out * k, grad_weight);
   for (std::size_t t = 1; t < partial.size(); ++t)
     for (Index i = 0; i < s.c_out * k; ++i) grad_weight[i] += partial[t][static_cast<std::size_t>(i)];
   if (grad_bias) {

@@ -30,6 +30,8 @@ class Conv2d final : public Module<T> {
     }
   }
   Tensor<T> forward(const Tensor<T>& x) override { return ops::conv2d(x, weight, bias, stride_, padding_); }
+  Index stride() const noexcept { return stride_; }
+  Index padding() const noexcept { return padding_; }
 
   Tensor<T> weight;  // (C_out, C_in, k, k)
   Tensor<T> bias;    // (C_out) or undefined
@@ -53,15 +55,20 @@ class BatchNorm2d final : public Module<T> {
     this->register_buffer("running_var", running_var);
     this->register_buffer("num_batches_tracked", num_batches_tracked, true);
   }
-  Tensor<T> forward(const Tensor<T>& x) override {
-    if (this->is_training()) num_batches_tracked.data()[0] += T(1);
-    return ops::batch_norm2d(x, weight, bias, running_mean, running_var, this->is_training(), momentum_, eps_);
-  }
+  Tensor<T> forward(const Tensor<T>& x) override { return normalize(x, false); }
+  /// relu(forward(x)) as one fused op when `relu` (ResNet blocks in training; see nn/conv_bn.hpp).
+  Tensor<T> forward_relu_or_plain(const Tensor<T>& x, bool relu) { return normalize(x, relu); }
+  double eps() const noexcept { return eps_; }
 
   Tensor<T> weight, bias, running_mean, running_var;  // (C)
   Tensor<T> num_batches_tracked;                      // () counter, saved as I64
 
  private:
+  Tensor<T> normalize(const Tensor<T>& x, bool relu) {
+    if (this->is_training()) num_batches_tracked.data()[0] += T(1);
+    return relu ? ops::batch_norm2d_relu(x, weight, bias, running_mean, running_var, this->is_training(), momentum_, eps_)
+                : ops::batch_norm2d(x, weight, bias, running_mean, running_var, this->is_training(), momentum_, eps_);
+  }
   double momentum_, eps_;
 };
 

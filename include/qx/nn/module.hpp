@@ -16,6 +16,32 @@
 QX_NAMESPACE_BEGIN
 namespace nn {
 
+namespace detail {
+inline bool& parameters_frozen_flag() {
+  thread_local bool frozen = false;
+  return frozen;
+}
+}  // namespace detail
+
+/// True inside a FrozenParametersGuard: no gradient with respect to a parameter will be asked for.
+inline bool parameters_frozen() { return detail::parameters_frozen_flag(); }
+
+/**
+ * @brief Scope in which the caller promises to ask for no parameter gradient (input-only backwards,
+ * inference). Modules may then treat parameters as constants — conv → batch norm pairs in eval mode are
+ * folded into one convolution. Thread-local; qx::explain sets it.
+ */
+class FrozenParametersGuard {
+ public:
+  FrozenParametersGuard() : previous_(detail::parameters_frozen_flag()) { detail::parameters_frozen_flag() = true; }
+  ~FrozenParametersGuard() { detail::parameters_frozen_flag() = previous_; }
+  FrozenParametersGuard(const FrozenParametersGuard&) = delete;
+  FrozenParametersGuard& operator=(const FrozenParametersGuard&) = delete;
+
+ private:
+  bool previous_;
+};
+
 /// One named tensor of a module's state (a parameter or a buffer).
 template <class T>
 struct StateEntry {
@@ -58,6 +84,8 @@ class Module {
   void remove_forward_hook(int id) {
     std::erase_if(hooks_, [id](const auto& h) { return h.first == id; });
   }
+  /// True when a forward hook watches this module's output (fused paths then run it as written).
+  bool has_forward_hooks() const noexcept { return !hooks_.empty(); }
 
   /// Training mode (batch statistics in batch norm) for this module and all below it.
   void train(bool on = true) {

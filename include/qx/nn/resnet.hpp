@@ -1,9 +1,12 @@
 // ResNet-18/34/50 (He et al. 2016) in torchvision's layout (v1.5: the stride sits on the 3×3 conv of a
 // bottleneck), with the number of input channels, of classes and the base width as arguments. Module and
-// parameter names are torchvision's, so its state_dict loads by name. Every ReLU use — including the one
-// after each residual add — is a separate ops::relu call, hence a separate "relu" node for guided backprop.
+// parameter names are torchvision's, so its state_dict loads by name. Each conv → batch norm (→ ReLU)
+// runs through nn::conv_bn (fused in training, folded in frozen eval). Outside training every ReLU use —
+// including the one after each residual add — is a separate ops::relu call, hence a separate "relu" node
+// for guided backprop; in training the residual add and its ReLU are one op (ops::add_relu).
 #pragma once
 #include "qx/config.hpp"
+#include "qx/nn/conv_bn.hpp"
 #include "qx/nn/layers.hpp"
 #include "qx/nn/module.hpp"
 
@@ -13,6 +16,34 @@
 
 QX_NAMESPACE_BEGIN
 namespace nn {
+
+namespace detail {
+/// The shortcut of a residual block: x itself, or its 1×1 conv → batch norm (run through conv_bn).
+template <class T>
+struct Shortcut {
+  std::shared_ptr<Sequential<T>> sequence;  // registered as "downsample": children "0" (conv) and "1" (bn)
+  std::shared_ptr<Conv2d<T>> conv;
+  std::shared_ptr<BatchNorm2d<T>> bn;
+
+  /// Fills `downsample` (already registered by the block) with the 1×1 conv and its batch norm.
+  void make(std::shared_ptr<Sequential<T>> downsample, Index in_planes, Index out_planes, Index stride, Rng& rng) {
+    sequence = std::move(downsample);
+    conv = sequence->push_back(std::make_shared<Conv2d<T>>(in_planes, out_planes, 1, stride, 0, false, rng));
+    bn = sequence->push_back(std::make_shared<BatchNorm2d<T>>(out_planes));
+  }
+  Tensor<T> operator()(const Tensor<T>& x) {
+    if (!sequence) return x;
+    if (sequence->has_forward_hooks()) return (*sequence)(x);
+    return conv_bn(*conv, *bn, x, false);
+  }
+};
+
+/// relu(h + shortcut): one fused op in training, the two ops ("add", "relu") otherwise.
+template <class T>
+Tensor<T> residual_relu(const Module<T>& block, const Tensor<T>& h, const Tensor<T>& shortcut) {
+  return block.is_training() ? ops::add_relu(h, shortcut) : ops::relu(ops::add(h, shortcut));
+}
+}  // namespace detail
 
 /// Two 3×3 convolutions: y = relu(bn2(conv2(relu(bn1(conv1(x))))) + shortcut(x)).
 template <class T>
@@ -24,20 +55,16 @@ class BasicBlock final : public Module<T> {
     bn1 = this->register_module("bn1", std::make_shared<BatchNorm2d<T>>(planes));
     conv2 = this->register_module("conv2", std::make_shared<Conv2d<T>>(planes, planes, 3, 1, 1, false, rng));
     bn2 = this->register_module("bn2", std::make_shared<BatchNorm2d<T>>(planes));
-    if (stride != 1 || in_planes != planes) {
-      downsample = this->register_module("downsample", std::make_shared<Sequential<T>>());
-      downsample->push_back(std::make_shared<Conv2d<T>>(in_planes, planes, 1, stride, 0, false, rng));
-      downsample->push_back(std::make_shared<BatchNorm2d<T>>(planes));
-    }
+    if (stride != 1 || in_planes != planes) shortcut.make(this->register_module("downsample", std::make_shared<Sequential<T>>()), in_planes, planes, stride, rng);
   }
   Tensor<T> forward(const Tensor<T>& x) override {
-    auto h = ops::relu((*bn1)((*conv1)(x)));
-    h = (*bn2)((*conv2)(h));
-    return ops::relu(ops::add(h, downsample ? (*downsample)(x) : x));
+    auto h = conv_bn(*conv1, *bn1, x, true);
+    h = conv_bn(*conv2, *bn2, h, false);
+    return detail::residual_relu(*this, h, shortcut(x));
   }
   std::shared_ptr<Conv2d<T>> conv1, conv2;
   std::shared_ptr<BatchNorm2d<T>> bn1, bn2;
-  std::shared_ptr<Sequential<T>> downsample;
+  detail::Shortcut<T> shortcut;
 };
 
 /// 1×1 reduce, 3×3 (strided), 1×1 expand ×4: y = relu(bn3(conv3(…)) + shortcut(x)).
@@ -52,21 +79,17 @@ class Bottleneck final : public Module<T> {
     bn2 = this->register_module("bn2", std::make_shared<BatchNorm2d<T>>(planes));
     conv3 = this->register_module("conv3", std::make_shared<Conv2d<T>>(planes, planes * expansion, 1, 1, 0, false, rng));
     bn3 = this->register_module("bn3", std::make_shared<BatchNorm2d<T>>(planes * expansion));
-    if (stride != 1 || in_planes != planes * expansion) {
-      downsample = this->register_module("downsample", std::make_shared<Sequential<T>>());
-      downsample->push_back(std::make_shared<Conv2d<T>>(in_planes, planes * expansion, 1, stride, 0, false, rng));
-      downsample->push_back(std::make_shared<BatchNorm2d<T>>(planes * expansion));
-    }
+    if (stride != 1 || in_planes != planes * expansion) shortcut.make(this->register_module("downsample", std::make_shared<Sequential<T>>()), in_planes, planes * expansion, stride, rng);
   }
   Tensor<T> forward(const Tensor<T>& x) override {
-    auto h = ops::relu((*bn1)((*conv1)(x)));
-    h = ops::relu((*bn2)((*conv2)(h)));
-    h = (*bn3)((*conv3)(h));
-    return ops::relu(ops::add(h, downsample ? (*downsample)(x) : x));
+    auto h = conv_bn(*conv1, *bn1, x, true);
+    h = conv_bn(*conv2, *bn2, h, true);
+    h = conv_bn(*conv3, *bn3, h, false);
+    return detail::residual_relu(*this, h, shortcut(x));
   }
   std::shared_ptr<Conv2d<T>> conv1, conv2, conv3;
   std::shared_ptr<BatchNorm2d<T>> bn1, bn2, bn3;
-  std::shared_ptr<Sequential<T>> downsample;
+  detail::Shortcut<T> shortcut;
 };
 
 /// The architecture of a ResNet: block kind and blocks per stage.
@@ -119,7 +142,7 @@ class ResNet final : public Module<T> {
   Tensor<T> forward(const Tensor<T>& x) override {
     check(x.dim() == 4 && x.size(1) == in_channels_, spec_.arch, ": expected input (N, ", in_channels_,
           ", H, W), got ", shape_str(x.shape()));
-    auto h = this->submodule("maxpool")(ops::relu((*bn1)((*conv1)(x))));
+    auto h = this->submodule("maxpool")(conv_bn(*conv1, *bn1, x, true));
     for (auto& layer : layers) h = (*layer)(h);
     return (*fc)(ops::flatten(this->submodule("avgpool")(h)));
   }

@@ -5,6 +5,9 @@
 //   y = γ·(x − μ)/√(σ² + eps) + β
 // Backward (training), with x̂ = (x − μ)·inv_std and ĝ = g·γ, per channel over M elements:
 //   ∂x = inv_std/M · (M·ĝ − Σĝ − x̂·Σ(ĝ·x̂)),  ∂γ = Σ g·x̂,  ∂β = Σ g.   In eval: ∂x = g·γ·inv_std.
+// batch_norm2d_relu is z = max(y, 0) in the same passes: its backward first masks g by [y > 0] (y
+// recomputed from the saved x by the same functor, so the mask is the forward's bit for bit), then
+// applies the rule above — one pass and one tensor fewer than the two ops, forward and backward.
 #pragma once
 #include "qx/config.hpp"
 #include "qx/autograd/node.hpp"
@@ -22,9 +25,11 @@ namespace detail {
 template <class T>
 class BatchNorm2dNode final : public autograd::Node<T> {
  public:
-  BatchNorm2dNode(Tensor<T> x, Tensor<T> gamma, std::vector<T> mean, std::vector<T> inv_std, bool training)
-      : x_(std::move(x)), gamma_(std::move(gamma)), mean_(std::move(mean)), inv_std_(std::move(inv_std)), training_(training) {}
-  const char* name() const override { return "batch_norm2d"; }
+  BatchNorm2dNode(Tensor<T> x, Tensor<T> gamma, Tensor<T> beta, std::vector<T> mean, std::vector<T> inv_std, bool training,
+                  bool fused_relu)
+      : x_(std::move(x)), gamma_(std::move(gamma)), beta_(std::move(beta)), mean_(std::move(mean)),
+        inv_std_(std::move(inv_std)), training_(training), fused_relu_(fused_relu) {}
+  const char* name() const override { return fused_relu_ ? "batch_norm2d_relu" : "batch_norm2d"; }
 
  protected:
   std::vector<Tensor<T>> apply(const Tensor<T>& grad_output) override {
@@ -38,16 +43,19 @@ class BatchNorm2dNode final : public autograd::Node<T> {
     if (want_b) gb = Tensor<T>::empty({c});
     const T* xp = x_.data();
     const T* gp = g.data();
+    const bool relu = fused_relu_;
     parallel_for(0, c, [&](Index ch) {
-      const T mu = mean_[ch], is = inv_std_[ch], gamma = gamma_.data()[ch];
+      const T mu = mean_[ch], is = inv_std_[ch], gamma = gamma_.data()[ch], beta = beta_.data()[ch];
+      // The gradient reaching the batch norm: g, or g·[y > 0] behind the fused ReLU.
+      auto g_at = [&](const T* xs, const T* gs, Index k) {
+        return relu ? kernels::ReluGrad{}(gs[k], kernels::BatchNormNormalize{}(xs[k], mu, is, gamma, beta)) : gs[k];
+      };
       double sum_g = 0, sum_gx = 0;  // Σ g and Σ g·x̂ over (N, H, W)
       for (Index b = 0; b < n; ++b) {
         const T* xs = xp + (b * c + ch) * plane;
         const T* gs = gp + (b * c + ch) * plane;
-        for (Index k = 0; k < plane; ++k) {
-          sum_g += gs[k];
-          sum_gx += gs[k] * (xs[k] - mu) * is;
-        }
+        sum_g += kernels::lane_sum<T>(plane, [&](Index k) { return g_at(xs, gs, k); });
+        sum_gx += kernels::lane_sum<T>(plane, [&](Index k) { return g_at(xs, gs, k) * (xs[k] - mu) * is; });
       }
       if (want_w) gw.data()[ch] = static_cast<T>(sum_gx);
       if (want_b) gb.data()[ch] = static_cast<T>(sum_g);
@@ -59,25 +67,22 @@ class BatchNorm2dNode final : public autograd::Node<T> {
         const T* xs = xp + (b * c + ch) * plane;
         const T* gs = gp + (b * c + ch) * plane;
         T* out = gx.data() + (b * c + ch) * plane;
-        for (Index k = 0; k < plane; ++k) out[k] = scale * (gs[k] - mean_g - (xs[k] - mu) * is * mean_gx);
+        for (Index k = 0; k < plane; ++k) out[k] = scale * (g_at(xs, gs, k) - mean_g - (xs[k] - mu) * is * mean_gx);
       }
     }, n * plane, 4096);
     return {gx, gw, gb};
   }
-  void release() override { x_ = gamma_ = {}; }
+  void release() override { x_ = gamma_ = beta_ = {}; }
 
  private:
-  Tensor<T> x_, gamma_;
+  Tensor<T> x_, gamma_, beta_;
   std::vector<T> mean_, inv_std_;
-  bool training_;
+  bool training_, fused_relu_;
 };
-}  // namespace detail
 
-/// Batch normalisation of x (N, C, H, W) with γ = weight (C), β = bias (C); updates the running
-/// statistics in place when training.
 template <class T>
-Tensor<T> batch_norm2d(const Tensor<T>& x, const Tensor<T>& weight, const Tensor<T>& bias, Tensor<T>& running_mean,
-                       Tensor<T>& running_var, bool training, double momentum = 0.1, double eps = 1e-5) {
+Tensor<T> batch_norm2d_impl(const Tensor<T>& x, const Tensor<T>& weight, const Tensor<T>& bias, Tensor<T>& running_mean,
+                            Tensor<T>& running_var, bool training, double momentum, double eps, bool relu) {
   check(x.dim() == 4, "batch_norm2d: input must be (N, C, H, W), got ", shape_str(x.shape()));
   const Index n = x.size(0), c = x.size(1), plane = x.size(2) * x.size(3);
   for (const Tensor<T>* p : std::initializer_list<const Tensor<T>*>{&weight, &bias, &running_mean, &running_var})
@@ -95,13 +100,14 @@ Tensor<T> batch_norm2d(const Tensor<T>& x, const Tensor<T>& weight, const Tensor
       double s = 0;
       for (Index b = 0; b < n; ++b) {
         const T* xs = xp + (b * c + ch) * plane;
-        for (Index k = 0; k < plane; ++k) s += xs[k];
+        s += kernels::lane_sum<T>(plane, [&](Index k) { return xs[k]; });
       }
       mu = s / m;
       double ss = 0;  // two-pass variance: no cancellation for large means
+      const T mu_t = static_cast<T>(mu);
       for (Index b = 0; b < n; ++b) {
         const T* xs = xp + (b * c + ch) * plane;
-        for (Index k = 0; k < plane; ++k) ss += (xs[k] - mu) * (xs[k] - mu);
+        ss += kernels::lane_sum<T>(plane, [&](Index k) { return (xs[k] - mu_t) * (xs[k] - mu_t); });
       }
       var = ss / m;
       running_mean.data()[ch] = static_cast<T>((1 - momentum) * running_mean.data()[ch] + momentum * mu);
@@ -121,12 +127,34 @@ Tensor<T> batch_norm2d(const Tensor<T>& x, const Tensor<T>& weight, const Tensor
     const Index ch = image_channel % c;
     const T* xs = xp + image_channel * plane;
     T* ys = yp + image_channel * plane;
-    for (Index k = 0; k < plane; ++k) ys[k] = kernels::BatchNormNormalize{}(xs[k], mean[ch], inv_std[ch], gamma[ch], beta[ch]);
+    const T mu = mean[ch], is = inv_std[ch], g = gamma[ch], b = beta[ch];
+    if (relu) {
+      for (Index k = 0; k < plane; ++k) ys[k] = kernels::Relu{}(kernels::BatchNormNormalize{}(xs[k], mu, is, g, b));
+    } else {
+      for (Index k = 0; k < plane; ++k) ys[k] = kernels::BatchNormNormalize{}(xs[k], mu, is, g, b);
+    }
   }, plane, 4096);
   if (!autograd::any_requires_grad<T>({&x, &weight, &bias})) return y;
-  return autograd::make_result(
-      y, {&x, &weight, &bias},
-      std::make_shared<detail::BatchNorm2dNode<T>>(xc.detach(), wc.detach(), std::move(mean), std::move(inv_std), training));
+  return autograd::make_result(y, {&x, &weight, &bias},
+                               std::make_shared<BatchNorm2dNode<T>>(xc.detach(), wc.detach(), bc.detach(), std::move(mean),
+                                                                    std::move(inv_std), training, relu));
+}
+}  // namespace detail
+
+/// Batch normalisation of x (N, C, H, W) with γ = weight (C), β = bias (C); updates the running
+/// statistics in place when training.
+template <class T>
+Tensor<T> batch_norm2d(const Tensor<T>& x, const Tensor<T>& weight, const Tensor<T>& bias, Tensor<T>& running_mean,
+                       Tensor<T>& running_var, bool training, double momentum = 0.1, double eps = 1e-5) {
+  return detail::batch_norm2d_impl(x, weight, bias, running_mean, running_var, training, momentum, eps, false);
+}
+
+/// relu(batch_norm2d(…)) as one op (node "batch_norm2d_relu"): the pair every ResNet block trains with,
+/// in one pass over memory each way. Guided backprop hooks "relu" nodes, so attribution uses the pair.
+template <class T>
+Tensor<T> batch_norm2d_relu(const Tensor<T>& x, const Tensor<T>& weight, const Tensor<T>& bias, Tensor<T>& running_mean,
+                            Tensor<T>& running_var, bool training, double momentum = 0.1, double eps = 1e-5) {
+  return detail::batch_norm2d_impl(x, weight, bias, running_mean, running_var, training, momentum, eps, true);
 }
 
 }  // namespace ops

@@ -1,6 +1,7 @@
 // Umbrella for every tensor op with autograd (one op per header, forward and backward side by side).
 #pragma once
 #include "qx/ops/add.hpp"
+#include "qx/ops/add_relu.hpp"
 #include "qx/ops/batch_norm2d.hpp"
 #include "qx/ops/conv2d.hpp"
 #include "qx/ops/flatten.hpp"

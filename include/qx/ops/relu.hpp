@@ -10,6 +10,18 @@
 QX_NAMESPACE_BEGIN
 namespace ops {
 namespace detail {
+/// g·[y > 0], element-wise (the ReLU's backward, given its output y); shared by relu and add_relu.
+template <class T>
+Tensor<T> relu_grad(const Tensor<T>& grad_output, const Tensor<T>& output) {
+  const Tensor<T> g = grad_output.contiguous();
+  auto grad_input = Tensor<T>::empty(g.shape());
+  const T* gp = g.data();
+  const T* yp = output.data();
+  T* out = grad_input.data();
+  parallel_for(0, g.numel(), [&](Index i) { out[i] = kernels::ReluGrad{}(gp[i], yp[i]); });
+  return grad_input;
+}
+
 template <class T>
 class ReluNode final : public autograd::Node<T> {
  public:
@@ -20,15 +32,7 @@ class ReluNode final : public autograd::Node<T> {
 
  protected:
   // grad_input = g·[y > 0]
-  std::vector<Tensor<T>> apply(const Tensor<T>& grad_output) override {
-    const Tensor<T> g = grad_output.contiguous();
-    auto grad_input = Tensor<T>::empty(g.shape());
-    const T* gp = g.data();
-    const T* yp = output_.data();
-    T* out = grad_input.data();
-    parallel_for(0, g.numel(), [&](Index i) { out[i] = kernels::ReluGrad{}(gp[i], yp[i]); });
-    return {grad_input};
-  }
+  std::vector<Tensor<T>> apply(const Tensor<T>& grad_output) override { return {relu_grad(grad_output, output_)}; }
   void release() override { output_ = {}; }
 
  private:

@@ -1,0 +1,54 @@
+// conv → batch norm (→ ReLU), the unit ResNets are built of, run the cheapest way that is exact:
+//   training: the convolution, then batch norm and ReLU as one fused op (ops::batch_norm2d_relu);
+//   eval with parameters frozen (FrozenParametersGuard — qx::explain — or NoGradGuard): batch norm folded
+//     into the convolution,  s = γ/√(σ²_run + ε),  w' = w·s (per output channel),  b' = β − μ_run·s,
+//     so conv(x, w') + b' = bn(conv(x, w)) up to rounding, for the output and for every input gradient;
+//     the ReLU stays its own op, the node guided backprop rewrites;
+//   otherwise (eval with parameter gradients possible, or a forward hook on either module): the modules
+//     one after another, exactly as written.
+#pragma once
+#include "qx/config.hpp"
+#include "qx/autograd/grad_mode.hpp"
+#include "qx/nn/layers.hpp"
+
+#include <cmath>
+
+QX_NAMESPACE_BEGIN
+namespace nn {
+
+namespace detail {
+/// The folded convolution's weight (C_out, C_in, k, k) and bias (C_out), constants (no autograd).
+template <class T>
+std::pair<Tensor<T>, Tensor<T>> fold_batch_norm(const Conv2d<T>& conv, const BatchNorm2d<T>& bn) {
+  NoGradGuard no_grad;
+  const Index c_out = conv.weight.size(0), per_channel = conv.weight.numel() / c_out;
+  auto weight = Tensor<T>::empty(conv.weight.shape());
+  auto bias = Tensor<T>::empty({c_out});
+  const Tensor<T> w = conv.weight.contiguous();
+  for (Index o = 0; o < c_out; ++o) {
+    const double scale = static_cast<double>(bn.weight.flat(o)) / std::sqrt(static_cast<double>(bn.running_var.flat(o)) + bn.eps());
+    const double shift = conv.bias.defined() ? static_cast<double>(conv.bias.flat(o)) : 0.0;
+    for (Index i = 0; i < per_channel; ++i)
+      weight.data()[o * per_channel + i] = static_cast<T>(static_cast<double>(w.data()[o * per_channel + i]) * scale);
+    bias.data()[o] = static_cast<T>(static_cast<double>(bn.bias.flat(o)) + (shift - static_cast<double>(bn.running_mean.flat(o))) * scale);
+  }
+  return {weight, bias};
+}
+}  // namespace detail
+
+/// bn(conv(x)), followed by relu when `relu`; see the top of this file for which path runs.
+template <class T>
+Tensor<T> conv_bn(Conv2d<T>& conv, BatchNorm2d<T>& bn, const Tensor<T>& x, bool relu) {
+  const bool hooked = conv.has_forward_hooks() || bn.has_forward_hooks();
+  if (!hooked && bn.is_training()) return bn.forward_relu_or_plain(conv(x), relu);
+  if (!hooked && (parameters_frozen() || !grad_enabled())) {
+    const auto [weight, bias] = detail::fold_batch_norm(conv, bn);
+    auto y = ops::conv2d(x, weight, bias, conv.stride(), conv.padding());
+    return relu ? ops::relu(y) : y;
+  }
+  auto y = bn(conv(x));
+  return relu ? ops::relu(y) : y;
+}
+
+}  // namespace nn
+QX_NAMESPACE_END
