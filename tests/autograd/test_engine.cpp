@@ -141,3 +141,57 @@ TEST_CASE("gradcheck reports the worst element of a wrong gradient") {
   CHECK(result.message.find("input 0 of shape (2, 2)") != std::string::npos);
   CHECK(result.message.find("numeric") != std::string::npos);
 }
+
+TEST_CASE("replicated gradients: one walk carrying two seeds equals two walks, op by op") {
+  qx::Rng rng(41);
+  auto w1 = Tensor<double>::randn({4, 2, 3, 3}, rng), w2 = Tensor<double>::randn({5, 4, 1, 1}, rng);
+  auto fc = Tensor<double>::randn({3, 5}, rng), fb = Tensor<double>::randn({3}, rng);
+  auto x = Tensor<double>::randn({2, 2, 9, 8}, rng).requires_grad_();
+  // conv → relu → max-pool → conv(1×1) → add (residual-like fan-out) → relu → avg-pool → flatten → linear
+  auto net = [&](const Tensor<double>& in) {
+    auto h = qx::ops::max_pool2d(qx::ops::relu(qx::ops::conv2d(in, w1, {}, 1, 1)), 3, 2, 1);
+    auto g = qx::ops::conv2d(h, w2, {}, 1, 0);
+    auto r = qx::ops::add_relu(g, qx::ops::relu(g));
+    return qx::ops::linear(qx::ops::flatten(qx::ops::adaptive_avg_pool2d(r, 1, 1)), fc, fb);
+  };
+  const auto seed_a = Tensor<double>::randn({2, 3}, rng), seed_b = Tensor<double>::randn({2, 3}, rng);
+  std::vector<double> separate;
+  for (const auto* seed : {&seed_a, &seed_b}) {
+    x.zero_grad();
+    qx::autograd::BackwardOptions<double> walk;
+    walk.inputs = {x};
+    qx::autograd::backward(net(x), *seed, walk);
+    const auto g = x.grad().to_vector();
+    separate.insert(separate.end(), g.begin(), g.end());
+  }
+  x.zero_grad();
+  auto stacked = Tensor<double>::empty({4, 3});
+  std::copy_n(seed_a.data(), 6, stacked.data());
+  std::copy_n(seed_b.data(), 6, stacked.data() + 6);
+  qx::autograd::BackwardOptions<double> walk;
+  walk.inputs = {x};
+  walk.replicas = 2;
+  qx::autograd::backward(net(x), stacked, walk);
+  REQUIRE(x.grad().shape() == qx::Shape{4, 2, 9, 8});
+  const auto together = x.grad().to_vector();
+  for (std::size_t i = 0; i < together.size(); ++i) CHECK(together[i] == doctest::Approx(separate[i]).epsilon(1e-12));
+}
+
+TEST_CASE("replicated gradients are refused by ops that cannot carry them, and without `inputs`") {
+  qx::Rng rng(42);
+  auto x = Tensor<double>::randn({2, 3}, rng).requires_grad_();
+  auto y = qx::ops::log_softmax(x);
+  qx::autograd::BackwardOptions<double> walk;
+  walk.inputs = {x};
+  walk.replicas = 2;
+  CHECK(!qx::autograd::handles_replicas(y));
+  CHECK_THROWS_WITH_AS(qx::autograd::backward(y, Tensor<double>::ones({4, 3}), walk),
+                       doctest::Contains("cannot carry replicated gradients"), qx::Error);
+  auto z = qx::ops::relu(x);
+  CHECK(qx::autograd::handles_replicas(z));
+  CHECK_THROWS_WITH_AS(qx::autograd::backward(z, Tensor<double>::ones({2, 3}), walk), doctest::Contains("first dimension"),
+                       qx::Error);
+  walk.inputs.clear();
+  CHECK_THROWS_WITH_AS(qx::autograd::backward(z, Tensor<double>::ones({4, 3}), walk), doctest::Contains("need `inputs`"),
+                       qx::Error);
+}

@@ -167,3 +167,21 @@ TEST_CASE("a batch with per-sample targets gives each sample exactly its own map
   CHECK(map_error(other.guided_gradcam, batch.guided_gradcam) > 1e-3);  // another target, another map
   CHECK(model->is_training());  // the model's mode is restored
 }
+
+TEST_CASE("the one-walk maps equal the maps of separate walks through the unfolded graph") {
+  // A forward hook on layer1.0.bn1 keeps that conv → batch norm pair unfolded; its "batch_norm2d" node
+  // cannot carry stacked gradients, so explain falls back to two walks. Both routes give the same maps.
+  auto model = qx::nn::resnet18<double>(1, 3, 4, 13);
+  qx::Rng rng(8);
+  for (auto& [name, t] : model->named_buffers())
+    if (name.find("running_var") != std::string::npos) for (double& v : t->span()) v = rng.uniform(0.5, 2.0);
+  const auto x = Tensor<double>::randn({2, 1, 40, 33}, rng);
+  const auto together = qx::explain::explain(*model, x);
+  const int id = model->submodule("layer1.0.bn1").add_forward_hook([](auto&, const auto&, auto&) {});
+  const auto apart = qx::explain::explain(*model, x);
+  model->submodule("layer1.0.bn1").remove_forward_hook(id);
+  for (Method m : qx::explain::all_methods()) {
+    CAPTURE(qx::explain::to_string(m));
+    CHECK(map_error(together.map(m), apart.map(m)) <= 1e-10);
+  }
+}

@@ -86,6 +86,7 @@ TEST_CASE_TEMPLATE("conv2d kernels match the naive loops", T, float, double) {
       {2, 3, 7, 9, 5, 3, 3, 1, 1, 1, 1},    // 3×3 same padding, non-square
       {2, 5, 9, 8, 4, 3, 3, 2, 2, 1, 1},    // stride 2
       {3, 7, 5, 6, 9, 1, 1, 1, 1, 0, 0},    // 1×1 (the pointwise path)
+      {1, 8, 24, 24, 6, 1, 1, 1, 1, 0, 0},  // 1×1, one image per block: columns are the input itself
       {2, 6, 7, 7, 3, 1, 1, 2, 2, 0, 0},    // 1×1 stride 2 (downsample)
       {2, 3, 23, 19, 4, 7, 7, 2, 2, 3, 3},  // the 7×7 stride-2 stem
       {1, 2, 6, 5, 3, 3, 2, 1, 2, 0, 2},    // asymmetric kernel, stride and padding

@@ -25,6 +25,12 @@ struct BackwardOptions {
   /// When non-empty: only these leaves (and tensors marked retain_grad) receive gradients, and no
   /// op computes a gradient that does not lead to them (an input-only backward skips weight grads).
   std::vector<Tensor<T>> inputs;
+  /// Several gradients in one walk, stacked along dimension 0: the seed has replicas × the root's
+  /// first dimension, every node carries them side by side (one GEMM serves them all), and the inputs'
+  /// grad() holds them stacked likewise. Backward hooks may treat replicas differently (qx::explain
+  /// walks the plain and the guided gradient together this way). Only ops that handle replicas may lie
+  /// on the walk (Node::handles_replicas), and no parameter gradient can be asked for.
+  Index replicas = 1;
 };
 
 namespace detail {
@@ -78,13 +84,19 @@ void backward(const Tensor<T>& root, const Tensor<T>& seed = {}, const BackwardO
   check(root.requires_grad(), "backward: the root tensor of shape ", shape_str(root.shape()),
         " does not require grad (no input of its graph has requires_grad, or it was computed under NoGradGuard)");
   Tensor<T> root_grad;
+  const Index replicas = options.replicas;
+  check(replicas >= 1, "backward: replicas must be at least 1, got ", replicas);
+  check(replicas == 1 || !options.inputs.empty(), "backward: replicated gradients (replicas = ", replicas,
+        ") need `inputs`: parameter gradients of several replicas would be summed together");
   if (seed.defined()) {
-    check(seed.shape() == root.shape(), "backward: seed of shape ", shape_str(seed.shape()),
-          " does not match the root's shape ", shape_str(root.shape()));
+    Shape expected = root.shape();
+    if (!expected.empty()) expected[0] *= replicas;
+    check(seed.shape() == expected, "backward: seed of shape ", shape_str(seed.shape()), " does not match the root's shape ",
+          shape_str(root.shape()), replicas > 1 ? " with its first dimension times the replicas" : "");
     root_grad = seed;
   } else {
-    check(root.numel() == 1, "backward: root of shape ", shape_str(root.shape()),
-          " is not a single value; pass a seed gradient of that shape");
+    check(root.numel() == 1 && replicas == 1, "backward: root of shape ", shape_str(root.shape()),
+          " is not a single value (or replicas > 1); pass a seed gradient of that shape");
     root_grad = Tensor<T>::ones(root.shape());
   }
 
@@ -126,7 +138,11 @@ void backward(const Tensor<T>& root, const Tensor<T>& seed = {}, const BackwardO
     }
     if (m->retains_grad) detail::accumulate(m->grad, grad);
     auto& node = *m->grad_fn;
+    check(replicas == 1 || node.handles_replicas(), "backward: op ", node.name(),
+          " cannot carry replicated gradients (BackwardOptions::replicas = ", replicas, ")");
+    node.replicas_ = replicas;
     std::vector<Tensor<T>> grads = node.backward(grad);
+    node.replicas_ = 1;
     check(grads.size() == node.inputs_.size(), "autograd: op ", node.name(), " returned ", grads.size(),
           " gradients for ", node.inputs_.size(), " inputs");
     for (std::size_t i = 0; i < grads.size(); ++i) {
@@ -155,6 +171,15 @@ void backward(const Tensor<T>& root, const Tensor<T>& seed = {}, const BackwardO
     for (MetaPtr m : order)
       if (m->grad_fn) m->grad_fn->release_saved();
   }
+}
+
+/// True when every op in the graph of `root` can carry replicated gradients (BackwardOptions::replicas).
+template <class T>
+bool handles_replicas(const Tensor<T>& root) {
+  if (!root.meta()) return true;
+  for (auto* m : detail::post_order<T>(root.meta().get()))
+    if (m->grad_fn && !m->grad_fn->handles_replicas()) return false;
+  return true;
 }
 
 /// Calls fn(node) once for every node in the graph that produced `root` (e.g. to install hooks).

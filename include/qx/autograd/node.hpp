@@ -66,10 +66,23 @@ class Node {
   /// Shape of the op's output (for errors and for shape checks of seeds).
   const Shape& output_shape() const noexcept { return output_shape_; }
 
+  /// How many gradients this walk carries stacked along dimension 0 (BackwardOptions::replicas): each
+  /// gradient this node sees and returns has replicas()× the batch of its forward tensors, and replica
+  /// r is differentiated exactly as a walk of its own would be.
+  Index replicas() const noexcept { return replicas_; }
+  /// Whether apply() honours replicas() > 1; ops that do not are refused by the engine with a message.
+  virtual bool handles_replicas() const { return false; }
+  /// `shape` with its first dimension multiplied by replicas(): the shape of a replicated gradient.
+  Shape replicated(Shape shape) const {
+    if (!shape.empty()) shape[0] *= replicas_;
+    return shape;
+  }
+
   // Engine-facing state.
   std::vector<std::shared_ptr<detail::AutogradMeta<T>>> inputs_;
   std::vector<bool> needs_input_grad_;
   Shape output_shape_;
+  Index replicas_ = 1;
 
  protected:
   virtual std::vector<Tensor<T>> apply(const Tensor<T>& grad_output) = 0;

@@ -4,16 +4,20 @@
 //   gradcam         gradcam_raw resized bilinearly (align_corners = False) to the input size
 //   guided_backprop ∂y_c/∂x with every ReLU's backward replaced by g·[x > 0]·[g > 0]
 //   guided_gradcam  guided_backprop ⊙ gradcam, broadcast over channels
-// The forward graph is recorded once; a plain backward (retaining the graph) gives saliency and Grad-CAM,
-// and a second walk of the same graph with the guided rule hooked onto every "relu" node gives guided
-// backprop. Both walks are input-only (no weight gradient is computed) and seeded with a one-hot of each
-// sample's target, so every sample's maps are exactly those it gets alone (batch norm in eval mode).
+// The forward graph is recorded once (batch norm folded into the convolutions: parameters are frozen).
+// One input-only backward walk carries two gradients stacked along the batch, seeded alike with a one-hot
+// of each sample's target: the plain one (saliency; Grad-CAM from the gradient captured at `layer`) and
+// the guided one (the guided rule hooked onto every "relu" node rewrites only that replica). A graph with
+// an op that cannot carry stacked gradients falls back to two walks of the same graph. No weight gradient
+// is computed, and every sample's maps are exactly those it gets alone (batch norm in eval mode).
 #pragma once
 #include "qx/config.hpp"
 #include "qx/autograd/engine.hpp"
+#include "qx/core/parallel.hpp"
 #include "qx/nn/module.hpp"
 #include "qx/ops/interpolate.hpp"
 
+#include <algorithm>
 #include <set>
 #include <string>
 #include <vector>
@@ -134,11 +138,24 @@ Tensor<T> gradcam_from(const Tensor<T>& activation, const Tensor<T>& grad) {
   return cam;
 }
 
-/// The guided-backprop rule as a backward hook: the ReLU's own rule gave g·[x > 0]; keep its positive part.
+/// The guided-backprop rule, applied after the ReLU's own rule gave g·[x > 0]: keep its positive part.
+/// With several replicas stacked along the batch, only the last (the guided one) is rewritten.
 template <class T>
-void guided_relu_hook(const autograd::Node<T>&, const Tensor<T>&, std::vector<Tensor<T>>& grads) {
-  if (!grads[0].defined()) return;
-  for (T& v : grads[0].span()) v = v > T(0) ? v : T(0);
+void guided_relu_rule(Tensor<T>& grad_input, Index replicas) {
+  if (!grad_input.defined()) return;
+  const Index total = grad_input.numel(), first = total / replicas * (replicas - 1);
+  T* g = grad_input.data();
+  parallel_for(first, total, [&](Index i) { g[i] = g[i] > T(0) ? g[i] : T(0); });
+}
+
+/// `replicas` copies of t stacked along dimension 0.
+template <class T>
+Tensor<T> stack(const Tensor<T>& t, Index replicas) {
+  Shape shape = t.shape();
+  shape[0] *= replicas;
+  auto out = Tensor<T>::empty(shape);
+  for (Index r = 0; r < replicas; ++r) std::copy_n(t.data(), t.numel(), out.data() + r * t.numel());
+  return out;
 }
 
 template <class T>
@@ -188,37 +205,70 @@ Attributions<T> explain(nn::Module<T>& model, const Tensor<T>& x, const ExplainO
   if (want_cam) check(activation.defined(), "explain: layer '", options.layer, "' did not run in the forward pass");
   const Tensor<T> seed = detail::one_hot<T>(result.targets, logits.size(1));
 
-  if (want_saliency || want_cam) {
-    autograd::BackwardOptions<T> walk;
-    walk.retain_graph = want_guided;
-    walk.inputs = {input};
-    autograd::backward(logits, seed, walk);
-    if (want_saliency) result.saliency = input.grad().clone();
-    if (want_cam) {
-      result.activation = activation.detach().clone();
-      result.activation_grad = activation.grad().clone();
-      result.gradcam_raw = detail::gradcam_from(result.activation, result.activation_grad);
-      const Index h = result.gradcam_raw.size(1), w = result.gradcam_raw.size(2);
-      result.gradcam = ops::interpolate_bilinear(result.gradcam_raw.view({x.size(0), 1, h, w}), x.size(2), x.size(3))
-                           .view({x.size(0), x.size(2), x.size(3)});
-    }
-    input.zero_grad();
-  }
-  if (want_guided) {
-    autograd::for_each_node(logits, [](autograd::Node<T>& node) {
-      if (std::string(node.name()) == "relu") node.add_backward_hook(detail::guided_relu_hook<T>);
+  const Index n = x.size(0);
+  const bool plain = want_saliency || want_cam;
+  // One walk carries the plain and the guided gradient side by side (replicas 0 and 1 along the batch)
+  // when both are wanted and every op can: one GEMM per convolution serves both. Otherwise each wanted
+  // walk runs on its own through the same graph.
+  const bool together = plain && want_guided && autograd::handles_replicas(logits);
+  auto guided_hooks = [&](Index replicas) {
+    autograd::for_each_node(logits, [replicas](autograd::Node<T>& node) {
+      if (std::string(node.name()) == "relu")
+        node.add_backward_hook([replicas](const autograd::Node<T>&, const Tensor<T>&, std::vector<Tensor<T>>& grads) {
+          detail::guided_relu_rule(grads[0], replicas);
+        });
     });
+  };
+  auto take = [&](Index replica, Index replicas) {  // replica r of a stacked gradient, as its own tensor
+    const Tensor<T>& g = input.grad();
+    return replicas == 1 ? g.clone() : g.slice(0, replica * n, (replica + 1) * n).clone();
+  };
+  auto gradcam_from_walk = [&](Index replicas) {
+    result.activation = activation.detach().clone();
+    const Tensor<T>& g = activation.grad();
+    result.activation_grad = replicas == 1 ? g.clone() : g.slice(0, 0, n).clone();
+    result.gradcam_raw = detail::gradcam_from(result.activation, result.activation_grad);
+    const Index h = result.gradcam_raw.size(1), w = result.gradcam_raw.size(2);
+    result.gradcam = ops::interpolate_bilinear(result.gradcam_raw.view({n, 1, h, w}), x.size(2), x.size(3))
+                         .view({n, x.size(2), x.size(3)});
+  };
+
+  if (together) {
+    guided_hooks(2);
     autograd::BackwardOptions<T> walk;
     walk.inputs = {input};
-    autograd::backward(logits, seed, walk);
-    result.guided_backprop = input.grad().clone();
-    if (options.methods.count(Method::guided_gradcam)) {
-      result.guided_gradcam = result.guided_backprop.clone();
-      const Index n = x.size(0), c = x.size(1), plane = x.size(2) * x.size(3);
-      for (Index s = 0; s < n; ++s)
-        for (Index ch = 0; ch < c; ++ch)
-          for (Index p = 0; p < plane; ++p) result.guided_gradcam.data()[(s * c + ch) * plane + p] *= result.gradcam.data()[s * plane + p];
+    walk.replicas = 2;
+    autograd::backward(logits, detail::stack(seed, 2), walk);
+    if (want_saliency) result.saliency = take(0, 2);
+    if (want_cam) gradcam_from_walk(2);
+    result.guided_backprop = take(1, 2);
+  } else {
+    if (plain) {
+      autograd::BackwardOptions<T> walk;
+      walk.retain_graph = want_guided;
+      walk.inputs = {input};
+      autograd::backward(logits, seed, walk);
+      if (want_saliency) result.saliency = take(0, 1);
+      if (want_cam) gradcam_from_walk(1);
+      input.zero_grad();
     }
+    if (want_guided) {
+      guided_hooks(1);
+      autograd::BackwardOptions<T> walk;
+      walk.inputs = {input};
+      autograd::backward(logits, seed, walk);
+      result.guided_backprop = take(0, 1);
+    }
+  }
+  if (want_guided && options.methods.count(Method::guided_gradcam)) {
+    result.guided_gradcam = result.guided_backprop.clone();
+    const Index c = x.size(1), plane = x.size(2) * x.size(3);
+    T* out = result.guided_gradcam.data();
+    const T* cam = result.gradcam.data();
+    parallel_for(0, n * c, [&](Index sc) {
+      const T* cam_s = cam + (sc / c) * plane;
+      for (Index p = 0; p < plane; ++p) out[sc * plane + p] *= cam_s[p];
+    }, plane);
   }
   // Maps the caller did not ask for are not returned even if computed on the way.
   if (!options.methods.count(Method::gradcam_raw)) result.gradcam_raw = {};

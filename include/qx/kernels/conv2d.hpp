@@ -145,6 +145,21 @@ void im2col_block(const Conv2dShape& s, const T* x, Index images, T* col) {
   const Index p = s.positions(), ld = images * p;
   for (Index b = 0; b < images; ++b) im2col(s, x + b * s.c_in * s.h * s.w, col + b * p, ld);
 }
+
+/// A 1×1 convolution with stride 1 and no padding: its im2col is the identity (K = C_in, P = H·W), so
+/// one image's columns are the image itself and col2im is a plain assignment.
+inline bool is_pointwise(const Conv2dShape& s) {
+  return s.kh == 1 && s.kw == 1 && s.stride_h == 1 && s.stride_w == 1 && s.pad_h == 0 && s.pad_w == 0;
+}
+
+/// The block's columns (K, images·P): the input itself for one image of a pointwise convolution, else
+/// im2col into `col`.
+template <class T>
+const T* columns_of_block(const Conv2dShape& s, const T* x, Index images, T* col) {
+  if (images == 1 && is_pointwise(s)) return x;
+  im2col_block(s, x, images, col);
+  return col;
+}
 }  // namespace detail
 
 /// y (N, C_out, H_out, W_out) = conv(x (N, C_in, H, W), weight (C_out, C_in, kH, kW)) + bias (C_out, nullable)
@@ -154,9 +169,8 @@ void conv2d_forward(const Conv2dShape& s, const T* x, const T* weight, const T* 
   // Per image: the columns (K·P) and the block's output (C_out·P) before it is scattered to NCHW.
   detail::for_each_block<T>(s, k * p + s.c_out * p, [&](Index first, Index images, T* scratch, int) {
     const Index ld = images * p;
-    T* col = scratch;
     T* out = scratch + k * ld;
-    detail::im2col_block(s, x + first * s.c_in * s.h * s.w, images, col);
+    const T* col = detail::columns_of_block(s, x + first * s.c_in * s.h * s.w, images, scratch);
     if (images == 1) {  // one image's (C_out, P) is already NCHW: write it in place, no copy
       T* dst = y + first * s.c_out * p;
       gemm(false, false, s.c_out, p, k, T(1), weight, k, col, p, T(0), dst, p);
@@ -191,6 +205,10 @@ void conv2d_backward_input(const Conv2dShape& s, const T* grad_y, const T* weigh
         for (Index o = 0; o < s.c_out; ++o) std::copy_n(grad_y + ((first + b) * s.c_out + o) * p, p, gathered + o * ld + b * p);
       g = gathered;
     }
+    if (images == 1 && detail::is_pointwise(s)) {  // col2im would copy: write the product in place
+      gemm(true, false, k, ld, s.c_out, T(1), weight, k, g, ld, T(0), grad_x + first * s.c_in * s.h * s.w, ld);
+      return;
+    }
     gemm(true, false, k, ld, s.c_out, T(1), weight, k, g, ld, T(0), col, ld);
     for (Index b = 0; b < images; ++b) detail::col2im(s, col + b * p, ld, grad_x + (first + b) * s.c_in * s.h * s.w);
   });
@@ -209,8 +227,7 @@ void conv2d_backward_weight(const Conv2dShape& s, const T* x, const T* grad_y, T
   }
   detail::for_each_block<T>(s, k * p + s.c_out * p, [&](Index first, Index images, T* scratch, int t) {
     const Index ld = images * p;
-    T* col = scratch;
-    detail::im2col_block(s, x + first * s.c_in * s.h * s.w, images, col);
+    const T* col = detail::columns_of_block(s, x + first * s.c_in * s.h * s.w, images, scratch);
     const T* g = grad_y + first * s.c_out * p;  // one image's (C_out, P) is used in place
     if (images > 1) {
       T* gathered = scratch + k * ld;

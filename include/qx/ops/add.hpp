@@ -13,6 +13,7 @@ template <class T>
 class AddNode final : public autograd::Node<T> {
  public:
   const char* name() const override { return "add"; }
+  bool handles_replicas() const override { return true; }
 
  protected:
   std::vector<Tensor<T>> apply(const Tensor<T>& grad_output) override { return {grad_output, grad_output}; }

@@ -19,6 +19,7 @@ class AddReluNode final : public autograd::Node<T> {
  public:
   explicit AddReluNode(Tensor<T> output) : output_(std::move(output)) {}
   const char* name() const override { return "add_relu"; }
+  bool handles_replicas() const override { return true; }
 
  protected:
   // grad_a = grad_b = g·[z > 0]

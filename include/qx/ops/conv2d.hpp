@@ -21,20 +21,26 @@ class Conv2dNode final : public autograd::Node<T> {
   Conv2dNode(kernels::Conv2dShape shape, Tensor<T> x, Tensor<T> weight, bool has_bias)
       : shape_(shape), x_(std::move(x)), weight_(std::move(weight)), has_bias_(has_bias) {}
   const char* name() const override { return "conv2d"; }
+  bool handles_replicas() const override { return true; }
 
  protected:
   std::vector<Tensor<T>> apply(const Tensor<T>& grad_output) override {
-    const Tensor<T> g = grad_output.contiguous();  // (N, C_out, H_out, W_out)
+    const Tensor<T> g = grad_output.contiguous();  // (N, C_out, H_out, W_out), or (replicas·N, …)
     Tensor<T> gx, gw, gb;
+    check(this->replicas() == 1 || !(this->needs_input_grad(1) || this->needs_input_grad(2)),
+          "conv2d: parameter gradients cannot be taken with replicated gradients");
     if (this->needs_input_grad(0)) {
-      gx = Tensor<T>::empty(x_.shape());
-      kernels::conv2d_backward_input(shape_, g.data(), weight_.data(), gx.data());
+      gx = Tensor<T>::empty(this->replicated({shape_.n, shape_.c_in, shape_.h, shape_.w}));
+      kernels::Conv2dShape replicated = shape_;  // the input gradient needs only the weight: any batch
+      replicated.n = g.size(0);
+      kernels::conv2d_backward_input(replicated, g.data(), weight_.data(), gx.data());
     }
     const bool want_bias = has_bias_ && this->needs_input_grad(2);
     if (this->needs_input_grad(1) || want_bias) {
       if (this->needs_input_grad(1)) gw = Tensor<T>::empty(weight_.shape());
       if (want_bias) gb = Tensor<T>::empty({shape_.c_out});
       if (gw.defined()) {
+        check(x_.defined(), "conv2d: the weight gradient needs the input, which was not saved (weight did not require grad)");
         kernels::conv2d_backward_weight(shape_, x_.data(), g.data(), gw.data(), want_bias ? gb.data() : nullptr);
       } else {  // bias only: Σ_{n,i,j} g
         const Index plane = shape_.out_h() * shape_.out_w();
@@ -77,8 +83,11 @@ Tensor<T> conv2d(const Tensor<T>& x, const Tensor<T>& weight, const Tensor<T>& b
   auto y = Tensor<T>::empty({s.n, s.c_out, s.out_h(), s.out_w()});
   kernels::conv2d_forward(s, xc.data(), wc.data(), bc.defined() ? bc.data() : nullptr, y.data());
   if (!autograd::any_requires_grad<T>({&x, &weight, &bias})) return y;
+  // The input is kept only for the weight gradient: attribution through folded (constant) weights
+  // saves none of the activations.
   return autograd::make_result(y, {&x, &weight, &bias},
-                               std::make_shared<detail::Conv2dNode<T>>(s, xc.detach(), wc.detach(), bias.defined()));
+                               std::make_shared<detail::Conv2dNode<T>>(s, weight.requires_grad() ? xc.detach() : Tensor<T>(),
+                                                                       wc.detach(), bias.defined()));
 }
 
 /// Square stride and padding.

@@ -13,10 +13,11 @@ class ReshapeNode final : public autograd::Node<T> {
  public:
   explicit ReshapeNode(Shape input_shape) : input_shape_(std::move(input_shape)) {}
   const char* name() const override { return "reshape"; }
+  bool handles_replicas() const override { return true; }
 
  protected:
   std::vector<Tensor<T>> apply(const Tensor<T>& grad_output) override {
-    return {grad_output.contiguous().view(input_shape_)};
+    return {grad_output.contiguous().view(this->replicated(input_shape_))};
   }
 
  private:

@@ -14,11 +14,14 @@ class LinearNode final : public autograd::Node<T> {
  public:
   LinearNode(Tensor<T> x, Tensor<T> weight, bool has_bias) : x_(std::move(x)), weight_(std::move(weight)), has_bias_(has_bias) {}
   const char* name() const override { return "linear"; }
+  bool handles_replicas() const override { return true; }
 
  protected:
   std::vector<Tensor<T>> apply(const Tensor<T>& grad_output) override {
-    const Tensor<T> g = grad_output.contiguous();  // (N, out)
-    const Index n = x_.size(0), in = x_.size(1), out = weight_.size(0);
+    const Tensor<T> g = grad_output.contiguous();  // (N, out), or (replicas·N, out)
+    const Index n = g.size(0), in = x_.size(1), out = weight_.size(0);
+    check(this->replicas() == 1 || !(this->needs_input_grad(1) || this->needs_input_grad(2)),
+          "linear: parameter gradients cannot be taken with replicated gradients");
     Tensor<T> gx, gw, gb;
     if (this->needs_input_grad(0)) {  // (N, in) = (N, out)(out, in)
       gx = Tensor<T>::empty({n, in});

@@ -20,17 +20,19 @@ class MaxPool2dNode final : public autograd::Node<T> {
  public:
   MaxPool2dNode(Shape input_shape, std::vector<Index> argmax) : input_shape_(std::move(input_shape)), argmax_(std::move(argmax)) {}
   const char* name() const override { return "max_pool2d"; }
+  bool handles_replicas() const override { return true; }
 
  protected:
   std::vector<Tensor<T>> apply(const Tensor<T>& grad_output) override {
     const Tensor<T> g = grad_output.contiguous();
-    auto gx = Tensor<T>::zeros(input_shape_);
+    auto gx = Tensor<T>::zeros(this->replicated(input_shape_));
+    // Planes of every replica; replica r's plane p used the forward's argmax of plane p mod `planes`.
     const Index planes = input_shape_[0] * input_shape_[1], in_plane = input_shape_[2] * input_shape_[3];
-    const Index out_plane = g.numel() / planes;
-    parallel_for(0, planes, [&](Index p) {
+    const Index out_plane = g.numel() / (planes * this->replicas());
+    parallel_for(0, planes * this->replicas(), [&](Index p) {
       T* dst = gx.data() + p * in_plane;
       const T* src = g.data() + p * out_plane;
-      const Index* arg = argmax_.data() + p * out_plane;
+      const Index* arg = argmax_.data() + (p % planes) * out_plane;
       for (Index k = 0; k < out_plane; ++k) dst[arg[k]] += src[k];
     }, out_plane, 4096);
     return {gx};
@@ -47,6 +49,7 @@ class AdaptiveAvgPool2dNode final : public autograd::Node<T> {
  public:
   explicit AdaptiveAvgPool2dNode(Shape input_shape) : input_shape_(std::move(input_shape)) {}
   const char* name() const override { return "adaptive_avg_pool2d"; }
+  bool handles_replicas() const override { return true; }
 
  protected:
   std::vector<Tensor<T>> apply(const Tensor<T>& grad_output) override;
@@ -62,8 +65,8 @@ template <class T>
 std::vector<Tensor<T>> AdaptiveAvgPool2dNode<T>::apply(const Tensor<T>& grad_output) {
   const Tensor<T> g = grad_output.contiguous();
   const Index h = input_shape_[2], w = input_shape_[3], oh = g.size(2), ow = g.size(3);
-  auto gx = Tensor<T>::zeros(input_shape_);
-  parallel_for(0, input_shape_[0] * input_shape_[1], [&](Index p) {
+  auto gx = Tensor<T>::zeros(this->replicated(input_shape_));
+  parallel_for(0, gx.size(0) * input_shape_[1], [&](Index p) {
     const T* src = g.data() + p * oh * ow;
     T* dst = gx.data() + p * h * w;
     for (Index i = 0; i < oh; ++i) {

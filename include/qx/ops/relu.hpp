@@ -10,15 +10,19 @@
 QX_NAMESPACE_BEGIN
 namespace ops {
 namespace detail {
-/// g·[y > 0], element-wise (the ReLU's backward, given its output y); shared by relu and add_relu.
+/// g·[y > 0], element-wise (the ReLU's backward, given its output y); shared by relu and add_relu. g may
+/// hold several replicas of y's shape stacked along dimension 0 (BackwardOptions::replicas).
 template <class T>
 Tensor<T> relu_grad(const Tensor<T>& grad_output, const Tensor<T>& output) {
   const Tensor<T> g = grad_output.contiguous();
   auto grad_input = Tensor<T>::empty(g.shape());
-  const T* gp = g.data();
+  const Index per_replica = output.numel();
   const T* yp = output.data();
-  T* out = grad_input.data();
-  parallel_for(0, g.numel(), [&](Index i) { out[i] = kernels::ReluGrad{}(gp[i], yp[i]); });
+  for (Index r = 0; r < g.numel() / per_replica; ++r) {
+    const T* gp = g.data() + r * per_replica;
+    T* out = grad_input.data() + r * per_replica;
+    parallel_for(0, per_replica, [&](Index i) { out[i] = kernels::ReluGrad{}(gp[i], yp[i]); });
+  }
   return grad_input;
 }
 
@@ -27,6 +31,7 @@ class ReluNode final : public autograd::Node<T> {
  public:
   explicit ReluNode(Tensor<T> output) : output_(std::move(output)) {}
   const char* name() const override { return "relu"; }
+  bool handles_replicas() const override { return true; }
   /// The forward output y (the rule's [x > 0] is [y > 0]); undefined after release.
   const Tensor<T>& saved_output() const { return output_; }
 
