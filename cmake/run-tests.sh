@@ -10,3 +10,11 @@ jobs=${QX_JOBS:-$(nproc)}
 cmake -S . -B "$build" -DCMAKE_BUILD_TYPE=Release -DQX_BUILD_TESTS=ON -DQX_BUILD_EXAMPLES=ON -DQX_BUILD_BENCHMARKS=ON >/dev/null
 cmake --build "$build" -j "$jobs"
 ctest --test-dir "$build" -j "$jobs" --output-on-failure --timeout 900
+
+# The portable path: without AVX-512 (AVX2 and plain C++: Eigen's GEMM, the scalar packed micro-kernel)
+# the kernel and op tests must pass too. Built for x86-64-v3 in its own folder.
+portable=${QX_PORTABLE_BUILD_DIR:-build-x86-64-v3}
+cmake -S . -B "$portable" -DCMAKE_BUILD_TYPE=Release -DQX_NATIVE=OFF -DCMAKE_CXX_FLAGS=-march=x86-64-v3 \
+  -DQX_BUILD_TESTS=ON -DQX_BUILD_EXAMPLES=OFF -DQX_BUILD_BENCHMARKS=OFF >/dev/null
+cmake --build "$portable" -j "$jobs" --target qx_test_kernels qx_test_ops
+ctest --test-dir "$portable" -j "$jobs" --output-on-failure --timeout 900 -E "_NOT_BUILT|^package|^layering"  # kernels and ops only
