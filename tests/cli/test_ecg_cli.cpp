@@ -2,6 +2,7 @@
 #include <doctest/doctest.h>
 
 #include <sys/wait.h>
+#include <unistd.h>
 
 #include <cstdlib>
 #include <filesystem>
@@ -12,7 +13,7 @@ namespace fs = std::filesystem;
 
 namespace {
 std::pair<int, std::string> run_ecg(const std::string& args) {
-  const auto err = fs::temp_directory_path() / "qx_test_cli_ecg_stderr.txt";
+  const auto err = fs::temp_directory_path() / ("qx_test_cli_ecg_stderr_" + std::to_string(getpid()) + ".txt");
   const int status = std::system((std::string(QX_CLI_PATH) + " ecg " + args + " >/dev/null 2>" + err.string()).c_str());
   std::ifstream in(err);
   std::stringstream s;
@@ -22,7 +23,7 @@ std::pair<int, std::string> run_ecg(const std::string& args) {
 }  // namespace
 
 TEST_CASE("qx ecg: a missing database folder, a missing dataset and a bad index are clear errors") {
-  const auto out = fs::temp_directory_path() / "qx_test_cli_ecg";
+  const auto out = fs::temp_directory_path() / ("qx_test_cli_ecg_" + std::to_string(getpid()));
   fs::remove_all(out);
   auto [code, err] = run_ecg("build --mitdb /nonexistent/mitdb --out " + out.string());
   CHECK(code == 2);

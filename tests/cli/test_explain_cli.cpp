@@ -9,6 +9,7 @@
 #include <nlohmann/json.hpp>
 
 #include <sys/wait.h>
+#include <unistd.h>
 
 #include <cstdlib>
 #include <filesystem>
@@ -42,7 +43,9 @@ struct Fixture {
   fs::path dir;
   Tensor<float> x;
   std::unique_ptr<qx::nn::ResNet<float>> model;
-  explicit Fixture(const std::string& name) : dir(fs::temp_directory_path() / ("qx_test_cli_explain_" + name)) {
+  // The process id keeps concurrent runs of the suite (two build folders, two checkouts) apart.
+  explicit Fixture(const std::string& name)
+      : dir(fs::temp_directory_path() / ("qx_test_cli_explain_" + name + "_" + std::to_string(getpid()))) {
     fs::remove_all(dir);
     fs::create_directories(dir);
     model = qx::nn::resnet18<float>(1, 2, 4, 5);

@@ -112,10 +112,13 @@ TEST_CASE("guided backprop through a single ReLU with known signs") {
   CHECK(maps.guided_backprop.to_vector() == std::vector<double>{2, 0, 0});
 }
 
-TEST_CASE_TEMPLATE("resnet18 and resnet50 maps match PyTorch's hooks", T, float, double) {
+TEST_CASE_TEMPLATE("resnet18 and resnet50 maps match PyTorch's hooks, with either convolution", T, float, double) {
   const double tol = std::is_same_v<T, float> ? 2e-3 : 1e-8;
+  for (auto algorithm : {qx::kernels::Conv2dAlgorithm::automatic, qx::kernels::Conv2dAlgorithm::winograd})
   for (const char* arch : {"resnet18", "resnet50"}) {
     CAPTURE(arch);
+    CAPTURE(static_cast<int>(algorithm));  // 2: every 3×3 stride-1 convolution by Winograd
+    qx::kernels::set_conv2d_algorithm(algorithm);
     const auto weights = qx::io::SafetensorsFile::open(std::string(QX_TEST_FIXTURES "/nn/") + arch + ".safetensors");
     const auto expected = qx::io::SafetensorsFile::open(std::string(QX_TEST_FIXTURES "/explain/") + arch + ".safetensors");
     const auto& meta = weights.metadata();
@@ -136,6 +139,7 @@ TEST_CASE_TEMPLATE("resnet18 and resnet50 maps match PyTorch's hooks", T, float,
       CHECK(map_error(maps.map(m), reference) <= tol);
     }
     for (auto& [name, p] : model->named_parameters()) CHECK_FALSE(p->has_grad());
+    qx::kernels::set_conv2d_algorithm(qx::kernels::Conv2dAlgorithm::automatic);
   }
 }
 

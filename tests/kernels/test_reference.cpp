@@ -6,6 +6,7 @@
 #include "qx/core/random.hpp"
 #include "qx/kernels/conv2d.hpp"
 #include "qx/kernels/gemm.hpp"
+#include "qx/kernels/winograd.hpp"
 
 #include <cmath>
 #include <vector>
@@ -27,12 +28,13 @@ double tolerance() {
 }
 
 template <class T>
-void expect_near(const std::vector<T>& actual, const std::vector<double>& expected, const char* what) {
+void expect_near(const std::vector<T>& actual, const std::vector<double>& expected, const char* what,
+                 double tol = tolerance<T>()) {
   REQUIRE(actual.size() == expected.size());
   double worst = 0;
   for (std::size_t i = 0; i < actual.size(); ++i)
     worst = std::max(worst, std::abs(actual[i] - expected[i]) / (1.0 + std::abs(expected[i])));
-  CHECK_MESSAGE(worst <= tolerance<T>(), what, ": worst relative error ", worst);
+  CHECK_MESSAGE(worst <= tol, what, ": worst relative error ", worst);
 }
 
 // Naive conv loops in double: y = conv(x, w) + b, and the two adjoints.
@@ -81,23 +83,18 @@ TEST_CASE_TEMPLATE("gemm matches the naive triple loop for every transpose combi
     }
 }
 
-TEST_CASE_TEMPLATE("conv2d kernels match the naive loops", T, float, double) {
-  const Conv2dShape shapes[] = {
-      {2, 3, 7, 9, 5, 3, 3, 1, 1, 1, 1},    // 3×3 same padding, non-square
-      {2, 5, 9, 8, 4, 3, 3, 2, 2, 1, 1},    // stride 2
-      {3, 7, 5, 6, 9, 1, 1, 1, 1, 0, 0},    // 1×1 (the pointwise path)
-      {1, 8, 24, 24, 6, 1, 1, 1, 1, 0, 0},  // 1×1, one image per block: columns are the input itself
-      {2, 6, 7, 7, 3, 1, 1, 2, 2, 0, 0},    // 1×1 stride 2 (downsample)
-      {2, 3, 23, 19, 4, 7, 7, 2, 2, 3, 3},  // the 7×7 stride-2 stem
-      {1, 2, 6, 5, 3, 3, 2, 1, 2, 0, 2},    // asymmetric kernel, stride and padding
-      {7, 20, 5, 4, 24, 3, 3, 1, 1, 1, 1},  // several images per GEMM block, blocks over threads
-      {9, 70, 6, 6, 67, 3, 3, 1, 1, 1, 1},  // channels not multiples of the 6×64 tile, K > one KC slice
-  };
+namespace {
+/// Runs the three passes of one convolution algorithm against the naive loops on `shapes`, with the
+/// relative tolerance `tol` (the algorithm's declared accuracy).
+template <class T, class Forward, class BackwardInput, class BackwardWeight>
+void check_conv(const std::vector<Conv2dShape>& shapes, Forward forward, BackwardInput backward_input,
+                BackwardWeight backward_weight, double tol) {
   qx::Rng rng(9);
   for (const auto& s : shapes) {
     CAPTURE(s.kh);
     CAPTURE(s.stride_h);
     CAPTURE(s.pad_h);
+    CAPTURE(s.n);
     const auto x = random_vector<T>(static_cast<std::size_t>(s.n * s.c_in * s.h * s.w), rng);
     const auto w = random_vector<T>(static_cast<std::size_t>(s.c_out * s.patch()), rng);
     const auto bias = random_vector<T>(static_cast<std::size_t>(s.c_out), rng);
@@ -113,12 +110,47 @@ TEST_CASE_TEMPLATE("conv2d kernels match the naive loops", T, float, double) {
     for (std::size_t i = 0; i < gy.size(); ++i) gb_ref[(i / static_cast<std::size_t>(s.positions())) % bias.size()] += gy[i];
 
     std::vector<T> y(gy.size()), gx(x.size(), T(7)), gw(w.size(), T(7)), gb(bias.size(), T(7));
-    qx::kernels::conv2d_forward(s, x.data(), w.data(), bias.data(), y.data());
-    expect_near(y, y_ref, "forward");
-    qx::kernels::conv2d_backward_input(s, gy.data(), w.data(), gx.data());
-    expect_near(gx, gx_ref, "backward_input (assigns, not accumulates)");
-    qx::kernels::conv2d_backward_weight(s, x.data(), gy.data(), gw.data(), gb.data());
-    expect_near(gw, gw_ref, "backward_weight");
-    expect_near(gb, gb_ref, "backward_bias");
+    forward(s, x.data(), w.data(), bias.data(), y.data());
+    expect_near(y, y_ref, "forward", tol);
+    backward_input(s, gy.data(), w.data(), gx.data());
+    expect_near(gx, gx_ref, "backward_input (assigns, not accumulates)", tol);
+    backward_weight(s, x.data(), gy.data(), gw.data(), gb.data());
+    expect_near(gw, gw_ref, "backward_weight", tol);
+    expect_near(gb, gb_ref, "backward_bias", tol);
   }
+}
+}  // namespace
+
+TEST_CASE_TEMPLATE("conv2d kernels match the naive loops", T, float, double) {
+  const std::vector<Conv2dShape> shapes = {
+      {2, 3, 7, 9, 5, 3, 3, 1, 1, 1, 1},    // 3×3 same padding, non-square
+      {2, 5, 9, 8, 4, 3, 3, 2, 2, 1, 1},    // stride 2
+      {3, 7, 5, 6, 9, 1, 1, 1, 1, 0, 0},    // 1×1 (the pointwise path)
+      {1, 8, 24, 24, 6, 1, 1, 1, 1, 0, 0},  // 1×1, one image per block: columns are the input itself
+      {2, 6, 7, 7, 3, 1, 1, 2, 2, 0, 0},    // 1×1 stride 2 (downsample)
+      {2, 3, 23, 19, 4, 7, 7, 2, 2, 3, 3},  // the 7×7 stride-2 stem
+      {1, 2, 6, 5, 3, 3, 2, 1, 2, 0, 2},    // asymmetric kernel, stride and padding
+      {7, 20, 5, 4, 24, 3, 3, 1, 1, 1, 1},  // several images per GEMM block, blocks over threads
+      {9, 70, 6, 6, 67, 3, 3, 1, 1, 1, 1},  // channels not multiples of the 6×64 tile, K > one KC slice
+  };
+  check_conv<T>(shapes, qx::kernels::conv2d_forward<T>, qx::kernels::conv2d_backward_input<T>,
+                qx::kernels::conv2d_backward_weight<T>, tolerance<T>());
+}
+
+TEST_CASE_TEMPLATE("Winograd F(4x4, 3x3) matches the naive loops on 3x3 stride-1 convolutions", T, float, double) {
+  namespace wino = qx::kernels::winograd;
+  const std::vector<Conv2dShape> shapes = {
+      {2, 3, 7, 9, 5, 3, 3, 1, 1, 1, 1},     // same padding, non-square, outputs not multiples of 4
+      {1, 6, 8, 8, 4, 3, 3, 1, 1, 0, 0},     // no padding: 6×6 output, partial tiles
+      {3, 7, 13, 5, 9, 3, 3, 1, 1, 1, 1},    // odd channels, several images per block
+      {9, 70, 6, 6, 67, 3, 3, 1, 1, 1, 1},   // channels not multiples of the 6×64 tile
+      {1, 32, 17, 17, 16, 3, 3, 1, 1, 2, 2}, // padding 2, one image
+  };
+  for (const auto& s : shapes) CHECK(wino::applies(s));
+  CHECK_FALSE(wino::applies({1, 3, 8, 8, 4, 3, 3, 2, 2, 1, 1}));
+  CHECK_FALSE(wino::applies({1, 3, 8, 8, 4, 1, 1, 1, 1, 0, 0}));
+  // The transforms amplify rounding: float's declared tolerance is 4× im2col's (measured worst here
+  // 1e-6 to 4e-6, docs/kernels.md); double stays at double's.
+  check_conv<T>(shapes, wino::conv2d_forward<T>, wino::conv2d_backward_input<T>, wino::conv2d_backward_weight<T>,
+                std::is_same_v<T, float> ? 4e-4 : 1e-11);
 }

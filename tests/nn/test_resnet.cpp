@@ -44,10 +44,14 @@ std::unique_ptr<qx::nn::ResNet<T>> from_fixture(const qx::io::SafetensorsFile& f
 }
 }  // namespace
 
-TEST_CASE_TEMPLATE("resnet18/34/50 logits match torchvision in eval and train mode", T, float, double) {
+TEST_CASE_TEMPLATE("resnet18/34/50 logits match torchvision in eval and train mode, with either convolution", T, float,
+                   double) {
   const double tol = std::is_same_v<T, float> ? 2e-4 : 1e-9;
+  for (auto algorithm : {qx::kernels::Conv2dAlgorithm::automatic, qx::kernels::Conv2dAlgorithm::winograd})
   for (const char* arch : {"resnet18", "resnet34", "resnet50"}) {
     CAPTURE(arch);
+    CAPTURE(static_cast<int>(algorithm));  // 2: every 3×3 stride-1 convolution by Winograd
+    qx::kernels::set_conv2d_algorithm(algorithm);
     const auto file = qx::io::SafetensorsFile::open(std::string(QX_TEST_FIXTURES "/nn/") + arch + ".safetensors");
     auto model = from_fixture<T>(file);
     const auto x = file.get_as<T>("input");
@@ -59,6 +63,7 @@ TEST_CASE_TEMPLATE("resnet18/34/50 logits match torchvision in eval and train mo
     expect_close(bn.running_mean, file.get_as<T>("expected.layer1.0.bn1.running_mean"), "running_mean", tol);
     expect_close(bn.running_var, file.get_as<T>("expected.layer1.0.bn1.running_var"), "running_var", tol);
     CHECK(bn.num_batches_tracked.item() == T(8));
+    qx::kernels::set_conv2d_algorithm(qx::kernels::Conv2dAlgorithm::automatic);
   }
 }
 

@@ -63,6 +63,19 @@ TEST_CASE("conv2d gradcheck over strides, paddings and kernel sizes") {
       {leaf({2, 3, 6, 5}, rng), leaf({2, 3, 3, 2}, rng), leaf({2}, rng)}));
 }
 
+TEST_CASE("conv2d by Winograd F(4x4, 3x3) gradcheck: input, weight and bias") {
+  qx::kernels::set_conv2d_algorithm(qx::kernels::Conv2dAlgorithm::winograd);
+  for (Index pad : {0, 1}) {
+    CAPTURE(pad);
+    qx::Rng rng(static_cast<std::uint64_t>(31 + pad));
+    const qx::kernels::Conv2dShape shape{2, 3, 9, 6, 4, 3, 3, 1, 1, pad, pad};
+    CHECK(qx::kernels::runs_winograd(shape));
+    expect_ok(qx::gradcheck([pad](Inputs& t) { return qx::ops::conv2d(t[0], t[1], t[2], 1, pad); },
+                            {leaf({2, 3, 9, 6}, rng), leaf({4, 3, 3, 3}, rng), leaf({4}, rng)}));
+  }
+  qx::kernels::set_conv2d_algorithm(qx::kernels::Conv2dAlgorithm::automatic);
+}
+
 TEST_CASE("batch_norm2d gradcheck in training and eval mode") {
   for (bool training : {true, false}) {
     CAPTURE(training);

@@ -87,3 +87,14 @@ TEST_CASE_TEMPLATE("ops match PyTorch forward and backward", T, float, double) {
   check_case<T>("interp_up", {"x"}, [](V& t) { return qx::ops::interpolate_bilinear(t[0], 13, 11); });
   check_case<T>("interp_down", {"x"}, [](V& t) { return qx::ops::interpolate_bilinear(t[0], 3, 5); });
 }
+
+TEST_CASE_TEMPLATE("the Winograd convolution matches PyTorch's on the 3x3 stride-1 case", T, float, double) {
+  // Forced where it applies (the automatic choice keeps it for wide layers); restored afterwards.
+  using V = std::vector<Tensor<T>>;
+  qx::kernels::set_conv2d_algorithm(qx::kernels::Conv2dAlgorithm::winograd);
+  check_case<T>("conv_s1p1", {"x", "w", "b"}, [](V& t) {
+    CHECK(qx::kernels::runs_winograd(qx::kernels::Conv2dShape{t[0].size(0), 3, 7, 9, 5, 3, 3, 1, 1, 1, 1}));
+    return qx::ops::conv2d(t[0], t[1], t[2], 1, 1);
+  });
+  qx::kernels::set_conv2d_algorithm(qx::kernels::Conv2dAlgorithm::automatic);
+}

@@ -91,21 +91,21 @@ void col2im(const Conv2dShape& s, const T* col, Index ld, T* x) {
   }, s.kh * s.kw * oh * ow);
 }
 
-/// Images per GEMM: enough columns (images · P) to keep the GEMM efficient when P is small (deep
-/// layers), within a column buffer of about 4 M elements (16 MB in float) per thread.
-inline Index images_per_block(const Conv2dShape& s) {
+/// Images per GEMM: enough columns (images · columns_per_image) to keep the GEMM efficient when an
+/// image has few (deep layers), within a scratch of about 4 M elements (16 MB in float) per thread.
+inline Index images_per_block(Index n, Index scratch_per_image, Index columns_per_image) {
   constexpr Index budget = Index{1} << 22;
-  const Index per_image = s.patch() * s.positions();
-  Index b = std::max<Index>(1, budget / std::max<Index>(1, per_image));
-  b = std::min(b, std::max<Index>(1, 512 / std::max<Index>(1, s.positions())));  // ≥ ~512 columns is enough
+  Index b = std::max<Index>(1, budget / std::max<Index>(1, scratch_per_image));
+  b = std::min(b, std::max<Index>(1, 512 / std::max<Index>(1, columns_per_image)));  // ≥ ~512 columns is enough
   // Keep every thread busy with its own blocks rather than splitting one GEMM across threads.
   const Index threads = std::max<Index>(1, num_threads());
-  b = std::min(std::min(b, std::max<Index>(1, (s.n + threads - 1) / threads)), std::max<Index>(1, s.n));
+  b = std::min(std::min(b, std::max<Index>(1, (n + threads - 1) / threads)), std::max<Index>(1, n));
   // Equal shares: round the block count up to a multiple of the threads, then even out the blocks
   // (32 images in blocks of 10 would give one thread 20 images and the other 12).
-  const Index blocks = std::max(threads, ((s.n + b - 1) / b + threads - 1) / threads * threads);
-  return std::max<Index>(1, (s.n + blocks - 1) / blocks);
+  const Index blocks = std::max(threads, ((n + b - 1) / b + threads - 1) / threads * threads);
+  return std::max<Index>(1, (n + blocks - 1) / blocks);
 }
+inline Index images_per_block(const Conv2dShape& s) { return images_per_block(s.n, s.patch() * s.positions(), s.positions()); }
 
 /**
  * Runs body(first_image, images, scratch, thread) over blocks of images. Blocks are spread over threads
@@ -115,9 +115,8 @@ inline Index images_per_block(const Conv2dShape& s) {
  * of new threads instead of its pool, which cost a single image more than the second core gained.
  */
 template <class T, class Body>
-void for_each_block(const Conv2dShape& s, Index per_image_scratch, Body&& body) {
-  const Index block = images_per_block(s);
-  const Index blocks = (s.n + block - 1) / block;
+void for_each_block(Index n, Index block, Index per_image_scratch, Body&& body) {
+  const Index blocks = (n + block - 1) / block;
   const int threads = static_cast<int>(std::max<Index>(1, std::min<Index>(num_threads(), blocks)));
   // One buffer per thread for the whole call, from the cache, left uninitialised (every use writes
   // before it reads).
@@ -127,7 +126,7 @@ void for_each_block(const Conv2dShape& s, Index per_image_scratch, Body&& body) 
     auto& buffer = scratch[static_cast<std::size_t>(t)];
     if (!buffer.data()) buffer = memory::Buffer<T>(static_cast<std::size_t>(scratch_size));
     const Index first = k * block;
-    body(first, std::min(block, s.n - first), buffer.data(), t);
+    body(first, std::min(block, n - first), buffer.data(), t);
   };
 #if defined(QX_USE_OPENMP) && QX_USE_OPENMP
   if (threads > 1 && blocks >= num_threads() && !omp_in_parallel()) {
@@ -167,7 +166,7 @@ template <class T>
 void conv2d_forward(const Conv2dShape& s, const T* x, const T* weight, const T* bias, T* y) {
   const Index k = s.patch(), p = s.positions();
   // Per image: the columns (K·P) and the block's output (C_out·P) before it is scattered to NCHW.
-  detail::for_each_block<T>(s, k * p + s.c_out * p, [&](Index first, Index images, T* scratch, int) {
+  detail::for_each_block<T>(s.n, detail::images_per_block(s), k * p + s.c_out * p, [&](Index first, Index images, T* scratch, int) {
     const Index ld = images * p;
     T* out = scratch + k * ld;
     const T* col = detail::columns_of_block(s, x + first * s.c_in * s.h * s.w, images, scratch);
@@ -195,7 +194,7 @@ void conv2d_forward(const Conv2dShape& s, const T* x, const T* weight, const T* 
 template <class T>
 void conv2d_backward_input(const Conv2dShape& s, const T* grad_y, const T* weight, T* grad_x) {
   const Index k = s.patch(), p = s.positions();
-  detail::for_each_block<T>(s, k * p + s.c_out * p, [&](Index first, Index images, T* scratch, int) {
+  detail::for_each_block<T>(s.n, detail::images_per_block(s), k * p + s.c_out * p, [&](Index first, Index images, T* scratch, int) {
     const Index ld = images * p;
     T* col = scratch;
     const T* g = grad_y + first * s.c_out * p;  // one image's (C_out, P) is used in place
@@ -225,7 +224,7 @@ void conv2d_backward_weight(const Conv2dShape& s, const T* x, const T* grad_y, T
     partial.emplace_back(static_cast<std::size_t>(s.c_out * k));
     std::fill_n(partial.back().data(), s.c_out * k, T(0));
   }
-  detail::for_each_block<T>(s, k * p + s.c_out * p, [&](Index first, Index images, T* scratch, int t) {
+  detail::for_each_block<T>(s.n, detail::images_per_block(s), k * p + s.c_out * p, [&](Index first, Index images, T* scratch, int t) {
     const Index ld = images * p;
     const T* col = detail::columns_of_block(s, x + first * s.c_in * s.h * s.w, images, scratch);
     const T* g = grad_y + first * s.c_out * p;  // one image's (C_out, P) is used in place

@@ -1,0 +1,370 @@
+// conv2d for 3×3 kernels with stride 1 by Winograd's minimal filtering F(4×4, 3×3) (Lavin & Gray,
+// "Fast Algorithms for Convolutional Neural Networks", 2016), the three passes side by side. Per 6×6
+// input tile d (overlapping by 2), 3×3 filter g and 4×4 output tile Y:
+//   U = G g Gᵀ,  V = Bᵀ d B,  M = U ⊙ V  summed over input channels,  Y = Aᵀ M A.
+// The sum over channels is, for each of the 36 positions ξ of the 6×6 transform domain, one GEMM:
+//   forward          M_ξ (C_out × tiles) = U_ξ (C_out × C_in) · V_ξ (C_in × tiles)
+//   backward_input   ∂V_ξ = U_ξᵀ · ∂M_ξ  with ∂M = A ∂Y Aᵀ, then ∂d = B ∂V Bᵀ added back into the tiles
+//   backward_weight  ∂U_ξ = Σ_tiles ∂M_ξ · V_ξᵀ, then ∂g = Gᵀ ∂U G
+// 36 products of C_out·C_in per 16 outputs instead of 144: 4× fewer multiplications than a direct or
+// im2col convolution, at the price of rounding (docs/kernels.md gives the measured error and where qx
+// uses it). Semantics are PyTorch's cross-correlation with zero padding, as in kernels/conv2d.hpp.
+#pragma once
+#include "qx/config.hpp"
+#include "qx/core/allocator.hpp"
+#include "qx/core/parallel.hpp"
+#include "qx/kernels/conv2d.hpp"
+#include "qx/kernels/functors.hpp"
+#include "qx/kernels/gemm.hpp"
+
+#include <algorithm>
+#include <array>
+#include <atomic>
+#include <vector>
+
+QX_NAMESPACE_BEGIN
+namespace kernels {
+namespace winograd {
+
+inline constexpr int m = 4;           // outputs per tile side
+inline constexpr int r = 3;           // filter side
+inline constexpr int t = m + r - 1;   // input tile side (6)
+inline constexpr int points = t * t;  // 36 positions of the transform domain
+
+// The transforms for interpolation points 0, ±1, ±2 and ∞.
+inline constexpr double bt[t][t] = {{4, 0, -5, 0, 1, 0},  {0, -4, -4, 1, 1, 0}, {0, 4, -4, -1, 1, 0},
+                                    {0, -2, -1, 2, 1, 0}, {0, 2, -1, -2, 1, 0}, {0, 4, 0, -5, 0, 1}};
+inline constexpr double g[t][r] = {{1.0 / 4, 0, 0},           {-1.0 / 6, -1.0 / 6, -1.0 / 6}, {-1.0 / 6, 1.0 / 6, -1.0 / 6},
+                                   {1.0 / 24, 1.0 / 12, 1.0 / 6}, {1.0 / 24, -1.0 / 12, 1.0 / 6}, {0, 0, 1}};
+inline constexpr double at[m][t] = {{1, 1, 1, 1, 1, 0}, {0, 1, -1, 2, -2, 0}, {0, 1, 1, 4, 4, 0}, {0, 1, -1, 8, -8, 1}};
+
+/// A constant matrix's transpose, for the adjoint transforms.
+template <int R, int C>
+constexpr std::array<std::array<double, R>, C> transposed(const double (&a)[R][C]) {
+  std::array<std::array<double, R>, C> out{};
+  for (int i = 0; i < R; ++i)
+    for (int j = 0; j < C; ++j) out[j][i] = a[i][j];
+  return out;
+}
+inline constexpr auto b = transposed(bt);  // B  (6×6)
+inline constexpr auto gt = transposed(g);  // Gᵀ (3×6)
+inline constexpr auto a = transposed(at);  // A  (6×4)
+
+/// out (R×R) = L · in (C×C) · Lᵀ for a constant L (R×C), on `lanes` tiles at once: in[e][lane] is
+/// element e (row-major) of tile `lane`. Fully unrolled over the constant L, whose zero entries are
+/// skipped at compile time; the lane loop is what vectorises (one zmm of 16 floats per element).
+template <int R, int C, int Lanes, class Matrix, class T>
+inline void sandwich(const Matrix& l, const T (*in)[Lanes], T (*out)[Lanes]) {
+  T tmp[R * C][Lanes];
+#pragma GCC unroll 8
+  for (int i = 0; i < R; ++i)
+#pragma GCC unroll 8
+    for (int j = 0; j < C; ++j) {
+      T* dst = tmp[i * C + j];
+      for (int lane = 0; lane < Lanes; ++lane) dst[lane] = T(0);
+#pragma GCC unroll 8
+      for (int k = 0; k < C; ++k) {
+        if (l[i][k] == 0) continue;
+        const T coefficient = static_cast<T>(l[i][k]);
+        for (int lane = 0; lane < Lanes; ++lane) dst[lane] += coefficient * in[k * C + j][lane];
+      }
+    }
+#pragma GCC unroll 8
+  for (int i = 0; i < R; ++i)
+#pragma GCC unroll 8
+    for (int j = 0; j < R; ++j) {
+      T* dst = out[i * R + j];
+      for (int lane = 0; lane < Lanes; ++lane) dst[lane] = T(0);
+#pragma GCC unroll 8
+      for (int k = 0; k < C; ++k) {
+        if (l[j][k] == 0) continue;
+        const T coefficient = static_cast<T>(l[j][k]);
+        for (int lane = 0; lane < Lanes; ++lane) dst[lane] += tmp[i * C + k][lane] * coefficient;
+      }
+    }
+}
+
+/// Tiles transformed together: one AVX-512 vector of floats per transform-domain element.
+inline constexpr int lanes = 16;
+
+/// Where a batch's tiles are: tiles_h × tiles_w per image, 4×4 outputs each; column c of the
+/// transform-domain matrices is tile c of the block (image-major, then row, then column).
+struct Tiling {
+  Index out_h, out_w, tiles_h, tiles_w;
+  explicit Tiling(const Conv2dShape& s)
+      : out_h(s.out_h()), out_w(s.out_w()), tiles_h((s.out_h() + m - 1) / m), tiles_w((s.out_w() + m - 1) / m) {}
+  Index per_image() const { return tiles_h * tiles_w; }
+  struct Tile {
+    Index image, ty, tx;
+  };
+  Tile locate(Index column) const {
+    const Index within = column % per_image();
+    return {column / per_image(), within / tiles_w, within % tiles_w};
+  }
+};
+
+/// True for the convolutions this file computes: 3×3, stride 1 (any padding).
+inline bool applies(const Conv2dShape& s) { return s.kh == r && s.kw == r && s.stride_h == 1 && s.stride_w == 1; }
+
+namespace detail {
+/// Calls body(first_column, count) for the groups of up to `lanes` consecutive columns of [0, columns).
+template <class Body>
+void for_each_lane_group(Index columns, Body&& body) {
+  for (Index first = 0; first < columns; first += lanes) body(first, std::min<Index>(lanes, columns - first));
+}
+
+/// U (36, C_out, C_in) ← G g Gᵀ of every filter of weight (C_out, C_in, 3, 3).
+template <class T>
+void transform_filters(const Conv2dShape& s, const T* weight, T* u) {
+  const Index filters = s.c_out * s.c_in;
+  parallel_for(0, (filters + lanes - 1) / lanes, [&](Index group) {
+    T in[r * r][lanes] = {}, out[points][lanes];
+    const Index first = group * lanes, count = std::min<Index>(lanes, filters - first);
+    for (Index f = 0; f < count; ++f)
+      for (int e = 0; e < r * r; ++e) in[e][f] = weight[(first + f) * r * r + e];
+    sandwich<t, r>(g, in, out);
+    for (int xi = 0; xi < points; ++xi) std::copy_n(out[xi], count, u + xi * filters + first);
+  }, lanes * points * r * t);
+}
+
+/// V (36, C, ld) columns [0, images·tiles) ← Bᵀ d B of every 6×6 input window d of x (images, C, H, W),
+/// zero outside the image.
+template <class T>
+void transform_inputs(const Conv2dShape& s, const Tiling& tiling, const T* x, Index images, T* v, Index ld) {
+  parallel_for(0, s.c_in, [&](Index c) {
+    T d[points][lanes], out[points][lanes];
+    for_each_lane_group(images * tiling.per_image(), [&](Index first, Index count) {
+      for (Index lane = 0; lane < lanes; ++lane) {
+        if (lane >= count) {
+          for (int e = 0; e < points; ++e) d[e][lane] = T(0);
+          continue;
+        }
+        const auto tile = tiling.locate(first + lane);
+        const T* plane = x + (tile.image * s.c_in + c) * s.h * s.w;
+        const Index row0 = tile.ty * m - s.pad_h, col0 = tile.tx * m - s.pad_w;
+        for (int i = 0; i < t; ++i)
+          for (int j = 0; j < t; ++j) {
+            const Index row = row0 + i, col = col0 + j;
+            d[i * t + j][lane] = (row >= 0 && row < s.h && col >= 0 && col < s.w) ? plane[row * s.w + col] : T(0);
+          }
+      }
+      sandwich<t, t>(bt, d, out);
+      for (int xi = 0; xi < points; ++xi) std::copy_n(out[xi], count, v + (xi * s.c_in + c) * ld + first);
+    });
+  }, images * tiling.per_image() * points * t * 2);
+}
+
+/// ∂M (36, C_out, ld) ← A ∂Y Aᵀ of every 4×4 tile of grad_y (images, C_out, H_out, W_out), zero-padded.
+template <class T>
+void transform_output_grads(const Conv2dShape& s, const Tiling& tiling, const T* grad_y, Index images, T* dm, Index ld) {
+  parallel_for(0, s.c_out, [&](Index o) {
+    T dy[m * m][lanes], out[points][lanes];
+    for_each_lane_group(images * tiling.per_image(), [&](Index first, Index count) {
+      for (Index lane = 0; lane < lanes; ++lane) {
+        if (lane >= count) {
+          for (int e = 0; e < m * m; ++e) dy[e][lane] = T(0);
+          continue;
+        }
+        const auto tile = tiling.locate(first + lane);
+        const T* plane = grad_y + (tile.image * s.c_out + o) * tiling.out_h * tiling.out_w;
+        for (int i = 0; i < m; ++i)
+          for (int j = 0; j < m; ++j) {
+            const Index row = tile.ty * m + i, col = tile.tx * m + j;
+            dy[i * m + j][lane] = (row < tiling.out_h && col < tiling.out_w) ? plane[row * tiling.out_w + col] : T(0);
+          }
+      }
+      sandwich<t, m>(a, dy, out);
+      for (int xi = 0; xi < points; ++xi) std::copy_n(out[xi], count, dm + (xi * s.c_out + o) * ld + first);
+    });
+  }, images * tiling.per_image() * points * m * 2);
+}
+
+/// U (36, C_out, C_in) of `weight`, in a buffer from the cache.
+template <class T>
+memory::Buffer<T> transformed_filters(const Conv2dShape& s, const T* weight) {
+  memory::Buffer<T> u(static_cast<std::size_t>(points * s.c_out * s.c_in));
+  transform_filters(s, weight, u.data());
+  return u;
+}
+
+/// Runs body(first_image, images, ld, scratch, thread) over blocks of images (kernels/conv2d.hpp's
+/// blocking), scratch holding 36·(C_in + C_out) rows of ld = images·tiles columns.
+template <class T, class Body>
+void for_each_tile_block(const Conv2dShape& s, const Tiling& tiling, Body&& body) {
+  const Index per_image = points * (s.c_in + s.c_out) * tiling.per_image();
+  const Index block = kernels::detail::images_per_block(s.n, per_image, tiling.per_image());
+  kernels::detail::for_each_block<T>(s.n, block, per_image, [&](Index first, Index images, T* scratch, int thread) {
+    body(first, images, images * tiling.per_image(), scratch, thread);
+  });
+}
+
+/// out_ξ (rows, ld) = op(U_ξ) · in_ξ (depth, ld) for the 36 points: U_ξ (C_out, C_in) itself (forward:
+/// rows = C_out) or transposed (backward_input: rows = C_in). The GEMMs run on the threads side by side.
+template <class T>
+void multiply_points(const Conv2dShape& s, bool transpose_u, const T* u, const T* in, T* out, Index ld) {
+  const Index rows = transpose_u ? s.c_in : s.c_out, depth = transpose_u ? s.c_out : s.c_in;
+  parallel_for(0, points, [&](Index xi) {
+    gemm(transpose_u, false, rows, ld, depth, T(1), u + xi * s.c_out * s.c_in, s.c_in, in + xi * depth * ld, ld, T(0),
+         out + xi * rows * ld, ld);
+  }, s.c_out * s.c_in * ld);
+}
+
+/// tile[ξ][lane] ← element (ξ, row, first + lane) of a (36, rows, ld) matrix, zero for lanes ≥ count.
+template <class T>
+void load_lanes(const T* matrix, Index rows, Index row, Index ld, Index first, Index count, T (*tile)[lanes]) {
+  for (int xi = 0; xi < points; ++xi) {
+    const T* src = matrix + (xi * rows + row) * ld + first;
+    for (Index lane = 0; lane < lanes; ++lane) tile[xi][lane] = lane < count ? src[lane] : T(0);
+  }
+}
+}  // namespace detail
+
+/// y (N, C_out, H_out, W_out) = conv(x, weight) + bias (nullable), for a 3×3 stride-1 convolution.
+template <class T>
+void conv2d_forward(const Conv2dShape& s, const T* x, const T* weight, const T* bias, T* y) {
+  const Tiling tiling(s);
+  const auto u = detail::transformed_filters(s, weight);
+  detail::for_each_tile_block<T>(s, tiling, [&](Index first, Index images, Index ld, T* scratch, int) {
+    T* v = scratch;                          // (36, C_in, ld)
+    T* mm = scratch + points * s.c_in * ld;  // (36, C_out, ld)
+    detail::transform_inputs(s, tiling, x + first * s.c_in * s.h * s.w, images, v, ld);
+    detail::multiply_points(s, false, u.data(), v, mm, ld);
+    // Y = Aᵀ M A per tile, plus the bias, written where the tile lies inside the output.
+    parallel_for(0, s.c_out, [&](Index o) {
+      T tile[points][lanes], out[m * m][lanes];
+      const T add = bias ? bias[o] : T(0);
+      detail::for_each_lane_group(ld, [&](Index first_column, Index count) {
+        detail::load_lanes(mm, s.c_out, o, ld, first_column, count, tile);
+        sandwich<m, t>(at, tile, out);
+        for (Index lane = 0; lane < count; ++lane) {
+          const auto where = tiling.locate(first_column + lane);
+          T* plane = y + ((first + where.image) * s.c_out + o) * tiling.out_h * tiling.out_w;
+          const int rows = static_cast<int>(std::min<Index>(m, tiling.out_h - where.ty * m));
+          const int cols = static_cast<int>(std::min<Index>(m, tiling.out_w - where.tx * m));
+          for (int i = 0; i < rows; ++i)
+            for (int j = 0; j < cols; ++j) plane[(where.ty * m + i) * tiling.out_w + where.tx * m + j] = out[i * m + j][lane] + add;
+        }
+      });
+    }, ld * points * m * 2);
+  });
+}
+
+/// grad_x (N, C_in, H, W) = the adjoint of the convolution applied to grad_y; assigned.
+template <class T>
+void conv2d_backward_input(const Conv2dShape& s, const T* grad_y, const T* weight, T* grad_x) {
+  const Tiling tiling(s);
+  const auto u = detail::transformed_filters(s, weight);
+  detail::for_each_tile_block<T>(s, tiling, [&](Index first, Index images, Index ld, T* scratch, int) {
+    T* dm = scratch;                          // (36, C_out, ld)
+    T* dv = scratch + points * s.c_out * ld;  // (36, C_in, ld)
+    detail::transform_output_grads(s, tiling, grad_y + first * s.c_out * tiling.out_h * tiling.out_w, images, dm, ld);
+    detail::multiply_points(s, true, u.data(), dm, dv, ld);
+    // ∂d = B ∂V Bᵀ per tile, added into the 6×6 window the tile read (windows overlap by 2), channel by
+    // channel: each channel writes only its own planes.
+    parallel_for(0, s.c_in, [&](Index c) {
+      T tile[points][lanes], dd[points][lanes];
+      for (Index n = 0; n < images; ++n) std::fill_n(grad_x + ((first + n) * s.c_in + c) * s.h * s.w, s.h * s.w, T(0));
+      detail::for_each_lane_group(ld, [&](Index first_column, Index count) {
+        detail::load_lanes(dv, s.c_in, c, ld, first_column, count, tile);
+        sandwich<t, t>(b, tile, dd);
+        for (Index lane = 0; lane < count; ++lane) {
+          const auto where = tiling.locate(first_column + lane);
+          T* plane = grad_x + ((first + where.image) * s.c_in + c) * s.h * s.w;
+          const Index row0 = where.ty * m - s.pad_h, col0 = where.tx * m - s.pad_w;
+          for (int i = 0; i < t; ++i) {
+            const Index row = row0 + i;
+            if (row < 0 || row >= s.h) continue;
+            for (int j = 0; j < t; ++j) {
+              const Index col = col0 + j;
+              if (col >= 0 && col < s.w) plane[row * s.w + col] += dd[i * t + j][lane];
+            }
+          }
+        }
+      });
+    }, ld * points * t * 2);
+  });
+}
+
+/// grad_weight (C_out, C_in, 3, 3) = Σ over tiles, back-transformed; grad_bias (nullable) = Σ g; assigned.
+template <class T>
+void conv2d_backward_weight(const Conv2dShape& s, const T* x, const T* grad_y, T* grad_weight, T* grad_bias) {
+  const Tiling tiling(s);
+  const Index filters = s.c_out * s.c_in;
+  const int threads = std::max(1, num_threads());
+  // Per-thread partial sums of ∂U (36, C_out, C_in), reduced at the end: no two threads write the same memory.
+  std::vector<memory::Buffer<T>> partial;
+  for (int th = 0; th < threads; ++th) {
+    partial.emplace_back(static_cast<std::size_t>(points * filters));
+    std::fill_n(partial.back().data(), points * filters, T(0));
+  }
+  detail::for_each_tile_block<T>(s, tiling, [&](Index first, Index images, Index ld, T* scratch, int thread) {
+    T* v = scratch;                          // (36, C_in, ld)
+    T* dm = scratch + points * s.c_in * ld;  // (36, C_out, ld)
+    detail::transform_inputs(s, tiling, x + first * s.c_in * s.h * s.w, images, v, ld);
+    detail::transform_output_grads(s, tiling, grad_y + first * s.c_out * tiling.out_h * tiling.out_w, images, dm, ld);
+    T* du = partial[static_cast<std::size_t>(thread)].data();
+    parallel_for(0, points, [&](Index xi) {
+      gemm(false, true, s.c_out, s.c_in, ld, T(1), dm + xi * s.c_out * ld, ld, v + xi * s.c_in * ld, ld, T(1),
+           du + xi * filters, s.c_in);
+    }, s.c_out * s.c_in * ld);
+  });
+  for (std::size_t th = 1; th < partial.size(); ++th) {
+    T* dst = partial[0].data();
+    const T* src = partial[th].data();
+    parallel_for(0, points * filters, [&](Index i) { dst[i] += src[i]; });
+  }
+  // ∂g = Gᵀ ∂U G per filter.
+  parallel_for(0, (filters + lanes - 1) / lanes, [&](Index group) {
+    T du[points][lanes] = {}, out[r * r][lanes];
+    const Index first = group * lanes, count = std::min<Index>(lanes, filters - first);
+    for (int xi = 0; xi < points; ++xi) std::copy_n(partial[0].data() + xi * filters + first, count, du[xi]);
+    sandwich<r, t>(gt, du, out);
+    for (Index f = 0; f < count; ++f)
+      for (int e = 0; e < r * r; ++e) grad_weight[(first + f) * r * r + e] = out[e][f];
+  }, lanes * points * r * t);
+  if (grad_bias) {
+    const Index plane = tiling.out_h * tiling.out_w;
+    for (Index o = 0; o < s.c_out; ++o) {
+      double sum = 0;
+      for (Index n = 0; n < s.n; ++n) sum += lane_sum<T>(plane, [&](Index k) { return grad_y[(n * s.c_out + o) * plane + k]; });
+      grad_bias[o] = static_cast<T>(sum);
+    }
+  }
+}
+
+}  // namespace winograd
+
+/// How conv2d computes a convolution: `automatic` picks per shape (below); the others force one
+/// algorithm where it applies (tests and benchmarks compare them this way).
+enum class Conv2dAlgorithm { automatic, im2col_gemm, winograd };
+
+namespace detail {
+inline std::atomic<Conv2dAlgorithm>& conv2d_algorithm_setting() {
+  static std::atomic<Conv2dAlgorithm> setting{Conv2dAlgorithm::automatic};
+  return setting;
+}
+}  // namespace detail
+
+/// Sets the convolution algorithm for the whole process (default `automatic`).
+inline void set_conv2d_algorithm(Conv2dAlgorithm algorithm) { detail::conv2d_algorithm_setting() = algorithm; }
+inline Conv2dAlgorithm conv2d_algorithm() { return detail::conv2d_algorithm_setting(); }
+
+/**
+ * Whether a convolution of shape `s` runs by Winograd F(4×4, 3×3): 3×3 stride 1, and under `automatic`
+ * where its 36 GEMMs are large enough to beat im2col — at least 128 input and output channels (measured
+ * 1.3–1.75× per pass from 128 channels; at 64 the transforms cost what the fewer multiplications save)
+ * and at least 64 tiles per thread (the GEMMs' column count; a single 7×7 image has 4, and a GEMM of 4
+ * columns wastes most of a 64-column register tile). docs/kernels.md has the measurements.
+ */
+inline bool runs_winograd(const Conv2dShape& s) {
+  switch (conv2d_algorithm()) {
+    case Conv2dAlgorithm::im2col_gemm: return false;
+    case Conv2dAlgorithm::winograd: return winograd::applies(s);
+    case Conv2dAlgorithm::automatic: break;
+  }
+  const Index tiles = s.n * winograd::Tiling(s).per_image();
+  return winograd::applies(s) && std::min(s.c_in, s.c_out) >= 128 && tiles >= 64 * std::max(1, num_threads());
+}
+
+}  // namespace kernels
+QX_NAMESPACE_END
