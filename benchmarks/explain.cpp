@@ -26,23 +26,25 @@ int main(int argc, char** argv) {
   const Config configs[] = {{"resnet18", 1, 128, 1}, {"resnet18", 1, 128, 16}, {"resnet50", 3, 224, 1}, {"resnet50", 3, 224, 16}};
   const int repeats = quick ? 1 : 3;
   std::printf("five attribution maps, eval mode, float32, %d threads, best of %d\n", qx::num_threads(), repeats);
-  std::printf("%-24s %12s %14s %-14s %9s\n", "config", "qx ms/img", "torch ms/img", "torch layout", "speed-up");
+  std::printf("%-24s %12s %10s %14s %-14s %9s\n", "config", "qx ms/img", "qx flt/pass", "torch ms/img", "torch layout", "speed-up");
   for (const auto& c : configs) {
     if (quick && std::string(c.arch) == "resnet50") continue;
     auto model = qx::nn::make_resnet<float>(c.arch, c.channels, 2, 64, 0);
     qx::Rng rng(1);
     const auto x = qx::Tensor<float>::randn({c.batch, c.channels, c.size, c.size}, rng);
     qx::explain::explain(*model, x);  // warm-up
+    const long faults_before = bench::minor_faults();
     double best = 1e30;
     for (int r = 0; r < repeats; ++r) {
       const auto t = std::chrono::steady_clock::now();
       const auto maps = qx::explain::explain(*model, x);
       best = std::min(best, std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t).count());
     }
+    const double faults = static_cast<double>(bench::minor_faults() - faults_before) / repeats;
     const double ms = best / c.batch;
     char name[128];
     std::snprintf(name, sizeof name, "%s_%dx%d_b%d", c.arch, c.channels, c.size, c.batch);
-    std::printf("%-24s %12.2f", name, ms);
+    std::printf("%-24s %12.2f %10.0f", name, ms, faults);
     if (torch) {
       const std::string cmd = std::string(bench::torch_env) +
                               "/usr/bin/python3 " QX_BENCH_DIR "/explain_torch.py " + std::string(c.arch) + " " +
@@ -56,6 +58,6 @@ int main(int argc, char** argv) {
     }
     std::printf("\n");
   }
-  std::printf("speed-up = PyTorch's time per image / qx's (> 1: qx is faster).\n");
+  std::printf("speed-up = PyTorch's time per image / qx's (> 1: qx is faster); flt/pass = minor page faults per steady-state pass.\n");
   return 0;
 }

@@ -6,11 +6,11 @@
 #pragma once
 #include "qx/config.hpp"
 #include "qx/autograd/node.hpp"
+#include "qx/core/allocator.hpp"
 #include "qx/core/parallel.hpp"
 #include "qx/core/tensor.hpp"
 
-#include <limits>
-#include <vector>
+#include <algorithm>
 
 QX_NAMESPACE_BEGIN
 namespace ops {
@@ -18,7 +18,8 @@ namespace detail {
 template <class T>
 class MaxPool2dNode final : public autograd::Node<T> {
  public:
-  MaxPool2dNode(Shape input_shape, std::vector<Index> argmax) : input_shape_(std::move(input_shape)), argmax_(std::move(argmax)) {}
+  MaxPool2dNode(Shape input_shape, memory::Buffer<Index> argmax)
+      : input_shape_(std::move(input_shape)), argmax_(std::move(argmax)) {}
   const char* name() const override { return "max_pool2d"; }
   bool handles_replicas() const override { return true; }
 
@@ -37,11 +38,11 @@ class MaxPool2dNode final : public autograd::Node<T> {
     }, out_plane, 4096);
     return {gx};
   }
-  void release() override { argmax_ = {}; }
+  void release() override { argmax_ = memory::Buffer<Index>(); }
 
  private:
   Shape input_shape_;
-  std::vector<Index> argmax_;  // per output element: flat index within its (H, W) input plane
+  memory::Buffer<Index> argmax_;  // per output element: flat index within its (H, W) input plane
 };
 
 template <class T>
@@ -97,26 +98,27 @@ Tensor<T> max_pool2d(const Tensor<T>& x, Index kernel, Index stride = 0, Index p
   const Tensor<T> xc = x.contiguous();
   const Index planes = x.size(0) * x.size(1);
   auto y = Tensor<T>::empty({x.size(0), x.size(1), oh, ow});
-  std::vector<Index> argmax(static_cast<std::size_t>(y.numel()));
+  memory::Buffer<Index> argmax(static_cast<std::size_t>(y.numel()));  // every entry is written below
   parallel_for(0, planes, [&](Index p) {
     const T* src = xc.data() + p * h * w;
     T* dst = y.data() + p * oh * ow;
     Index* arg = argmax.data() + p * oh * ow;
     for (Index i = 0; i < oh; ++i) {
+      // The window clipped to the image once per row and column: no bounds test per element, and
+      // padding (−∞) never wins because every window holds at least one pixel.
+      const Index r0 = std::max<Index>(0, i * stride - padding), r1 = std::min(h, i * stride - padding + kernel);
       for (Index j = 0; j < ow; ++j) {
-        T best = -std::numeric_limits<T>::infinity();
-        Index best_at = -1;
-        for (Index r = i * stride - padding; r < i * stride - padding + kernel; ++r) {
-          if (r < 0 || r >= h) continue;
-          for (Index c = j * stride - padding; c < j * stride - padding + kernel; ++c) {
-            if (c < 0 || c >= w) continue;
+        const Index c0 = std::max<Index>(0, j * stride - padding), c1 = std::min(w, j * stride - padding + kernel);
+        Index best_at = r0 * w + c0;
+        T best = src[best_at];
+        for (Index r = r0; r < r1; ++r)
+          for (Index c = c0; c < c1; ++c) {
             const T v = src[r * w + c];
-            if (v > best || best_at < 0 || v != v) {
+            if (v > best || v != v) {  // a NaN wins, as in PyTorch
               best = v;
               best_at = r * w + c;
             }
           }
-        }
         dst[i * ow + j] = best;
         arg[i * ow + j] = best_at;
       }
