@@ -351,10 +351,10 @@ inline Conv2dAlgorithm conv2d_algorithm() { return detail::conv2d_algorithm_sett
 
 /**
  * Whether a convolution of shape `s` runs by Winograd F(4×4, 3×3): 3×3 stride 1, and under `automatic`
- * where its 36 GEMMs are large enough to beat im2col — at least 128 input and output channels (measured
- * 1.3–1.75× per pass from 128 channels; at 64 the transforms cost what the fewer multiplications save)
- * and at least 64 tiles per thread (the GEMMs' column count; a single 7×7 image has 4, and a GEMM of 4
- * columns wastes most of a 64-column register tile). docs/kernels.md has the measurements.
+ * where its 36 GEMMs are large enough to beat im2col — at least 32 input and output channels (measured
+ * 1.3–2.1× per pass from 32 channels; at 16 the GEMMs are too shallow) and at least 64 tiles per thread
+ * (the GEMMs' column count; a single 7×7 image has 4, and a GEMM of 4 columns wastes most of a 64-column
+ * register tile). docs/kernels.md has the measurements.
  */
 inline bool runs_winograd(const Conv2dShape& s) {
   switch (conv2d_algorithm()) {
@@ -363,7 +363,7 @@ inline bool runs_winograd(const Conv2dShape& s) {
     case Conv2dAlgorithm::automatic: break;
   }
   const Index tiles = s.n * winograd::Tiling(s).per_image();
-  return winograd::applies(s) && std::min(s.c_in, s.c_out) >= 128 && tiles >= 64 * std::max(1, num_threads());
+  return winograd::applies(s) && std::min(s.c_in, s.c_out) >= 32 && tiles >= 64 * std::max(1, num_threads());
 }
 
 }  // namespace kernels
