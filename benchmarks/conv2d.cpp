@@ -1,12 +1,14 @@
 // conv2d forward, backward_input and backward_weight on ResNet layer shapes, float32, batch 32, on 1
-// and 2 threads: milliseconds, GFLOP/s (2·N·C_out·H_out·W_out·C_in·k² per pass) and the fraction of the
-// fp32 FMA peak measured by the same chains as qx_bench_fma_peak. When /usr/bin/python3 has torch, the
+// and 2 threads, with the algorithm qx picks (im2col + GEMM, or Winograd F(4×4, 3×3): column "algo"):
+// milliseconds, GFLOP/s counted as a direct convolution's (2·N·C_out·H_out·W_out·C_in·k² per pass, so
+// Winograd rows can exceed 100 %) and the fraction of the fp32 FMA peak measured by the same chains as
+// qx_bench_fma_peak. When /usr/bin/python3 has torch, the
 // same work in PyTorch 1.13 (benchmarks/conv2d_torch.py, tuned) is printed beside it with the ratio.
 // Usage: qx_bench_conv2d [--quick] [--no-torch] [--peak GFLOPS_PER_CORE]
 // (--peak fixes the denominator, e.g. to the figure qx_bench_fma_peak measured on an idle machine.)
 #include <qx/core/parallel.hpp>
 #include <qx/core/random.hpp>
-#include <qx/kernels/conv2d.hpp>
+#include <qx/kernels/winograd.hpp>
 
 #include "bench_common.hpp"
 
@@ -72,8 +74,8 @@ int main(int argc, char** argv) {
               static_cast<long long>(batch), repeats, peak1);
   const auto reference = torch ? run_torch(batch, repeats, "") : std::map<std::string, double>{};
   if (torch && reference.empty()) std::printf("(PyTorch not found at /usr/bin/python3: no comparison)\n");
-  std::printf("%-22s %-16s %3s %9s %8s %7s %11s %8s\n", "shape", "pass", "thr", "qx ms", "GFLOP/s", "%peak", "torch ms",
-              "qx/torch");
+  std::printf("%-22s %-16s %3s %-8s %9s %8s %7s %11s %8s\n", "shape", "pass", "thr", "algo", "qx ms", "GFLOP/s", "%peak",
+              "torch ms", "qx/torch");
   qx::Rng rng(0);
   for (int threads = 1; threads <= std::min(2, max_threads); ++threads) {
     qx::set_num_threads(threads);
@@ -86,16 +88,17 @@ int main(int argc, char** argv) {
       for (auto& v : y) v = static_cast<float>(rng.uniform(-1, 1));
       const double gflop = 2.0 * double(s.n * s.c_out * s.positions() * s.patch()) * 1e-9;
       const std::pair<const char*, double> passes[] = {
-          {"forward", best_ms([&] { qx::kernels::conv2d_forward(s, x.data(), w.data(), static_cast<const float*>(nullptr), y.data()); }, repeats)},
-          {"backward_input", best_ms([&] { qx::kernels::conv2d_backward_input(s, y.data(), w.data(), gx.data()); }, repeats)},
+          {"forward", best_ms([&] { qx::kernels::conv2d_forward_auto(s, x.data(), w.data(), static_cast<const float*>(nullptr), y.data()); }, repeats)},
+          {"backward_input", best_ms([&] { qx::kernels::conv2d_backward_input_auto(s, y.data(), w.data(), gx.data()); }, repeats)},
           {"backward_weight",
-           best_ms([&] { qx::kernels::conv2d_backward_weight(s, x.data(), y.data(), gw.data(), static_cast<float*>(nullptr)); }, repeats)},
+           best_ms([&] { qx::kernels::conv2d_backward_weight_auto(s, x.data(), y.data(), gw.data(), static_cast<float*>(nullptr)); }, repeats)},
       };
       double total_ms = 0, total_torch = 0;
       int torch_found = 0;
       auto print = [&](const char* pass, double ms, double work, double torch_ms) {
         const double rate = work / (ms * 1e-3);
-        std::printf("%-22s %-16s %3d %9.2f %8.1f %6.1f%%", c.name, pass, threads, ms, rate,
+        std::printf("%-22s %-16s %3d %-8s %9.2f %8.1f %6.1f%%", c.name, pass, threads,
+                    qx::kernels::runs_winograd(s) ? "winograd" : "im2col", ms, rate,
                     peak1 > 0 ? 100.0 * rate / (peak1 * threads) : 0.0);
         if (torch_ms > 0) std::printf(" %11.2f %7.2fx", torch_ms, torch_ms / ms);
         std::printf("\n");

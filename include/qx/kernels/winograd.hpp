@@ -366,5 +366,22 @@ inline bool runs_winograd(const Conv2dShape& s) {
   return winograd::applies(s) && std::min(s.c_in, s.c_out) >= 32 && tiles >= 64 * std::max(1, num_threads());
 }
 
+/// The three passes by the algorithm runs_winograd picks for the shape (what ops::conv2d calls).
+template <class T>
+void conv2d_forward_auto(const Conv2dShape& s, const T* x, const T* weight, const T* bias, T* y) {
+  if (runs_winograd(s)) winograd::conv2d_forward(s, x, weight, bias, y);
+  else conv2d_forward(s, x, weight, bias, y);
+}
+template <class T>
+void conv2d_backward_input_auto(const Conv2dShape& s, const T* grad_y, const T* weight, T* grad_x) {
+  if (runs_winograd(s)) winograd::conv2d_backward_input(s, grad_y, weight, grad_x);
+  else conv2d_backward_input(s, grad_y, weight, grad_x);
+}
+template <class T>
+void conv2d_backward_weight_auto(const Conv2dShape& s, const T* x, const T* grad_y, T* grad_weight, T* grad_bias) {
+  if (runs_winograd(s)) winograd::conv2d_backward_weight(s, x, grad_y, grad_weight, grad_bias);
+  else conv2d_backward_weight(s, x, grad_y, grad_weight, grad_bias);
+}
+
 }  // namespace kernels
 QX_NAMESPACE_END

@@ -35,10 +35,7 @@ class Conv2dNode final : public autograd::Node<T> {
       gx = Tensor<T>::empty(this->replicated({shape_.n, shape_.c_in, shape_.h, shape_.w}));
       kernels::Conv2dShape replicated = shape_;  // the input gradient needs only the weight: any batch
       replicated.n = g.size(0);
-      if (kernels::runs_winograd(replicated))
-        kernels::winograd::conv2d_backward_input(replicated, g.data(), weight_.data(), gx.data());
-      else
-        kernels::conv2d_backward_input(replicated, g.data(), weight_.data(), gx.data());
+      kernels::conv2d_backward_input_auto(replicated, g.data(), weight_.data(), gx.data());
     }
     const bool want_bias = has_bias_ && this->needs_input_grad(2);
     if (this->needs_input_grad(1) || want_bias) {
@@ -46,10 +43,7 @@ class Conv2dNode final : public autograd::Node<T> {
       if (want_bias) gb = Tensor<T>::empty({shape_.c_out});
       if (gw.defined()) {
         check(x_.defined(), "conv2d: the weight gradient needs the input, which was not saved (weight did not require grad)");
-        if (kernels::runs_winograd(shape_))
-          kernels::winograd::conv2d_backward_weight(shape_, x_.data(), g.data(), gw.data(), want_bias ? gb.data() : nullptr);
-        else
-          kernels::conv2d_backward_weight(shape_, x_.data(), g.data(), gw.data(), want_bias ? gb.data() : nullptr);
+        kernels::conv2d_backward_weight_auto(shape_, x_.data(), g.data(), gw.data(), want_bias ? gb.data() : nullptr);
       } else {  // bias only: Σ_{n,i,j} g
         const Index plane = shape_.out_h() * shape_.out_w();
         for (Index o = 0; o < shape_.c_out; ++o) {
@@ -89,10 +83,7 @@ Tensor<T> conv2d(const Tensor<T>& x, const Tensor<T>& weight, const Tensor<T>& b
         o.pad_w, ") is smaller than kernel ", shape_str(weight.shape()));
   const Tensor<T> xc = x.contiguous(), wc = weight.contiguous(), bc = bias.defined() ? bias.contiguous() : Tensor<T>();
   auto y = Tensor<T>::empty({s.n, s.c_out, s.out_h(), s.out_w()});
-  if (kernels::runs_winograd(s))
-    kernels::winograd::conv2d_forward(s, xc.data(), wc.data(), bc.defined() ? bc.data() : nullptr, y.data());
-  else
-    kernels::conv2d_forward(s, xc.data(), wc.data(), bc.defined() ? bc.data() : nullptr, y.data());
+  kernels::conv2d_forward_auto(s, xc.data(), wc.data(), bc.defined() ? bc.data() : nullptr, y.data());
   if (!autograd::any_requires_grad<T>({&x, &weight, &bias})) return y;
   // The input is kept only for the weight gradient: attribution through folded (constant) weights
   // saves none of the activations.
