@@ -9,6 +9,7 @@
 #pragma once
 #include "qx/config.hpp"
 #include "qx/autograd/grad_mode.hpp"
+#include "qx/core/parallel.hpp"
 #include "qx/nn/layers.hpp"
 
 #include <cmath>
@@ -24,14 +25,17 @@ std::pair<Tensor<T>, Tensor<T>> fold_batch_norm(const Conv2d<T>& conv, const Bat
   const Index c_out = conv.weight.size(0), per_channel = conv.weight.numel() / c_out;
   auto weight = Tensor<T>::empty(conv.weight.shape());
   auto bias = Tensor<T>::empty({c_out});
-  const Tensor<T> w = conv.weight.contiguous();
-  for (Index o = 0; o < c_out; ++o) {
-    const double scale = static_cast<double>(bn.weight.flat(o)) / std::sqrt(static_cast<double>(bn.running_var.flat(o)) + bn.eps());
-    const double shift = conv.bias.defined() ? static_cast<double>(conv.bias.flat(o)) : 0.0;
-    for (Index i = 0; i < per_channel; ++i)
-      weight.data()[o * per_channel + i] = static_cast<T>(static_cast<double>(w.data()[o * per_channel + i]) * scale);
-    bias.data()[o] = static_cast<T>(static_cast<double>(bn.bias.flat(o)) + (shift - static_cast<double>(bn.running_mean.flat(o))) * scale);
-  }
+  const Tensor<T> w = conv.weight.contiguous(), gamma = bn.weight.contiguous(), beta = bn.bias.contiguous();
+  const Tensor<T> mean = bn.running_mean.contiguous(), var = bn.running_var.contiguous();
+  const Tensor<T> conv_bias = conv.bias.defined() ? conv.bias.contiguous() : Tensor<T>();
+  parallel_for(0, c_out, [&](Index o) {
+    const double scale = static_cast<double>(gamma.data()[o]) / std::sqrt(static_cast<double>(var.data()[o]) + bn.eps());
+    const double shift = conv_bias.defined() ? static_cast<double>(conv_bias.data()[o]) : 0.0;
+    const T* src = w.data() + o * per_channel;
+    T* dst = weight.data() + o * per_channel;
+    for (Index i = 0; i < per_channel; ++i) dst[i] = static_cast<T>(static_cast<double>(src[i]) * scale);
+    bias.data()[o] = static_cast<T>(static_cast<double>(beta.data()[o]) + (shift - static_cast<double>(mean.data()[o])) * scale);
+  }, per_channel);
   return {weight, bias};
 }
 }  // namespace detail
