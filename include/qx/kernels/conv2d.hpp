@@ -91,12 +91,13 @@ void col2im(const Conv2dShape& s, const T* col, Index ld, T* x) {
   }, s.kh * s.kw * oh * ow);
 }
 
-/// Images per GEMM: enough columns (images · columns_per_image) to keep the GEMM efficient when an
-/// image has few (deep layers), within a scratch of about 4 M elements (16 MB in float) per thread.
-inline Index images_per_block(Index n, Index scratch_per_image, Index columns_per_image) {
+/// Images per GEMM: enough columns (images · columns_per_image ≥ enough_columns) to keep the GEMM
+/// efficient when an image has few (deep layers), within a scratch of about 4 M elements (16 MB in
+/// float) per thread.
+inline Index images_per_block(Index n, Index scratch_per_image, Index columns_per_image, Index enough_columns = 512) {
   constexpr Index budget = Index{1} << 22;
   Index b = std::max<Index>(1, budget / std::max<Index>(1, scratch_per_image));
-  b = std::min(b, std::max<Index>(1, 512 / std::max<Index>(1, columns_per_image)));  // ≥ ~512 columns is enough
+  b = std::min(b, std::max<Index>(1, enough_columns / std::max<Index>(1, columns_per_image)));
   // Keep every thread busy with its own blocks rather than splitting one GEMM across threads.
   const Index threads = std::max<Index>(1, num_threads());
   b = std::min(std::min(b, std::max<Index>(1, (n + threads - 1) / threads)), std::max<Index>(1, n));

@@ -101,6 +101,14 @@ struct Tiling {
     const Index within = column % per_image();
     return {column / per_image(), within / tiles_w, within % tiles_w};
   }
+  /// The tile of the next column (no division: the lane loops call this once per lane).
+  void advance(Tile& tile) const {
+    if (++tile.tx < tiles_w) return;
+    tile.tx = 0;
+    if (++tile.ty < tiles_h) return;
+    tile.ty = 0;
+    ++tile.image;
+  }
 };
 
 /// True for the convolutions this file computes: 3×3, stride 1 (any padding).
@@ -134,14 +142,20 @@ void transform_inputs(const Conv2dShape& s, const Tiling& tiling, const T* x, In
   parallel_for(0, s.c_in, [&](Index c) {
     T d[points][lanes], out[points][lanes];
     for_each_lane_group(images * tiling.per_image(), [&](Index first, Index count) {
-      for (Index lane = 0; lane < lanes; ++lane) {
+      auto tile = tiling.locate(first);
+      for (Index lane = 0; lane < lanes; ++lane, tiling.advance(tile)) {
         if (lane >= count) {
           for (int e = 0; e < points; ++e) d[e][lane] = T(0);
           continue;
         }
-        const auto tile = tiling.locate(first + lane);
         const T* plane = x + (tile.image * s.c_in + c) * s.h * s.w;
         const Index row0 = tile.ty * m - s.pad_h, col0 = tile.tx * m - s.pad_w;
+        if (row0 >= 0 && col0 >= 0 && row0 + t <= s.h && col0 + t <= s.w) {  // inside: no bounds tests
+          const T* src = plane + row0 * s.w + col0;
+          for (int i = 0; i < t; ++i)
+            for (int j = 0; j < t; ++j) d[i * t + j][lane] = src[i * s.w + j];
+          continue;
+        }
         for (int i = 0; i < t; ++i)
           for (int j = 0; j < t; ++j) {
             const Index row = row0 + i, col = col0 + j;
@@ -160,16 +174,23 @@ void transform_output_grads(const Conv2dShape& s, const Tiling& tiling, const T*
   parallel_for(0, s.c_out, [&](Index o) {
     T dy[m * m][lanes], out[points][lanes];
     for_each_lane_group(images * tiling.per_image(), [&](Index first, Index count) {
-      for (Index lane = 0; lane < lanes; ++lane) {
+      auto tile = tiling.locate(first);
+      for (Index lane = 0; lane < lanes; ++lane, tiling.advance(tile)) {
         if (lane >= count) {
           for (int e = 0; e < m * m; ++e) dy[e][lane] = T(0);
           continue;
         }
-        const auto tile = tiling.locate(first + lane);
         const T* plane = grad_y + (tile.image * s.c_out + o) * tiling.out_h * tiling.out_w;
+        const Index row0 = tile.ty * m, col0 = tile.tx * m;
+        if (row0 + m <= tiling.out_h && col0 + m <= tiling.out_w) {  // inside: no bounds tests
+          const T* src = plane + row0 * tiling.out_w + col0;
+          for (int i = 0; i < m; ++i)
+            for (int j = 0; j < m; ++j) dy[i * m + j][lane] = src[i * tiling.out_w + j];
+          continue;
+        }
         for (int i = 0; i < m; ++i)
           for (int j = 0; j < m; ++j) {
-            const Index row = tile.ty * m + i, col = tile.tx * m + j;
+            const Index row = row0 + i, col = col0 + j;
             dy[i * m + j][lane] = (row < tiling.out_h && col < tiling.out_w) ? plane[row * tiling.out_w + col] : T(0);
           }
       }
@@ -187,12 +208,17 @@ memory::Buffer<T> transformed_filters(const Conv2dShape& s, const T* weight) {
   return u;
 }
 
+/// Tiles per block worth gathering: the 36 GEMMs are efficient from 128 columns, and a block's
+/// transform-domain data (36·(C_in + C_out) rows of them) should stay in cache between the transform
+/// that writes it and the GEMM that reads it.
+inline constexpr Index winograd_columns = 128;
+
 /// Runs body(first_image, images, ld, scratch, thread) over blocks of images (kernels/conv2d.hpp's
 /// blocking), scratch holding 36·(C_in + C_out) rows of ld = images·tiles columns.
 template <class T, class Body>
 void for_each_tile_block(const Conv2dShape& s, const Tiling& tiling, Body&& body) {
   const Index per_image = points * (s.c_in + s.c_out) * tiling.per_image();
-  const Index block = kernels::detail::images_per_block(s.n, per_image, tiling.per_image());
+  const Index block = kernels::detail::images_per_block(s.n, per_image, tiling.per_image(), winograd_columns);
   kernels::detail::for_each_block<T>(s.n, block, per_image, [&](Index first, Index images, T* scratch, int thread) {
     body(first, images, images * tiling.per_image(), scratch, thread);
   });
@@ -236,8 +262,8 @@ void conv2d_forward(const Conv2dShape& s, const T* x, const T* weight, const T* 
       detail::for_each_lane_group(ld, [&](Index first_column, Index count) {
         detail::load_lanes(mm, s.c_out, o, ld, first_column, count, tile);
         sandwich<m, t>(at, tile, out);
-        for (Index lane = 0; lane < count; ++lane) {
-          const auto where = tiling.locate(first_column + lane);
+        auto where = tiling.locate(first_column);
+        for (Index lane = 0; lane < count; ++lane, tiling.advance(where)) {
           T* plane = y + ((first + where.image) * s.c_out + o) * tiling.out_h * tiling.out_w;
           const int rows = static_cast<int>(std::min<Index>(m, tiling.out_h - where.ty * m));
           const int cols = static_cast<int>(std::min<Index>(m, tiling.out_w - where.tx * m));
@@ -267,10 +293,16 @@ void conv2d_backward_input(const Conv2dShape& s, const T* grad_y, const T* weigh
       detail::for_each_lane_group(ld, [&](Index first_column, Index count) {
         detail::load_lanes(dv, s.c_in, c, ld, first_column, count, tile);
         sandwich<t, t>(b, tile, dd);
-        for (Index lane = 0; lane < count; ++lane) {
-          const auto where = tiling.locate(first_column + lane);
+        auto where = tiling.locate(first_column);
+        for (Index lane = 0; lane < count; ++lane, tiling.advance(where)) {
           T* plane = grad_x + ((first + where.image) * s.c_in + c) * s.h * s.w;
           const Index row0 = where.ty * m - s.pad_h, col0 = where.tx * m - s.pad_w;
+          if (row0 >= 0 && col0 >= 0 && row0 + t <= s.h && col0 + t <= s.w) {  // inside: no bounds tests
+            T* dst = plane + row0 * s.w + col0;
+            for (int i = 0; i < t; ++i)
+              for (int j = 0; j < t; ++j) dst[i * s.w + j] += dd[i * t + j][lane];
+            continue;
+          }
           for (int i = 0; i < t; ++i) {
             const Index row = row0 + i;
             if (row < 0 || row >= s.h) continue;
