@@ -9,6 +9,7 @@
 #include "qx/ops/ops.hpp"
 
 #include <algorithm>
+#include <cmath>
 #include <string>
 
 using qx::Index;
@@ -148,6 +149,42 @@ TEST_CASE("relu, add, mul, flatten, reshape gradcheck") {
   expect_ok(qx::gradcheck([](Inputs& t) { return qx::ops::flatten(t[0]); }, {leaf({2, 3, 2, 5}, rng)}));
   expect_ok(qx::gradcheck([](Inputs& t) { return qx::ops::flatten(t[0], 2); }, {leaf({2, 3, 2, 5}, rng)}));
   expect_ok(qx::gradcheck([](Inputs& t) { return qx::ops::mean(qx::ops::relu(t[0])); }, {distinct({3, 7}, rng)}));
+}
+
+TEST_CASE("max_pool2d against a naive loop: ties to the first maximum in scan order, NaN propagates") {
+  struct Case {
+    Index h, w, kernel, stride, pad;
+  };
+  for (const Case c : {Case{9, 7, 3, 2, 1}, Case{8, 8, 2, 2, 0}, Case{6, 11, 3, 1, 1}, Case{5, 5, 3, 1, 0}, Case{12, 10, 3, 2, 0}}) {
+    CAPTURE(c.kernel);
+    CAPTURE(c.stride);
+    CAPTURE(c.pad);
+    qx::Rng rng(static_cast<std::uint64_t>(c.h * 100 + c.w));
+    auto x = Tensor<double>::empty({2, 3, c.h, c.w});
+    for (double& v : x.span()) v = static_cast<double>(rng.below(4));  // many ties
+    x.data()[5] = std::nan("");
+    x.requires_grad_();
+    auto y = qx::ops::max_pool2d(x, c.kernel, c.stride, c.pad);
+    qx::autograd::backward(qx::ops::sum(y));
+    const Index oh = y.size(2), ow = y.size(3);
+    std::vector<double> routed(static_cast<std::size_t>(x.numel()), 0.0);
+    for (Index p = 0; p < 6; ++p)
+      for (Index i = 0; i < oh; ++i)
+        for (Index j = 0; j < ow; ++j) {
+          double best = 0;
+          Index at = -1;
+          for (Index r = i * c.stride - c.pad; r < i * c.stride - c.pad + c.kernel; ++r)
+            for (Index q = j * c.stride - c.pad; q < j * c.stride - c.pad + c.kernel; ++q) {
+              if (r < 0 || r >= c.h || q < 0 || q >= c.w) continue;
+              const double v = x.data()[(p * c.h + r) * c.w + q];
+              if (at < 0 || v > best || std::isnan(v)) best = v, at = (p * c.h + r) * c.w + q;
+            }
+          const double got = y.data()[(p * oh + i) * ow + j];
+          CHECK((std::isnan(best) ? std::isnan(got) : got == best));
+          routed[static_cast<std::size_t>(at)] += 1.0;
+        }
+    for (Index k = 0; k < x.numel(); ++k) CHECK(x.grad().data()[k] == routed[static_cast<std::size_t>(k)]);
+  }
 }
 
 TEST_CASE("max_pool2d and adaptive_avg_pool2d gradcheck") {
