@@ -384,9 +384,10 @@ inline Conv2dAlgorithm conv2d_algorithm() { return detail::conv2d_algorithm_sett
 /**
  * Whether a convolution of shape `s` runs by Winograd F(4×4, 3×3): 3×3 stride 1, and under `automatic`
  * where its 36 GEMMs are large enough to beat im2col — at least 32 input and output channels (measured
- * 1.3–2.1× per pass from 32 channels; at 16 the GEMMs are too shallow) and at least 64 tiles per thread
- * (the GEMMs' column count; a single 7×7 image has 4, and a GEMM of 4 columns wastes most of a 64-column
- * register tile). docs/kernels.md has the measurements.
+ * 1.3–2.1× per pass from 32 channels; at 16 the GEMMs are too shallow) and at least 48 tiles in the
+ * batch (the GEMMs' column count when the batch is one block: one 28×28 image has 49 tiles and runs
+ * 1.5× faster, two 14×14 images have 32 and run 1.7× slower — a GEMM of few columns wastes most of a
+ * 64-column register tile). docs/kernels.md has the measurements.
  */
 inline bool runs_winograd(const Conv2dShape& s) {
   switch (conv2d_algorithm()) {
@@ -395,7 +396,7 @@ inline bool runs_winograd(const Conv2dShape& s) {
     case Conv2dAlgorithm::automatic: break;
   }
   const Index tiles = s.n * winograd::Tiling(s).per_image();
-  return winograd::applies(s) && std::min(s.c_in, s.c_out) >= 32 && tiles >= 64 * std::max(1, num_threads());
+  return winograd::applies(s) && std::min(s.c_in, s.c_out) >= 32 && tiles >= 48;
 }
 
 /// The three passes by the algorithm runs_winograd picks for the shape (what ops::conv2d calls).
