@@ -164,6 +164,17 @@ TEST_CASE("qx explain: a PNG or JPEG image is the model's grey or RGB input, nor
   for (auto m : qx::explain::all_methods()) CHECK(out.get<float>(qx::explain::to_string(m)).to_vector() == expected.map(m).to_vector());
   CHECK(fs::exists(f.dir / "png" / "sample0_saliency.png"));
   CHECK(fs::exists(f.dir / "png" / "sample0_guided_gradcam.png"));
+  // Below the maps a picture is drawn as it is; an ECG image (ink on nothing) as a dark trace on white.
+  auto ramp = Tensor<float>::empty({1, 3, 4, 8});  // brighter to the right, in every channel
+  for (qx::Index p = 0; p < ramp.numel(); ++p) ramp.data()[p] = static_cast<float>(p % 8);
+  for (bool ink : {false, true}) {
+    const auto picture = f.dir / (ink ? "ink.png" : "picture.png");
+    qx::explain::write_map_png(picture, Tensor<float>::zeros({1, 4, 8}), qx::explain::Method::gradcam, 0, ramp, std::nullopt,
+                               {qx::io::Colormap::gray, /*overlay_alpha=*/0.0, true, ink});
+    const auto drawn = qx::io::read_image(picture, 1);
+    CHECK(drawn.pixels[0] == (ink ? 255 : 0));
+    CHECK(drawn.pixels[7] == (ink ? 0 : 255));
+  }
 
   // RGB into a three-channel model, normalised per channel; the same picture as a JPEG.
   auto rgb_model = qx::nn::resnet18<float>(3, 2, 4, 6);

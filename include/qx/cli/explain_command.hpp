@@ -122,7 +122,7 @@ inline nlohmann::json run_explain(const ExplainArgs& a) {
         std::optional<metrics::Roi> roi;
         if (!rois.empty()) roi = rois[rois.size() == 1 ? 0 : static_cast<std::size_t>(s)];
         explain::write_map_png(fs::path(a.png_dir) / ("sample" + std::to_string(s) + "_" + explain::to_string(m) + ".png"),
-                               maps.map(m), m, s, x, roi, {colormap, 0.6, true});
+                               maps.map(m), m, s, x, roi, {colormap, 0.6, true, !is_image_file(a.input)});
       }
   }
 

@@ -3,6 +3,8 @@
 // stb_image is compiled as static functions inside this header (STB_IMAGE_STATIC), PNG and JPEG only,
 // as io/png.hpp does for stb_image_write: every translation unit gets a private copy, no duplicate
 // symbols. Files are read into memory first, so errors name the file and say what is wrong with it.
+// Not part of qx/qx.hpp: a translation unit that compiles stb_image itself (STB_IMAGE_IMPLEMENTATION)
+// must not include this header too, or it would hold two implementations.
 #pragma once
 #include "qx/config.hpp"
 #include "qx/core/error.hpp"
