@@ -45,7 +45,6 @@ struct Fixture {
   fs::path dir;
   Tensor<float> x;
   std::unique_ptr<qx::nn::ResNet<float>> model;
-  std::vector<std::uint8_t> grey;  // x.png, (40, 36)
   explicit Fixture(const std::string& name) : dir(fs::temp_directory_path() / ("qx_test_cli_explain_" + name)) {
     fs::remove_all(dir);
     fs::create_directories(dir);
@@ -75,6 +74,7 @@ struct Fixture {
     std::ofstream(dir / "truncated.png", std::ios::binary) << head;  // a valid signature, then nothing
   }
   ~Fixture() { fs::remove_all(dir); }
+  std::vector<std::uint8_t> grey;  // the pixels of x.png, (40, 36)
   std::string base(const std::string& out = "out.safetensors", const std::string& input = "x.safetensors") const {
     return "explain --arch resnet18 --in-channels 1 --num-classes 2 --width 4 --weights " + (dir / "w.safetensors").string() +
            " --input " + (dir / input).string() + " --out " + (dir / out).string();
