@@ -3,7 +3,7 @@
 # a package is missing, and `apt-get update` once before the first install.
 # Usage: cmake/install_deps.sh [--with-torch]   (torch is only for regenerating fixtures / benchmarks)
 set -euo pipefail
-pkgs=(cmake g++ make libeigen3-dev libxtensor-dev doctest-dev libstb-dev nlohmann-json3-dev libcli11-dev)
+pkgs=(cmake g++ make pkg-config libeigen3-dev libxtensor-dev libxtensor-blas-dev doctest-dev libstb-dev nlohmann-json3-dev libcli11-dev)
 if [[ ${1:-} == --with-torch ]]; then pkgs+=(python3-torch python3-torchvision python3-numpy); fi
 missing=()
 for p in "${pkgs[@]}"; do dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p"); done

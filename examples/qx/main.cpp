@@ -22,11 +22,13 @@
 #include "qx/cli/reproduce_command.hpp"
 #define QX_HAVE_REPRODUCE_COMMAND 1
 #endif
+#include "qx/cli/version_command.hpp"
 #include "qx/core/error.hpp"
 
 int main(int argc, char** argv) {
   CLI::App app{"qx — train convolutional networks, explain their decisions, measure the explanations"};
   app.require_subcommand(1);
+  qx::cli::add_version_flag(app);
 #ifdef QX_HAVE_ECG_COMMAND
   qx::cli::add_ecg_command(app);
 #endif
@@ -53,6 +55,8 @@ int main(int argc, char** argv) {
     return app.exit(e);
   } catch (const CLI::CallForAllHelp& e) {
     return app.exit(e);
+  } catch (const CLI::CallForVersion& e) {
+    return app.exit(e);  // prints the version text on stdout, exit code 0
   } catch (const CLI::ParseError& e) {
     std::fprintf(stderr, "%s: %s\n", command_name().c_str(), e.what());
     return 2;

@@ -1,9 +1,12 @@
 // The `qx explain` command end to end: a round trip on a small model equals the library's maps, the
-// ROI report is JSON with a focus per map and sample, and every bad argument exits with code 2, a
-// one-line message naming the problem, and no output file.
+// ROI report is JSON with a focus per map and sample, PNG and JPEG inputs are read as the model's grey or
+// RGB channels and normalised by --mean/--std, and every bad argument exits with code 2, a one-line
+// message naming the problem, and no output file.
 #include <doctest/doctest.h>
 
 #include "qx/explain/explain.hpp"
+#include "qx/io/image.hpp"
+#include "qx/io/png.hpp"
 #include "qx/nn/nn.hpp"
 
 #include <nlohmann/json.hpp>
@@ -62,11 +65,22 @@ struct Fixture {
     qx::io::SafetensorsWriter three;
     three.add("input", Tensor<float>::zeros({1, 3, 40, 36}));
     three.write(dir / "rgb.safetensors");
+    // A 36×40 grey picture with a gradient and a bright block, and files that only pretend to be images.
+    grey.resize(36 * 40);
+    for (std::size_t p = 0; p < grey.size(); ++p) grey[p] = static_cast<std::uint8_t>((p * 7) % 200 + (p % 36 > 20 ? 55 : 0));
+    qx::io::write_png_gray(dir / "x.png", 36, 40, grey.data());
+    std::ofstream(dir / "text.png") << "not an image\n";
+    std::ofstream(dir / "empty.jpg");
+    std::ifstream png(dir / "x.png", std::ios::binary);
+    std::string head(60, '\0');
+    png.read(head.data(), 60);
+    std::ofstream(dir / "truncated.png", std::ios::binary) << head;  // a valid signature, then nothing
   }
   ~Fixture() { fs::remove_all(dir); }
-  std::string base(const std::string& out = "out.safetensors") const {
+  std::vector<std::uint8_t> grey;  // the pixels of x.png, (40, 36)
+  std::string base(const std::string& out = "out.safetensors", const std::string& input = "x.safetensors") const {
     return "explain --arch resnet18 --in-channels 1 --num-classes 2 --width 4 --weights " + (dir / "w.safetensors").string() +
-           " --input " + (dir / "x.safetensors").string() + " --out " + (dir / out).string();
+           " --input " + (dir / input).string() + " --out " + (dir / out).string();
   }
 };
 }  // namespace
@@ -122,6 +136,13 @@ TEST_CASE("qx explain: every bad argument is exit code 2, one line naming it, an
       {"explain --arch resnet18 --in-channels 1 --num-classes 2 --width 4 --weights " + (f.dir / "none.safetensors").string() + " --input " + x + " --out " + out, "does not exist"},
       {"explain --arch resnet18 --in-channels 1 --num-classes 2 --weights " + w + " --input " + x + " --out " + out, "do not fit"},
       {"explain --arch resnet18 --num-classes 2 --weights " + w + " --input " + x + " --out " + out, "--in-channels"},
+      {f.base("bad.safetensors", "text.png"), "is not a readable PNG or JPEG image"},
+      {f.base("bad.safetensors", "truncated.png"), "is not a readable PNG or JPEG image"},
+      {f.base("bad.safetensors", "empty.jpg"), "is empty"},
+      {f.base("bad.safetensors", "none.png"), "does not exist"},
+      {f.base("bad.safetensors", "x.png") + " --mean 0.5,0.5", "2 values of mean for 1 channels"},
+      {f.base("bad.safetensors", "x.png") + " --std 0", "not positive"},
+      {f.base("bad.safetensors") + " --mean 0.5", "apply to PNG/JPEG inputs"},
   };
   for (const auto& c : cases) {
     CAPTURE(c.args);
@@ -132,4 +153,62 @@ TEST_CASE("qx explain: every bad argument is exit code 2, one line naming it, an
     CHECK(std::count(r.err.begin(), r.err.end(), '\n') == 1);
     CHECK_FALSE(fs::exists(out));
   }
+}
+
+TEST_CASE("qx explain: a PNG or JPEG image is the model's grey or RGB input, normalised by --mean and --std") {
+  Fixture f("image");
+  // Grey PNG into a one-channel model: input = (pixel / 255 − 0.5) / 0.25.
+  const auto r = run(f.base("grey.safetensors", "x.png") + " --mean 0.5 --std 0.25 --png " + (f.dir / "png").string(), f.dir);
+  REQUIRE_MESSAGE(r.code == 0, r.err);
+  auto x = Tensor<float>::empty({1, 1, 40, 36});
+  for (std::size_t p = 0; p < f.grey.size(); ++p) x.data()[p] = static_cast<float>((f.grey[p] / 255.0 - 0.5) / 0.25);
+  const auto expected = qx::explain::explain(*f.model, x);
+  const auto out = qx::io::SafetensorsFile::open(f.dir / "grey.safetensors");
+  for (auto m : qx::explain::all_methods()) CHECK(out.get<float>(qx::explain::to_string(m)).to_vector() == expected.map(m).to_vector());
+  CHECK(fs::exists(f.dir / "png" / "sample0_saliency.png"));
+  CHECK(fs::exists(f.dir / "png" / "sample0_guided_gradcam.png"));
+  // Below the maps a picture is drawn as it is; an ECG image (ink on nothing) as a dark trace on white.
+  auto ramp = Tensor<float>::empty({1, 3, 4, 8});  // brighter to the right, in every channel
+  for (qx::Index p = 0; p < ramp.numel(); ++p) ramp.data()[p] = static_cast<float>(p % 8);
+  for (bool ink : {false, true}) {
+    const auto picture = f.dir / (ink ? "ink.png" : "picture.png");
+    qx::explain::write_map_png(picture, Tensor<float>::zeros({1, 4, 8}), qx::explain::Method::gradcam, 0, ramp, std::nullopt,
+                               {qx::io::Colormap::gray, /*overlay_alpha=*/0.0, true, ink});
+    const auto drawn = qx::io::read_image(picture, 1);
+    CHECK(drawn.pixels[0] == (ink ? 255 : 0));
+    CHECK(drawn.pixels[7] == (ink ? 0 : 255));
+  }
+
+  // RGB into a three-channel model, normalised per channel; the same picture as a JPEG.
+  auto rgb_model = qx::nn::resnet18<float>(3, 2, 4, 6);
+  rgb_model->eval();
+  qx::nn::save_safetensors(*rgb_model, f.dir / "w3.safetensors");
+  std::vector<std::uint8_t> rgb(36 * 40 * 3);
+  for (std::size_t p = 0; p < rgb.size(); ++p) rgb[p] = static_cast<std::uint8_t>((p * 13) % 251);
+  qx::io::write_png_rgb(f.dir / "rgb.png", 36, 40, rgb.data());
+  REQUIRE(stbi_write_jpg((f.dir / "rgb.jpg").string().c_str(), 36, 40, 3, rgb.data(), 95) != 0);
+  const std::string rgb_base = "explain --arch resnet18 --in-channels 3 --num-classes 2 --width 4 --weights " +
+                               (f.dir / "w3.safetensors").string() + " --mean 0.485,0.456,0.406 --std 0.229,0.224,0.225";
+  for (const char* name : {"rgb.png", "rgb.jpg"}) {
+    CAPTURE(name);
+    const auto rr = run(rgb_base + " --input " + (f.dir / name).string() + " --out " + (f.dir / "rgb.safetensors").string(), f.dir);
+    REQUIRE_MESSAGE(rr.code == 0, rr.err);
+    // The decoded pixels (exact for PNG, JPEG's own for JPEG), normalised channel by channel.
+    const auto image = qx::io::read_image(f.dir / name, 3);
+    if (std::string(name) == "rgb.png") CHECK(image.pixels == rgb);
+    const double mean[3] = {0.485, 0.456, 0.406}, std[3] = {0.229, 0.224, 0.225};
+    auto x3 = Tensor<float>::empty({1, 3, 40, 36});
+    for (qx::Index c = 0; c < 3; ++c)
+      for (qx::Index p = 0; p < 40 * 36; ++p)
+        x3.data()[c * 40 * 36 + p] = static_cast<float>((image.pixels[static_cast<std::size_t>(p * 3 + c)] / 255.0 - mean[c]) / std[c]);
+    const auto maps = qx::explain::explain(*rgb_model, x3);
+    const auto written = qx::io::SafetensorsFile::open(f.dir / "rgb.safetensors");
+    CHECK(written.get<float>("logits").to_vector() == maps.logits.to_vector());
+    CHECK(written.get<float>("saliency").to_vector() == maps.saliency.to_vector());
+  }
+
+  // An RGB picture into a one-channel model is read as grey (stb's luminance).
+  const auto grey_of_rgb = run(f.base("g.safetensors", "rgb.png"), f.dir);
+  REQUIRE_MESSAGE(grey_of_rgb.code == 0, grey_of_rgb.err);
+  CHECK(qx::io::SafetensorsFile::open(f.dir / "g.safetensors").shape("saliency") == qx::Shape{1, 1, 40, 36});
 }

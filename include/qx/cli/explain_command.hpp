@@ -1,10 +1,12 @@
-// `qx explain`: loads a ResNet and a batch of inputs from safetensors files, computes the five maps of
+// `qx explain`: loads a ResNet and a batch of inputs (a safetensors tensor, or one PNG/JPEG image read as
+// the model's grey or RGB channels and normalised by --mean/--std), computes the five maps of
 // docs/conventions.md from one forward pass, writes them to a safetensors file and, with --roi, prints
 // the focus of every map for every sample as JSON. Every argument is validated before any work starts;
 // the output file is written atomically, so a failure never leaves one behind.
 #pragma once
 #include "qx/explain/explain.hpp"
 #include "qx/io/colormap.hpp"
+#include "qx/io/image.hpp"
 #include "qx/io/safetensors.hpp"
 #include "qx/metrics/focus.hpp"
 #include "qx/nn/nn.hpp"
@@ -12,6 +14,7 @@
 #include <CLI/CLI.hpp>
 #include <nlohmann/json.hpp>
 
+#include <cctype>
 #include <cstdio>
 #include <filesystem>
 #include <memory>
@@ -27,7 +30,46 @@ struct ExplainArgs {
   Index in_channels = 0, num_classes = 0, width = 64;
   std::optional<Index> target;
   std::vector<std::string> rois;
+  std::vector<double> mean{0.0}, std{1.0};  ///< image normalisation: one value, or one per channel
+  bool normalisation_given = false;          ///< --mean or --std was on the command line
 };
+
+/// Whether --input names an image (by its extension) rather than a safetensors file.
+inline bool is_image_file(const std::filesystem::path& path) {
+  std::string ext = path.extension().string();
+  for (char& ch : ext) ch = static_cast<char>(std::tolower(static_cast<unsigned char>(ch)));
+  return ext == ".png" || ext == ".jpg" || ext == ".jpeg";
+}
+
+/// The batch to explain: an image as a batch of one, (pixel / 255 − mean) / std with the model's channels
+/// (grey or RGB), or the tensor 'input' (N, C, H, W) of a safetensors file. @throws qx::Error naming --input.
+inline Tensor<float> read_explain_input(const ExplainArgs& a) {
+  check(std::filesystem::exists(a.input), "--input '", a.input, "' does not exist");
+  if (is_image_file(a.input)) {
+    check(a.in_channels == 1 || a.in_channels == 3, "--input '", a.input, "' is an image, which gives 1 (grey) or 3 (RGB) channels, not ",
+          a.in_channels, " (--in-channels)");
+    io::Image image;
+    try {
+      image = io::read_image(a.input, static_cast<int>(a.in_channels));
+    } catch (const Error& e) {
+      fail("--input: ", e.what());
+    }
+    try {
+      return io::image_to_tensor<float>(image, a.mean, a.std);
+    } catch (const Error& e) {
+      fail("--mean/--std: ", e.what());
+    }
+  }
+  check(!a.normalisation_given, "--mean and --std apply to PNG/JPEG inputs; '", a.input, "' is read as safetensors");
+  const auto input_file = io::SafetensorsFile::open(a.input);
+  check(input_file.contains("input"), "--input '", a.input, "' has no tensor named 'input'");
+  const Tensor<float> x = input_file.get_as<float>("input");
+  check(x.dim() == 4, "--input '", a.input, "': 'input' must be (N, C, H, W), got ", shape_str(x.shape()));
+  check(x.size(1) == a.in_channels, "--input '", a.input, "': 'input' has ", x.size(1), " channels but --in-channels is ",
+        a.in_channels);
+  check(x.size(0) > 0, "--input '", a.input, "': the batch is empty");
+  return x;
+}
 
 /// "x0,y0,x1,y1" → Roi. @throws qx::Error naming the text.
 inline metrics::Roi parse_roi(const std::string& text) {
@@ -52,14 +94,7 @@ inline nlohmann::json run_explain(const ExplainArgs& a) {
     fail("--weights '", a.weights, "' do not fit ", a.arch, " with ", a.in_channels, " input channels, ", a.num_classes,
          " classes and width ", a.width, ": ", e.what());
   }
-  check(fs::exists(a.input), "--input '", a.input, "' does not exist");
-  const auto input_file = io::SafetensorsFile::open(a.input);
-  check(input_file.contains("input"), "--input '", a.input, "' has no tensor named 'input'");
-  const Tensor<float> x = input_file.get_as<float>("input");
-  check(x.dim() == 4, "--input '", a.input, "': 'input' must be (N, C, H, W), got ", shape_str(x.shape()));
-  check(x.size(1) == a.in_channels, "--input '", a.input, "': 'input' has ", x.size(1), " channels but --in-channels is ",
-        a.in_channels);
-  check(x.size(0) > 0, "--input '", a.input, "': the batch is empty");
+  const Tensor<float> x = read_explain_input(a);
   check(model->has_submodule(a.layer) && !a.layer.empty(), "--layer '", a.layer,
         "' is not a layer of ", a.arch, " (e.g. layer1 … layer4, layer3.1, layer4.0.conv2)");
   const Index n = x.size(0), h = x.size(2), w = x.size(3);
@@ -87,7 +122,7 @@ inline nlohmann::json run_explain(const ExplainArgs& a) {
         std::optional<metrics::Roi> roi;
         if (!rois.empty()) roi = rois[rois.size() == 1 ? 0 : static_cast<std::size_t>(s)];
         explain::write_map_png(fs::path(a.png_dir) / ("sample" + std::to_string(s) + "_" + explain::to_string(m) + ".png"),
-                               maps.map(m), m, s, x, roi, {colormap, 0.6, true});
+                               maps.map(m), m, s, x, roi, {colormap, 0.6, true, !is_image_file(a.input)});
       }
   }
 
@@ -128,14 +163,21 @@ inline CLI::App* add_explain_command(CLI::App& root) {
   cmd->add_option("--num-classes", args->num_classes, "classes of the model")->required()->check(CLI::PositiveNumber);
   cmd->add_option("--width", args->width, "base width (torchvision: 64)")->capture_default_str()->check(CLI::PositiveNumber);
   cmd->add_option("--weights", args->weights, "model weights (safetensors, torchvision names)")->required();
-  cmd->add_option("--input", args->input, "safetensors file with 'input' (N, C, H, W) F32")->required();
+  cmd->add_option("--input", args->input,
+                  "safetensors file with 'input' (N, C, H, W) F32, or a PNG/JPEG image (.png, .jpg, .jpeg: a batch of one)")
+      ->required();
+  cmd->add_option("--mean", args->mean, "image normalisation (pixel/255 - mean)/std: one value, or one per channel")
+      ->delimiter(',')
+      ->capture_default_str();
+  cmd->add_option("--std", args->std, "image normalisation: one value, or one per channel")->delimiter(',')->capture_default_str();
   cmd->add_option("--target", args->target, "explain this class for every sample (default: the predicted class)");
   cmd->add_option("--layer", args->layer, "Grad-CAM layer")->capture_default_str();
   cmd->add_option("--roi", args->rois, "x0,y0,x1,y1 half-open box; once for all samples or once per sample");
   cmd->add_option("--png", args->png_dir, "write heat-map PNGs into this folder");
   cmd->add_option("--colormap", args->colormap, "inferno, viridis or gray")->capture_default_str();
   cmd->add_option("--out", args->out, "output safetensors file (logits, target, the five maps)")->required();
-  cmd->callback([args]() {
+  cmd->callback([args, cmd]() {
+    args->normalisation_given = cmd->count("--mean") + cmd->count("--std") > 0;
     const auto report = run_explain(*args);
     if (!report.is_null()) std::printf("%s\n", report.dump(2).c_str());
   });

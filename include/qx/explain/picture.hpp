@@ -20,11 +20,15 @@ struct PictureOptions {
   io::Colormap colormap = io::Colormap::inferno;
   double overlay_alpha = 0.6;  ///< weight of the heat map over the input image (0: input only; 1: map only)
   bool overlay = true;
+  /// How the input is drawn below the map: true for ink-on-nothing inputs such as the ECG images (ink 1
+  /// on 0), drawn as a dark trace on white; false for pictures (a PNG or JPEG), drawn as they are.
+  bool input_is_ink = true;
 };
 
 /**
  * Writes sample `s` of `map` (N, C, H, W) or (N, H, W), reduced as `method` is in the focus metric, as a
- * PNG. `image` (N, C, H, W) is the model input (ink 1 on 0 for the ECG images), drawn in grey below.
+ * PNG. `image` (N, C, H, W) is the model input, drawn below in grey: the mean over its channels, stretched
+ * to the full range, inverted when `options.input_is_ink`.
  */
 template <class T>
 void write_map_png(const std::filesystem::path& path, const Tensor<T>& map, Method method, Index s, const Tensor<T>& image,
@@ -38,12 +42,17 @@ void write_map_png(const std::filesystem::path& path, const Tensor<T>& map, Meth
     check(image.size(-2) == h && image.size(-1) == w, "write_map_png: image ", shape_str(image.shape()),
           " does not match the map's ", h, "x", w);
     const Tensor<T> img = image.contiguous();
-    std::vector<std::uint8_t> gray(static_cast<std::size_t>(h * w));
-    const T* base = img.data() + s * img.size(1) * h * w;
-    T lo = base[0], hi = base[0];
-    for (Index p = 0; p < h * w; ++p) lo = std::min(lo, base[p]), hi = std::max(hi, base[p]);
-    for (Index p = 0; p < h * w; ++p)  // dark trace on white, whatever the input scale
-      gray[static_cast<std::size_t>(p)] = static_cast<std::uint8_t>(255.0 - 255.0 * (hi > lo ? (base[p] - lo) / (hi - lo) : 0));
+    const Index channels = img.size(1), pixels = h * w;
+    std::vector<double> mean(static_cast<std::size_t>(pixels), 0.0);
+    for (Index c = 0; c < channels; ++c)
+      for (Index p = 0; p < pixels; ++p)
+        mean[static_cast<std::size_t>(p)] += static_cast<double>(img.data()[(s * channels + c) * pixels + p]) / static_cast<double>(channels);
+    const auto [lo, hi] = std::minmax_element(mean.begin(), mean.end());
+    std::vector<std::uint8_t> gray(static_cast<std::size_t>(pixels));
+    for (std::size_t p = 0; p < gray.size(); ++p) {  // full range whatever the input scale
+      const double v = *hi > *lo ? (mean[p] - *lo) / (*hi - *lo) : 0.0;
+      gray[p] = static_cast<std::uint8_t>(255.0 * (options.input_is_ink ? 1.0 - v : v));
+    }
     rgb = io::overlay_rgb(gray.data(), rgb, w, h, options.overlay_alpha);
   }
   if (roi) io::draw_box_rgb(rgb, w, h, roi->x0, roi->y0, roi->x1, roi->y1, {255, 64, 64}, 1);

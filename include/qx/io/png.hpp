@@ -7,6 +7,7 @@
 #include "qx/core/error.hpp"
 #include "qx/core/shape.hpp"
 #include "qx/io/atomic_file.hpp"
+#include "qx/io/stb_diagnostics.hpp"
 
 #include <cstdint>
 #include <filesystem>
@@ -16,17 +17,9 @@
 #define QX_STB_IMAGE_WRITE_INCLUDED
 #define STB_IMAGE_WRITE_STATIC
 #define STB_IMAGE_WRITE_IMPLEMENTATION
-#if defined(__GNUC__)
-#pragma GCC diagnostic push
-#pragma GCC diagnostic ignored "-Wunused-function"
-#pragma GCC diagnostic ignored "-Wmissing-field-initializers"
-#pragma GCC diagnostic ignored "-Wshadow"
-#pragma GCC diagnostic ignored "-Wsign-compare"
-#endif
+QX_STB_DIAGNOSTICS_PUSH
 #include <stb_image_write.h>
-#if defined(__GNUC__)
-#pragma GCC diagnostic pop
-#endif
+QX_STB_DIAGNOSTICS_POP
 #endif
 
 QX_NAMESPACE_BEGIN
