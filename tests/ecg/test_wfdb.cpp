@@ -5,6 +5,8 @@
 
 #include "qx/ecg/wfdb.hpp"
 
+#include "../fuzz/fuzz_bodies.hpp"
+
 #include <filesystem>
 #include <fstream>
 #include <functional>
@@ -259,4 +261,20 @@ TEST_CASE("decode_record reads signal files from memory, within the same limits"
   two.max_samples = 2;
   expect_error([&] { decode_record(parse_header("r 1 360\nr.dat 16 200 16 0 5\n", "r"), "r", from_memory, two); },
                {"r", "signal file 'r.dat' has 6 bytes, more than the limit of 4", "WfdbLimits::max_samples"});
+}
+
+TEST_CASE("every committed fuzz input of the WFDB targets is read or refused with a qx::Error") {
+  // The seeds, and the inputs of bugs the fuzzers or the limit review found (tests/fuzz/regressions).
+  for (const auto& [target, body] : {std::pair{"wfdb_header", &qx_fuzz::wfdb_header}, std::pair{"wfdb_signal", &qx_fuzz::wfdb_signal},
+                                     std::pair{"wfdb_annotations", &qx_fuzz::wfdb_annotations}}) {
+    const auto inputs = qx_fuzz::committed_inputs(QX_FUZZ_DIR, target);
+    CHECK_MESSAGE(!inputs.empty(), target);
+    for (const auto& [name, bytes] : inputs) {
+      INFO(name);
+      try {
+        body(bytes);
+      } catch (const qx::Error&) {
+      }
+    }
+  }
 }

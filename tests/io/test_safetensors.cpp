@@ -6,6 +6,8 @@
 #include "qx/io/progress.hpp"
 #include "qx/io/safetensors.hpp"
 
+#include "../fuzz/fuzz_bodies.hpp"
+
 #include <cstring>
 #include <filesystem>
 #include <fstream>
@@ -138,6 +140,22 @@ TEST_CASE("sizes a file claims are checked against the limits before anything is
   CHECK_THROWS_WITH(SafetensorsFile::open(dir), doctest::Contains("is not a regular file"));
   CHECK_THROWS_WITH(SafetensorsFile::open("/dev/zero"), doctest::Contains("'/dev/zero' is not a regular file"));
   fs::remove_all(dir);
+}
+
+TEST_CASE("every committed fuzz input of the safetensors target is read or refused with a qx::Error") {
+  // The seeds, and the inputs of bugs the fuzzer or the limit review found (tests/fuzz/regressions).
+  const auto inputs = qx_fuzz::committed_inputs(QX_FUZZ_DIR, "safetensors");
+  CHECK(inputs.size() >= 3);
+  int valid = 0;
+  for (const auto& [name, bytes] : inputs) {
+    INFO(name);
+    try {
+      qx_fuzz::safetensors(bytes);
+      ++valid;
+    } catch (const qx::Error&) {
+    }
+  }
+  CHECK(valid == 2);  // the two seeds
 }
 
 TEST_CASE("atomic writes leave no temporary and do not touch the target on failure") {
