@@ -50,7 +50,7 @@ for t in "${targets[@]}"; do
   [[ -d $fuzz/regressions/$t ]] && inputs+=("$fuzz/regressions/$t")
   start=$(date +%s)
   result=ok
-  "$build/tests/fuzz/fuzz_$t" -runs="$runs" -dict="$fuzz/dict/$t.dict" -max_len="${max_len[$t]}" -timeout=10 \
+  "$build/tests/fuzz/fuzz_$t" -runs="$runs" -dict="$fuzz/dict/$t.dict" -max_len="${max_len[$t]}" -timeout=60 \
     -rss_limit_mb=2048 -max_total_time="${QX_FUZZ_MAX_SECONDS:-0}" -print_final_stats=1 -artifact_prefix="$build/crashes/$t-" "${inputs[@]}" \
     >"$build/logs/$t.log" 2>&1 || { result="FAILED (see $build/logs/$t.log, input in $build/crashes/)"; status=1; }
   executions=$(sed -n 's/^stat::number_of_executed_units: *//p' "$build/logs/$t.log" | tail -1)
