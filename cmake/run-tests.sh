@@ -1,6 +1,9 @@
 #!/usr/bin/env bash
 # The test command: installs dependencies (idempotent), configures, builds tests/examples/benchmarks
-# in Release, runs the whole CTest suite, then proves find_package(qx) works from an installed tree.
+# in Release, runs the whole CTest suite (which also proves find_package(qx) works from an installed
+# tree), then the hardening checks of docs/reliability.md: the suite again under AddressSanitizer and
+# UndefinedBehaviorSanitizer, the race check of the OpenMP paths, and a short fuzz budget
+# (QX_FUZZ_RUNS executions per parser). QX_HARDENING=0 skips them (a quick local run).
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
@@ -10,3 +13,9 @@ jobs=${QX_JOBS:-$(nproc)}
 cmake -S . -B "$build" -DCMAKE_BUILD_TYPE=Release -DQX_BUILD_TESTS=ON -DQX_BUILD_EXAMPLES=ON -DQX_BUILD_BENCHMARKS=ON >/dev/null
 cmake --build "$build" -j "$jobs"
 ctest --test-dir "$build" -j "$jobs" --output-on-failure --timeout 900
+if [[ ${QX_HARDENING:-1} != 0 ]]; then
+  bash cmake/install_deps.sh --with-fuzz
+  QX_JOBS=$jobs bash cmake/run-sanitized-tests.sh
+  QX_JOBS=$jobs bash cmake/run-race-check.sh
+  QX_JOBS=$jobs bash tests/fuzz/run_fuzz.sh "${QX_FUZZ_RUNS:-20000}"
+fi
