@@ -23,7 +23,7 @@ QX_NAMESPACE_BEGIN
 namespace ecg {
 
 /// Sizes the reader refuses before allocating anything for them. The defaults admit the MIT-BIH records
-/// (650,000 frames of 2 signals, 30 KB annotation files) and a day of 12 leads at 1 kHz; raise them for
+/// (650,000 frames of 2 signals, annotation files under 10 KB) and a day of 12 leads at 1 kHz; raise them for
 /// larger records. Each error names the limit that was exceeded.
 struct WfdbLimits {
   std::uint64_t max_header_bytes = std::uint64_t{1} << 20;      ///< size of a `.hea` file
