@@ -1,6 +1,9 @@
 #!/usr/bin/env bash
 # The test command: installs dependencies (idempotent), configures, builds tests/examples/benchmarks
-# in Release, runs the whole CTest suite, then proves find_package(qx) works from an installed tree.
+# in Release, runs the whole CTest suite (which also proves find_package(qx) works from an installed
+# tree), then the hardening checks of docs/reliability.md: the suite again under AddressSanitizer and
+# UndefinedBehaviorSanitizer, the race check of the OpenMP paths, and a short fuzz budget
+# (QX_FUZZ_RUNS executions per parser). QX_HARDENING=0 skips them (a quick local run).
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
@@ -18,3 +21,10 @@ cmake -S . -B "$portable" -DCMAKE_BUILD_TYPE=Release -DQX_NATIVE=OFF -DCMAKE_CXX
   -DQX_BUILD_TESTS=ON -DQX_BUILD_EXAMPLES=OFF -DQX_BUILD_BENCHMARKS=OFF >/dev/null
 cmake --build "$portable" -j "$jobs" --target qx_test_kernels qx_test_ops
 ctest --test-dir "$portable" -j "$jobs" --output-on-failure --timeout 900 -E "_NOT_BUILT|^package|^layering"  # kernels and ops only
+
+if [[ ${QX_HARDENING:-1} != 0 ]]; then
+  bash cmake/install_deps.sh --with-fuzz
+  QX_JOBS=$jobs bash cmake/run-sanitized-tests.sh
+  QX_JOBS=$jobs bash cmake/run-race-check.sh
+  QX_JOBS=$jobs bash tests/fuzz/run_fuzz.sh "${QX_FUZZ_RUNS:-20000}"
+fi

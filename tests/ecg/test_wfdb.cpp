@@ -5,6 +5,8 @@
 
 #include "qx/ecg/wfdb.hpp"
 
+#include "../fuzz/fuzz_bodies.hpp"
+
 #include <filesystem>
 #include <fstream>
 #include <functional>
@@ -189,4 +191,90 @@ TEST_CASE("corrupt records are clear errors naming the record and the problem") 
   expect_error([&] { read_record(dir.path, "999"); }, {"999", "cannot open header"});
   fs::remove(dir.path / "100.dat");
   expect_error([&] { read_record(dir.path, "100"); }, {"100", "cannot open signal file"});
+}
+
+TEST_CASE("sizes a header or file claims are checked against WfdbLimits before anything is allocated") {
+  TempDir dir("limits");
+  dir.copy_record("100");
+  const std::string hea = dir.read("100.hea");
+  // A record claiming 10^12 samples is refused while its header is parsed, before 100.dat is opened.
+  std::string trillion = hea;
+  trillion.replace(trillion.find("650000"), 6, "1000000000000");
+  dir.write("100.hea", trillion);
+  expect_error([&] { read_record(dir.path, "100"); },
+               {"100", "number of samples is 1000000000000", "limit of 1073741824 samples", "WfdbLimits::max_samples"});
+  // Without a sample count, the signal file's size is checked against the limit before it is read.
+  std::string uncounted = hea;
+  uncounted.replace(uncounted.find(" 650000"), 7, "");
+  dir.write("100.hea", uncounted);
+  CHECK(read_record(dir.path, "100").num_samples() == 650000);
+  qx::ecg::WfdbLimits small;
+  small.max_samples = 1'000'000;
+  expect_error([&] { read_record(dir.path, "100", small); },
+               {"100", "signal file", "100.dat' has 1950000 bytes, more than the limit of 1500000", "WfdbLimits::max_samples"});
+  dir.write("100.hea", hea);
+  expect_error([&] { read_record(dir.path, "100", small); }, {"100", "number of samples is 650000", "limit of 1000000"});
+  small = {};
+  small.max_header_bytes = 20;
+  expect_error([&] { read_record(dir.path, "100", small); }, {"100", "header file", "WfdbLimits::max_header_bytes"});
+  dir.write("100.hea", "100 5000 360\n");
+  expect_error([&] { read_record(dir.path, "100"); }, {"100", "number of signals 5000", "WfdbLimits::max_signals"});
+  // An annotation file that never ends (a device), or one larger than the limit, is refused unread.
+  fs::remove(dir.path / "100.atr");
+  fs::create_symlink("/dev/zero", dir.path / "100.atr");
+  expect_error([&] { read_annotations(dir.path, "100", 650000); }, {"100", "annotation file", "is not a regular file"});
+  fs::remove(dir.path / "100.atr");
+  fs::copy_file(mitdb / "100.atr", dir.path / "100.atr");
+  small = {};
+  small.max_annotation_bytes = 1000;
+  expect_error([&] { read_annotations(dir.path, "100", 650000, "atr", small); },
+               {"100", "annotation file", "more than the limit of 1000", "WfdbLimits::max_annotation_bytes"});
+  CHECK(read_annotations(dir.path, "100", 650000).size() == 2274);
+}
+
+TEST_CASE("header fields beyond what WFDB stores are errors, not wrapped or infinite values") {
+  const auto header = [](const std::string& signal_line) { return "r 1 360 10\n" + signal_line + "\n"; };
+  using qx::ecg::parse_header;
+  expect_error([&] { parse_header(header("r.dat 4294967508 200 11 0 0"), "r"); }, {"r", "format", "beyond the range of an int"});
+  expect_error([&] { parse_header(header("r.dat 212 inf 11 0 0"), "r"); }, {"r", "gain", "not a finite number"});
+  expect_error([&] { parse_header(header("r.dat 212 200(-9223372036854775808) 11 0 0"), "r"); }, {"r", "baseline"});
+  expect_error([&] { parse_header("r 1 nan 10\n", "r"); }, {"r", "sampling frequency"});
+  expect_error([&] { parse_header("r 4294967297 360\n", "r"); }, {"r", "number of signals", "beyond the range"});
+  expect_error([&] { parse_header("r 1 360\nr.dat 16\nr.dat 16\n", "r"); }, {"r", "announces 1 signals but has more"});
+}
+
+TEST_CASE("decode_record reads signal files from memory, within the same limits") {
+  const std::int16_t samples[] = {5, -6, 7};
+  const std::vector<unsigned char> bytes(reinterpret_cast<const unsigned char*>(samples),
+                                         reinterpret_cast<const unsigned char*>(samples) + sizeof samples);
+  const auto from_memory = [&](const std::string& file, std::uint64_t) {
+    CHECK(file == "r.dat");
+    return bytes;
+  };
+  using qx::ecg::decode_record;
+  using qx::ecg::parse_header;
+  CHECK(decode_record(parse_header("r 1 360\nr.dat 16 200 16 0 5\n", "r"), "r", from_memory).digital[0] ==
+        std::vector<int>{5, -6, 7});
+  expect_error([&] { decode_record(parse_header("r 1 360 3\nr.dat 16+-4\n", "r"), "r", from_memory); },
+               {"r", "byte offset -4 of 'r.dat' is negative"});
+  qx::ecg::WfdbLimits two;
+  two.max_samples = 2;
+  expect_error([&] { decode_record(parse_header("r 1 360\nr.dat 16 200 16 0 5\n", "r"), "r", from_memory, two); },
+               {"r", "signal file 'r.dat' has 6 bytes, more than the limit of 4", "WfdbLimits::max_samples"});
+}
+
+TEST_CASE("every committed fuzz input of the WFDB targets is read or refused with a qx::Error") {
+  // The seeds, and the inputs of bugs the fuzzers or the limit review found (tests/fuzz/regressions).
+  for (const auto& [target, body] : {std::pair{"wfdb_header", &qx_fuzz::wfdb_header}, std::pair{"wfdb_signal", &qx_fuzz::wfdb_signal},
+                                     std::pair{"wfdb_annotations", &qx_fuzz::wfdb_annotations}}) {
+    const auto inputs = qx_fuzz::committed_inputs(QX_FUZZ_DIR, target);
+    CHECK_MESSAGE(!inputs.empty(), target);
+    for (const auto& [name, bytes] : inputs) {
+      INFO(name);
+      try {
+        body(bytes);
+      } catch (const qx::Error&) {
+      }
+    }
+  }
 }

@@ -6,6 +6,8 @@
 #include "qx/io/progress.hpp"
 #include "qx/io/safetensors.hpp"
 
+#include "../fuzz/fuzz_bodies.hpp"
+
 #include <cstring>
 #include <filesystem>
 #include <fstream>
@@ -109,6 +111,51 @@ TEST_CASE("every malformed file is a clear error") {
   const auto half = SafetensorsFile::from_bytes(file_bytes(R"({"h": {"dtype": "F16", "shape": [2], "data_offsets": [0, 4]}})", 4), "half.safetensors");
   CHECK(half.contains("h"));
   CHECK_THROWS_WITH(half.get_as<float>("h"), doctest::Contains("F16"));
+}
+
+TEST_CASE("sizes a file claims are checked against the limits before anything is allocated") {
+  // A header length of 2^63, in memory and on disk (where only 8 bytes are read before the refusal).
+  expect_error(file_bytes("{}", 0, std::uint64_t{1} << 63),
+               {"header length 9223372036854775808", "limit of 100000000", "SafetensorsLimits::max_header_bytes"});
+  const auto dir = fs::temp_directory_path() / "qx_test_io_limits";
+  fs::remove_all(dir);
+  fs::create_directories(dir);
+  const auto huge = file_bytes("{}", 0, std::uint64_t{1} << 63);
+  std::ofstream(dir / "huge.safetensors", std::ios::binary).write(reinterpret_cast<const char*>(huge.data()), 10);
+  CHECK_THROWS_WITH(SafetensorsFile::open(dir / "huge.safetensors"), doctest::Contains("max_header_bytes"));
+  // The limit is configurable both ways.
+  const auto small = file_bytes(R"({"a": {"dtype": "U8", "shape": [1], "data_offsets": [0, 1]}})", 1);
+  CHECK(SafetensorsFile::from_bytes(small, "ok").get<std::uint8_t>("a").numel() == 1);
+  CHECK_THROWS_WITH(SafetensorsFile::from_bytes(small, "small.safetensors", {.max_header_bytes = 16}),
+                    doctest::Contains("'small.safetensors': header length 60 is more than the limit of 16 bytes"));
+  // A shape whose byte count wraps to 0 in 64 bits (2^62 F64 elements × 8 bytes) with empty offsets.
+  expect_error(file_bytes(R"({"a": {"dtype": "F64", "shape": [4611686018427387904], "data_offsets": [0, 0]}})", 0),
+               {"tensor 'a'", "[4611686018427387904] of F64 needs 2^64 bytes or more"});
+  expect_error(file_bytes(R"({"a": {"dtype": "I32", "shape": [2147483648, 2147483648], "data_offsets": [0, 0]}})", 0),
+               {"tensor 'a'", "needs 2^64 bytes or more"});
+  // Nesting deeper than a safetensors header has is refused while parsing, however deep it goes.
+  expect_error(file_bytes(R"({"a": {"dtype": "F32", "shape": [[1]], "data_offsets": [0, 4]}})", 4), {"nests", "3 levels"});
+  expect_error(file_bytes(std::string(100000, '[') + std::string(100000, ']'), 0), {"nests"});
+  // Only regular files: a folder or a device that never ends is refused before reading.
+  CHECK_THROWS_WITH(SafetensorsFile::open(dir), doctest::Contains("is not a regular file"));
+  CHECK_THROWS_WITH(SafetensorsFile::open("/dev/zero"), doctest::Contains("'/dev/zero' is not a regular file"));
+  fs::remove_all(dir);
+}
+
+TEST_CASE("every committed fuzz input of the safetensors target is read or refused with a qx::Error") {
+  // The seeds, and the inputs of bugs the fuzzer or the limit review found (tests/fuzz/regressions).
+  const auto inputs = qx_fuzz::committed_inputs(QX_FUZZ_DIR, "safetensors");
+  CHECK(inputs.size() >= 3);
+  int valid = 0;
+  for (const auto& [name, bytes] : inputs) {
+    INFO(name);
+    try {
+      qx_fuzz::safetensors(bytes);
+      ++valid;
+    } catch (const qx::Error&) {
+    }
+  }
+  CHECK(valid == 2);  // the two seeds
 }
 
 TEST_CASE("atomic writes leave no temporary and do not touch the target on failure") {

@@ -1,21 +1,36 @@
 // A WFDB reader written from PhysioNet's format descriptions (header(5), signal(5), annot(5)), with no
 // WFDB library: `.hea` headers, signal formats 212, 16 and 80, and MIT-format `.atr` annotations with
 // the SKIP, NUM, SUB, CHN and AUX pseudo-annotations. Every inconsistency between a header and its files
-// is a qx::Error naming the record and the problem; nothing is read outside a file's bytes.
+// is a qx::Error naming the record and the problem; nothing is read outside a file's bytes, and no size a
+// file claims is allocated before it is checked against WfdbLimits and the files' real sizes.
 #pragma once
 #include "qx/config.hpp"
 #include "qx/core/error.hpp"
 
+#include <algorithm>
 #include <array>
+#include <climits>
+#include <cmath>
 #include <cstdint>
 #include <filesystem>
 #include <fstream>
+#include <functional>
 #include <sstream>
 #include <string>
 #include <vector>
 
 QX_NAMESPACE_BEGIN
 namespace ecg {
+
+/// Sizes the reader refuses before allocating anything for them. The defaults admit the MIT-BIH records
+/// (650,000 frames of 2 signals, annotation files under 10 KB) and a day of 12 leads at 1 kHz; raise them for
+/// larger records. Each error names the limit that was exceeded.
+struct WfdbLimits {
+  std::uint64_t max_header_bytes = std::uint64_t{1} << 20;      ///< size of a `.hea` file
+  int max_signals = 4096;                                        ///< signal lines in a header
+  long max_samples = long{1} << 30;                              ///< frames × signals of a record (4 GiB decoded)
+  std::uint64_t max_annotation_bytes = std::uint64_t{1} << 28;  ///< size of an annotation file
+};
 
 /// One signal line of a header: "100.dat 212 200 11 1024 995 -22131 0 MLII".
 struct SignalSpec {
@@ -62,6 +77,13 @@ inline long to_long(const std::string& text, const std::string& record, const ch
   fail("WFDB record ", record, ": header field ", field, " is '", text, "', not an integer");
 }
 
+/// An integer field that must fit an int (WFDB stores samples, formats and counts as int).
+inline int to_int(const std::string& text, const std::string& record, const char* field) {
+  const long v = to_long(text, record, field);
+  check(v >= INT_MIN && v <= INT_MAX, "WFDB record ", record, ": header field ", field, " is ", v, ", beyond the range of an int");
+  return static_cast<int>(v);
+}
+
 inline double to_double(const std::string& text, const std::string& record, const char* field) {
   try {
     std::size_t used = 0;
@@ -72,15 +94,44 @@ inline double to_double(const std::string& text, const std::string& record, cons
   fail("WFDB record ", record, ": header field ", field, " is '", text, "', not a number");
 }
 
-inline std::vector<unsigned char> read_bytes(const std::filesystem::path& path, const std::string& record, const char* what) {
+inline double to_finite(const std::string& text, const std::string& record, const char* field) {
+  const double v = to_double(text, record, field);
+  check(std::isfinite(v), "WFDB record ", record, ": header field ", field, " is '", text, "', not a finite number");
+  return v;
+}
+
+/// The size of `path`, checked to be a regular file (a pipe or a device might never end) of at most
+/// `max_bytes` before anything is read. `limit` names the setting that raises the bound.
+inline std::uint64_t checked_file_size(const std::filesystem::path& path, const std::string& record, const char* what,
+                                       std::uint64_t max_bytes, const char* limit) {
+  std::error_code error;
+  const auto status = std::filesystem::status(path, error);
+  check(std::filesystem::exists(status), "WFDB record ", record, ": cannot open ", what, " file '", path.string(), "'");
+  check(std::filesystem::is_regular_file(status), "WFDB record ", record, ": ", what, " file '", path.string(),
+        "' is not a regular file");
+  const std::uint64_t size = std::filesystem::file_size(path, error);
+  check(!error, "WFDB record ", record, ": cannot read the size of ", what, " file '", path.string(), "'");
+  check(size <= max_bytes, "WFDB record ", record, ": ", what, " file '", path.string(), "' has ", size,
+        " bytes, more than the limit of ", max_bytes, " (", limit, ")");
+  return size;
+}
+
+/// Reads a file whose size checked_file_size has bounded.
+inline std::vector<unsigned char> read_bytes(const std::filesystem::path& path, const std::string& record, const char* what,
+                                             std::uint64_t max_bytes, const char* limit) {
+  const std::uint64_t size = checked_file_size(path, record, what, max_bytes, limit);
   std::ifstream in(path, std::ios::binary);
   check(static_cast<bool>(in), "WFDB record ", record, ": cannot open ", what, " file '", path.string(), "'");
-  return {std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>()};
+  std::vector<unsigned char> bytes(static_cast<std::size_t>(size));
+  in.read(reinterpret_cast<char*>(bytes.data()), static_cast<std::streamsize>(size));
+  check(static_cast<std::uint64_t>(in.gcount()) == size, "WFDB record ", record, ": ", what, " file '", path.string(),
+        "' changed size while being read");
+  return bytes;
 }
 }  // namespace detail
 
 /// Parses the text of a `.hea` file (LF or CRLF line ends, '#' comments). `record` names errors.
-inline RecordHeader parse_header(const std::string& text, const std::string& record) {
+inline RecordHeader parse_header(const std::string& text, const std::string& record, const WfdbLimits& limits = {}) {
   RecordHeader h;
   std::istringstream in(text);
   std::string line;
@@ -98,26 +149,32 @@ inline RecordHeader parse_header(const std::string& text, const std::string& rec
       have_record_line = true;
       check(f.size() >= 2, "WFDB record ", record, ": record line '", line, "' needs a name and a signal count");
       h.name = f[0].substr(0, f[0].find('/'));
-      h.num_signals = static_cast<int>(detail::to_long(f[1], record, "number of signals"));
-      check(h.num_signals >= 0 && h.num_signals < 4096, "WFDB record ", record, ": number of signals ", h.num_signals,
-            " is out of range");
+      h.num_signals = detail::to_int(f[1], record, "number of signals");
+      check(h.num_signals >= 0 && h.num_signals <= limits.max_signals, "WFDB record ", record, ": number of signals ",
+            h.num_signals, " is out of range [0, ", limits.max_signals, "] (WfdbLimits::max_signals)");
       if (f.size() >= 3) {
         const std::string fs = f[2].substr(0, f[2].find_first_of("/("));
-        h.sampling_frequency = detail::to_double(fs, record, "sampling frequency");
+        h.sampling_frequency = detail::to_finite(fs, record, "sampling frequency");
         check(h.sampling_frequency > 0, "WFDB record ", record, ": sampling frequency must be positive");
       }
       if (f.size() >= 4) {
         h.num_samples = detail::to_long(f[3], record, "number of samples");
         check(h.num_samples >= 0, "WFDB record ", record, ": negative number of samples");
+        // Checked here, before any signal file is opened: frames × signals must stay within the limit.
+        check(h.num_samples <= limits.max_samples / std::max(h.num_signals, 1), "WFDB record ", record,
+              ": header field number of samples is ", h.num_samples, "; ", h.num_samples, " frames of ", h.num_signals,
+              " signal(s) exceed the limit of ", limits.max_samples, " samples (WfdbLimits::max_samples)");
       }
       continue;
     }
     check(f.size() >= 2, "WFDB record ", record, ": signal line '", line, "' needs a file name and a format");
+    check(static_cast<int>(h.signals.size()) < h.num_signals, "WFDB record ", record, ": header announces ",
+          h.num_signals, " signals but has more signal lines");
     SignalSpec s;
     s.file_name = f[0];
     const std::string format = f[1];
     const auto plus = format.find('+');
-    s.format = static_cast<int>(detail::to_long(format.substr(0, format.find_first_of("x:+")), record, "format"));
+    s.format = detail::to_int(format.substr(0, format.find_first_of("x:+")), record, "format");
     if (plus != std::string::npos) s.byte_offset = detail::to_long(format.substr(plus + 1), record, "byte offset");
     if (f.size() >= 3) {
       std::string gain = f[2];
@@ -129,16 +186,16 @@ inline RecordHeader parse_header(const std::string& text, const std::string& rec
       if (const auto paren = gain.find('('); paren != std::string::npos) {
         const auto close = gain.find(')', paren);
         check(close != std::string::npos, "WFDB record ", record, ": gain field '", f[2], "' has an unclosed '('");
-        s.baseline = detail::to_long(gain.substr(paren + 1, close - paren - 1), record, "baseline");
+        s.baseline = detail::to_int(gain.substr(paren + 1, close - paren - 1), record, "baseline");
         explicit_baseline = true;
         gain = gain.substr(0, paren);
       }
-      s.gain = detail::to_double(gain, record, "gain");
+      s.gain = detail::to_finite(gain, record, "gain");
       if (s.gain == 0) s.gain = 200;  // WFDB's default gain
-      if (f.size() >= 4) s.adc_resolution = static_cast<int>(detail::to_long(f[3], record, "ADC resolution"));
-      if (f.size() >= 5) s.adc_zero = detail::to_long(f[4], record, "ADC zero");
+      if (f.size() >= 4) s.adc_resolution = detail::to_int(f[3], record, "ADC resolution");
+      if (f.size() >= 5) s.adc_zero = detail::to_int(f[4], record, "ADC zero");
       if (!explicit_baseline) s.baseline = s.adc_zero;
-      if (f.size() >= 6) s.initial_value = detail::to_long(f[5], record, "initial value");
+      if (f.size() >= 6) s.initial_value = detail::to_int(f[5], record, "initial value");
       if (f.size() >= 7) {
         s.checksum = detail::to_long(f[6], record, "checksum");
         s.has_checksum = true;
@@ -155,10 +212,11 @@ inline RecordHeader parse_header(const std::string& text, const std::string& rec
 }
 
 /// Reads `<dir>/<record>.hea`.
-inline RecordHeader read_header(const std::filesystem::path& dir, const std::string& record) {
+inline RecordHeader read_header(const std::filesystem::path& dir, const std::string& record, const WfdbLimits& limits = {}) {
   check(std::filesystem::is_directory(dir), "WFDB record ", record, ": folder '", dir.string(), "' does not exist");
-  const auto bytes = detail::read_bytes(dir / (record + ".hea"), record, "header");
-  return parse_header(std::string(bytes.begin(), bytes.end()), record);
+  const auto bytes =
+      detail::read_bytes(dir / (record + ".hea"), record, "header", limits.max_header_bytes, "WfdbLimits::max_header_bytes");
+  return parse_header(std::string(bytes.begin(), bytes.end()), record, limits);
 }
 
 /// A record's samples: digital values per signal, and the conversion to physical units.
@@ -220,36 +278,53 @@ inline long format_bytes(int format, long count) {
 }
 }  // namespace detail
 
-/// Reads a record's header and signal files, checking sizes, first values and checksums.
-inline Record read_record(const std::filesystem::path& dir, const std::string& record) {
+/// Where decode_record gets the bytes of a signal file: given the file name and the most bytes the limits
+/// admit (byte offset + the samples WfdbLimits::max_samples leaves), it returns the file's bytes, or throws
+/// without reading when the file is larger.
+using SignalFileReader = std::function<std::vector<unsigned char>(const std::string& file_name, std::uint64_t max_bytes)>;
+
+/// Decodes the signals `header` describes, checking sizes, first values and checksums; `record` names
+/// errors. read_record is this with the files read from a folder (the fuzz target feeds memory).
+inline Record decode_record(RecordHeader header, const std::string& record, const SignalFileReader& signal_file,
+                            const WfdbLimits& limits = {}) {
   Record r;
-  r.header = read_header(dir, record);
+  r.header = std::move(header);
   const auto& signals = r.header.signals;
   r.digital.resize(signals.size());
+  long samples_left = limits.max_samples;  // frames × signals still admitted, over all signal files
   // Signals stored in the same file are interleaved frame by frame; group them by file.
   std::size_t i = 0;
   while (i < signals.size()) {
     std::size_t j = i;
     while (j < signals.size() && signals[j].file_name == signals[i].file_name) ++j;
+    const std::string& file = signals[i].file_name;
     const int format = signals[i].format;
     for (std::size_t k = i; k < j; ++k)
-      check(signals[k].format == format, "WFDB record ", record, ": signals in '", signals[i].file_name,
-            "' have different formats");
+      check(signals[k].format == format, "WFDB record ", record, ": signals in '", file, "' have different formats");
     check(format == 212 || format == 16 || format == 80, "WFDB record ", record, ": signal format ", format,
           " is not supported (212, 16 and 80 are)");
-    const auto bytes = detail::read_bytes(dir / signals[i].file_name, record, "signal");
     const long per_frame = static_cast<long>(j - i);
     const long offset = signals[i].byte_offset;
-    check(offset >= 0 && offset <= static_cast<long>(bytes.size()), "WFDB record ", record, ": byte offset ", offset,
-          " is beyond '", signals[i].file_name, "' (", bytes.size(), " bytes)");
+    check(offset >= 0, "WFDB record ", record, ": byte offset ", offset, " of '", file, "' is negative");
+    const long max_frames = samples_left / per_frame;
+    check(r.header.num_samples <= max_frames, "WFDB record ", record, ": the header's ", r.header.num_samples,
+          " samples of ", per_frame, " signal(s) in '", file, "' exceed the limit of ", limits.max_samples,
+          " samples (WfdbLimits::max_samples)");
+    const std::uint64_t max_bytes =
+        static_cast<std::uint64_t>(offset) + static_cast<std::uint64_t>(detail::format_bytes(format, max_frames * per_frame));
+    const auto bytes = signal_file(file, max_bytes);
+    check(bytes.size() <= max_bytes, "WFDB record ", record, ": signal file '", file, "' has ", bytes.size(),
+          " bytes, more than the limit of ", max_bytes, " (WfdbLimits::max_samples)");
+    check(static_cast<std::uint64_t>(offset) <= bytes.size(), "WFDB record ", record, ": byte offset ", offset,
+          " is beyond '", file, "' (", bytes.size(), " bytes)");
     const long available = static_cast<long>(bytes.size()) - offset;
     long frames = r.header.num_samples;
     if (frames < 0) frames = (format == 212 ? available * 2 / 3 : available / detail::format_bytes(format, 1)) / per_frame;
     const long needed = detail::format_bytes(format, frames * per_frame);
-    check(needed <= available, "WFDB record ", record, ": '", signals[i].file_name, "' has ", available,
+    check(needed <= available, "WFDB record ", record, ": '", file, "' has ", available,
           " bytes of samples but the header's ", frames, " samples of ", per_frame, " signal(s) in format ", format,
           " need ", needed, " (truncated file, or wrong sample count or format)");
-    check(needed == available || r.header.num_samples < 0, "WFDB record ", record, ": '", signals[i].file_name, "' has ",
+    check(needed == available || r.header.num_samples < 0, "WFDB record ", record, ": '", file, "' has ",
           available - needed, " bytes more than the header's ", frames, " samples in format ", format,
           " account for (wrong sample count or format)");
     std::vector<int> interleaved;
@@ -259,6 +334,7 @@ inline Record read_record(const std::filesystem::path& dir, const std::string& r
       d.resize(static_cast<std::size_t>(frames));
       for (long t = 0; t < frames; ++t) d[static_cast<std::size_t>(t)] = interleaved[static_cast<std::size_t>(t * per_frame + s)];
     }
+    samples_left -= frames * per_frame;
     i = j;
   }
   for (std::size_t s = 0; s < signals.size(); ++s) {
@@ -275,6 +351,16 @@ inline Record read_record(const std::filesystem::path& dir, const std::string& r
     }
   }
   return r;
+}
+
+/// Reads a record's header and signal files from `dir`; see decode_record and WfdbLimits.
+inline Record read_record(const std::filesystem::path& dir, const std::string& record, const WfdbLimits& limits = {}) {
+  return decode_record(
+      read_header(dir, record, limits), record,
+      [&](const std::string& file, std::uint64_t max_bytes) {
+        return detail::read_bytes(dir / file, record, "signal", max_bytes, "WfdbLimits::max_samples");
+      },
+      limits);
 }
 
 /// One annotation of an annotation file, with its pseudo-annotation fields.
@@ -359,11 +445,14 @@ inline std::vector<Annotation> parse_annotations(const std::vector<unsigned char
   return out;
 }
 
-/// Reads `<dir>/<record>.<extension>`.
+/// Reads `<dir>/<record>.<extension>`, refusing a file larger than WfdbLimits::max_annotation_bytes unread.
 inline std::vector<Annotation> read_annotations(const std::filesystem::path& dir, const std::string& record,
-                                                long signal_length = -1, const std::string& extension = "atr") {
+                                                long signal_length = -1, const std::string& extension = "atr",
+                                                const WfdbLimits& limits = {}) {
   check(std::filesystem::is_directory(dir), "WFDB record ", record, ": folder '", dir.string(), "' does not exist");
-  return parse_annotations(detail::read_bytes(dir / (record + "." + extension), record, "annotation"), record, signal_length);
+  return parse_annotations(detail::read_bytes(dir / (record + "." + extension), record, "annotation",
+                                              limits.max_annotation_bytes, "WfdbLimits::max_annotation_bytes"),
+                           record, signal_length);
 }
 
 }  // namespace ecg

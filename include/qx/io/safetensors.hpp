@@ -1,7 +1,8 @@
 // safetensors read and write (https://github.com/huggingface/safetensors format): an 8-byte little-endian
 // header length, a JSON header {name: {dtype, shape, data_offsets: [begin, end)}} with an optional
 // "__metadata__" string map, then the raw little-endian bytes; offsets are relative to the data start.
-// The reader validates the whole file before any tensor is handed out (docs/io.md lists every check).
+// The reader validates the whole file before any tensor is handed out (docs/io.md lists every check), and
+// checks the header length against SafetensorsLimits and the file's size before reading anything else.
 #pragma once
 #include "qx/config.hpp"
 #include "qx/core/error.hpp"
@@ -11,11 +12,13 @@
 #include <nlohmann/json.hpp>
 
 #include <algorithm>
+#include <array>
 #include <bit>
 #include <cstdint>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <limits>
 #include <map>
 #include <set>
 #include <span>
@@ -59,7 +62,29 @@ inline std::size_t dtype_size(DType t) {
   return 0;
 }
 
+/// Sizes the reader refuses before allocating anything for them (docs/io.md).
+struct SafetensorsLimits {
+  /// The JSON header's length; the reference reader's cap is the same 100 MB.
+  std::uint64_t max_header_bytes = 100'000'000;
+};
+
 namespace detail {
+/// The nesting a safetensors header has at most: the header object (depth 0) holds entry objects and
+/// __metadata__ (depth 1), which hold the shape and data_offsets arrays and strings (depth 2).
+inline constexpr int max_header_nesting = 2;
+
+/// Reads the 8-byte little-endian header length and checks it against the limit and the file's size.
+inline std::uint64_t header_length(const std::byte* first8, std::uint64_t file_size, const SafetensorsLimits& limits,
+                                   const std::string& p) {
+  std::uint64_t header_len = 0;
+  std::memcpy(&header_len, first8, 8);
+  check(header_len <= limits.max_header_bytes, "safetensors: '", p, "': header length ", header_len,
+        " is more than the limit of ", limits.max_header_bytes, " bytes (SafetensorsLimits::max_header_bytes)");
+  check(header_len <= file_size - 8, "safetensors: '", p, "': header length ", header_len, " goes beyond the file (",
+        file_size, " bytes)");
+  return header_len;
+}
+
 inline bool parse_dtype(const std::string& s, DType& out) {
   static const std::map<std::string, DType> table{
       {"F32", DType::f32}, {"F64", DType::f64}, {"I64", DType::i64}, {"U8", DType::u8},   {"I32", DType::i32},
@@ -124,37 +149,52 @@ class SafetensorsFile {
     std::size_t begin, end;  // byte range within the data section
   };
 
-  /// Reads and validates `path`. @throws qx::Error naming the file, the tensor and the field.
-  static SafetensorsFile open(const std::filesystem::path& path) {
+  /// Reads and validates `path`. A regular file only (a pipe or a device might never end); its header
+  /// length is checked before the file is read. @throws qx::Error naming the file, the tensor and the field.
+  static SafetensorsFile open(const std::filesystem::path& path, const SafetensorsLimits& limits = {}) {
+    const std::string p = path.string();
+    std::error_code error;
+    const auto status = std::filesystem::status(path, error);
+    check(std::filesystem::exists(status), "safetensors: cannot open '", p, "'");
+    check(std::filesystem::is_regular_file(status), "safetensors: '", p, "' is not a regular file");
+    const std::uint64_t size = std::filesystem::file_size(path, error);
+    check(!error, "safetensors: cannot read the size of '", p, "'");
     std::ifstream in(path, std::ios::binary);
-    check(static_cast<bool>(in), "safetensors: cannot open '", path.string(), "'");
-    in.seekg(0, std::ios::end);
-    const auto size = static_cast<std::size_t>(in.tellg());
+    check(static_cast<bool>(in), "safetensors: cannot open '", p, "'");
+    check(size >= 8, "safetensors: '", p, "' is ", size, " bytes, shorter than the 8-byte header length");
+    std::array<std::byte, 8> length{};
+    in.read(reinterpret_cast<char*>(length.data()), 8);
+    check(in.gcount() == 8, "safetensors: read error on '", p, "'");
+    detail::header_length(length.data(), size, limits, p);
     in.seekg(0);
-    std::vector<std::byte> bytes(size);
+    std::vector<std::byte> bytes(static_cast<std::size_t>(size));
     in.read(reinterpret_cast<char*>(bytes.data()), static_cast<std::streamsize>(size));
-    check(static_cast<bool>(in) || size == 0, "safetensors: read error on '", path.string(), "'");
-    return from_bytes(std::move(bytes), path.string());
+    check(static_cast<std::uint64_t>(in.gcount()) == size, "safetensors: '", p, "' changed size while being read");
+    return from_bytes(std::move(bytes), p, limits);
   }
 
   /// Validates an in-memory file; `name` is used in error messages.
-  static SafetensorsFile from_bytes(std::vector<std::byte> bytes, const std::string& file_name = "<memory>") {
+  static SafetensorsFile from_bytes(std::vector<std::byte> bytes, const std::string& file_name = "<memory>",
+                                    const SafetensorsLimits& limits = {}) {
     SafetensorsFile f;
     f.path_ = file_name;
     const std::string& p = f.path_;
     check(bytes.size() >= 8, "safetensors: '", p, "' is ", bytes.size(), " bytes, shorter than the 8-byte header length");
-    std::uint64_t header_len = 0;
-    std::memcpy(&header_len, bytes.data(), 8);
-    check(header_len <= bytes.size() - 8, "safetensors: '", p, "': header length ", header_len, " goes beyond the file (",
-          bytes.size(), " bytes)");
+    const std::uint64_t header_len = detail::header_length(bytes.data(), bytes.size(), limits, p);
     const std::string text(reinterpret_cast<const char*>(bytes.data()) + 8, static_cast<std::size_t>(header_len));
     nlohmann::json header;
     std::string duplicate;
     std::set<std::string> seen_keys;
     try {
       header = nlohmann::json::parse(text, [&](int depth, nlohmann::json::parse_event_t event, nlohmann::json& parsed) {
-        if (depth == 1 && event == nlohmann::json::parse_event_t::key && !seen_keys.insert(parsed.get<std::string>()).second)
+        using event_t = nlohmann::json::parse_event_t;
+        if (depth == 1 && event == event_t::key && !seen_keys.insert(parsed.get<std::string>()).second)
           duplicate = parsed.get<std::string>();
+        // Refused while parsing: a deeper header is not a safetensors header, and its nesting would
+        // otherwise reach recursive code (printing a value into an error message).
+        check(depth <= detail::max_header_nesting || (event != event_t::object_start && event != event_t::array_start),
+              "safetensors: '", p, "': header nests arrays or objects deeper than a safetensors header (",
+              detail::max_header_nesting + 1, " levels)");
         return true;
       });
     } catch (const nlohmann::json::exception& e) {
@@ -191,6 +231,9 @@ class SafetensorsFile {
         elements *= dim;
         e.shape.push_back(static_cast<Index>(dim));
       }
+      // Compared by division: elements × dtype size may not fit 64 bits (a wrapped product could match the offsets).
+      check(elements <= std::numeric_limits<std::uint64_t>::max() / dtype_size(e.dtype), where, ": shape ",
+            value["shape"].dump(), " of ", to_string(e.dtype), " needs 2^64 bytes or more");
       for (const auto& o : value["data_offsets"])
         check(o.is_number_integer() && o.get<std::int64_t>() >= 0, where, ": field 'data_offsets' has an entry ", o.dump(),
               " that is not a non-negative integer");

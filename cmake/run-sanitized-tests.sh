@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# The whole test suite under sanitizers (default AddressSanitizer + UndefinedBehaviorSanitizer, leaks
+# included): configures a separate build folder with QX_SANITIZE, builds the test programs, the examples
+# and the qx command (not the benchmarks or the header-by-header check), and runs CTest without the
+# packaging tests (they build consumers, which never get qx's sanitizer flags). Debug at -O1 keeps
+# assertions on and the build short. docs/reliability.md has the results.
+# Usage: cmake/run-sanitized-tests.sh [sanitizers]   (e.g. address,undefined — the default)
+set -euo pipefail
+root=$(cd "$(dirname "$0")/.." && pwd)
+cd "$root"
+sanitizers=${1:-address,undefined}
+build=${QX_SANITIZE_BUILD_DIR:-build-sanitize}
+jobs=${QX_JOBS:-$(nproc)}
+cmake -S . -B "$build" -DCMAKE_BUILD_TYPE=Debug -DCMAKE_CXX_FLAGS_DEBUG="-g -O1" -DQX_SANITIZE="$sanitizers" \
+  -DQX_BUILD_TESTS=ON -DQX_BUILD_EXAMPLES=ON -DQX_BUILD_BENCHMARKS=OFF -DQX_INSTALL=OFF >/dev/null
+mapfile -t targets < <(cmake --build "$build" --target help | sed -n 's/^\.\.\. \(qx_test_[a-z]*\|qx_cli\|qx_example_[a-z_]*\)$/\1/p')
+cmake --build "$build" -j "$jobs" --target "${targets[@]}"
+# Stop at the first finding, with a stack trace; CTest reports the test as failed.
+export ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=1}
+export UBSAN_OPTIONS=${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1}
+ctest --test-dir "$build" -j "$jobs" --output-on-failure --timeout 1800 -LE package
