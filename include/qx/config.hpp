@@ -13,6 +13,15 @@
 #define QX_HOST_DEVICE
 #endif
 
+// Errors: qx throws qx::Error where exceptions exist. Compiled with -fno-exceptions (or with
+// QX_NO_EXCEPTIONS defined, as nlohmann-json's JSON_NOEXCEPTION), every error goes instead to the
+// handler set by qx::set_error_handler (core/error.hpp), with the same message, and the program ends.
+#if defined(QX_NO_EXCEPTIONS) || !(defined(__cpp_exceptions) || defined(__EXCEPTIONS))
+#define QX_EXCEPTIONS 0
+#else
+#define QX_EXCEPTIONS 1
+#endif
+
 #if defined(QX_USE_OPENMP) && QX_USE_OPENMP
 #define QX_ABI_OMP _omp
 #else

@@ -6,6 +6,7 @@
 // only past the cache limit, on qx::memory::trim(), or at exit. Semantics and the choice: docs/memory.md.
 #pragma once
 #include "qx/config.hpp"
+#include "qx/core/error.hpp"
 
 #include <algorithm>
 #include <bit>
@@ -106,12 +107,18 @@ class CachingAllocator {
       std::lock_guard lock(mutex_);
       stats_.in_use_bytes -= size;
       if (stats_.cached_bytes + size <= stats_.limit_bytes) {
+#if QX_EXCEPTIONS
         try {
           free_[size].push_back(p);
           stats_.cached_bytes += size;
           return;
         } catch (...) {  // no memory for the list itself: give the block back instead
         }
+#else
+        free_[size].push_back(p);
+        stats_.cached_bytes += size;
+        return;
+#endif
       }
       ++stats_.system_frees;
     }
@@ -158,12 +165,14 @@ class CachingAllocator {
   }
 
   void* system_allocate(std::size_t size) {
-    try {
-      return ::operator new(size, std::align_val_t{alignment});
-    } catch (const std::bad_alloc&) {
-      trim();  // the cache may hold what the system lacks
-      return ::operator new(size, std::align_val_t{alignment});
+    // The nothrow form in both builds: the cache may hold what the system lacks, so trim and try again.
+    void* p = ::operator new(size, std::align_val_t{alignment}, std::nothrow);
+    if (!p) {
+      trim();
+      p = ::operator new(size, std::align_val_t{alignment}, std::nothrow);
     }
+    if (!p) fail("memory: cannot allocate ", size, " bytes (", stats().in_use_bytes, " bytes in use by qx)");
+    return p;
   }
 
   mutable std::mutex mutex_;

@@ -69,7 +69,15 @@ std::vector<SanityRow> cascading_randomization(nn::Module<T>& model, const Tenso
   for (auto& e : state) saved.push_back(e.tensor->clone());
   Rng rng(seed);
   std::vector<SanityRow> rows;
-  try {
+  // The model's own parameters come back however this function ends (an error included).
+  struct Restore {
+    std::vector<nn::StateEntry<T>>& state;
+    std::vector<Tensor<T>>& saved;
+    ~Restore() {
+      for (std::size_t i = 0; i < state.size(); ++i) state[i].tensor->copy_(saved[i]);
+    }
+  } restore{state, saved};
+  {
     for (const auto& layer : layers) {
       for (auto& [name, p] : model.submodule(layer).named_parameters()) {
         // Re-draw from a Gaussian with the tensor's own mean and spread (spread 0.1 if it had none).
@@ -88,11 +96,7 @@ std::vector<SanityRow> cascading_randomization(nn::Module<T>& model, const Tenso
         rows.push_back({layer, m, total / static_cast<double>(x.size(0))});
       }
     }
-  } catch (...) {
-    for (std::size_t i = 0; i < state.size(); ++i) state[i].tensor->copy_(saved[i]);
-    throw;
   }
-  for (std::size_t i = 0; i < state.size(); ++i) state[i].tensor->copy_(saved[i]);
   return rows;
 }
 

@@ -4,6 +4,7 @@
 // docs/kernels.md. β = 0 never reads C (it may be uninitialised).
 #pragma once
 #include "qx/config.hpp"
+#include "qx/core/error.hpp"
 #include "qx/core/shape.hpp"
 
 #include <algorithm>
@@ -38,7 +39,7 @@ struct Buffer {
     if (n > capacity) {
       const std::size_t bytes = (static_cast<std::size_t>(n) * sizeof(float) + 63) / 64 * 64;
       float* p = static_cast<float*>(std::aligned_alloc(64, bytes));
-      if (!p) throw std::bad_alloc();
+      if (!p) fail("gemm: cannot allocate a packing buffer of ", bytes, " bytes");
       data.reset(p);
       capacity = n;
     }

@@ -38,7 +38,7 @@ void load_state(Module<T>& module, const io::SafetensorsFile& file, bool strict 
     if (!unexpected.empty()) msg += " unexpected: [" + unexpected + "];";
     if (!mis_shaped.empty()) msg += " mis-shaped: [" + mis_shaped + "];";
     msg.pop_back();
-    throw Error(msg);
+    raise_error(msg);
   }
   for (auto& e : state) {
     if (!file.contains(e.name)) continue;
