@@ -10,6 +10,7 @@
 #include <algorithm>
 #include <array>
 #include <climits>
+#include <charconv>
 #include <cmath>
 #include <cstdint>
 #include <filesystem>
@@ -67,14 +68,21 @@ inline std::vector<std::string> split_fields(const std::string& line) {
   return out;
 }
 
+/// The whole of `text` parsed as a number by std::from_chars (no exceptions, no locale); a leading '+'
+/// is allowed, as strtol and strtod allow it.
+template <class Number>
+bool parse_whole(const std::string& text, Number& value) {
+  const char* first = text.data();
+  const char* last = text.data() + text.size();
+  if (first != last && *first == '+' && last - first > 1 && first[1] != '-') ++first;
+  const auto [end, error] = std::from_chars(first, last, value);
+  return error == std::errc() && end == last && first != last;
+}
+
 inline long to_long(const std::string& text, const std::string& record, const char* field) {
-  try {
-    std::size_t used = 0;
-    const long v = std::stol(text, &used);
-    if (used == text.size()) return v;
-  } catch (const std::exception&) {
-  }
-  fail("WFDB record ", record, ": header field ", field, " is '", text, "', not an integer");
+  long v = 0;
+  if (!parse_whole(text, v)) fail("WFDB record ", record, ": header field ", field, " is '", text, "', not an integer");
+  return v;
 }
 
 /// An integer field that must fit an int (WFDB stores samples, formats and counts as int).
@@ -85,13 +93,9 @@ inline int to_int(const std::string& text, const std::string& record, const char
 }
 
 inline double to_double(const std::string& text, const std::string& record, const char* field) {
-  try {
-    std::size_t used = 0;
-    const double v = std::stod(text, &used);
-    if (used == text.size()) return v;
-  } catch (const std::exception&) {
-  }
-  fail("WFDB record ", record, ": header field ", field, " is '", text, "', not a number");
+  double v = 0;
+  if (!parse_whole(text, v)) fail("WFDB record ", record, ": header field ", field, " is '", text, "', not a number");
+  return v;
 }
 
 inline double to_finite(const std::string& text, const std::string& record, const char* field) {

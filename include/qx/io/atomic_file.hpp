@@ -21,23 +21,27 @@ namespace io {
 inline void write_file_atomic(const std::filesystem::path& path, const std::function<void(std::ostream&)>& writer) {
   namespace fs = std::filesystem;
   const fs::path temporary = path.string() + ".tmp." + std::to_string(::getpid());
-  try {
-    {
-      std::ofstream out(temporary, std::ios::binary | std::ios::trunc);
-      check(static_cast<bool>(out), "cannot open '", temporary.string(), "' for writing (writing '", path.string(), "')");
-      writer(out);
-      out.flush();
-      check(static_cast<bool>(out), "write error on '", temporary.string(), "' (disk full?) while writing '",
-            path.string(), "'");
+  // The temporary goes away however this function ends, unless it became `path`.
+  struct RemoveUnlessRenamed {
+    const fs::path& file;
+    bool renamed = false;
+    ~RemoveUnlessRenamed() {
+      std::error_code ignored;
+      if (!renamed) fs::remove(file, ignored);
     }
-    std::error_code ec;
-    fs::rename(temporary, path, ec);
-    check(!ec, "cannot rename '", temporary.string(), "' to '", path.string(), "': ", ec.message());
-  } catch (...) {
-    std::error_code ignored;
-    fs::remove(temporary, ignored);
-    throw;
+  } cleanup{temporary};
+  {
+    std::ofstream out(temporary, std::ios::binary | std::ios::trunc);
+    check(static_cast<bool>(out), "cannot open '", temporary.string(), "' for writing (writing '", path.string(), "')");
+    writer(out);
+    out.flush();
+    check(static_cast<bool>(out), "write error on '", temporary.string(), "' (disk full?) while writing '", path.string(),
+          "'");
   }
+  std::error_code ec;
+  fs::rename(temporary, path, ec);
+  check(!ec, "cannot rename '", temporary.string(), "' to '", path.string(), "': ", ec.message());
+  cleanup.renamed = true;
 }
 
 }  // namespace io

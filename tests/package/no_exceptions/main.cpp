@@ -2,9 +2,28 @@
 // handler installed with qx::set_error_handler. This program first does real work (the five maps of a
 // small ResNet), then passes a weight with the wrong channel count to conv2d; its handler prints the
 // message and ends the program with exit code 3, which tests/package/no_exceptions.cmake checks.
+// Every header of qx::core (docs/getting-started-embedded.md lists them), so the test proves the whole
+// core compiles without exceptions.
+#include <qx/autograd/engine.hpp>
+#include <qx/autograd/gradcheck.hpp>
+#include <qx/core/allocator.hpp>
+#include <qx/core/tensor.hpp>
+#include <qx/ecg/beats.hpp>
+#include <qx/ecg/render.hpp>
+#include <qx/ecg/wfdb.hpp>
 #include <qx/explain/attribution.hpp>
+#include <qx/explain/methods.hpp>
+#include <qx/explain/reduce.hpp>
+#include <qx/explain/sanity.hpp>
+#include <qx/io/atomic_file.hpp>
+#include <qx/io/colormap.hpp>
+#include <qx/io/progress.hpp>
+#include <qx/kernels/winograd.hpp>
+#include <qx/metrics/classification.hpp>
+#include <qx/metrics/focus.hpp>
 #include <qx/nn/resnet.hpp>
-#include <qx/ops/conv2d.hpp>
+#include <qx/ops/ops.hpp>
+#include <qx/optim/optim.hpp>
 
 #include <cstdio>
 #include <cstdlib>
