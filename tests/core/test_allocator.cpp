@@ -74,6 +74,7 @@ TEST_CASE("the limit and trim return cached blocks to the system") {
 
 TEST_CASE("allocation from several threads at once keeps the counters consistent") {
   mem::trim();
+  mem::reset_peak();
   const auto before = mem::stats();
   std::vector<std::thread> threads;
   for (int t = 0; t < 4; ++t)
@@ -87,7 +88,8 @@ TEST_CASE("allocation from several threads at once keeps the counters consistent
   for (auto& th : threads) th.join();
   const auto after = mem::stats();
   CHECK(after.in_use_bytes == before.in_use_bytes);
-  CHECK(after.peak_in_use_bytes >= before.in_use_bytes);
+  // The peak saw at least one thread's smallest buffer in use on top of what was there before.
+  CHECK(after.peak_in_use_bytes >= before.in_use_bytes + mem::size_class(16384 * sizeof(float)));
 }
 
 TEST_CASE("Buffer moves ownership and frees once") {

@@ -180,8 +180,19 @@ TEST_CASE("the one-walk maps equal the maps of separate walks through the unfold
   for (auto& [name, t] : model->named_buffers())
     if (name.find("running_var") != std::string::npos) for (double& v : t->span()) v = rng.uniform(0.5, 2.0);
   const auto x = Tensor<double>::randn({2, 1, 40, 33}, rng);
+  // Which route explain takes: a frozen eval forward of the folded model can carry stacked gradients;
+  // with the hook, the unfolded batch norm cannot.
+  auto carries_replicas = [&] {
+    qx::nn::FrozenParametersGuard frozen;
+    model->eval();
+    const bool all = qx::autograd::handles_replicas((*model)(x.clone().requires_grad_()));
+    model->train();
+    return all;
+  };
+  CHECK(carries_replicas());
   const auto together = qx::explain::explain(*model, x);
   const int id = model->submodule("layer1.0.bn1").add_forward_hook([](auto&, const auto&, auto&) {});
+  CHECK_FALSE(carries_replicas());
   const auto apart = qx::explain::explain(*model, x);
   model->submodule("layer1.0.bn1").remove_forward_hook(id);
   for (Method m : qx::explain::all_methods()) {

@@ -57,20 +57,27 @@ std::vector<MetaPtr<T>> post_order(MetaPtr<T> root) {
   return order;
 }
 
-/// slot += grad; the first gradient is adopted without a copy when no other tensor can see its memory.
+/// sum += grad, element-wise, in place (shapes checked; `op` names the gradient's producer in the error).
 template <class T>
-void accumulate(std::shared_ptr<Tensor<T>>& slot, Tensor<T> grad) {
+void add_in_place(Tensor<T>& sum, const Tensor<T>& grad, const char* op) {
+  check(sum.shape() == grad.shape(), "autograd: op ", op, " returned a gradient of shape ", shape_str(grad.shape()),
+        " for a tensor of shape ", shape_str(sum.shape()));
+  const Tensor<T> g = grad.contiguous();
+  T* dst = sum.data();
+  const T* src = g.data();
+  parallel_for(0, sum.numel(), [&](Index k) { dst[k] += src[k]; });
+}
+
+/// A leaf's or retained tensor's grad() += grad. The first gradient is adopted without a copy when no
+/// other tensor can see its memory; later ones add in place (holders of grad() see the sum, as in PyTorch).
+template <class T>
+void accumulate(std::shared_ptr<Tensor<T>>& slot, Tensor<T> grad, const char* op) {
   if (!slot) {
     const bool adopt = grad.is_sole_owner() && grad.is_contiguous();
     slot = std::make_shared<Tensor<T>>(adopt ? std::move(grad) : grad.clone());
     return;
   }
-  check(slot->shape() == grad.shape(), "autograd: gradient of shape ", shape_str(grad.shape()),
-        " cannot accumulate into a gradient of shape ", shape_str(slot->shape()));
-  T* dst = slot->data();
-  const Tensor<T> g = grad.contiguous();
-  const T* src = g.data();
-  for (Index i = 0, n = g.numel(); i < n; ++i) dst[i] += src[i];
+  add_in_place(*slot, grad, op);
 }
 }  // namespace detail
 
@@ -133,10 +140,10 @@ void backward(const Tensor<T>& root, const Tensor<T>& seed = {}, const BackwardO
     Tensor<T> grad = std::move(found->second);
     pending.erase(found);
     if (!m->grad_fn) {
-      if (m->requires_grad) detail::accumulate(m->grad, std::move(grad));
+      if (m->requires_grad) detail::accumulate(m->grad, std::move(grad), "(leaf)");
       continue;
     }
-    if (m->retains_grad) detail::accumulate(m->grad, grad);
+    if (m->retains_grad) detail::accumulate(m->grad, grad, m->grad_fn->name());
     auto& node = *m->grad_fn;
     check(replicas == 1 || node.handles_replicas(), "backward: op ", node.name(),
           " cannot carry replicated gradients (BackwardOptions::replicas = ", replicas, ")");
@@ -152,16 +159,11 @@ void backward(const Tensor<T>& root, const Tensor<T>& seed = {}, const BackwardO
       if (slot == pending.end()) {
         pending.emplace(child, std::move(grads[i]));
       } else {
-        // A second use of the same tensor: sum in place when no other tensor sees the first gradient's
-        // memory, else into a fresh buffer (a residual add hands one tensor to both branches).
-        Tensor<T>& first = slot->second;
-        check(first.shape() == grads[i].shape(), "autograd: op ", node.name(), " returned a gradient of shape ",
-              shape_str(grads[i].shape()), " for an input of shape ", shape_str(first.shape()));
-        if (!(first.is_sole_owner() && first.is_contiguous())) first = first.clone();
-        const Tensor<T> g = grads[i].contiguous();
-        T* dst = first.data();
-        const T* src = g.data();
-        parallel_for(0, first.numel(), [&](Index k) { dst[k] += src[k]; });
+        // A second use of the same tensor: sum in place unless another tensor sees the first gradient's
+        // memory (a residual add hands one tensor to both branches; the caller's seed is theirs).
+        Tensor<T>& sum = slot->second;
+        if (!(sum.is_sole_owner() && sum.is_contiguous())) sum = sum.clone();
+        detail::add_in_place(sum, grads[i], node.name());
       }
     }
     // Saved tensors are dropped as soon as their node has run: memory falls while the walk proceeds.

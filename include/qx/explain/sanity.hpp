@@ -77,24 +77,22 @@ std::vector<SanityRow> cascading_randomization(nn::Module<T>& model, const Tenso
       for (std::size_t i = 0; i < state.size(); ++i) state[i].tensor->copy_(saved[i]);
     }
   } restore{state, saved};
-  {
-    for (const auto& layer : layers) {
-      for (auto& [name, p] : model.submodule(layer).named_parameters()) {
-        // Re-draw from a Gaussian with the tensor's own mean and spread (spread 0.1 if it had none).
-        double mean = 0, var = 0;
-        for (T v : p->span()) mean += v;
-        mean /= static_cast<double>(p->numel());
-        for (T v : p->span()) var += (v - mean) * (v - mean);
-        const double sd = p->numel() > 1 && var > 0 ? std::sqrt(var / static_cast<double>(p->numel() - 1)) : 0.1;
-        for (T& v : p->span()) v = static_cast<T>(rng.normal(mean, sd));
-      }
-      const auto randomized = explain(model, x, options);
-      for (Method m : options.methods) {
-        double total = 0;
-        for (Index s = 0; s < x.size(0); ++s)
-          total += spearman(reduced_map(original.map(m), m, s), reduced_map(randomized.map(m), m, s));
-        rows.push_back({layer, m, total / static_cast<double>(x.size(0))});
-      }
+  for (const auto& layer : layers) {
+    for (auto& [name, p] : model.submodule(layer).named_parameters()) {
+      // Re-draw from a Gaussian with the tensor's own mean and spread (spread 0.1 if it had none).
+      double mean = 0, var = 0;
+      for (T v : p->span()) mean += v;
+      mean /= static_cast<double>(p->numel());
+      for (T v : p->span()) var += (v - mean) * (v - mean);
+      const double sd = p->numel() > 1 && var > 0 ? std::sqrt(var / static_cast<double>(p->numel() - 1)) : 0.1;
+      for (T& v : p->span()) v = static_cast<T>(rng.normal(mean, sd));
+    }
+    const auto randomized = explain(model, x, options);
+    for (Method m : options.methods) {
+      double total = 0;
+      for (Index s = 0; s < x.size(0); ++s)
+        total += spearman(reduced_map(original.map(m), m, s), reduced_map(randomized.map(m), m, s));
+      rows.push_back({layer, m, total / static_cast<double>(x.size(0))});
     }
   }
   return rows;

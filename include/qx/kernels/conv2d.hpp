@@ -10,6 +10,7 @@
 #include "qx/core/allocator.hpp"
 #include "qx/core/parallel.hpp"
 #include "qx/core/shape.hpp"
+#include "qx/kernels/functors.hpp"
 #include "qx/kernels/gemm.hpp"
 
 #include <algorithm>
@@ -139,6 +140,36 @@ void for_each_block(Index n, Index block, Index per_image_scratch, Body&& body) 
   for (Index k = 0; k < blocks; ++k) run(k, 0);
 }
 
+/**
+ * Per-thread partial sums of one result of `size` elements, zeroed: each thread adds into its own part
+ * (no two threads write the same memory), and total() adds the parts in a fixed order, so a weight
+ * gradient is reproducible for a given thread count. Parts come from the caching allocator.
+ */
+template <class T>
+class PerThreadSums {
+ public:
+  explicit PerThreadSums(Index size) : size_(size) {
+    for (int t = 0; t < std::max(1, num_threads()); ++t) {
+      parts_.emplace_back(static_cast<std::size_t>(size));
+      std::fill_n(parts_.back().data(), size, T(0));
+    }
+  }
+  T* operator[](int thread) { return parts_[static_cast<std::size_t>(thread)].data(); }
+  /// Σ over the threads' parts, in part 0 (valid until this object goes).
+  const T* total() {
+    T* sum = parts_[0].data();
+    for (std::size_t t = 1; t < parts_.size(); ++t) {
+      const T* part = parts_[t].data();
+      parallel_for(0, size_, [&](Index i) { sum[i] += part[i]; });
+    }
+    return sum;
+  }
+
+ private:
+  Index size_;
+  std::vector<memory::Buffer<T>> parts_;
+};
+
 /// col (K, ld) columns [b·P, (b+1)·P) ← image b's receptive fields, for the images of a block.
 template <class T>
 void im2col_block(const Conv2dShape& s, const T* x, Index images, T* col) {
@@ -214,17 +245,22 @@ void conv2d_backward_input(const Conv2dShape& s, const T* grad_y, const T* weigh
   });
 }
 
+/// grad_bias (C_out) = Σ_{n,i,j} grad_y[n, o, i, j]; assigned. Shared by every convolution algorithm.
+template <class T>
+void conv2d_backward_bias(const Conv2dShape& s, const T* grad_y, T* grad_bias) {
+  const Index p = s.positions();
+  parallel_for(0, s.c_out, [&](Index o) {
+    double sum = 0;
+    for (Index b = 0; b < s.n; ++b) sum += lane_sum<T>(p, [&](Index i) { return grad_y[(b * s.c_out + o) * p + i]; });
+    grad_bias[o] = static_cast<T>(sum);
+  }, s.n * p);
+}
+
 /// grad_weight (C_out, C_in, kH, kW) = Σ_n g_n · col_nᵀ and grad_bias (C_out, nullable) = Σ g; assigned.
 template <class T>
 void conv2d_backward_weight(const Conv2dShape& s, const T* x, const T* grad_y, T* grad_weight, T* grad_bias) {
   const Index k = s.patch(), p = s.positions();
-  const int threads = std::max(1, num_threads());
-  // Per-thread partial sums of ∂W, reduced at the end: no two threads write the same memory.
-  std::vector<memory::Buffer<T>> partial;
-  for (int t = 0; t < threads; ++t) {
-    partial.emplace_back(static_cast<std::size_t>(s.c_out * k));
-    std::fill_n(partial.back().data(), s.c_out * k, T(0));
-  }
+  detail::PerThreadSums<T> partial(s.c_out * k);  // ∂W per thread
   detail::for_each_block<T>(s.n, detail::images_per_block(s), k * p + s.c_out * p, [&](Index first, Index images, T* scratch, int t) {
     const Index ld = images * p;
     const T* col = detail::columns_of_block(s, x + first * s.c_in * s.h * s.w, images, scratch);
@@ -235,21 +271,10 @@ void conv2d_backward_weight(const Conv2dShape& s, const T* x, const T* grad_y, T
         for (Index o = 0; o < s.c_out; ++o) std::copy_n(grad_y + ((first + b) * s.c_out + o) * p, p, gathered + o * ld + b * p);
       g = gathered;
     }
-    gemm(false, true, s.c_out, k, ld, T(1), g, ld, col, ld, T(1), partial[static_cast<std::size_t>(t)].data(), k);
+    gemm(false, true, s.c_out, k, ld, T(1), g, ld, col, ld, T(1), partial[t], k);
   });
-  std::copy_n(partial[0].data(), s.c_out * k, grad_weight);
-  for (std::size_t t = 1; t < partial.size(); ++t)
-    for (Index i = 0; i < s.c_out * k; ++i) grad_weight[i] += partial[t][static_cast<std::size_t>(i)];
-  if (grad_bias) {
-    for (Index o = 0; o < s.c_out; ++o) {
-      T sum = 0;
-      for (Index b = 0; b < s.n; ++b) {
-        const T* g = grad_y + (b * s.c_out + o) * p;
-        for (Index i = 0; i < p; ++i) sum += g[i];
-      }
-      grad_bias[o] = sum;
-    }
-  }
+  std::copy_n(partial.total(), s.c_out * k, grad_weight);
+  if (grad_bias) conv2d_backward_bias(s, grad_y, grad_bias);
 }
 
 }  // namespace kernels

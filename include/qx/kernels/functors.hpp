@@ -3,6 +3,8 @@
 #pragma once
 #include "qx/config.hpp"
 
+#include <array>
+
 QX_NAMESPACE_BEGIN
 namespace kernels {
 
@@ -39,21 +41,35 @@ struct BatchNormNormalize {
 };
 
 /**
- * Σ_{k<n} term(k), accumulated in 16 independent lanes of T and summed in double at the end: the lanes
- * let the compiler vectorise a float reduction without reassociating (no -ffast-math), and each lane
- * sums only n/16 terms, so a plane of a feature map keeps nearly double's accuracy.
+ * Σ_{k<n} term(k) for Sums sums at once (term returns std::array<T, Sums>), each accumulated in 16
+ * independent lanes of T and summed in double at the end: the lanes let the compiler vectorise a float
+ * reduction without reassociating (no -ffast-math), and each lane sums only n/16 terms, so a plane of a
+ * feature map keeps nearly double's accuracy. Several sums share one pass over memory.
  */
-template <class T, class Term>
-QX_HOST_DEVICE double lane_sum(long n, Term term) {
+template <class T, int Sums, class Term>
+QX_HOST_DEVICE std::array<double, Sums> lane_sums(long n, Term term) {
   constexpr int lanes = 16;
-  T acc[lanes] = {};
+  T acc[Sums][lanes] = {};
   long k = 0;
   for (; k + lanes <= n; k += lanes)
-    for (int l = 0; l < lanes; ++l) acc[l] += term(k + l);
-  double total = 0;
-  for (; k < n; ++k) total += static_cast<double>(term(k));
-  for (int l = 0; l < lanes; ++l) total += static_cast<double>(acc[l]);
+    for (int l = 0; l < lanes; ++l) {
+      const std::array<T, Sums> v = term(k + l);
+      for (int q = 0; q < Sums; ++q) acc[q][l] += v[q];
+    }
+  std::array<double, Sums> total{};
+  for (; k < n; ++k) {
+    const std::array<T, Sums> v = term(k);
+    for (int q = 0; q < Sums; ++q) total[q] += static_cast<double>(v[q]);
+  }
+  for (int q = 0; q < Sums; ++q)
+    for (int l = 0; l < lanes; ++l) total[q] += static_cast<double>(acc[q][l]);
   return total;
+}
+
+/// Σ_{k<n} term(k) (term returns T), as lane_sums.
+template <class T, class Term>
+QX_HOST_DEVICE double lane_sum(long n, Term term) {
+  return lane_sums<T, 1>(n, [&](long k) { return std::array<T, 1>{static_cast<T>(term(k))}; })[0];
 }
 
 }  // namespace kernels

@@ -50,38 +50,44 @@ inline constexpr auto b = transposed(bt);  // B  (6×6)
 inline constexpr auto gt = transposed(g);  // Gᵀ (3×6)
 inline constexpr auto a = transposed(at);  // A  (6×4)
 
-/// out (R×R) = L · in (C×C) · Lᵀ for a constant L (R×C), on `lanes` tiles at once: in[e][lane] is
-/// element e (row-major) of tile `lane`. Fully unrolled over the constant L, whose zero entries are
-/// skipped at compile time; the lane loop is what vectorises (one zmm of 16 floats per element).
-template <int R, int C, int Lanes, class Matrix, class T>
-inline void sandwich(const Matrix& l, const T (*in)[Lanes], T (*out)[Lanes]) {
+/// out(i, j) = Σ_k L[i][k]·in(k, j) for i < R, k < C, j < J, on `Lanes` tiles at once, where element (k, j)
+/// of `in` is in[k·InK + j·InJ] and (i, j) of `out` is out[i·OutI + j·OutJ]. Fully unrolled over the
+/// constant L (whose zero entries are skipped) with compile-time strides; the lane loop vectorises.
+/// RowsOuter picks the loop order that keeps the reused operand in registers (measured: the first
+/// product of a sandwich wants L's rows outside, the second the columns of `in`).
+template <int R, int C, int J, int InK, int InJ, int OutI, int OutJ, bool RowsOuter, const auto& L, int Lanes, class T>
+inline void left_multiply(const T (*in)[Lanes], T (*out)[Lanes]) {
+  auto element = [&](int i, int j) {
+    T* dst = out[i * OutI + j * OutJ];
+    for (int lane = 0; lane < Lanes; ++lane) dst[lane] = T(0);
+#pragma GCC unroll 8
+    for (int k = 0; k < C; ++k) {
+      if (L[i][k] == 0) continue;
+      const T coefficient = static_cast<T>(L[i][k]);
+      for (int lane = 0; lane < Lanes; ++lane) dst[lane] += coefficient * in[k * InK + j * InJ][lane];
+    }
+  };
+  if constexpr (RowsOuter) {
+#pragma GCC unroll 8
+    for (int i = 0; i < R; ++i)
+#pragma GCC unroll 8
+      for (int j = 0; j < J; ++j) element(i, j);
+  } else {
+#pragma GCC unroll 8
+    for (int j = 0; j < J; ++j)
+#pragma GCC unroll 8
+      for (int i = 0; i < R; ++i) element(i, j);
+  }
+}
+
+/// out (R×R) = L · in (C×C) · Lᵀ for a constant L (R×C, a template argument: its zeros and values are
+/// known when compiling, whether or not the call is inlined), row-major, on `Lanes` tiles at once
+/// (in[e][lane] is element e of tile `lane`): tmp = L·in, then out = (L·tmpᵀ)ᵀ.
+template <int R, int C, const auto& L, int Lanes, class T>
+inline void sandwich(const T (*in)[Lanes], T (*out)[Lanes]) {
   T tmp[R * C][Lanes];
-#pragma GCC unroll 8
-  for (int i = 0; i < R; ++i)
-#pragma GCC unroll 8
-    for (int j = 0; j < C; ++j) {
-      T* dst = tmp[i * C + j];
-      for (int lane = 0; lane < Lanes; ++lane) dst[lane] = T(0);
-#pragma GCC unroll 8
-      for (int k = 0; k < C; ++k) {
-        if (l[i][k] == 0) continue;
-        const T coefficient = static_cast<T>(l[i][k]);
-        for (int lane = 0; lane < Lanes; ++lane) dst[lane] += coefficient * in[k * C + j][lane];
-      }
-    }
-#pragma GCC unroll 8
-  for (int i = 0; i < R; ++i)
-#pragma GCC unroll 8
-    for (int j = 0; j < R; ++j) {
-      T* dst = out[i * R + j];
-      for (int lane = 0; lane < Lanes; ++lane) dst[lane] = T(0);
-#pragma GCC unroll 8
-      for (int k = 0; k < C; ++k) {
-        if (l[j][k] == 0) continue;
-        const T coefficient = static_cast<T>(l[j][k]);
-        for (int lane = 0; lane < Lanes; ++lane) dst[lane] += tmp[i * C + k][lane] * coefficient;
-      }
-    }
+  left_multiply<R, C, C, C, 1, C, 1, true, L>(in, tmp);
+  left_multiply<R, C, R, 1, C, 1, R, false, L>(tmp, out);
 }
 
 /// Tiles transformed together: one AVX-512 vector of floats per transform-domain element.
@@ -130,74 +136,59 @@ void transform_filters(const Conv2dShape& s, const T* weight, T* u) {
     const Index first = group * lanes, count = std::min<Index>(lanes, filters - first);
     for (Index f = 0; f < count; ++f)
       for (int e = 0; e < r * r; ++e) in[e][f] = weight[(first + f) * r * r + e];
-    sandwich<t, r>(g, in, out);
+    sandwich<t, r, g>(in, out);
     for (int xi = 0; xi < points; ++xi) std::copy_n(out[xi], count, u + xi * filters + first);
   }, lanes * points * r * t);
 }
 
-/// V (36, C, ld) columns [0, images·tiles) ← Bᵀ d B of every 6×6 input window d of x (images, C, H, W),
-/// zero outside the image.
-template <class T>
-void transform_inputs(const Conv2dShape& s, const Tiling& tiling, const T* x, Index images, T* v, Index ld) {
-  parallel_for(0, s.c_in, [&](Index c) {
-    T d[points][lanes], out[points][lanes];
+/**
+ * dst (36, channels, ld) columns [0, images·tiles) ← L d Lᵀ for every tile's Side×Side window d of
+ * `planes` (images, channels, height, width), zero outside the plane; the window of tile (ty, tx) starts
+ * at (ty·4 − pad_h, tx·4 − pad_w). With L = Bᵀ (Side 6, the padding) this is V of the input; with L = A
+ * (Side 4, no padding) ∂M of the output gradient.
+ */
+template <int Side, const auto& L, class T>
+void transform_windows(const Tiling& tiling, const T* planes, Index images, Index channels, Index height, Index width,
+                       Index pad_h, Index pad_w, T* dst, Index ld) {
+  parallel_for(0, channels, [&](Index c) {
+    T d[Side * Side][lanes], out[points][lanes];
     for_each_lane_group(images * tiling.per_image(), [&](Index first, Index count) {
       auto tile = tiling.locate(first);
       for (Index lane = 0; lane < lanes; ++lane, tiling.advance(tile)) {
         if (lane >= count) {
-          for (int e = 0; e < points; ++e) d[e][lane] = T(0);
+          for (int e = 0; e < Side * Side; ++e) d[e][lane] = T(0);
           continue;
         }
-        const T* plane = x + (tile.image * s.c_in + c) * s.h * s.w;
-        const Index row0 = tile.ty * m - s.pad_h, col0 = tile.tx * m - s.pad_w;
-        if (row0 >= 0 && col0 >= 0 && row0 + t <= s.h && col0 + t <= s.w) {  // inside: no bounds tests
-          const T* src = plane + row0 * s.w + col0;
-          for (int i = 0; i < t; ++i)
-            for (int j = 0; j < t; ++j) d[i * t + j][lane] = src[i * s.w + j];
+        const T* plane = planes + (tile.image * channels + c) * height * width;
+        const Index row0 = tile.ty * m - pad_h, col0 = tile.tx * m - pad_w;
+        if (row0 >= 0 && col0 >= 0 && row0 + Side <= height && col0 + Side <= width) {  // inside: no bounds tests
+          const T* src = plane + row0 * width + col0;
+          for (int i = 0; i < Side; ++i)
+            for (int j = 0; j < Side; ++j) d[i * Side + j][lane] = src[i * width + j];
           continue;
         }
-        for (int i = 0; i < t; ++i)
-          for (int j = 0; j < t; ++j) {
+        for (int i = 0; i < Side; ++i)
+          for (int j = 0; j < Side; ++j) {
             const Index row = row0 + i, col = col0 + j;
-            d[i * t + j][lane] = (row >= 0 && row < s.h && col >= 0 && col < s.w) ? plane[row * s.w + col] : T(0);
+            d[i * Side + j][lane] = (row >= 0 && row < height && col >= 0 && col < width) ? plane[row * width + col] : T(0);
           }
       }
-      sandwich<t, t>(bt, d, out);
-      for (int xi = 0; xi < points; ++xi) std::copy_n(out[xi], count, v + (xi * s.c_in + c) * ld + first);
+      sandwich<t, Side, L>(d, out);
+      for (int xi = 0; xi < points; ++xi) std::copy_n(out[xi], count, dst + (xi * channels + c) * ld + first);
     });
-  }, images * tiling.per_image() * points * t * 2);
+  }, images * tiling.per_image() * points * Side * 2);
 }
 
-/// ∂M (36, C_out, ld) ← A ∂Y Aᵀ of every 4×4 tile of grad_y (images, C_out, H_out, W_out), zero-padded.
+/// V (36, C_in, ld) ← Bᵀ d B of every 6×6 input window d of x (images, C_in, H, W).
+template <class T>
+void transform_inputs(const Conv2dShape& s, const Tiling& tiling, const T* x, Index images, T* v, Index ld) {
+  transform_windows<t, bt>(tiling, x, images, s.c_in, s.h, s.w, s.pad_h, s.pad_w, v, ld);
+}
+
+/// ∂M (36, C_out, ld) ← A ∂Y Aᵀ of every 4×4 tile ∂Y of grad_y (images, C_out, H_out, W_out).
 template <class T>
 void transform_output_grads(const Conv2dShape& s, const Tiling& tiling, const T* grad_y, Index images, T* dm, Index ld) {
-  parallel_for(0, s.c_out, [&](Index o) {
-    T dy[m * m][lanes], out[points][lanes];
-    for_each_lane_group(images * tiling.per_image(), [&](Index first, Index count) {
-      auto tile = tiling.locate(first);
-      for (Index lane = 0; lane < lanes; ++lane, tiling.advance(tile)) {
-        if (lane >= count) {
-          for (int e = 0; e < m * m; ++e) dy[e][lane] = T(0);
-          continue;
-        }
-        const T* plane = grad_y + (tile.image * s.c_out + o) * tiling.out_h * tiling.out_w;
-        const Index row0 = tile.ty * m, col0 = tile.tx * m;
-        if (row0 + m <= tiling.out_h && col0 + m <= tiling.out_w) {  // inside: no bounds tests
-          const T* src = plane + row0 * tiling.out_w + col0;
-          for (int i = 0; i < m; ++i)
-            for (int j = 0; j < m; ++j) dy[i * m + j][lane] = src[i * tiling.out_w + j];
-          continue;
-        }
-        for (int i = 0; i < m; ++i)
-          for (int j = 0; j < m; ++j) {
-            const Index row = row0 + i, col = col0 + j;
-            dy[i * m + j][lane] = (row < tiling.out_h && col < tiling.out_w) ? plane[row * tiling.out_w + col] : T(0);
-          }
-      }
-      sandwich<t, m>(a, dy, out);
-      for (int xi = 0; xi < points; ++xi) std::copy_n(out[xi], count, dm + (xi * s.c_out + o) * ld + first);
-    });
-  }, images * tiling.per_image() * points * m * 2);
+  transform_windows<m, a>(tiling, grad_y, images, s.c_out, tiling.out_h, tiling.out_w, 0, 0, dm, ld);
 }
 
 /// U (36, C_out, C_in) of `weight`, in a buffer from the cache.
@@ -261,7 +252,7 @@ void conv2d_forward(const Conv2dShape& s, const T* x, const T* weight, const T* 
       const T add = bias ? bias[o] : T(0);
       detail::for_each_lane_group(ld, [&](Index first_column, Index count) {
         detail::load_lanes(mm, s.c_out, o, ld, first_column, count, tile);
-        sandwich<m, t>(at, tile, out);
+        sandwich<m, t, at>(tile, out);
         auto where = tiling.locate(first_column);
         for (Index lane = 0; lane < count; ++lane, tiling.advance(where)) {
           T* plane = y + ((first + where.image) * s.c_out + o) * tiling.out_h * tiling.out_w;
@@ -292,7 +283,7 @@ void conv2d_backward_input(const Conv2dShape& s, const T* grad_y, const T* weigh
       for (Index n = 0; n < images; ++n) std::fill_n(grad_x + ((first + n) * s.c_in + c) * s.h * s.w, s.h * s.w, T(0));
       detail::for_each_lane_group(ld, [&](Index first_column, Index count) {
         detail::load_lanes(dv, s.c_in, c, ld, first_column, count, tile);
-        sandwich<t, t>(b, tile, dd);
+        sandwich<t, t, b>(tile, dd);
         auto where = tiling.locate(first_column);
         for (Index lane = 0; lane < count; ++lane, tiling.advance(where)) {
           T* plane = grad_x + ((first + where.image) * s.c_in + c) * s.h * s.w;
@@ -322,46 +313,29 @@ template <class T>
 void conv2d_backward_weight(const Conv2dShape& s, const T* x, const T* grad_y, T* grad_weight, T* grad_bias) {
   const Tiling tiling(s);
   const Index filters = s.c_out * s.c_in;
-  const int threads = std::max(1, num_threads());
-  // Per-thread partial sums of ∂U (36, C_out, C_in), reduced at the end: no two threads write the same memory.
-  std::vector<memory::Buffer<T>> partial;
-  for (int th = 0; th < threads; ++th) {
-    partial.emplace_back(static_cast<std::size_t>(points * filters));
-    std::fill_n(partial.back().data(), points * filters, T(0));
-  }
+  kernels::detail::PerThreadSums<T> partial(points * filters);  // ∂U (36, C_out, C_in) per thread
   detail::for_each_tile_block<T>(s, tiling, [&](Index first, Index images, Index ld, T* scratch, int thread) {
     T* v = scratch;                          // (36, C_in, ld)
     T* dm = scratch + points * s.c_in * ld;  // (36, C_out, ld)
     detail::transform_inputs(s, tiling, x + first * s.c_in * s.h * s.w, images, v, ld);
     detail::transform_output_grads(s, tiling, grad_y + first * s.c_out * tiling.out_h * tiling.out_w, images, dm, ld);
-    T* du = partial[static_cast<std::size_t>(thread)].data();
+    T* du = partial[thread];
     parallel_for(0, points, [&](Index xi) {
       gemm(false, true, s.c_out, s.c_in, ld, T(1), dm + xi * s.c_out * ld, ld, v + xi * s.c_in * ld, ld, T(1),
            du + xi * filters, s.c_in);
     }, s.c_out * s.c_in * ld);
   });
-  for (std::size_t th = 1; th < partial.size(); ++th) {
-    T* dst = partial[0].data();
-    const T* src = partial[th].data();
-    parallel_for(0, points * filters, [&](Index i) { dst[i] += src[i]; });
-  }
+  const T* du_total = partial.total();
   // ∂g = Gᵀ ∂U G per filter.
   parallel_for(0, (filters + lanes - 1) / lanes, [&](Index group) {
     T du[points][lanes] = {}, out[r * r][lanes];
     const Index first = group * lanes, count = std::min<Index>(lanes, filters - first);
-    for (int xi = 0; xi < points; ++xi) std::copy_n(partial[0].data() + xi * filters + first, count, du[xi]);
-    sandwich<r, t>(gt, du, out);
+    for (int xi = 0; xi < points; ++xi) std::copy_n(du_total + xi * filters + first, count, du[xi]);
+    sandwich<r, t, gt>(du, out);
     for (Index f = 0; f < count; ++f)
       for (int e = 0; e < r * r; ++e) grad_weight[(first + f) * r * r + e] = out[e][f];
   }, lanes * points * r * t);
-  if (grad_bias) {
-    const Index plane = tiling.out_h * tiling.out_w;
-    for (Index o = 0; o < s.c_out; ++o) {
-      double sum = 0;
-      for (Index n = 0; n < s.n; ++n) sum += lane_sum<T>(plane, [&](Index k) { return grad_y[(n * s.c_out + o) * plane + k]; });
-      grad_bias[o] = static_cast<T>(sum);
-    }
-  }
+  if (grad_bias) conv2d_backward_bias(s, grad_y, grad_bias);
 }
 
 }  // namespace winograd

@@ -15,6 +15,7 @@
 #include "qx/core/tensor.hpp"
 #include "qx/kernels/functors.hpp"
 
+#include <array>
 #include <cmath>
 #include <initializer_list>
 #include <vector>
@@ -54,8 +55,12 @@ class BatchNorm2dNode final : public autograd::Node<T> {
       for (Index b = 0; b < n; ++b) {
         const T* xs = xp + (b * c + ch) * plane;
         const T* gs = gp + (b * c + ch) * plane;
-        sum_g += kernels::lane_sum<T>(plane, [&](Index k) { return g_at(xs, gs, k); });
-        sum_gx += kernels::lane_sum<T>(plane, [&](Index k) { return g_at(xs, gs, k) * (xs[k] - mu) * is; });
+        const auto sums = kernels::lane_sums<T, 2>(plane, [&](Index k) {  // one pass for both sums
+          const T gk = g_at(xs, gs, k);
+          return std::array<T, 2>{gk, gk * (xs[k] - mu) * is};
+        });
+        sum_g += sums[0];
+        sum_gx += sums[1];
       }
       if (want_w) gw.data()[ch] = static_cast<T>(sum_gx);
       if (want_b) gb.data()[ch] = static_cast<T>(sum_g);

@@ -32,9 +32,9 @@ class Conv2dNode final : public autograd::Node<T> {
     check(this->replicas() == 1 || !(this->needs_input_grad(1) || this->needs_input_grad(2)),
           "conv2d: parameter gradients cannot be taken with replicated gradients");
     if (this->needs_input_grad(0)) {
-      gx = Tensor<T>::empty(this->replicated({shape_.n, shape_.c_in, shape_.h, shape_.w}));
       kernels::Conv2dShape replicated = shape_;  // the input gradient needs only the weight: any batch
       replicated.n = g.size(0);
+      gx = Tensor<T>::empty({replicated.n, shape_.c_in, shape_.h, shape_.w});
       kernels::conv2d_backward_input_auto(replicated, g.data(), weight_.data(), gx.data());
     }
     const bool want_bias = has_bias_ && this->needs_input_grad(2);
@@ -44,14 +44,8 @@ class Conv2dNode final : public autograd::Node<T> {
       if (gw.defined()) {
         check(x_.defined(), "conv2d: the weight gradient needs the input, which was not saved (weight did not require grad)");
         kernels::conv2d_backward_weight_auto(shape_, x_.data(), g.data(), gw.data(), want_bias ? gb.data() : nullptr);
-      } else {  // bias only: Σ_{n,i,j} g
-        const Index plane = shape_.out_h() * shape_.out_w();
-        for (Index o = 0; o < shape_.c_out; ++o) {
-          T s = 0;
-          for (Index n = 0; n < shape_.n; ++n)
-            for (Index k = 0; k < plane; ++k) s += g.data()[(n * shape_.c_out + o) * plane + k];
-          gb.data()[o] = s;
-        }
+      } else {
+        kernels::conv2d_backward_bias(shape_, g.data(), gb.data());
       }
     }
     return {gx, gw, gb};
