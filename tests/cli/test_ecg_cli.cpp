@@ -1,8 +1,9 @@
 // `qx ecg` on bad input: exit code 2 and one line naming the problem.
 #include <doctest/doctest.h>
 
+#include "../test_paths.hpp"
+
 #include <sys/wait.h>
-#include <unistd.h>
 
 #include <cstdlib>
 #include <filesystem>
@@ -13,7 +14,7 @@ namespace fs = std::filesystem;
 
 namespace {
 std::pair<int, std::string> run_ecg(const std::string& args) {
-  const auto err = fs::temp_directory_path() / ("qx_test_cli_ecg_stderr_" + std::to_string(getpid()) + ".txt");
+  const auto err = qx_test::temp_path("cli_ecg_stderr", ".txt");
   const int status = std::system((std::string(QX_CLI_PATH) + " ecg " + args + " >/dev/null 2>" + err.string()).c_str());
   std::ifstream in(err);
   std::stringstream s;
@@ -23,14 +24,16 @@ std::pair<int, std::string> run_ecg(const std::string& args) {
 }  // namespace
 
 TEST_CASE("qx ecg: a missing database folder, a missing dataset and a bad index are clear errors") {
-  const auto out = fs::temp_directory_path() / ("qx_test_cli_ecg_" + std::to_string(getpid()));
+  const auto out = qx_test::temp_path("cli_ecg");
   fs::remove_all(out);
   auto [code, err] = run_ecg("build --mitdb /nonexistent/mitdb --out " + out.string());
   CHECK(code == 2);
   CHECK(err.find("/nonexistent/mitdb") != std::string::npos);
-  std::tie(code, err) = run_ecg("png --data " + out.string() + " --index 3 --out /tmp/x.png");
+  const auto picture = qx_test::temp_path("cli_ecg_png", ".png");
+  std::tie(code, err) = run_ecg("png --data " + out.string() + " --index 3 --out " + picture.string());
   CHECK(code == 2);
   CHECK(err.find("dataset_card.json") != std::string::npos);
+  CHECK_FALSE(fs::exists(picture));
   std::tie(code, err) = run_ecg("build --mitdb " + std::string(QX_MITDB_DIR) + " --size 16 --limit 4 --shard-size 4 --out " + out.string());
   REQUIRE(code == 0);
   std::tie(code, err) = run_ecg("png --data " + out.string() + " --index 99 --out " + (out / "x.png").string());

@@ -4,6 +4,8 @@
 // message naming the problem, and no output file.
 #include <doctest/doctest.h>
 
+#include "../test_paths.hpp"
+
 #include "qx/explain/explain.hpp"
 #include "qx/io/image.hpp"
 #include "qx/io/png.hpp"
@@ -12,7 +14,6 @@
 #include <nlohmann/json.hpp>
 
 #include <sys/wait.h>
-#include <unistd.h>
 
 #include <cstdlib>
 #include <filesystem>
@@ -46,9 +47,7 @@ struct Fixture {
   fs::path dir;
   Tensor<float> x;
   std::unique_ptr<qx::nn::ResNet<float>> model;
-  // The process id keeps concurrent runs of the suite (two build folders, two checkouts) apart.
-  explicit Fixture(const std::string& name)
-      : dir(fs::temp_directory_path() / ("qx_test_cli_explain_" + name + "_" + std::to_string(getpid()))) {
+  explicit Fixture(const std::string& name) : dir(qx_test::temp_path("cli_explain_" + name)) {
     fs::remove_all(dir);
     fs::create_directories(dir);
     model = qx::nn::resnet18<float>(1, 2, 4, 5);
@@ -211,4 +210,11 @@ TEST_CASE("qx explain: a PNG or JPEG image is the model's grey or RGB input, nor
   const auto grey_of_rgb = run(f.base("g.safetensors", "rgb.png"), f.dir);
   REQUIRE_MESSAGE(grey_of_rgb.code == 0, grey_of_rgb.err);
   CHECK(qx::io::SafetensorsFile::open(f.dir / "g.safetensors").shape("saliency") == qx::Shape{1, 1, 40, 36});
+}
+
+TEST_CASE("read_image refuses a device or a folder at once instead of reading forever") {
+  CHECK_THROWS_WITH_AS(qx::io::read_image("/dev/zero", 1), doctest::Contains("'/dev/zero' is not a regular file"), qx::Error);
+  CHECK_THROWS_WITH_AS(qx::io::read_image(fs::temp_directory_path(), 3), doctest::Contains("is not a regular file"), qx::Error);
+  CHECK_THROWS_WITH_AS(qx::io::read_image("/nonexistent/x.png", 3), doctest::Contains("cannot open '/nonexistent/x.png'"),
+                       qx::Error);
 }

@@ -2,6 +2,8 @@
 // build was compiled with (the test is compiled with the same switches as the program).
 #include <doctest/doctest.h>
 
+#include "../test_paths.hpp"
+
 #include "qx/cli/version_command.hpp"
 
 #include <sys/wait.h>
@@ -11,9 +13,10 @@
 #include <filesystem>
 #include <fstream>
 #include <sstream>
+#include <string>
 
 TEST_CASE("qx --version prints the project version and the build switches, exit code 0") {
-  const auto out = std::filesystem::temp_directory_path() / "qx_test_cli_version.txt";
+  const auto out = qx_test::temp_path("cli_version", ".txt");
   const int status = std::system((std::string(QX_CLI_PATH) + " --version >" + out.string() + " 2>&1").c_str());
   REQUIRE(WIFEXITED(status));
   CHECK(WEXITSTATUS(status) == 0);

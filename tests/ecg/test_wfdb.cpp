@@ -3,6 +3,8 @@
 // temporary folder: each must be a qx::Error naming the record and the problem.
 #include <doctest/doctest.h>
 
+#include "../test_paths.hpp"
+
 #include "qx/ecg/wfdb.hpp"
 
 #include "../fuzz/fuzz_bodies.hpp"
@@ -21,7 +23,7 @@ const fs::path mitdb = QX_MITDB_DIR;
 
 struct TempDir {
   fs::path path;
-  explicit TempDir(const std::string& name) : path(fs::temp_directory_path() / ("qx_test_ecg_" + name)) {
+  explicit TempDir(const std::string& name) : path(qx_test::temp_path("ecg_" + name)) {
     fs::remove_all(path);
     fs::create_directories(path);
   }

@@ -3,6 +3,8 @@
 // beat's R peak. Counting windows needs no rendering, so the full-database checks stay fast.
 #include <doctest/doctest.h>
 
+#include "../test_paths.hpp"
+
 #include "qx/ecg/ecg.hpp"
 
 #include <cmath>
@@ -137,7 +139,7 @@ TEST_CASE("the renderer's pixel map is exact: a straight ramp draws a straight l
 }
 
 TEST_CASE("building datasets: shards, card, streaming reader, resume without rewriting") {
-  const fs::path out = fs::temp_directory_path() / "qx_test_ecg_build";
+  const fs::path out = qx_test::temp_path("ecg_build");
   fs::remove_all(out);
   BuildOptions options;
   options.mitdb = mitdb;

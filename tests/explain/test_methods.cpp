@@ -2,6 +2,8 @@
 // randomisation sanity check, and map pictures.
 #include <doctest/doctest.h>
 
+#include "../test_paths.hpp"
+
 #include "qx/explain/explain.hpp"
 #include "qx/nn/nn.hpp"
 
@@ -133,7 +135,7 @@ TEST_CASE("cascading randomisation lowers the rank correlation and restores the 
 }
 
 TEST_CASE("a map picture: heat map over the input with the ROI outlined") {
-  const auto path = std::filesystem::temp_directory_path() / "qx_test_map.png";
+  const auto path = qx_test::temp_path("map", ".png");
   auto map = Tensor<float>::zeros({1, 1, 12, 16});
   map.at({0, 0, 6, 8}) = 1;
   const auto image = Tensor<float>::zeros({1, 1, 12, 16});

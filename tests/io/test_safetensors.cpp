@@ -2,6 +2,8 @@
 // writer, and every malformed-file case, each a qx::Error naming the file and the problem.
 #include <doctest/doctest.h>
 
+#include "../test_paths.hpp"
+
 #include "qx/io/atomic_file.hpp"
 #include "qx/io/progress.hpp"
 #include "qx/io/safetensors.hpp"
@@ -41,7 +43,7 @@ void expect_error(const std::vector<std::byte>& bytes, const std::vector<std::st
 }  // namespace
 
 TEST_CASE("round trip of F32, F64, I64, U8 and a strided view, with metadata") {
-  const auto dir = fs::temp_directory_path() / "qx_test_io_roundtrip";
+  const auto dir = qx_test::temp_path("io_roundtrip");
   fs::create_directories(dir);
   SafetensorsWriter w;
   const auto f = Tensor<float>::from({2, 3}, {1, 2, 3, 4, 5, 6});
@@ -117,7 +119,7 @@ TEST_CASE("sizes a file claims are checked against the limits before anything is
   // A header length of 2^63, in memory and on disk (where only 8 bytes are read before the refusal).
   expect_error(file_bytes("{}", 0, std::uint64_t{1} << 63),
                {"header length 9223372036854775808", "limit of 100000000", "SafetensorsLimits::max_header_bytes"});
-  const auto dir = fs::temp_directory_path() / "qx_test_io_limits";
+  const auto dir = qx_test::temp_path("io_limits");
   fs::remove_all(dir);
   fs::create_directories(dir);
   const auto huge = file_bytes("{}", 0, std::uint64_t{1} << 63);
@@ -159,7 +161,7 @@ TEST_CASE("every committed fuzz input of the safetensors target is read or refus
 }
 
 TEST_CASE("atomic writes leave no temporary and do not touch the target on failure") {
-  const auto dir = fs::temp_directory_path() / "qx_test_io_atomic";
+  const auto dir = qx_test::temp_path("io_atomic");
   fs::remove_all(dir);
   fs::create_directories(dir);
   qx::io::write_file_atomic(dir / "t.txt", [](std::ostream& o) { o << "first"; });

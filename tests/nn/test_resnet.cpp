@@ -3,6 +3,8 @@
 // torchvision's exactly (strict load); save → load round trips; strict-load errors list every problem.
 #include <doctest/doctest.h>
 
+#include "../test_paths.hpp"
+
 #include "qx/autograd/engine.hpp"
 #include "qx/nn/nn.hpp"
 #include "qx/ops/softmax.hpp"
@@ -87,7 +89,7 @@ TEST_CASE("parameter names are torchvision's state_dict keys") {
 
 TEST_CASE("save then load reproduces the outputs exactly, and strict load lists every problem") {
   namespace fs = std::filesystem;
-  const fs::path dir = fs::temp_directory_path() / "qx_test_nn_roundtrip";
+  const fs::path dir = qx_test::temp_path("nn_roundtrip");
   fs::create_directories(dir);
   qx::Rng rng(3);
   auto a = qx::nn::resnet18<float>(1, 2, 4, /*seed=*/1);

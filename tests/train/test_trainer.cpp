@@ -2,6 +2,8 @@
 // resume after an interruption; frozen parameter groups; the NaN stop; the CSV log and checkpoint.
 #include <doctest/doctest.h>
 
+#include "../test_paths.hpp"
+
 #include "qx/nn/nn.hpp"
 #include "qx/train/trainer.hpp"
 
@@ -31,7 +33,7 @@ TensorDataset<float> blobs(Index n, Index size, std::uint64_t seed) {
 }
 
 fs::path fresh_dir(const std::string& name) {
-  const auto dir = fs::temp_directory_path() / ("qx_test_train_" + name);
+  const auto dir = qx_test::temp_path("train_" + name);
   fs::remove_all(dir);
   return dir;
 }
@@ -104,7 +106,7 @@ TEST_CASE("resuming after an interruption gives exactly the weights of an uninte
   if (result.best_epoch >= 0) qx::nn::load_safetensors(*reloaded, o.out_dir / "checkpoint.safetensors");
   CHECK_FALSE(fs::exists(o.out_dir / "state.safetensors.tmp"));
   fs::remove_all(o.out_dir);
-  fs::remove_all(fs::temp_directory_path() / "qx_test_train_straight");
+  fs::remove_all(qx_test::temp_path("train_straight"));
 }
 
 TEST_CASE("parameters outside every learning-rate group stay frozen") {

@@ -6,6 +6,7 @@
 #pragma once
 #include "qx/config.hpp"
 #include "qx/core/error.hpp"
+#include "qx/io/regular_file.hpp"
 
 #include <algorithm>
 #include <array>
@@ -104,17 +105,11 @@ inline double to_finite(const std::string& text, const std::string& record, cons
   return v;
 }
 
-/// The size of `path`, checked to be a regular file (a pipe or a device might never end) of at most
-/// `max_bytes` before anything is read. `limit` names the setting that raises the bound.
+/// The size of `path`, a regular file of at most `max_bytes` (io::regular_file_size), checked before
+/// anything is read. `limit` names the setting that raises the bound.
 inline std::uint64_t checked_file_size(const std::filesystem::path& path, const std::string& record, const char* what,
                                        std::uint64_t max_bytes, const char* limit) {
-  std::error_code error;
-  const auto status = std::filesystem::status(path, error);
-  check(std::filesystem::exists(status), "WFDB record ", record, ": cannot open ", what, " file '", path.string(), "'");
-  check(std::filesystem::is_regular_file(status), "WFDB record ", record, ": ", what, " file '", path.string(),
-        "' is not a regular file");
-  const std::uint64_t size = std::filesystem::file_size(path, error);
-  check(!error, "WFDB record ", record, ": cannot read the size of ", what, " file '", path.string(), "'");
+  const std::uint64_t size = io::regular_file_size(path, "WFDB record " + record, std::string(what) + " file ");
   check(size <= max_bytes, "WFDB record ", record, ": ", what, " file '", path.string(), "' has ", size,
         " bytes, more than the limit of ", max_bytes, " (", limit, ")");
   return size;

@@ -9,12 +9,13 @@
 #include "qx/config.hpp"
 #include "qx/core/error.hpp"
 #include "qx/core/tensor.hpp"
+#include "qx/io/regular_file.hpp"
 #include "qx/io/stb_diagnostics.hpp"
 
+#include <climits>
 #include <cstdint>
 #include <filesystem>
 #include <fstream>
-#include <iterator>
 #include <string>
 #include <vector>
 
@@ -43,15 +44,21 @@ struct Image {
  * @brief Reads a PNG or JPEG file as `channels` = 1 (grey) or 3 (RGB) channels, whatever the file holds:
  * stb turns RGB into grey with the luminance weights (77, 150, 29) / 256 and repeats grey over RGB;
  * alpha is dropped and 16-bit PNGs are scaled to 8 bits.
- * @throws qx::Error naming the file when it is missing, empty, or not a decodable PNG or JPEG image.
+ * @throws qx::Error naming the file when it is missing, not a regular file, empty, or not a decodable PNG or JPEG image.
  */
 inline Image read_image(const std::filesystem::path& path, int channels) {
   check(channels == 1 || channels == 3, "read_image: '", path.string(), "': asked for ", channels,
         " channels; an image gives 1 (grey) or 3 (RGB)");
+  // A regular file of a size stb can index (an int): /dev/zero or a pipe would never end.
+  const std::uint64_t size = regular_file_size(path, "read_image");
+  check(size > 0, "read_image: '", path.string(), "' is empty");
+  check(size <= static_cast<std::uint64_t>(INT_MAX), "read_image: '", path.string(), "' has ", size,
+        " bytes, more than an image decoder can index");
   std::ifstream in(path, std::ios::binary);
   check(in.good(), "read_image: '", path.string(), "' cannot be opened");
-  const std::vector<unsigned char> bytes((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
-  check(!bytes.empty(), "read_image: '", path.string(), "' is empty");
+  std::vector<unsigned char> bytes(static_cast<std::size_t>(size));
+  in.read(reinterpret_cast<char*>(bytes.data()), static_cast<std::streamsize>(size));
+  check(static_cast<std::uint64_t>(in.gcount()) == size, "read_image: '", path.string(), "' changed size while being read");
   int width = 0, height = 0, in_file = 0;
   unsigned char* decoded = stbi_load_from_memory(bytes.data(), static_cast<int>(bytes.size()), &width, &height, &in_file, channels);
   check(decoded != nullptr, "read_image: '", path.string(), "' is not a readable PNG or JPEG image (", stbi_failure_reason(), ")");

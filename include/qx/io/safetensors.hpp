@@ -6,6 +6,7 @@
 #pragma once
 #include "qx/config.hpp"
 #include "qx/core/error.hpp"
+#include "qx/io/regular_file.hpp"
 #include "qx/core/tensor.hpp"
 #include "qx/io/atomic_file.hpp"
 
@@ -153,12 +154,7 @@ class SafetensorsFile {
   /// length is checked before the file is read. @throws qx::Error naming the file, the tensor and the field.
   static SafetensorsFile open(const std::filesystem::path& path, const SafetensorsLimits& limits = {}) {
     const std::string p = path.string();
-    std::error_code error;
-    const auto status = std::filesystem::status(path, error);
-    check(std::filesystem::exists(status), "safetensors: cannot open '", p, "'");
-    check(std::filesystem::is_regular_file(status), "safetensors: '", p, "' is not a regular file");
-    const std::uint64_t size = std::filesystem::file_size(path, error);
-    check(!error, "safetensors: cannot read the size of '", p, "'");
+    const std::uint64_t size = regular_file_size(path, "safetensors");
     std::ifstream in(path, std::ios::binary);
     check(static_cast<bool>(in), "safetensors: cannot open '", p, "'");
     check(size >= 8, "safetensors: '", p, "' is ", size, " bytes, shorter than the 8-byte header length");
