@@ -214,6 +214,8 @@ inline nlohmann::json run_reproduce(ReproduceArgs a) {
     options.weight_decay = a.weight_decay;
     options.seed = a.seed;
     options.out_dir = run;
+    options.stop_on_interrupt = true;   // Ctrl-C saves the state; the same command resumes from it
+    options.state_every_batches = 200;  // a crash or a kill loses at most 200 batches
     if (a.paper) options.group_lrs = {{"layer1", 1e-6}, {"layer2", 1e-6}, {"layer3", 1e-5}, {"layer4", 1e-4}, {"fc", 1e-4}};
     const auto result = train::fit(*model, train, val, options);
     if (result.best_epoch >= 0) nn::load_safetensors(*model, run / "checkpoint.safetensors");
