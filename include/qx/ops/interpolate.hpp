@@ -7,29 +7,17 @@
 #include "qx/autograd/node.hpp"
 #include "qx/core/parallel.hpp"
 #include "qx/core/tensor.hpp"
+#include "qx/kernels/functors.hpp"
 
 #include <vector>
 
 QX_NAMESPACE_BEGIN
 namespace ops {
 namespace detail {
-struct LinearTap {
-  Index i0, i1;
-  double l0, l1;  // weights of i0 and i1
-};
-
-/// The source taps of each output index along one axis.
-inline std::vector<LinearTap> bilinear_taps(Index in, Index out) {
-  std::vector<LinearTap> taps(static_cast<std::size_t>(out));
-  const double scale = static_cast<double>(in) / static_cast<double>(out);
-  for (Index d = 0; d < out; ++d) {
-    double s = (static_cast<double>(d) + 0.5) * scale - 0.5;
-    if (s < 0) s = 0;
-    const Index i0 = static_cast<Index>(s);
-    const Index i1 = i0 + (i0 < in - 1 ? 1 : 0);
-    const double l1 = s - static_cast<double>(i0);
-    taps[d] = {i0, i1, 1.0 - l1, l1};
-  }
+/// The source taps of each output index along one axis (kernels::bilinear_tap, shared with CUDA).
+inline std::vector<kernels::BilinearTap> bilinear_taps(Index in, Index out) {
+  std::vector<kernels::BilinearTap> taps(static_cast<std::size_t>(out));
+  for (Index d = 0; d < out; ++d) taps[static_cast<std::size_t>(d)] = kernels::bilinear_tap(d, in, out);
   return taps;
 }
 

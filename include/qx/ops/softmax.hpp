@@ -7,6 +7,7 @@
 #include "qx/config.hpp"
 #include "qx/autograd/node.hpp"
 #include "qx/core/tensor.hpp"
+#include "qx/kernels/functors.hpp"
 
 #include <cmath>
 #include <vector>
@@ -16,15 +17,7 @@ namespace ops {
 namespace detail {
 template <class T>
 void log_softmax_rows(const T* x, T* y, Index n, Index k) {
-  for (Index r = 0; r < n; ++r) {
-    const T* xr = x + r * k;
-    T m = xr[0];
-    for (Index c = 1; c < k; ++c) m = std::max(m, xr[c]);
-    double s = 0;
-    for (Index c = 0; c < k; ++c) s += std::exp(static_cast<double>(xr[c] - m));
-    const T lse = m + static_cast<T>(std::log(s));
-    for (Index c = 0; c < k; ++c) y[r * k + c] = xr[c] - lse;
-  }
+  for (Index r = 0; r < n; ++r) kernels::log_softmax_row(x + r * k, y + r * k, k);
 }
 
 template <class T>

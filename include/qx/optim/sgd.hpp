@@ -5,6 +5,7 @@
 #pragma once
 #include "qx/config.hpp"
 #include "qx/core/parallel.hpp"
+#include "qx/kernels/functors.hpp"
 #include "qx/optim/optimizer.hpp"
 
 QX_NAMESPACE_BEGIN
@@ -37,17 +38,10 @@ class Sgd final : public Optimizer<T> {
         T* w = p.data();
         const T* g = grad.data();
         T* b = options_.momentum != 0 ? buffer.data() : nullptr;
-        const T lr = static_cast<T>(group.lr), wd = static_cast<T>(group.weight_decay);
-        const T mu = static_cast<T>(options_.momentum), damp = static_cast<T>(options_.dampening);
-        const bool nesterov = options_.nesterov;
-        parallel_for(0, p.numel(), [&](Index i) {
-          T d = g[i] + wd * w[i];
-          if (b) {
-            b[i] = first ? d : mu * b[i] + (T(1) - damp) * d;
-            d = nesterov ? d + mu * b[i] : b[i];
-          }
-          w[i] -= lr * d;
-        });
+        const kernels::SgdUpdate<T> update{static_cast<T>(group.lr), static_cast<T>(group.weight_decay),
+                                           static_cast<T>(options_.momentum), static_cast<T>(options_.dampening),
+                                           options_.nesterov, first};
+        parallel_for(0, p.numel(), [&](Index i) { update(w[i], g[i], b ? b + i : nullptr); });
       }
     }
   }
