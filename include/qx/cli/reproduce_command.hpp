@@ -5,6 +5,7 @@
 // focus, the pointing game and null-map counts. Every stage is resumable and writes atomically; the
 // defaults fit a 2-core CPU (docs/reproduce.md), `--paper` selects the paper's full-size settings.
 #pragma once
+#include "qx/cli/device_option.hpp"
 #include "qx/cli/ecg_command.hpp"
 #include "qx/ecg/ecg.hpp"
 #include "qx/explain/explain.hpp"
@@ -30,7 +31,7 @@ QX_NAMESPACE_BEGIN
 namespace cli {
 
 struct ReproduceArgs {
-  std::string mitdb = "../shared/data/mitdb", out = "runs/reproduce", arch = "resnet18";
+  std::string mitdb = "../shared/data/mitdb", out = "runs/reproduce", arch = "resnet18", device = "cpu";
   Index size = 64, width = 16, epochs = 8, batch = 32, train_limit = 0, test_limit = 0, explain_limit = 2000;
   double lr = 1e-3, weight_decay = 1e-4;
   std::vector<int> datasets{1, 2};
@@ -184,6 +185,7 @@ inline nlohmann::json run_reproduce(ReproduceArgs a) {
     a.arch = "resnet50", a.size = 224, a.width = 64, a.batch = 16, a.epochs = 20, a.lr = 1e-4, a.weight_decay = 0.1;
     a.train_limit = a.test_limit = a.explain_limit = 0;
   }
+  require_device_supported(a.device);
   for (int d : a.datasets) check(d == 1 || d == 2, "--datasets takes 1 and/or 2, got ", d);
   const fs::path out = a.out;
   fs::create_directories(out / "figures");
@@ -260,6 +262,7 @@ inline CLI::App* add_reproduce_command(CLI::App& root) {
   cmd->add_option("--datasets", a->datasets, "which datasets: 1 (last beat labelled), 2 (first)")->capture_default_str();
   cmd->add_option("--seed", a->seed, "seed of initialisation and shuffling")->capture_default_str();
   cmd->add_flag("--paper", a->paper, "the paper's settings: resnet50, 224×224, 3 channels, batch 16, 20 epochs, per-stage rates");
+  add_device_option(*cmd, a->device);
   cmd->callback([a]() { run_reproduce(*a); });
   return cmd;
 }
