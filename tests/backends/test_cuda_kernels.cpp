@@ -17,6 +17,7 @@
 #include "qx/kernels/conv2d.hpp"
 #include "qx/kernels/gemm.hpp"
 #include "qx/ops/add.hpp"
+#include "qx/ops/add_relu.hpp"
 #include "qx/ops/batch_norm2d.hpp"
 #include "qx/ops/conv2d.hpp"
 #include "qx/ops/interpolate.hpp"
@@ -116,6 +117,8 @@ TEST_CASE_TEMPLATE("cuda kernels: fill, relu, guided relu, add, mul", T, float, 
   check_kernel(y, "relu", [&](T* out) { return cuda::ReluForward<T>{x.data(), out, n}; });
   check_kernel(qx::ops::add(x, b), "add", [&](T* out) { return cuda::AddForward<T>{x.data(), b.data(), out, n, false}; });
   check_kernel(qx::ops::mul(x, b), "mul", [&](T* out) { return cuda::AddForward<T>{x.data(), b.data(), out, n, true}; });
+  check_kernel(qx::ops::add_relu(x, b), "add_relu",
+               [&](T* out) { return cuda::AddForward<T>{x.data(), b.data(), out, n, false, true}; });
   // Backward over two replicas of the gradient, plain and guided.
   auto g = randn<T>({6, 5, 7}, rng);
   check_kernel(qx::ops::detail::relu_grad(g, y), "relu backward",

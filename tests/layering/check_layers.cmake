@@ -2,7 +2,7 @@
 # (docs/architecture.md: dependencies run one way, lowest first). Run: cmake -DQX_INCLUDE_DIR=… -P this file.
 cmake_minimum_required(VERSION 3.25)
 set(allowed_core core)
-set(allowed_autograd core autograd)
+set(allowed_autograd core kernels backends autograd)
 set(allowed_kernels core kernels)
 set(allowed_ops core autograd kernels backends ops)
 set(allowed_io core io)

@@ -167,5 +167,23 @@ inline Stats device_stats() { return detail::DeviceAllocator::instance().stats()
 inline void device_trim() noexcept { detail::DeviceAllocator::instance().trim(); }
 inline void set_device_cache_limit(std::size_t bytes) { detail::DeviceAllocator::instance().set_limit(bytes); }
 
+/// A kernel's scratch array of `n` uninitialised T in device memory, from the device cache; returned on
+/// destruction (safe while kernels using it are still queued: every qx kernel runs on one stream).
+template <class T>
+class DeviceBuffer {
+ public:
+  explicit DeviceBuffer(std::size_t n) : n_(n), data_(n ? static_cast<T*>(device_allocate(n * sizeof(T))) : nullptr) {}
+  DeviceBuffer(const DeviceBuffer&) = delete;
+  DeviceBuffer& operator=(const DeviceBuffer&) = delete;
+  ~DeviceBuffer() {
+    if (data_) device_deallocate(data_, n_ * sizeof(T));
+  }
+  T* data() const noexcept { return data_; }
+
+ private:
+  std::size_t n_;
+  T* data_;
+};
+
 }  // namespace memory
 QX_NAMESPACE_END

@@ -67,7 +67,7 @@ class Tensor {
     t.strides_ = contiguous_strides(shape);
     return t;
   }
-  static Tensor zeros(const Shape& shape) { return Tensor(shape); }
+  static Tensor zeros(const Shape& shape, Device device = Device::cpu) { return Tensor(shape, device); }
   static Tensor full(const Shape& shape, T value) {
     auto t = empty(shape);
     t.fill_(value);
@@ -259,7 +259,16 @@ class Tensor {
   /// history; a host↔device copy that returns when complete).
   Tensor to(Device device) const {
     if (device == this->device()) return *this;
-    const Tensor src = this->device() == Device::cpu ? contiguous() : clone();
+    if (this->device() != Device::cpu && !is_contiguous()) {  // the whole storage to the host, then the view's elements
+      Tensor whole = empty({static_cast<Index>(storage_.size())});
+      cuda::copy(whole.data(), Device::cpu, storage_.data(), this->device(), storage_.size() * sizeof(T));
+      Tensor view = whole;
+      view.shape_ = shape_;
+      view.strides_ = strides_;
+      view.offset_ = offset_;
+      return view.clone().to(device);
+    }
+    const Tensor src = contiguous();
     auto out = empty(shape_, device);
     cuda::copy(out.data(), device, src.data(), src.device(), static_cast<std::size_t>(numel()) * sizeof(T));
     return out;

@@ -177,6 +177,8 @@ void check_targets(const std::vector<Index>& targets, Index n, Index k) {
 template <class T>
 Attributions<T> explain(nn::Module<T>& model, const Tensor<T>& x, const ExplainOptions& options = {}) {
   check(x.dim() == 4, "explain: input must be (N, C, H, W), got ", shape_str(x.shape()));
+  // The seeds, Grad-CAM and the guided rule below are host loops (docs/cuda.md, "What remains").
+  check(x.device() == Device::cpu, "explain: input on device ", x.device(), ": the attribution pass has no CUDA path yet (docs/cuda.md)");
   const bool want_cam = options.methods.count(Method::gradcam_raw) || options.methods.count(Method::gradcam) ||
                         options.methods.count(Method::guided_gradcam);
   const bool want_saliency = options.methods.count(Method::saliency) > 0;

@@ -6,6 +6,7 @@
 //   p ← p − (η / (1 − β1ᵗ)) · m / (√v / √(1 − β2ᵗ) + ε)
 #pragma once
 #include "qx/config.hpp"
+#include "qx/backends/cuda/optim.hpp"
 #include "qx/core/parallel.hpp"
 #include "qx/kernels/functors.hpp"
 #include "qx/optim/optimizer.hpp"
@@ -38,8 +39,8 @@ class Adam : public Optimizer<T> {
         if (!p.has_grad()) continue;
         auto& s = state_[gi][pi];
         if (!s.exp_avg.defined()) {
-          s.exp_avg = Tensor<T>::zeros(p.shape());
-          s.exp_avg_sq = Tensor<T>::zeros(p.shape());
+          s.exp_avg = Tensor<T>::zeros(p.shape(), p.device());
+          s.exp_avg_sq = Tensor<T>::zeros(p.shape(), p.device());
         }
         const Tensor<T> grad = p.grad().contiguous();
         T* w = p.data();
@@ -50,7 +51,8 @@ class Adam : public Optimizer<T> {
                                             static_cast<T>(options_.beta1),  static_cast<T>(options_.beta2),
                                             static_cast<T>(options_.eps),    static_cast<T>(group.lr / bias1),
                                             static_cast<T>(bias2_sqrt),      options_.decoupled_weight_decay};
-        parallel_for(0, p.numel(), [&](Index i) { update(w[i], g[i], m[i], v[i]); });
+        dispatch(p.device(), "Adam", [&] { parallel_for(0, p.numel(), [&](Index i) { update(w[i], g[i], m[i], v[i]); }); },
+                 [&] { backends::cuda::launch_on_device(backends::cuda::AdamStep<T>{update, w, g, m, v, p.numel()}); });
       }
     }
   }

@@ -44,7 +44,7 @@ struct ReluBackward {
   }
 };
 
-/// y[i] = a[i] + b[i] (mul: a[i]·b[i])
+/// y[i] = a[i] + b[i] (mul: a[i]·b[i]), then relu when `relu` (add_relu); y may be a (in-place sums).
 template <class T>
 struct AddForward {
   const T* a;
@@ -52,8 +52,12 @@ struct AddForward {
   T* y;
   Index n;
   bool multiply;
+  bool relu = false;
   Index size() const { return n; }
-  QX_HOST_DEVICE void operator()(Index i) const { y[i] = multiply ? a[i] * b[i] : a[i] + b[i]; }
+  QX_HOST_DEVICE void operator()(Index i) const {
+    const T v = multiply ? a[i] * b[i] : a[i] + b[i];
+    y[i] = relu ? kernels::Relu{}(v) : v;
+  }
 };
 
 }  // namespace backends::cuda
