@@ -87,6 +87,22 @@ void backward(const Tensor<T>& y, const Tensor<T>& seed) {
   qx::autograd::backward(y, seed);
 }
 
+/// The device drivers' executor on the CPU: kernels through the host launcher on an odd grid, the CPU
+/// GEMM, host scratch.
+struct HostExecutor {
+  template <class Kernel>
+  static void launch(const Kernel& kernel) {
+    cuda::launch_on_host(kernel, {3, 7});
+  }
+  template <class T>
+  static void gemm(bool ta, bool tb, Index m, Index n, Index k, T alpha, const T* a, Index lda, const T* b, Index ldb, T beta,
+                   T* c, Index ldc) {
+    qx::kernels::gemm(ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
+  }
+  template <class T>
+  using Buffer = qx::memory::Buffer<T>;
+};
+
 struct CountOnce {
   int* hits;
   Index n;
@@ -146,32 +162,26 @@ TEST_CASE_TEMPLATE("cuda kernels: batch_norm2d training and eval, with and witho
       auto g = randn<T>(x.shape(), rng);
       backward(y, g);
 
-      // Statistics: two passes in training, the running ones in eval.
-      std::vector<double> partial(static_cast<std::size_t>(2 * n * c));
-      std::vector<T> mean(c), inv_std(c);
-      const double momentum = 0.1, eps = 1e-5;
-      if (training) {
-        cuda::launch_on_host(cuda::BatchNormPartialSums<T>{x.data(), nullptr, partial.data(), n, c, plane}, {3, 7});
-        cuda::launch_on_host(cuda::BatchNormStatistics<T>{partial.data(), mean.data(), inv_std.data(), rm_gpu.data(),
-                                                          rv_gpu.data(), n, c, plane, momentum, eps, false}, {2, 3});
-        cuda::launch_on_host(cuda::BatchNormPartialSums<T>{x.data(), mean.data(), partial.data(), n, c, plane});
-        cuda::launch_on_host(cuda::BatchNormStatistics<T>{partial.data(), mean.data(), inv_std.data(), rm_gpu.data(),
-                                                          rv_gpu.data(), n, c, plane, momentum, eps, true});
-      } else {
-        cuda::launch_on_host(cuda::BatchNormStatistics<T>{nullptr, mean.data(), inv_std.data(), rm_gpu.data(), rv_gpu.data(),
-                                                          n, c, plane, momentum, eps, false}, {1, 1});
-      }
+      // The device drivers, statistics (two passes in training, the running ones in eval) and all.
+      std::vector<T> mean(c), inv_std(c), y_gpu(static_cast<std::size_t>(x.numel()));
+      const cuda::BatchNormTerms<T> bn{x.data(), mean.data(), inv_std.data(), gamma.data(), beta.data(), n, c, plane, relu};
+      cuda::batch_norm2d_forward<T, HostExecutor>(bn, mean.data(), inv_std.data(), rm_gpu.data(), rv_gpu.data(), training, 0.1,
+                                                  1e-5, y_gpu.data());
       expect_same(rm_gpu.data(), rm, "running mean");
       expect_same(rv_gpu.data(), rv, "running var");
-      const cuda::BatchNormTerms<T> bn{x.data(), mean.data(), inv_std.data(), gamma.data(), beta.data(), n, c, plane, relu};
+      expect_same(y_gpu.data(), y, "batch norm forward (driver)");
       check_kernel(y, "batch norm forward", [&](T* out) { return cuda::BatchNormForward<T>{bn, out}; });
 
-      std::vector<T> grad_gamma(c), grad_beta(c), means(2 * c);
-      cuda::launch_on_host(cuda::BatchNormBackwardPartialSums<T>{bn, g.data(), partial.data()}, {3, 7});
-      cuda::launch_on_host(cuda::BatchNormBackwardReduce<T>{partial.data(), grad_gamma.data(), grad_beta.data(), means.data(),
-                                                            n, c, plane, training});
+      std::vector<T> grad_gamma(c), grad_beta(c), grad_x(static_cast<std::size_t>(x.numel()));
+      cuda::batch_norm2d_backward<T, HostExecutor>(bn, g.data(), training, grad_x.data(), grad_gamma.data(), grad_beta.data());
       expect_same(grad_gamma.data(), gamma.grad(), "grad gamma");
       expect_same(grad_beta.data(), beta.grad(), "grad beta");
+      expect_same(grad_x.data(), x.grad(), "batch norm backward input (driver)");
+      // The input gradient's kernel alone, on every grid, with the means the reduction gave.
+      std::vector<double> partial(static_cast<std::size_t>(2 * n * c));
+      std::vector<T> means(2 * c);
+      cuda::launch_on_host(cuda::BatchNormBackwardPartialSums<T>{bn, g.data(), partial.data()});
+      cuda::launch_on_host(cuda::BatchNormBackwardReduce<T>{partial.data(), nullptr, nullptr, means.data(), n, c, plane, training});
       check_kernel(x.grad(), "batch norm backward input",
                    [&](T* out) { return cuda::BatchNormBackwardInput<T>{bn, g.data(), means.data(), out}; });
     }
@@ -190,37 +200,32 @@ TEST_CASE_TEMPLATE("cuda kernels: conv2d by im2col, col2im and the bias sums, ag
     auto x = randn<T>({s.n, s.c_in, s.h, s.w}, rng), wt = randn<T>({s.c_out, s.c_in, s.kh, s.kw}, rng);
     auto bias = randn<T>({s.c_out}, rng), g = randn<T>({s.n, s.c_out, oh, ow}, rng);
 
-    // Forward: all images' columns side by side, one GEMM per image (the cuBLAS path), then the bias.
-    std::vector<T> col(static_cast<std::size_t>(k * s.n * p)), y(static_cast<std::size_t>(s.n * s.c_out * p));
+    auto expected_y = Tensor<T>::empty({s.n, s.c_out, oh, ow}), expected_gx = Tensor<T>::empty(x.shape());
+    auto expected_gw = Tensor<T>::empty(wt.shape()), expected_gb = Tensor<T>::empty({s.c_out});
+    qx::kernels::conv2d_forward(s, x.data(), wt.data(), bias.data(), expected_y.data());
+    qx::kernels::conv2d_backward_input(s, g.data(), wt.data(), expected_gx.data());
+    qx::kernels::conv2d_backward_weight(s, x.data(), g.data(), expected_gw.data(), expected_gb.data());
+
+    // The device drivers (one column buffer, one GEMM per image), forward and both backwards.
+    std::vector<T> y(static_cast<std::size_t>(expected_y.numel())), gx(static_cast<std::size_t>(x.numel()));
+    std::vector<T> gw(static_cast<std::size_t>(wt.numel())), gb(static_cast<std::size_t>(s.c_out));
+    cuda::conv2d_forward<T, HostExecutor>(s, x.data(), wt.data(), bias.data(), y.data());
+    expect_same(y.data(), expected_y, "conv2d forward");
+    cuda::conv2d_backward_input<T, HostExecutor>(s, g.data(), wt.data(), gx.data());
+    expect_same(gx.data(), expected_gx, "conv2d backward input");
+    cuda::conv2d_backward_weight<T, HostExecutor>(s, x.data(), g.data(), gw.data(), gb.data());
+    expect_same(gw.data(), expected_gw, "conv2d backward weight");
+    expect_same(gb.data(), expected_gb, "conv2d bias gradient");
+
+    // Each kernel on every grid, with several images' columns side by side (the `images` layout).
+    std::vector<T> col(static_cast<std::size_t>(k * s.n * p));
     auto expected_col = Tensor<T>::empty({k, s.n * p});
     qx::kernels::detail::im2col_block(s, x.data(), s.n, expected_col.data());
     check_kernel(expected_col, "im2col", [&](T* out) { return cuda::Im2col<T>{s, x.data(), out, s.n}; });
-    cuda::launch_on_host(cuda::Im2col<T>{s, x.data(), col.data(), s.n});
-    for (Index b = 0; b < s.n; ++b)
-      qx::kernels::gemm(false, false, s.c_out, p, k, T(1), wt.data(), k, col.data() + b * p, s.n * p, T(0),
-                        y.data() + b * s.c_out * p, p);
-    cuda::launch_on_host(cuda::AddChannelBias<T>{y.data(), bias.data(), s.n, s.c_out, p}, {3, 7});
-    auto expected_y = Tensor<T>::empty({s.n, s.c_out, oh, ow});
-    qx::kernels::conv2d_forward(s, x.data(), wt.data(), bias.data(), expected_y.data());
-    expect_same(y.data(), expected_y, "conv2d forward");
-
-    // Backward input: ∂col = Wᵀ g per image into the shared column layout, then col2im.
-    for (Index b = 0; b < s.n; ++b)
+    for (Index b = 0; b < s.n; ++b)  // ∂col = Wᵀ g per image into the shared column layout
       qx::kernels::gemm(true, false, k, p, s.c_out, T(1), wt.data(), k, g.data() + b * s.c_out * p, p, T(0),
                         col.data() + b * p, s.n * p);
-    auto expected_gx = Tensor<T>::empty(x.shape());
-    qx::kernels::conv2d_backward_input(s, g.data(), wt.data(), expected_gx.data());
     check_kernel(expected_gx, "col2im", [&](T* out) { return cuda::Col2im<T>{s, col.data(), out, s.n}; });
-
-    // Backward weight: Σ_n g_n · col_nᵀ by accumulating GEMMs; the bias by channel sums.
-    cuda::launch_on_host(cuda::Im2col<T>{s, x.data(), col.data(), s.n});
-    std::vector<T> gw(static_cast<std::size_t>(s.c_out * k), T(0));
-    for (Index b = 0; b < s.n; ++b)
-      qx::kernels::gemm(false, true, s.c_out, k, p, T(1), g.data() + b * s.c_out * p, p, col.data() + b * p, s.n * p, T(1),
-                        gw.data(), k);
-    auto expected_gw = Tensor<T>::empty(wt.shape()), expected_gb = Tensor<T>::empty({s.c_out});
-    qx::kernels::conv2d_backward_weight(s, x.data(), g.data(), expected_gw.data(), expected_gb.data());
-    expect_same(gw.data(), expected_gw, "conv2d backward weight");
     check_kernel(expected_gb, "conv2d bias gradient", [&](T* out) { return cuda::ChannelSums<T>{g.data(), out, s.n, s.c_out, p}; });
   }
 }

@@ -4,6 +4,7 @@
 // statistics are the CPU's bit for bit, and no pass needs shared memory or __syncthreads.
 #pragma once
 #include "qx/config.hpp"
+#include "qx/backends/cuda/gemm.hpp"
 #include "qx/backends/cuda/launch.hpp"
 #include "qx/core/cuda.hpp"
 #include "qx/kernels/functors.hpp"
@@ -162,34 +163,35 @@ struct BatchNormBackwardInput {
   }
 };
 
-// batch_norm2d on device memory: the passes above in order, on qx's stream. Host code.
+// batch_norm2d on device memory: the passes above in order, on qx's stream. Host code; `Exec` is
+// GpuExecutor (gemm.hpp) except in the CPU tests.
 
-/// y from bn.x; fills bn.mean and bn.inv_std (device arrays of C, written here) and, in training, moves the
-/// running statistics.
-template <class T>
+/// y from bn.x; fills mean and inv_std (arrays of C, written here; bn reads them) and, in training, moves
+/// the running statistics.
+template <class T, class Exec = GpuExecutor>
 void batch_norm2d_forward(const BatchNormTerms<T>& bn, T* mean, T* inv_std, T* running_mean, T* running_var, bool training,
                           double momentum, double eps, T* y) {
   const Index n = bn.n, c = bn.c, plane = bn.plane;
   if (training) {
-    memory::DeviceBuffer<double> partial(static_cast<std::size_t>(n * c));
-    launch_on_device(BatchNormPartialSums<T>{bn.x, nullptr, partial.data(), n, c, plane});
-    launch_on_device(BatchNormStatistics<T>{partial.data(), mean, inv_std, running_mean, running_var, n, c, plane, momentum, eps, false});
-    launch_on_device(BatchNormPartialSums<T>{bn.x, mean, partial.data(), n, c, plane});
-    launch_on_device(BatchNormStatistics<T>{partial.data(), mean, inv_std, running_mean, running_var, n, c, plane, momentum, eps, true});
+    typename Exec::template Buffer<double> partial(static_cast<std::size_t>(n * c));
+    Exec::launch(BatchNormPartialSums<T>{bn.x, nullptr, partial.data(), n, c, plane});
+    Exec::launch(BatchNormStatistics<T>{partial.data(), mean, inv_std, running_mean, running_var, n, c, plane, momentum, eps, false});
+    Exec::launch(BatchNormPartialSums<T>{bn.x, mean, partial.data(), n, c, plane});
+    Exec::launch(BatchNormStatistics<T>{partial.data(), mean, inv_std, running_mean, running_var, n, c, plane, momentum, eps, true});
   } else {
-    launch_on_device(BatchNormStatistics<T>{nullptr, mean, inv_std, running_mean, running_var, n, c, plane, momentum, eps, false});
+    Exec::launch(BatchNormStatistics<T>{nullptr, mean, inv_std, running_mean, running_var, n, c, plane, momentum, eps, false});
   }
-  launch_on_device(BatchNormForward<T>{bn, y});
+  Exec::launch(BatchNormForward<T>{bn, y});
 }
 
 /// ∂x (nullable), ∂γ and ∂β (nullable) from grad_y, with the forward's statistics in bn.
-template <class T>
+template <class T, class Exec = GpuExecutor>
 void batch_norm2d_backward(const BatchNormTerms<T>& bn, const T* grad_y, bool training, T* grad_x, T* grad_gamma, T* grad_beta) {
-  memory::DeviceBuffer<double> partial(static_cast<std::size_t>(2 * bn.n * bn.c));
-  memory::DeviceBuffer<T> means(static_cast<std::size_t>(2 * bn.c));
-  launch_on_device(BatchNormBackwardPartialSums<T>{bn, grad_y, partial.data()});
-  launch_on_device(BatchNormBackwardReduce<T>{partial.data(), grad_gamma, grad_beta, means.data(), bn.n, bn.c, bn.plane, training});
-  if (grad_x) launch_on_device(BatchNormBackwardInput<T>{bn, grad_y, means.data(), grad_x});
+  typename Exec::template Buffer<double> partial(static_cast<std::size_t>(2 * bn.n * bn.c));
+  typename Exec::template Buffer<T> means(static_cast<std::size_t>(2 * bn.c));
+  Exec::launch(BatchNormBackwardPartialSums<T>{bn, grad_y, partial.data()});
+  Exec::launch(BatchNormBackwardReduce<T>{partial.data(), grad_gamma, grad_beta, means.data(), bn.n, bn.c, bn.plane, training});
+  if (grad_x) Exec::launch(BatchNormBackwardInput<T>{bn, grad_y, means.data(), grad_x});
 }
 
 }  // namespace backends::cuda

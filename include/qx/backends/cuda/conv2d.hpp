@@ -87,44 +87,45 @@ struct ChannelSums {
   }
 };
 
-// The convolution on device memory, image by image: one (K, P) column buffer, one cuBLAS GEMM per
-// image (the formulas of kernels/conv2d.hpp). Host code; every step is queued on qx's stream.
+// The convolution on device memory, image by image: one (K, P) column buffer, one GEMM per image (the
+// formulas of kernels/conv2d.hpp). Host code; on the GPU every step is queued on qx's stream. `Exec` is
+// GpuExecutor (gemm.hpp) except in the CPU tests.
 
 /// y (N, C_out, H_out, W_out) = conv(x, weight) + bias (nullable)
-template <class T>
+template <class T, class Exec = GpuExecutor>
 void conv2d_forward(const kernels::Conv2dShape& s, const T* x, const T* weight, const T* bias, T* y) {
   const Index k = s.patch(), p = s.positions();
-  memory::DeviceBuffer<T> col(static_cast<std::size_t>(k * p));
+  typename Exec::template Buffer<T> col(static_cast<std::size_t>(k * p));
   for (Index b = 0; b < s.n; ++b) {
-    launch_on_device(Im2col<T>{s, x + b * s.c_in * s.h * s.w, col.data(), 1});
-    gemm(false, false, s.c_out, p, k, T(1), weight, k, col.data(), p, T(0), y + b * s.c_out * p, p);
+    Exec::launch(Im2col<T>{s, x + b * s.c_in * s.h * s.w, col.data(), 1});
+    Exec::gemm(false, false, s.c_out, p, k, T(1), weight, k, col.data(), p, T(0), y + b * s.c_out * p, p);
   }
-  if (bias) launch_on_device(AddChannelBias<T>{y, bias, s.n, s.c_out, p});
+  if (bias) Exec::launch(AddChannelBias<T>{y, bias, s.n, s.c_out, p});
 }
 
 /// grad_x = the adjoint of conv2d applied to grad_y; assigned.
-template <class T>
+template <class T, class Exec = GpuExecutor>
 void conv2d_backward_input(const kernels::Conv2dShape& s, const T* grad_y, const T* weight, T* grad_x) {
   const Index k = s.patch(), p = s.positions();
-  memory::DeviceBuffer<T> col(static_cast<std::size_t>(k * p));
+  typename Exec::template Buffer<T> col(static_cast<std::size_t>(k * p));
   for (Index b = 0; b < s.n; ++b) {
-    gemm(true, false, k, p, s.c_out, T(1), weight, k, grad_y + b * s.c_out * p, p, T(0), col.data(), p);
-    launch_on_device(Col2im<T>{s, col.data(), grad_x + b * s.c_in * s.h * s.w, 1});
+    Exec::gemm(true, false, k, p, s.c_out, T(1), weight, k, grad_y + b * s.c_out * p, p, T(0), col.data(), p);
+    Exec::launch(Col2im<T>{s, col.data(), grad_x + b * s.c_in * s.h * s.w, 1});
   }
 }
 
 /// grad_weight = Σ_n g_n · col_nᵀ (nullable) and grad_bias = Σ g (nullable); assigned.
-template <class T>
+template <class T, class Exec = GpuExecutor>
 void conv2d_backward_weight(const kernels::Conv2dShape& s, const T* x, const T* grad_y, T* grad_weight, T* grad_bias) {
   const Index k = s.patch(), p = s.positions();
   if (grad_weight) {
-    memory::DeviceBuffer<T> col(static_cast<std::size_t>(k * p));
+    typename Exec::template Buffer<T> col(static_cast<std::size_t>(k * p));
     for (Index b = 0; b < s.n; ++b) {
-      launch_on_device(Im2col<T>{s, x + b * s.c_in * s.h * s.w, col.data(), 1});
-      gemm(false, true, s.c_out, k, p, T(1), grad_y + b * s.c_out * p, p, col.data(), p, b == 0 ? T(0) : T(1), grad_weight, k);
+      Exec::launch(Im2col<T>{s, x + b * s.c_in * s.h * s.w, col.data(), 1});
+      Exec::gemm(false, true, s.c_out, k, p, T(1), grad_y + b * s.c_out * p, p, col.data(), p, b == 0 ? T(0) : T(1), grad_weight, k);
     }
   }
-  if (grad_bias) launch_on_device(ChannelSums<T>{grad_y, grad_bias, s.n, s.c_out, p});
+  if (grad_bias) Exec::launch(ChannelSums<T>{grad_y, grad_bias, s.n, s.c_out, p});
 }
 
 }  // namespace backends::cuda

@@ -4,6 +4,7 @@
 // places, the transpose flags stay. Host code only (cuBLAS's C API), on qx's stream.
 #pragma once
 #include "qx/config.hpp"
+#include "qx/backends/cuda/launch.hpp"
 #include "qx/core/cuda.hpp"
 #include "qx/core/error.hpp"
 #include "qx/core/shape.hpp"
@@ -59,6 +60,23 @@ void gemm(bool trans_a, bool trans_b, Index m, Index n, Index k, T alpha, const 
   fail("cuBLAS GEMM: qx was built without CUDA (configure with -DQX_USE_CUDA=ON)");
 #endif
 }
+
+/// How the device drivers (conv2d, batch norm: several kernels and GEMMs in a row) run: on the GPU by
+/// default. The CPU tests pass an executor of their own — kernels through launch_on_host, the CPU GEMM,
+/// host scratch — so the drivers' loops, offsets and buffer sizes are tested too (docs/cuda.md).
+struct GpuExecutor {
+  template <class Kernel>
+  static void launch(const Kernel& kernel) {
+    launch_on_device(kernel);
+  }
+  template <class T>
+  static void gemm(bool trans_a, bool trans_b, Index m, Index n, Index k, T alpha, const T* a, Index lda, const T* b, Index ldb,
+                   T beta, T* c, Index ldc) {
+    ::qx::backends::cuda::gemm(trans_a, trans_b, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
+  }
+  template <class T>
+  using Buffer = memory::DeviceBuffer<T>;
+};
 
 }  // namespace backends::cuda
 QX_NAMESPACE_END
