@@ -45,39 +45,39 @@ class BatchNorm2dNode final : public autograd::Node<T> {
     if (want_w) gw = Tensor<T>::empty({c}, device);
     if (want_b) gb = Tensor<T>::empty({c}, device);
     dispatch(device, name(), [&] {
-    const T* xp = x_.data();
-    const T* gp = g.data();
-    const bool relu = fused_relu_;
-    parallel_for(0, c, [&](Index ch) {
-      const T mu = mean_.data()[ch], is = inv_std_.data()[ch], gamma = gamma_.data()[ch], beta = beta_.data()[ch];
-      // The gradient reaching the batch norm: g, or g·[y > 0] behind the fused ReLU.
-      auto g_at = [&](const T* xs, const T* gs, Index k) {
-        return relu ? kernels::ReluGrad{}(gs[k], kernels::BatchNormNormalize{}(xs[k], mu, is, gamma, beta)) : gs[k];
-      };
-      double sum_g = 0, sum_gx = 0;  // Σ g and Σ g·x̂ over (N, H, W)
-      for (Index b = 0; b < n; ++b) {
-        const T* xs = xp + (b * c + ch) * plane;
-        const T* gs = gp + (b * c + ch) * plane;
-        const auto sums = kernels::lane_sums<T, 2>(plane, [&](Index k) {  // one pass for both sums
-          const T gk = g_at(xs, gs, k);
-          return std::array<T, 2>{gk, gk * (xs[k] - mu) * is};
-        });
-        sum_g += sums[0];
-        sum_gx += sums[1];
-      }
-      if (want_w) gw.data()[ch] = static_cast<T>(sum_gx);
-      if (want_b) gb.data()[ch] = static_cast<T>(sum_g);
-      if (!want_x) return;
-      const T scale = gamma * is;
-      const T mean_g = training_ ? static_cast<T>(sum_g / m) : T(0);
-      const T mean_gx = training_ ? static_cast<T>(sum_gx / m) : T(0);
-      for (Index b = 0; b < n; ++b) {
-        const T* xs = xp + (b * c + ch) * plane;
-        const T* gs = gp + (b * c + ch) * plane;
-        T* out = gx.data() + (b * c + ch) * plane;
-        for (Index k = 0; k < plane; ++k) out[k] = scale * (g_at(xs, gs, k) - mean_g - (xs[k] - mu) * is * mean_gx);
-      }
-    }, n * plane, 4096);
+      const T* xp = x_.data();
+      const T* gp = g.data();
+      const bool relu = fused_relu_;
+      parallel_for(0, c, [&](Index ch) {
+        const T mu = mean_.data()[ch], is = inv_std_.data()[ch], gamma = gamma_.data()[ch], beta = beta_.data()[ch];
+        // The gradient reaching the batch norm: g, or g·[y > 0] behind the fused ReLU.
+        auto g_at = [&](const T* xs, const T* gs, Index k) {
+          return relu ? kernels::ReluGrad{}(gs[k], kernels::BatchNormNormalize{}(xs[k], mu, is, gamma, beta)) : gs[k];
+        };
+        double sum_g = 0, sum_gx = 0;  // Σ g and Σ g·x̂ over (N, H, W)
+        for (Index b = 0; b < n; ++b) {
+          const T* xs = xp + (b * c + ch) * plane;
+          const T* gs = gp + (b * c + ch) * plane;
+          const auto sums = kernels::lane_sums<T, 2>(plane, [&](Index k) {  // one pass for both sums
+            const T gk = g_at(xs, gs, k);
+            return std::array<T, 2>{gk, gk * (xs[k] - mu) * is};
+          });
+          sum_g += sums[0];
+          sum_gx += sums[1];
+        }
+        if (want_w) gw.data()[ch] = static_cast<T>(sum_gx);
+        if (want_b) gb.data()[ch] = static_cast<T>(sum_g);
+        if (!want_x) return;
+        const T scale = gamma * is;
+        const T mean_g = training_ ? static_cast<T>(sum_g / m) : T(0);
+        const T mean_gx = training_ ? static_cast<T>(sum_gx / m) : T(0);
+        for (Index b = 0; b < n; ++b) {
+          const T* xs = xp + (b * c + ch) * plane;
+          const T* gs = gp + (b * c + ch) * plane;
+          T* out = gx.data() + (b * c + ch) * plane;
+          for (Index k = 0; k < plane; ++k) out[k] = scale * (g_at(xs, gs, k) - mean_g - (xs[k] - mu) * is * mean_gx);
+        }
+      }, n * plane, 4096);
     }, [&] {
       const backends::cuda::BatchNormTerms<T> bn{x_.data(), mean_.data(), inv_std_.data(), gamma_.data(), beta_.data(),
                                                  n, c, plane, fused_relu_};
@@ -114,45 +114,45 @@ Tensor<T> batch_norm2d_impl(const Tensor<T>& x, const Tensor<T>& weight, const T
   auto y = Tensor<T>::empty(x.shape(), device);
   const Tensor<T> wc = weight.contiguous(), bc = bias.contiguous();
   dispatch(device, relu ? "batch_norm2d_relu" : "batch_norm2d", [&] {
-  const double m = static_cast<double>(n * plane);
-  parallel_for(0, c, [&](Index ch) {
-    double mu, var;
-    if (training) {
-      double s = 0;
-      for (Index b = 0; b < n; ++b) {
-        const T* xs = xp + (b * c + ch) * plane;
-        s += kernels::lane_sum<T>(plane, [&](Index k) { return xs[k]; });
+    const double m = static_cast<double>(n * plane);
+    parallel_for(0, c, [&](Index ch) {
+      double mu, var;
+      if (training) {
+        double s = 0;
+        for (Index b = 0; b < n; ++b) {
+          const T* xs = xp + (b * c + ch) * plane;
+          s += kernels::lane_sum<T>(plane, [&](Index k) { return xs[k]; });
+        }
+        mu = s / m;
+        double ss = 0;  // two-pass variance: no cancellation for large means
+        const T mu_t = static_cast<T>(mu);
+        for (Index b = 0; b < n; ++b) {
+          const T* xs = xp + (b * c + ch) * plane;
+          ss += kernels::lane_sum<T>(plane, [&](Index k) { return (xs[k] - mu_t) * (xs[k] - mu_t); });
+        }
+        var = ss / m;
+        running_mean.data()[ch] = static_cast<T>((1 - momentum) * running_mean.data()[ch] + momentum * mu);
+        running_var.data()[ch] = static_cast<T>((1 - momentum) * running_var.data()[ch] + momentum * var * m / (m - 1));
+      } else {
+        mu = running_mean.data()[ch];
+        var = running_var.data()[ch];
       }
-      mu = s / m;
-      double ss = 0;  // two-pass variance: no cancellation for large means
-      const T mu_t = static_cast<T>(mu);
-      for (Index b = 0; b < n; ++b) {
-        const T* xs = xp + (b * c + ch) * plane;
-        ss += kernels::lane_sum<T>(plane, [&](Index k) { return (xs[k] - mu_t) * (xs[k] - mu_t); });
+      mean.data()[ch] = static_cast<T>(mu);
+      inv_std.data()[ch] = static_cast<T>(1.0 / std::sqrt(var + eps));
+    }, n * plane, 4096);
+    T* yp = y.data();
+    const T *gamma = wc.data(), *beta = bc.data();
+    parallel_for(0, n * c, [&](Index image_channel) {
+      const Index ch = image_channel % c;
+      const T* xs = xp + image_channel * plane;
+      T* ys = yp + image_channel * plane;
+      const T mu = mean.data()[ch], is = inv_std.data()[ch], g = gamma[ch], b = beta[ch];
+      if (relu) {
+        for (Index k = 0; k < plane; ++k) ys[k] = kernels::Relu{}(kernels::BatchNormNormalize{}(xs[k], mu, is, g, b));
+      } else {
+        for (Index k = 0; k < plane; ++k) ys[k] = kernels::BatchNormNormalize{}(xs[k], mu, is, g, b);
       }
-      var = ss / m;
-      running_mean.data()[ch] = static_cast<T>((1 - momentum) * running_mean.data()[ch] + momentum * mu);
-      running_var.data()[ch] = static_cast<T>((1 - momentum) * running_var.data()[ch] + momentum * var * m / (m - 1));
-    } else {
-      mu = running_mean.data()[ch];
-      var = running_var.data()[ch];
-    }
-    mean.data()[ch] = static_cast<T>(mu);
-    inv_std.data()[ch] = static_cast<T>(1.0 / std::sqrt(var + eps));
-  }, n * plane, 4096);
-  T* yp = y.data();
-  const T *gamma = wc.data(), *beta = bc.data();
-  parallel_for(0, n * c, [&](Index image_channel) {
-    const Index ch = image_channel % c;
-    const T* xs = xp + image_channel * plane;
-    T* ys = yp + image_channel * plane;
-    const T mu = mean.data()[ch], is = inv_std.data()[ch], g = gamma[ch], b = beta[ch];
-    if (relu) {
-      for (Index k = 0; k < plane; ++k) ys[k] = kernels::Relu{}(kernels::BatchNormNormalize{}(xs[k], mu, is, g, b));
-    } else {
-      for (Index k = 0; k < plane; ++k) ys[k] = kernels::BatchNormNormalize{}(xs[k], mu, is, g, b);
-    }
-  }, plane, 4096);
+    }, plane, 4096);
   }, [&] {
     const backends::cuda::BatchNormTerms<T> bn{xp, mean.data(), inv_std.data(), wc.data(), bc.data(), n, c, plane, relu};
     backends::cuda::batch_norm2d_forward(bn, mean.data(), inv_std.data(), running_mean.data(), running_var.data(), training,

@@ -35,21 +35,21 @@ class InterpolateNode final : public autograd::Node<T> {
     auto gx = Tensor<T>::empty(input_shape_, g.device());
     const Index planes = input_shape_[0] * input_shape_[1];
     dispatch(g.device(), "interpolate_bilinear", [&] {
-    const auto th = bilinear_taps(h, oh), tw = bilinear_taps(w, ow);
-    gx.fill_(T(0));
-    parallel_for(0, planes, [&](Index p) {
-      const T* src = g.data() + p * oh * ow;
-      T* dst = gx.data() + p * h * w;
-      for (Index i = 0; i < oh; ++i)
-        for (Index j = 0; j < ow; ++j) {
-          const T v = src[i * ow + j];
-          const auto &a = th[i], &b = tw[j];
-          dst[a.i0 * w + b.i0] += static_cast<T>(a.l0 * b.l0) * v;
-          dst[a.i0 * w + b.i1] += static_cast<T>(a.l0 * b.l1) * v;
-          dst[a.i1 * w + b.i0] += static_cast<T>(a.l1 * b.l0) * v;
-          dst[a.i1 * w + b.i1] += static_cast<T>(a.l1 * b.l1) * v;
-        }
-    }, oh * ow * 4, 4096);
+      const auto th = bilinear_taps(h, oh), tw = bilinear_taps(w, ow);
+      gx.fill_(T(0));
+      parallel_for(0, planes, [&](Index p) {
+        const T* src = g.data() + p * oh * ow;
+        T* dst = gx.data() + p * h * w;
+        for (Index i = 0; i < oh; ++i)
+          for (Index j = 0; j < ow; ++j) {
+            const T v = src[i * ow + j];
+            const auto &a = th[i], &b = tw[j];
+            dst[a.i0 * w + b.i0] += static_cast<T>(a.l0 * b.l0) * v;
+            dst[a.i0 * w + b.i1] += static_cast<T>(a.l0 * b.l1) * v;
+            dst[a.i1 * w + b.i0] += static_cast<T>(a.l1 * b.l0) * v;
+            dst[a.i1 * w + b.i1] += static_cast<T>(a.l1 * b.l1) * v;
+          }
+      }, oh * ow * 4, 4096);
     }, [&] {
       backends::cuda::launch_on_device(backends::cuda::BilinearBackward<T>{g.data(), gx.data(), {planes, h, w, oh, ow}});
     });
@@ -72,17 +72,17 @@ Tensor<T> interpolate_bilinear(const Tensor<T>& x, Index out_h, Index out_w) {
   auto y = Tensor<T>::empty({x.size(0), x.size(1), out_h, out_w}, x.device());
   const Index planes = x.size(0) * x.size(1);
   dispatch(x.device(), "interpolate_bilinear", [&] {
-  const auto th = detail::bilinear_taps(h, out_h), tw = detail::bilinear_taps(w, out_w);
-  parallel_for(0, planes, [&](Index p) {
-    const T* src = xc.data() + p * h * w;
-    T* dst = y.data() + p * out_h * out_w;
-    for (Index i = 0; i < out_h; ++i)
-      for (Index j = 0; j < out_w; ++j) {
-        const auto &a = th[i], &b = tw[j];
-        dst[i * out_w + j] = static_cast<T>(a.l0 * (b.l0 * src[a.i0 * w + b.i0] + b.l1 * src[a.i0 * w + b.i1]) +
-                                            a.l1 * (b.l0 * src[a.i1 * w + b.i0] + b.l1 * src[a.i1 * w + b.i1]));
-      }
-  }, out_h * out_w * 4, 4096);
+    const auto th = detail::bilinear_taps(h, out_h), tw = detail::bilinear_taps(w, out_w);
+    parallel_for(0, planes, [&](Index p) {
+      const T* src = xc.data() + p * h * w;
+      T* dst = y.data() + p * out_h * out_w;
+      for (Index i = 0; i < out_h; ++i)
+        for (Index j = 0; j < out_w; ++j) {
+          const auto &a = th[i], &b = tw[j];
+          dst[i * out_w + j] = static_cast<T>(a.l0 * (b.l0 * src[a.i0 * w + b.i0] + b.l1 * src[a.i0 * w + b.i1]) +
+                                              a.l1 * (b.l0 * src[a.i1 * w + b.i0] + b.l1 * src[a.i1 * w + b.i1]));
+        }
+    }, out_h * out_w * 4, 4096);
   }, [&] {
     backends::cuda::launch_on_device(backends::cuda::BilinearForward<T>{xc.data(), y.data(), {planes, h, w, out_h, out_w}});
   });

@@ -78,20 +78,20 @@ std::vector<Tensor<T>> AdaptiveAvgPool2dNode<T>::apply(const Tensor<T>& grad_out
   auto gx = Tensor<T>::empty(this->replicated(input_shape_), g.device());
   const Index planes = gx.size(0) * input_shape_[1];
   dispatch(g.device(), "adaptive_avg_pool2d", [&] {
-  gx.fill_(T(0));
-  parallel_for(0, planes, [&](Index p) {
-    const T* src = g.data() + p * oh * ow;
-    T* dst = gx.data() + p * h * w;
-    for (Index i = 0; i < oh; ++i) {
-      const Index r0 = adaptive_start(i, oh, h), r1 = adaptive_end(i, oh, h);
-      for (Index j = 0; j < ow; ++j) {
-        const Index c0 = adaptive_start(j, ow, w), c1 = adaptive_end(j, ow, w);
-        const T share = src[i * ow + j] / static_cast<T>((r1 - r0) * (c1 - c0));
-        for (Index r = r0; r < r1; ++r)
-          for (Index c = c0; c < c1; ++c) dst[r * w + c] += share;
+    gx.fill_(T(0));
+    parallel_for(0, planes, [&](Index p) {
+      const T* src = g.data() + p * oh * ow;
+      T* dst = gx.data() + p * h * w;
+      for (Index i = 0; i < oh; ++i) {
+        const Index r0 = adaptive_start(i, oh, h), r1 = adaptive_end(i, oh, h);
+        for (Index j = 0; j < ow; ++j) {
+          const Index c0 = adaptive_start(j, ow, w), c1 = adaptive_end(j, ow, w);
+          const T share = src[i * ow + j] / static_cast<T>((r1 - r0) * (c1 - c0));
+          for (Index r = r0; r < r1; ++r)
+            for (Index c = c0; c < c1; ++c) dst[r * w + c] += share;
+        }
       }
-    }
-  }, h * w, 4096);
+    }, h * w, 4096);
   }, [&] {
     backends::cuda::launch_on_device(backends::cuda::AdaptiveAvgPoolBackward<T>{g.data(), gx.data(), {planes, h, w, oh, ow}});
   });
@@ -115,31 +115,31 @@ Tensor<T> max_pool2d(const Tensor<T>& x, Index kernel, Index stride = 0, Index p
   auto y = Tensor<T>::empty({x.size(0), x.size(1), oh, ow}, x.device());
   auto argmax = Tensor<Index>::empty(y.shape(), x.device());  // every entry is written below
   dispatch(x.device(), "max_pool2d", [&] {
-  parallel_for(0, planes, [&](Index p) {
-    const T* src = xc.data() + p * h * w;
-    T* dst = y.data() + p * oh * ow;
-    Index* arg = argmax.data() + p * oh * ow;
-    for (Index i = 0; i < oh; ++i) {
-      // The window clipped to the image once per row and column: no bounds test per element, and
-      // padding (−∞) never wins because every window holds at least one pixel.
-      const Index r0 = std::max<Index>(0, i * stride - padding), r1 = std::min(h, i * stride - padding + kernel);
-      for (Index j = 0; j < ow; ++j) {
-        const Index c0 = std::max<Index>(0, j * stride - padding), c1 = std::min(w, j * stride - padding + kernel);
-        Index best_at = r0 * w + c0;
-        T best = src[best_at];
-        for (Index r = r0; r < r1; ++r)
-          for (Index c = c0; c < c1; ++c) {
-            const T v = src[r * w + c];
-            if (v > best || v != v) {  // a NaN wins, as in PyTorch
-              best = v;
-              best_at = r * w + c;
+    parallel_for(0, planes, [&](Index p) {
+      const T* src = xc.data() + p * h * w;
+      T* dst = y.data() + p * oh * ow;
+      Index* arg = argmax.data() + p * oh * ow;
+      for (Index i = 0; i < oh; ++i) {
+        // The window clipped to the image once per row and column: no bounds test per element, and
+        // padding (−∞) never wins because every window holds at least one pixel.
+        const Index r0 = std::max<Index>(0, i * stride - padding), r1 = std::min(h, i * stride - padding + kernel);
+        for (Index j = 0; j < ow; ++j) {
+          const Index c0 = std::max<Index>(0, j * stride - padding), c1 = std::min(w, j * stride - padding + kernel);
+          Index best_at = r0 * w + c0;
+          T best = src[best_at];
+          for (Index r = r0; r < r1; ++r)
+            for (Index c = c0; c < c1; ++c) {
+              const T v = src[r * w + c];
+              if (v > best || v != v) {  // a NaN wins, as in PyTorch
+                best = v;
+                best_at = r * w + c;
+              }
             }
-          }
-        dst[i * ow + j] = best;
-        arg[i * ow + j] = best_at;
+          dst[i * ow + j] = best;
+          arg[i * ow + j] = best_at;
+        }
       }
-    }
-  }, oh * ow * kernel * kernel, 4096);
+    }, oh * ow * kernel * kernel, 4096);
   }, [&] {
     backends::cuda::launch_on_device(
         backends::cuda::MaxPoolForward<T>{xc.data(), y.data(), argmax.data(), {planes, h, w, oh, ow}, kernel, stride, padding});
@@ -159,20 +159,20 @@ Tensor<T> adaptive_avg_pool2d(const Tensor<T>& x, Index out_h, Index out_w) {
   const Tensor<T> xc = x.contiguous();
   auto y = Tensor<T>::empty({x.size(0), x.size(1), out_h, out_w}, x.device());
   dispatch(x.device(), "adaptive_avg_pool2d", [&] {
-  parallel_for(0, x.size(0) * x.size(1), [&](Index p) {
-    const T* src = xc.data() + p * h * w;
-    T* dst = y.data() + p * out_h * out_w;
-    for (Index i = 0; i < out_h; ++i) {
-      const Index r0 = detail::adaptive_start(i, out_h, h), r1 = detail::adaptive_end(i, out_h, h);
-      for (Index j = 0; j < out_w; ++j) {
-        const Index c0 = detail::adaptive_start(j, out_w, w), c1 = detail::adaptive_end(j, out_w, w);
-        T s = 0;
-        for (Index r = r0; r < r1; ++r)
-          for (Index c = c0; c < c1; ++c) s += src[r * w + c];
-        dst[i * out_w + j] = s / static_cast<T>((r1 - r0) * (c1 - c0));
+    parallel_for(0, x.size(0) * x.size(1), [&](Index p) {
+      const T* src = xc.data() + p * h * w;
+      T* dst = y.data() + p * out_h * out_w;
+      for (Index i = 0; i < out_h; ++i) {
+        const Index r0 = detail::adaptive_start(i, out_h, h), r1 = detail::adaptive_end(i, out_h, h);
+        for (Index j = 0; j < out_w; ++j) {
+          const Index c0 = detail::adaptive_start(j, out_w, w), c1 = detail::adaptive_end(j, out_w, w);
+          T s = 0;
+          for (Index r = r0; r < r1; ++r)
+            for (Index c = c0; c < c1; ++c) s += src[r * w + c];
+          dst[i * out_w + j] = s / static_cast<T>((r1 - r0) * (c1 - c0));
+        }
       }
-    }
-  }, h * w, 4096);
+    }, h * w, 4096);
   }, [&] {
     backends::cuda::launch_on_device(
         backends::cuda::AdaptiveAvgPoolForward<T>{xc.data(), y.data(), {x.size(0) * x.size(1), h, w, out_h, out_w}});
