@@ -1,6 +1,6 @@
 // The --device option of the commands that compute (`qx explain`, `qx reproduce`): cpu, or cuda. Asking
 // for cuda fails at once — before any data is read — with a message naming what is missing: CUDA in the
-// build, a GPU in the machine, or (today) the CUDA dispatch of the ops the command runs (docs/cuda.md).
+// build, a GPU in the machine, or (qx reproduce, today) the CUDA path of the training loop (docs/cuda.md).
 #pragma once
 #include "qx/config.hpp"
 #include "qx/core/cuda.hpp"
@@ -19,14 +19,19 @@ inline void add_device_option(CLI::App& cmd, std::string& device) {
       ->check(CLI::IsMember({"cpu", "cuda"}));
 }
 
-/// Returns for --device cpu; for cuda, fails naming what is missing (the program prefixes the command).
-inline void require_device_supported(const std::string& device) {
-  if (device != "cuda") return;
-  const char* who = "--device cuda";
-  cuda::require(who);
-  // A GPU is here: the kernels exist and are CPU-tested (docs/cuda.md), but the ops, the training loop
-  // and the attribution pass do not dispatch to them yet, so running would read device memory on the host.
-  fail(who, ": this command has no CUDA path yet: its ops do not dispatch to the CUDA kernels (docs/cuda.md)");
+/// The device --device names; for cuda, fails unless CUDA is built in and a GPU is present (the program
+/// prefixes the command to the message).
+inline Device device_option(const std::string& device) {
+  if (device != "cuda") return Device::cpu;
+  cuda::require("--device cuda");
+  return Device::cuda;
+}
+
+/// For a command whose work has no CUDA path yet: returns for cpu, fails for cuda naming what is missing.
+inline void require_host_device(const std::string& device, const char* missing) {
+  if (device_option(device) == Device::cpu) return;
+  // A GPU is here, but running would read device memory on the host.
+  fail("--device cuda: ", missing, " has no CUDA path yet (docs/cuda.md)");
 }
 
 }  // namespace cli

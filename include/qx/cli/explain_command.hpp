@@ -87,7 +87,7 @@ inline metrics::Roi parse_roi(const std::string& text) {
 inline nlohmann::json run_explain(const ExplainArgs& a) {
   namespace fs = std::filesystem;
   // ---- validate everything before computing ---------------------------------------------------------
-  require_device_supported(a.device);
+  const Device device = device_option(a.device);
   auto model = nn::make_resnet<float>(a.arch, a.in_channels, a.num_classes, a.width);  // unknown arch → error
   check(fs::exists(a.weights), "--weights '", a.weights, "' does not exist");
   try {
@@ -115,7 +115,8 @@ inline nlohmann::json run_explain(const ExplainArgs& a) {
   const auto colormap = io::colormap_from_name(a.colormap);
 
   // ---- compute and write ------------------------------------------------------------------------------
-  const auto maps = explain::explain(*model, x, {explain::all_methods(), a.layer, targets});
+  model->to(device);  // on a GPU the maps are computed there, then brought back to be written
+  const auto maps = explain::explain(*model, x.to(device), {explain::all_methods(), a.layer, targets}).to(Device::cpu);
   if (!a.png_dir.empty()) {
     fs::create_directories(a.png_dir);
     for (Index s = 0; s < n; ++s)

@@ -185,7 +185,7 @@ inline nlohmann::json run_reproduce(ReproduceArgs a) {
     a.arch = "resnet50", a.size = 224, a.width = 64, a.batch = 16, a.epochs = 20, a.lr = 1e-4, a.weight_decay = 0.1;
     a.train_limit = a.test_limit = a.explain_limit = 0;
   }
-  require_device_supported(a.device);
+  require_host_device(a.device, "the training loop");
   for (int d : a.datasets) check(d == 1 || d == 2, "--datasets takes 1 and/or 2, got ", d);
   const fs::path out = a.out;
   fs::create_directories(out / "figures");
