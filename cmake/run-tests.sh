@@ -28,8 +28,9 @@ ctest --test-dir "$portable" -j "$jobs" --output-on-failure --timeout 900 -E "_N
 # the launcher and error tests run, cuda.parity reports itself skipped. QX_CUDA=0 leaves the step out.
 if [[ ${QX_CUDA:-1} != 0 ]]; then
   cuda_build=${QX_CUDA_BUILD_DIR:-build-cuda}
-  cmake -S . -B "$cuda_build" -DCMAKE_BUILD_TYPE=Release -DQX_USE_CUDA=ON -DQX_BUILD_TESTS=ON -DQX_BUILD_EXAMPLES=ON \
-    -DQX_BUILD_BENCHMARKS=OFF >/dev/null
+  nvcc_path=${CUDACXX:-$(command -v nvcc || echo /usr/local/cuda/bin/nvcc)}  # the toolkit's usual place when not on PATH
+  cmake -S . -B "$cuda_build" -DCMAKE_BUILD_TYPE=Release -DQX_USE_CUDA=ON -DCMAKE_CUDA_COMPILER="$nvcc_path" \
+    -DQX_BUILD_TESTS=ON -DQX_BUILD_EXAMPLES=ON -DQX_BUILD_BENCHMARKS=OFF >/dev/null
   cmake --build "$cuda_build" -j "$jobs" --target qx_cuda qx_cli qx_test_backends qx_test_cuda_parity qx_test_cli
   ctest --test-dir "$cuda_build" -j "$jobs" --output-on-failure --timeout 900 \
     -R "^(host launcher|cuda|asking for CUDA|the device cache|qx explain: every bad argument|qx reproduce --device|qx --version)"
