@@ -1,6 +1,6 @@
 // The --device option of the commands that compute (`qx explain`, `qx reproduce`): cpu, or cuda. Asking
 // for cuda fails at once — before any data is read — with a message naming what is missing: CUDA in the
-// build, a GPU in the machine, or (qx reproduce, today) the CUDA path of the training loop (docs/cuda.md).
+// build, or a GPU in the machine (docs/cuda.md).
 #pragma once
 #include "qx/config.hpp"
 #include "qx/core/cuda.hpp"
@@ -27,12 +27,6 @@ inline Device device_option(const std::string& device) {
   return Device::cuda;
 }
 
-/// For a command whose work has no CUDA path yet: returns for cpu, fails for cuda naming what is missing.
-inline void require_host_device(const std::string& device, const char* missing) {
-  if (device_option(device) == Device::cpu) return;
-  // A GPU is here, but running would read device memory on the host.
-  fail("--device cuda: ", missing, " has no CUDA path yet (docs/cuda.md)");
-}
 
 }  // namespace cli
 QX_NAMESPACE_END
