@@ -6,6 +6,7 @@
 
 #include "../test_paths.hpp"
 
+#include "qx/core/cuda.hpp"
 #include "qx/explain/explain.hpp"
 #include "qx/io/image.hpp"
 #include "qx/io/png.hpp"
@@ -142,6 +143,11 @@ TEST_CASE("qx explain: every bad argument is exit code 2, one line naming it, an
       {f.base("bad.safetensors", "x.png") + " --mean 0.5,0.5", "2 values of mean for 1 channels"},
       {f.base("bad.safetensors", "x.png") + " --std 0", "not positive"},
       {f.base("bad.safetensors") + " --mean 0.5", "apply to PNG/JPEG inputs"},
+      {f.base("bad.safetensors") + " --device tpu", "--device"},
+      // Without CUDA in the build, or without a GPU, --device cuda names what is missing (docs/cuda.md).
+      {f.base("bad.safetensors") + " --device cuda",
+       qx::cuda::built ? "qx explain: --device cuda: CUDA requested but no usable GPU"
+                       : "qx explain: --device cuda: CUDA requested but qx was built without CUDA"},
   };
   for (const auto& c : cases) {
     CAPTURE(c.args);
@@ -217,4 +223,19 @@ TEST_CASE("read_image refuses a device or a folder at once instead of reading fo
   CHECK_THROWS_WITH_AS(qx::io::read_image(fs::temp_directory_path(), 3), doctest::Contains("is not a regular file"), qx::Error);
   CHECK_THROWS_WITH_AS(qx::io::read_image("/nonexistent/x.png", 3), doctest::Contains("cannot open '/nonexistent/x.png'"),
                        qx::Error);
+}
+
+TEST_CASE("qx reproduce --device cuda fails at once, naming what is missing, before reading or writing anything") {
+  const fs::path dir = qx_test::temp_path("cli_reproduce_device");
+  fs::remove_all(dir);
+  fs::create_directories(dir);
+  const auto r = run("reproduce --device cuda --mitdb " + (dir / "none").string() + " --out " + (dir / "run").string(), dir);
+  CHECK(r.code == 2);
+  CHECK_MESSAGE(r.err.find(qx::cuda::built ? "qx reproduce: --device cuda: CUDA requested but no usable GPU"
+                                           : "qx reproduce: --device cuda: CUDA requested but qx was built without CUDA") !=
+                    std::string::npos,
+                r.err);
+  CHECK(std::count(r.err.begin(), r.err.end(), '\n') == 1);
+  CHECK_FALSE(fs::exists(dir / "run"));
+  fs::remove_all(dir);
 }

@@ -5,6 +5,7 @@
 #pragma once
 #include "qx/config.hpp"
 #include "qx/autograd/node.hpp"
+#include "qx/backends/cuda/elementwise.hpp"
 #include "qx/core/error.hpp"
 #include "qx/core/parallel.hpp"
 #include "qx/core/tensor.hpp"
@@ -62,10 +63,13 @@ template <class T>
 void add_in_place(Tensor<T>& sum, const Tensor<T>& grad, const char* op) {
   check(sum.shape() == grad.shape(), "autograd: op ", op, " returned a gradient of shape ", shape_str(grad.shape()),
         " for a tensor of shape ", shape_str(sum.shape()));
+  check(sum.device() == grad.device(), "autograd: op ", op, " returned a gradient on device ", grad.device(),
+        " for a tensor on device ", sum.device());
   const Tensor<T> g = grad.contiguous();
   T* dst = sum.data();
   const T* src = g.data();
-  parallel_for(0, sum.numel(), [&](Index k) { dst[k] += src[k]; });
+  dispatch(sum.device(), "autograd", [&] { parallel_for(0, sum.numel(), [&](Index k) { dst[k] += src[k]; }); },
+           [&] { backends::cuda::launch_on_device(backends::cuda::AddForward<T>{dst, src, dst, sum.numel(), false}); });
 }
 
 /// A leaf's or retained tensor's grad() += grad. The first gradient is adopted without a copy when no
@@ -104,7 +108,7 @@ void backward(const Tensor<T>& root, const Tensor<T>& seed = {}, const BackwardO
   } else {
     check(root.numel() == 1 && replicas == 1, "backward: root of shape ", shape_str(root.shape()),
           " is not a single value (or replicas > 1); pass a seed gradient of that shape");
-    root_grad = Tensor<T>::ones(root.shape());
+    root_grad = Tensor<T>::ones(root.shape()).to(root.device());
   }
 
   using MetaPtr = detail::MetaPtr<T>;

@@ -4,6 +4,7 @@
 // the focus of every map for every sample as JSON. Every argument is validated before any work starts;
 // the output file is written atomically, so a failure never leaves one behind.
 #pragma once
+#include "qx/cli/device_option.hpp"
 #include "qx/explain/explain.hpp"
 #include "qx/io/colormap.hpp"
 #include "qx/io/image.hpp"
@@ -26,7 +27,7 @@ QX_NAMESPACE_BEGIN
 namespace cli {
 
 struct ExplainArgs {
-  std::string arch, weights, input, out, layer = "layer4", png_dir, colormap = "inferno";
+  std::string arch, weights, input, out, layer = "layer4", png_dir, colormap = "inferno", device = "cpu";
   Index in_channels = 0, num_classes = 0, width = 64;
   std::optional<Index> target;
   std::vector<std::string> rois;
@@ -86,6 +87,7 @@ inline metrics::Roi parse_roi(const std::string& text) {
 inline nlohmann::json run_explain(const ExplainArgs& a) {
   namespace fs = std::filesystem;
   // ---- validate everything before computing ---------------------------------------------------------
+  const Device device = device_option(a.device);
   auto model = nn::make_resnet<float>(a.arch, a.in_channels, a.num_classes, a.width);  // unknown arch → error
   check(fs::exists(a.weights), "--weights '", a.weights, "' does not exist");
   try {
@@ -113,7 +115,8 @@ inline nlohmann::json run_explain(const ExplainArgs& a) {
   const auto colormap = io::colormap_from_name(a.colormap);
 
   // ---- compute and write ------------------------------------------------------------------------------
-  const auto maps = explain::explain(*model, x, {explain::all_methods(), a.layer, targets});
+  model->to(device);  // on a GPU the maps are computed there, then brought back to be written
+  const auto maps = explain::explain(*model, x.to(device), {explain::all_methods(), a.layer, targets}).to(Device::cpu);
   if (!a.png_dir.empty()) {
     fs::create_directories(a.png_dir);
     for (Index s = 0; s < n; ++s)
@@ -176,6 +179,7 @@ inline CLI::App* add_explain_command(CLI::App& root) {
   cmd->add_option("--png", args->png_dir, "write heat-map PNGs into this folder");
   cmd->add_option("--colormap", args->colormap, "inferno, viridis or gray")->capture_default_str();
   cmd->add_option("--out", args->out, "output safetensors file (logits, target, the five maps)")->required();
+  add_device_option(*cmd, args->device);
   cmd->callback([args, cmd]() {
     args->normalisation_given = cmd->count("--mean") + cmd->count("--std") > 0;
     const auto report = run_explain(*args);

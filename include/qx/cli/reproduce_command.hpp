@@ -5,6 +5,7 @@
 // focus, the pointing game and null-map counts. Every stage is resumable and writes atomically; the
 // defaults fit a 2-core CPU (docs/reproduce.md), `--paper` selects the paper's full-size settings.
 #pragma once
+#include "qx/cli/device_option.hpp"
 #include "qx/cli/ecg_command.hpp"
 #include "qx/ecg/ecg.hpp"
 #include "qx/explain/explain.hpp"
@@ -30,7 +31,7 @@ QX_NAMESPACE_BEGIN
 namespace cli {
 
 struct ReproduceArgs {
-  std::string mitdb = "../shared/data/mitdb", out = "runs/reproduce", arch = "resnet18";
+  std::string mitdb = "../shared/data/mitdb", out = "runs/reproduce", arch = "resnet18", device = "cpu";
   Index size = 64, width = 16, epochs = 8, batch = 32, train_limit = 0, test_limit = 0, explain_limit = 2000;
   double lr = 1e-3, weight_decay = 1e-4;
   std::vector<int> datasets{1, 2};
@@ -67,7 +68,7 @@ inline std::string percent(const metrics::FocusSummary& s) { return s.count ? s.
 
 /// Focus and classification results of one dataset's test windows.
 inline nlohmann::json explain_test_set(nn::Module<float>& model, ecg::ShardedDataset& test, Index limit, Index batch,
-                                       const std::filesystem::path& figures, int dataset) {
+                                       const std::filesystem::path& figures, int dataset, Device device = Device::cpu) {
   namespace fs = std::filesystem;
   Subset<ecg::ShardedDataset> subset(test, limit);
   const Index n = subset.size();
@@ -88,7 +89,7 @@ inline nlohmann::json explain_test_set(nn::Module<float>& model, ecg::ShardedDat
     for (Index i = first; i < std::min(n, first + batch); ++i) idx.push_back(i);
     subset.get_batch<float>(idx, images, labels);
     // The target is the predicted class (docs/conventions.md's default); the ROI is the labelled beat's.
-    const auto maps = explain::explain(model, images, {explain::all_methods(), "layer4", {}});
+    const auto maps = explain::explain(model, images.to(device), {explain::all_methods(), "layer4", {}}).to(Device::cpu);
     const auto predicted = explain::detail::argmax_rows(maps.logits);
     for (std::size_t k = 0; k < idx.size(); ++k) {
       const auto& box = test.roi(subset.base_index(idx[k]));
@@ -184,6 +185,7 @@ inline nlohmann::json run_reproduce(ReproduceArgs a) {
     a.arch = "resnet50", a.size = 224, a.width = 64, a.batch = 16, a.epochs = 20, a.lr = 1e-4, a.weight_decay = 0.1;
     a.train_limit = a.test_limit = a.explain_limit = 0;
   }
+  const Device device = device_option(a.device);
   for (int d : a.datasets) check(d == 1 || d == 2, "--datasets takes 1 and/or 2, got ", d);
   const fs::path out = a.out;
   fs::create_directories(out / "figures");
@@ -216,6 +218,7 @@ inline nlohmann::json run_reproduce(ReproduceArgs a) {
     options.out_dir = run;
     options.stop_on_interrupt = true;   // Ctrl-C saves the state; the same command resumes from it
     options.state_every_batches = 200;  // a crash or a kill loses at most 200 batches
+    options.device = device;
     if (a.paper) options.group_lrs = {{"layer1", 1e-6}, {"layer2", 1e-6}, {"layer3", 1e-5}, {"layer4", 1e-4}, {"fc", 1e-4}};
     const auto result = train::fit(*model, train, val, options);
     if (result.best_epoch >= 0) nn::load_safetensors(*model, run / "checkpoint.safetensors");
@@ -233,7 +236,7 @@ inline nlohmann::json run_reproduce(ReproduceArgs a) {
                             {"test", {{"windows", test_subset.size()}, {"accuracy", matrix.accuracy()}, {"precision", matrix.precision(1)},
                                       {"recall", matrix.recall(1)}, {"specificity", matrix.specificity(1)}, {"f1", matrix.f1(1)},
                                       {"confusion", {{matrix.at(0, 0), matrix.at(0, 1)}, {matrix.at(1, 0), matrix.at(1, 1)}}}}}};
-    entry["explain"] = detail::explain_test_set(*model, test, a.explain_limit, 16, out / "figures", dataset);
+    entry["explain"] = detail::explain_test_set(*model, test, a.explain_limit, 16, out / "figures", dataset, device);
     report["datasets"].push_back(entry);
   }
   io::write_file_atomic(out / "report.json", [&](std::ostream& o) { o << report.dump(2) << '\n'; });
@@ -262,6 +265,7 @@ inline CLI::App* add_reproduce_command(CLI::App& root) {
   cmd->add_option("--datasets", a->datasets, "which datasets: 1 (last beat labelled), 2 (first)")->capture_default_str();
   cmd->add_option("--seed", a->seed, "seed of initialisation and shuffling")->capture_default_str();
   cmd->add_flag("--paper", a->paper, "the paper's settings: resnet50, 224×224, 3 channels, batch 16, 20 epochs, per-stage rates");
+  add_device_option(*cmd, a->device);
   cmd->callback([a]() { run_reproduce(*a); });
   return cmd;
 }

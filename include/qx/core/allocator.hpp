@@ -65,7 +65,23 @@ inline std::size_t default_limit() {
   return physical / 4;  // a quarter of the machine: room for any model this library trains on a CPU
 }
 
-/// The process-wide cache. Lock-protected: allocations happen once per op call, never in inner loops.
+/// Where the host cache gets its blocks: 64-byte aligned operator new. The device cache (core/cuda.hpp)
+/// plugs cudaMalloc into the same CachingAllocator.
+struct HostSystem {
+  static constexpr const char* name = "memory";
+  /// Requests below min_cached_bytes skip the cache.
+  static bool bypasses_cache(std::size_t size) noexcept { return size < min_cached_bytes; }
+  /// Null when the system has no block this large.
+  static void* allocate(std::size_t size) noexcept { return ::operator new(size, std::align_val_t{alignment}, std::nothrow); }
+  /// Below min_cached_bytes: straight from the C library, throwing std::bad_alloc as any new would.
+  static void* allocate_uncached(std::size_t size) { return ::operator new(size, std::align_val_t{alignment}); }
+  static void release(void* p) noexcept { ::operator delete(p, std::align_val_t{alignment}); }
+  static std::size_t default_limit() { return qx::memory::detail::default_limit(); }
+};
+
+/// A process-wide cache of one memory system's blocks. Lock-protected: allocations happen once per op
+/// call, never in inner loops.
+template <class System>
 class CachingAllocator {
  public:
   static CachingAllocator& instance() {
@@ -76,7 +92,7 @@ class CachingAllocator {
 
   void* allocate(std::size_t bytes) {
     const std::size_t size = size_class(bytes);
-    if (size < min_cached_bytes) return ::operator new(size, std::align_val_t{alignment});
+    if (System::bypasses_cache(size)) return System::allocate_uncached(size);
     {
       std::lock_guard lock(mutex_);
       auto it = free_.find(size);
@@ -99,8 +115,8 @@ class CachingAllocator {
   void deallocate(void* p, std::size_t bytes) noexcept {
     if (!p) return;
     const std::size_t size = size_class(bytes);
-    if (size < min_cached_bytes) {
-      ::operator delete(p, std::align_val_t{alignment});
+    if (System::bypasses_cache(size)) {
+      System::release(p);
       return;
     }
     {
@@ -122,7 +138,7 @@ class CachingAllocator {
       }
       ++stats_.system_frees;
     }
-    ::operator delete(p, std::align_val_t{alignment});
+    System::release(p);
   }
 
   /// Returns every cached block to the system.
@@ -135,7 +151,7 @@ class CachingAllocator {
       stats_.cached_bytes = 0;
     }
     for (auto& [size, list] : blocks)
-      for (void* p : list) ::operator delete(p, std::align_val_t{alignment});
+      for (void* p : list) System::release(p);
   }
 
   void set_limit(std::size_t bytes) {
@@ -157,7 +173,7 @@ class CachingAllocator {
   }
 
  private:
-  CachingAllocator() { stats_.limit_bytes = default_limit(); }
+  CachingAllocator() { stats_.limit_bytes = System::default_limit(); }
 
   void note_in_use(std::size_t size) {
     stats_.in_use_bytes += size;
@@ -165,13 +181,13 @@ class CachingAllocator {
   }
 
   void* system_allocate(std::size_t size) {
-    // The nothrow form in both builds: the cache may hold what the system lacks, so trim and try again.
-    void* p = ::operator new(size, std::align_val_t{alignment}, std::nothrow);
+    // Never throwing: the cache may hold what the system lacks, so trim and try again.
+    void* p = System::allocate(size);
     if (!p) {
       trim();
-      p = ::operator new(size, std::align_val_t{alignment}, std::nothrow);
+      p = System::allocate(size);
     }
-    if (!p) fail("memory: cannot allocate ", size, " bytes (", stats().in_use_bytes, " bytes in use by qx)");
+    if (!p) fail(System::name, ": cannot allocate ", size, " bytes (", stats().in_use_bytes, " bytes in use by qx)");
     return p;
   }
 
@@ -179,21 +195,22 @@ class CachingAllocator {
   std::unordered_map<std::size_t, std::vector<void*>> free_;  // size class → free blocks
   Stats stats_;
 };
+using HostAllocator = CachingAllocator<HostSystem>;
 }  // namespace detail
 
 /// A snapshot of the host cache's counters.
-inline Stats stats() { return detail::CachingAllocator::instance().stats(); }
+inline Stats stats() { return detail::HostAllocator::instance().stats(); }
 /// Returns every cached (free) block to the system; blocks in use are untouched.
-inline void trim() noexcept { detail::CachingAllocator::instance().trim(); }
+inline void trim() noexcept { detail::HostAllocator::instance().trim(); }
 /// Caps the bytes kept for reuse (default: a quarter of physical memory); 0 disables caching.
-inline void set_cache_limit(std::size_t bytes) { detail::CachingAllocator::instance().set_limit(bytes); }
+inline void set_cache_limit(std::size_t bytes) { detail::HostAllocator::instance().set_limit(bytes); }
 /// Starts a new peak measurement at the current in-use figure.
-inline void reset_peak() { detail::CachingAllocator::instance().reset_peak(); }
+inline void reset_peak() { detail::HostAllocator::instance().reset_peak(); }
 
 /// Raw aligned memory from the cache: `bytes` uninitialised bytes, 64-byte aligned.
-inline void* allocate(std::size_t bytes) { return detail::CachingAllocator::instance().allocate(bytes); }
+inline void* allocate(std::size_t bytes) { return detail::HostAllocator::instance().allocate(bytes); }
 /// Gives back memory from allocate(); `bytes` must be the size that was asked for.
-inline void deallocate(void* p, std::size_t bytes) noexcept { detail::CachingAllocator::instance().deallocate(p, bytes); }
+inline void deallocate(void* p, std::size_t bytes) noexcept { detail::HostAllocator::instance().deallocate(p, bytes); }
 
 /**
  * @brief A kernel's scratch array of `n` uninitialised T from the cache, returned on destruction.

@@ -4,6 +4,7 @@
 #pragma once
 #include "qx/config.hpp"
 #include "qx/core/allocator.hpp"
+#include "qx/core/cuda.hpp"
 #include "qx/core/device.hpp"
 #include "qx/core/error.hpp"
 
@@ -22,13 +23,20 @@ class Storage {
  public:
   Storage() = default;
 
-  /// Allocates `size` elements, uninitialised, aligned to storage_alignment, from the caching allocator.
+  /// Allocates `size` elements, uninitialised, from the host caching allocator (aligned to
+  /// storage_alignment) or, on Device::cuda, from the device one (core/cuda.hpp; fails when CUDA is
+  /// missing from the build or the machine).
   explicit Storage(std::size_t size, Device device = Device::cpu) : size_(size), device_(device) {
-    check(device == Device::cpu, "Storage: allocation on device ", device, " is not available in this build");
+    if (device == Device::cuda) cuda::require("Storage");
     if (size == 0) return;
     check(size <= std::numeric_limits<std::size_t>::max() / sizeof(T), "Storage: ", size, " elements of ", sizeof(T),
           " bytes overflow the address space");
     const std::size_t bytes = size * sizeof(T);
+    if (device == Device::cuda) {
+      data_ = std::shared_ptr<T>(static_cast<T*>(memory::device_allocate(bytes)),
+                                 [bytes](T* p) { memory::device_deallocate(p, bytes); });
+      return;
+    }
     data_ = std::shared_ptr<T>(static_cast<T*>(memory::allocate(bytes)), [bytes](T* p) { memory::deallocate(p, bytes); });
   }
 

@@ -67,7 +67,7 @@ class Tensor {
     t.strides_ = contiguous_strides(shape);
     return t;
   }
-  static Tensor zeros(const Shape& shape) { return Tensor(shape); }
+  static Tensor zeros(const Shape& shape, Device device = Device::cpu) { return Tensor(shape, device); }
   static Tensor full(const Shape& shape, T value) {
     auto t = empty(shape);
     t.fill_(value);
@@ -127,10 +127,12 @@ class Tensor {
   const T* data() const noexcept { return storage_.data() + offset_; }
   /// The elements of a contiguous tensor as a span.
   std::span<T> span() {
+    check_host("Tensor::span");
     check(is_contiguous(), "Tensor::span: tensor of shape ", shape_str(shape_), " is not contiguous");
     return {data(), static_cast<std::size_t>(numel())};
   }
   std::span<const T> span() const {
+    check_host("Tensor::span");
     check(is_contiguous(), "Tensor::span: tensor of shape ", shape_str(shape_), " is not contiguous");
     return {data(), static_cast<std::size_t>(numel())};
   }
@@ -150,9 +152,11 @@ class Tensor {
   /// The single value of a one-element tensor.
   T item() const {
     check(numel() == 1, "Tensor::item: tensor of shape ", shape_str(shape_), " has ", numel(), " elements, not 1");
+    if (device() != Device::cpu) return to(Device::cpu).item();
     return data()[0];
   }
   std::vector<T> to_vector() const {
+    if (device() != Device::cpu) return to(Device::cpu).to_vector();
     std::vector<T> out(static_cast<std::size_t>(numel()));
     for (Index i = 0; i < numel(); ++i) out[static_cast<std::size_t>(i)] = flat(i);
     return out;
@@ -160,6 +164,7 @@ class Tensor {
 
   // ---- copies and views (no autograd: these act on data; ops:: versions record the graph) --------
   Tensor& fill_(T value) {
+    if (device() != Device::cpu) return copy_(full(shape_, value));
     if (is_contiguous()) {
       std::fill_n(data(), numel(), value);
     } else {
@@ -174,6 +179,12 @@ class Tensor {
   }
   /// A deep, contiguous copy without autograd history.
   Tensor clone() const {
+    if (device() != Device::cpu) {  // device-to-device when contiguous; through the host otherwise
+      if (!is_contiguous()) return to(Device::cpu).to(device());
+      auto out = empty(shape_, device());
+      cuda::copy(out.data(), device(), data(), device(), static_cast<std::size_t>(numel()) * sizeof(T));
+      return out;
+    }
     auto out = empty(shape_, device());
     T* dst = out.data();
     if (is_contiguous()) {
@@ -187,6 +198,12 @@ class Tensor {
   /// Copies `src`'s values into *this (same shape).
   Tensor& copy_(const Tensor& src) {
     check(src.shape_ == shape_, "Tensor::copy_: source shape ", shape_str(src.shape_), " differs from ", shape_str(shape_));
+    if (device() != Device::cpu || src.device() != Device::cpu) {
+      check(is_contiguous(), "Tensor::copy_: a ", device(), " destination must be contiguous, got shape ", shape_str(shape_));
+      const Tensor from = src.device() == Device::cpu ? src.contiguous() : src.clone();
+      cuda::copy(data(), device(), from.data(), from.device(), static_cast<std::size_t>(numel()) * sizeof(T));
+      return *this;
+    }
     if (is_contiguous() && src.is_contiguous()) {
       std::copy_n(src.data(), numel(), data());
     } else {
@@ -238,9 +255,28 @@ class Tensor {
     t.offset_ = offset_;
     return t;
   }
+  /// This tensor on `device`: *this when it is there already, else a contiguous copy (no autograd
+  /// history; a host↔device copy that returns when complete).
+  Tensor to(Device device) const {
+    if (device == this->device()) return *this;
+    if (this->device() != Device::cpu && !is_contiguous()) {  // the whole storage to the host, then the view's elements
+      Tensor whole = empty({static_cast<Index>(storage_.size())});
+      cuda::copy(whole.data(), Device::cpu, storage_.data(), this->device(), storage_.size() * sizeof(T));
+      Tensor view = whole;
+      view.shape_ = shape_;
+      view.strides_ = strides_;
+      view.offset_ = offset_;
+      return view.clone().to(device);
+    }
+    const Tensor src = contiguous();
+    auto out = empty(shape_, device);
+    cuda::copy(out.data(), device, src.data(), src.device(), static_cast<std::size_t>(numel()) * sizeof(T));
+    return out;
+  }
   /// A copy converted to another scalar type.
   template <class U>
   Tensor<U> to() const {
+    if (device() != Device::cpu) return to(Device::cpu).template to<U>();
     auto out = Tensor<U>::empty(shape_);
     U* dst = out.data();
     for (Index i = 0; i < numel(); ++i) dst[i] = static_cast<U>(flat(i));
@@ -289,7 +325,12 @@ class Tensor {
   const std::shared_ptr<detail::AutogradMeta<T>>& meta() const noexcept { return meta_; }
 
  private:
+  void check_host(const char* op) const {
+    check(device() == Device::cpu, op, ": tensor of shape ", shape_str(shape_), " is on device ", device(),
+          "; copy it to the host first (to(Device::cpu))");
+  }
   Index checked_offset(std::initializer_list<Index> index) const {
+    check_host("Tensor::at");
     check(static_cast<Index>(index.size()) == dim(), "Tensor::at: ", index.size(), " indices for a tensor of rank ", dim());
     Index off = 0;
     std::size_t d = 0;

@@ -13,6 +13,8 @@
 #pragma once
 #include "qx/config.hpp"
 #include "qx/autograd/engine.hpp"
+#include "qx/backends/cuda/elementwise.hpp"
+#include "qx/core/cuda.hpp"
 #include "qx/core/parallel.hpp"
 #include "qx/nn/module.hpp"
 #include "qx/ops/interpolate.hpp"
@@ -73,6 +75,15 @@ struct Attributions {
     }
     return saliency;
   }
+
+  /// Every tensor copied to `device` (maps computed on a GPU, brought back to be written or reduced).
+  Attributions to(Device device) const {
+    Attributions out = *this;
+    for (Tensor<T>* t : {&out.logits, &out.saliency, &out.gradcam_raw, &out.gradcam, &out.guided_backprop, &out.guided_gradcam,
+                         &out.activation, &out.activation_grad})
+      if (t->defined()) *t = t->to(device);
+    return out;
+  }
 };
 
 namespace detail {
@@ -98,7 +109,7 @@ struct ForwardHookScope {
 /// argmax over each row of (N, K); the first maximum wins a tie.
 template <class T>
 std::vector<Index> argmax_rows(const Tensor<T>& logits) {
-  const Tensor<T> l = logits.contiguous();
+  const Tensor<T> l = logits.to(Device::cpu).contiguous();  // N·K values
   const Index n = l.size(0), k = l.size(1);
   std::vector<Index> out(static_cast<std::size_t>(n));
   for (Index i = 0; i < n; ++i) {
@@ -118,9 +129,12 @@ Tensor<T> one_hot(const std::vector<Index>& targets, Index classes) {
   return seed;
 }
 
-/// ReLU(Σ_k α_k A_k) with α_k = mean_ij G_kij, per sample: A, G (N, K, h, w) → (N, h, w).
+/// ReLU(Σ_k α_k A_k) with α_k = mean_ij G_kij, per sample: A, G (N, K, h, w) → (N, h, w). On the host (the
+/// last stage's small maps); a GPU's tensors are copied there and the map back.
 template <class T>
-Tensor<T> gradcam_from(const Tensor<T>& activation, const Tensor<T>& grad) {
+Tensor<T> gradcam_from(const Tensor<T>& activation_on_device, const Tensor<T>& grad_on_device) {
+  const Device device = activation_on_device.device();
+  const Tensor<T> activation = activation_on_device.to(Device::cpu).contiguous(), grad = grad_on_device.to(Device::cpu).contiguous();
   const Index n = activation.size(0), k = activation.size(1), plane = activation.size(2) * activation.size(3);
   auto cam = Tensor<T>::zeros({n, activation.size(2), activation.size(3)});
   for (Index s = 0; s < n; ++s) {
@@ -135,7 +149,7 @@ Tensor<T> gradcam_from(const Tensor<T>& activation, const Tensor<T>& grad) {
     }
     for (Index p = 0; p < plane; ++p) out[p] = out[p] > T(0) ? out[p] : T(0);
   }
-  return cam;
+  return cam.to(device);
 }
 
 /// The guided-backprop rule, applied after the ReLU's own rule gave g·[x > 0]: keep its positive part.
@@ -145,7 +159,12 @@ void guided_relu_rule(Tensor<T>& grad_input, Index replicas) {
   if (!grad_input.defined()) return;
   const Index total = grad_input.numel(), first = total / replicas * (replicas - 1);
   T* g = grad_input.data();
-  parallel_for(first, total, [&](Index i) { g[i] = g[i] > T(0) ? g[i] : T(0); });
+  // g·[g > 0] is GuidedReluGrad(g, g): the GPU runs it in place through the guided ReLU kernel.
+  dispatch(grad_input.device(), "guided_backprop", [&] { parallel_for(first, total, [&](Index i) { g[i] = g[i] > T(0) ? g[i] : T(0); }); },
+           [&] {
+             backends::cuda::launch_on_device(
+                 backends::cuda::ReluBackward<T>{g + first, g + first, g + first, total - first, total - first, true});
+           });
 }
 
 /// `replicas` copies of t stacked along dimension 0.
@@ -153,8 +172,9 @@ template <class T>
 Tensor<T> stack(const Tensor<T>& t, Index replicas) {
   Shape shape = t.shape();
   shape[0] *= replicas;
-  auto out = Tensor<T>::empty(shape);
-  for (Index r = 0; r < replicas; ++r) std::copy_n(t.data(), t.numel(), out.data() + r * t.numel());
+  auto out = Tensor<T>::empty(shape, t.device());
+  const std::size_t bytes = static_cast<std::size_t>(t.numel()) * sizeof(T);
+  for (Index r = 0; r < replicas; ++r) cuda::copy(out.data() + r * t.numel(), t.device(), t.data(), t.device(), bytes);
   return out;
 }
 
@@ -203,7 +223,7 @@ Attributions<T> explain(nn::Module<T>& model, const Tensor<T>& x, const ExplainO
   result.targets = options.targets.empty() ? detail::argmax_rows(result.logits) : options.targets;
   detail::check_targets<T>(result.targets, x.size(0), logits.size(1));
   if (want_cam) check(activation.defined(), "explain: layer '", options.layer, "' did not run in the forward pass");
-  const Tensor<T> seed = detail::one_hot<T>(result.targets, logits.size(1));
+  const Tensor<T> seed = detail::one_hot<T>(result.targets, logits.size(1)).to(x.device());
 
   const Index n = x.size(0);
   const bool plain = want_saliency || want_cam;
@@ -261,14 +281,17 @@ Attributions<T> explain(nn::Module<T>& model, const Tensor<T>& x, const ExplainO
     }
   }
   if (want_guided && options.methods.count(Method::guided_gradcam)) {
-    result.guided_gradcam = result.guided_backprop.clone();
+    // On the host; a GPU's maps are copied there and the product back.
+    auto guided_gradcam = result.guided_backprop.to(Device::cpu).clone();
+    const Tensor<T> gradcam = result.gradcam.to(Device::cpu);
     const Index c = x.size(1), plane = x.size(2) * x.size(3);
-    T* out = result.guided_gradcam.data();
-    const T* cam = result.gradcam.data();
+    T* out = guided_gradcam.data();
+    const T* cam = gradcam.data();
     parallel_for(0, n * c, [&](Index sc) {
       const T* cam_s = cam + (sc / c) * plane;
       for (Index p = 0; p < plane; ++p) out[sc * plane + p] *= cam_s[p];
     }, plane);
+    result.guided_gradcam = guided_gradcam.to(x.device());
   }
   // Maps the caller did not ask for are not returned even if computed on the way.
   if (!options.methods.count(Method::gradcam_raw)) result.gradcam_raw = {};

@@ -323,7 +323,7 @@ class SafetensorsWriter {
  public:
   template <class T>
   void add(const std::string& name, const Tensor<T>& t) {
-    const Tensor<T> c = t.contiguous();
+    const Tensor<T> c = t.to(Device::cpu).contiguous();  // a GPU's tensor is written from a host copy
     add_raw(name, detail::dtype_of<T>(), t.shape(),
             {reinterpret_cast<const std::byte*>(c.data()), static_cast<std::size_t>(c.numel()) * sizeof(T)});
   }

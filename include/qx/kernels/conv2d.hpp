@@ -10,6 +10,7 @@
 #include "qx/core/allocator.hpp"
 #include "qx/core/parallel.hpp"
 #include "qx/core/shape.hpp"
+#include "qx/kernels/conv2d_shape.hpp"
 #include "qx/kernels/functors.hpp"
 #include "qx/kernels/gemm.hpp"
 
@@ -19,15 +20,6 @@
 
 QX_NAMESPACE_BEGIN
 namespace kernels {
-
-/// The sizes of one convolution; out_h/out_w follow PyTorch's floor rule.
-struct Conv2dShape {
-  Index n, c_in, h, w, c_out, kh, kw, stride_h, stride_w, pad_h, pad_w;
-  Index out_h() const { return (h + 2 * pad_h - kh) / stride_h + 1; }
-  Index out_w() const { return (w + 2 * pad_w - kw) / stride_w + 1; }
-  Index patch() const { return c_in * kh * kw; }  // K
-  Index positions() const { return out_h() * out_w(); }  // P
-};
 
 namespace detail {
 /// col (K, P), rows `ld` apart, ← the receptive fields of image x (C_in, H, W). Channels are independent

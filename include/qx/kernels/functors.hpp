@@ -4,6 +4,9 @@
 #include "qx/config.hpp"
 
 #include <array>
+#include <cmath>
+
+#include "qx/core/shape.hpp"
 
 QX_NAMESPACE_BEGIN
 namespace kernels {
@@ -71,6 +74,62 @@ template <class T, class Term>
 QX_HOST_DEVICE double lane_sum(long n, Term term) {
   return lane_sums<T, 1>(n, [&](long k) { return std::array<T, 1>{static_cast<T>(term(k))}; })[0];
 }
+
+/// The two source taps of output index d along one axis of a bilinear resize, align_corners = False:
+///   s = max((d + ½)·(in/out) − ½, 0),  i0 = ⌊s⌋,  i1 = min(i0 + 1, in − 1),  weights (1 − (s − i0), s − i0).
+struct BilinearTap {
+  Index i0, i1;
+  double l0, l1;  // weights of i0 and i1
+};
+QX_HOST_DEVICE inline BilinearTap bilinear_tap(Index d, Index in, Index out) {
+  const double scale = static_cast<double>(in) / static_cast<double>(out);
+  double s = (static_cast<double>(d) + 0.5) * scale - 0.5;
+  if (s < 0) s = 0;
+  const Index i0 = static_cast<Index>(s);
+  const Index i1 = i0 + (i0 < in - 1 ? 1 : 0);
+  const double l1 = s - static_cast<double>(i0);
+  return {i0, i1, 1.0 - l1, l1};
+}
+
+/// One row of log_softmax: y_k = x_k − (m + log Σ_j exp(x_j − m)), m = max_j x_j (the sum in double).
+template <class T>
+QX_HOST_DEVICE void log_softmax_row(const T* x, T* y, Index k) {
+  T m = x[0];
+  for (Index c = 1; c < k; ++c) m = x[c] > m ? x[c] : m;
+  double s = 0;
+  for (Index c = 0; c < k; ++c) s += std::exp(static_cast<double>(x[c] - m));
+  const T lse = m + static_cast<T>(std::log(s));
+  for (Index c = 0; c < k; ++c) y[c] = x[c] - lse;
+}
+
+/// One element of an Adam / AdamW step (optim/adam.hpp has the formulas); w, m, v are updated in place.
+template <class T>
+struct AdamUpdate {
+  T lr, weight_decay, beta1, beta2, eps, step_size, bias2_sqrt;
+  bool decoupled;
+  QX_HOST_DEVICE void operator()(T& w, T g, T& m, T& v) const {
+    if (decoupled) w *= T(1) - lr * weight_decay;
+    else g += weight_decay * w;
+    m = beta1 * m + (T(1) - beta1) * g;
+    v = beta2 * v + (T(1) - beta2) * g * g;
+    w -= step_size * m / (std::sqrt(v) / bias2_sqrt + eps);
+  }
+};
+
+/// One element of an SGD step (optim/sgd.hpp has the formulas); b is the momentum buffer or null.
+template <class T>
+struct SgdUpdate {
+  T lr, weight_decay, momentum, dampening;
+  bool nesterov, first;
+  QX_HOST_DEVICE void operator()(T& w, T g, T* b) const {
+    T d = g + weight_decay * w;
+    if (b) {
+      *b = first ? d : momentum * *b + (T(1) - dampening) * d;
+      d = nesterov ? d + momentum * *b : *b;
+    }
+    w -= lr * d;
+  }
+};
 
 }  // namespace kernels
 QX_NAMESPACE_END

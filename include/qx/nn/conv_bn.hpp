@@ -25,9 +25,12 @@ std::pair<Tensor<T>, Tensor<T>> fold_batch_norm(const Conv2d<T>& conv, const Bat
   const Index c_out = conv.weight.size(0), per_channel = conv.weight.numel() / c_out;
   auto weight = Tensor<T>::empty(conv.weight.shape());
   auto bias = Tensor<T>::empty({c_out});
-  const Tensor<T> w = conv.weight.contiguous(), gamma = bn.weight.contiguous(), beta = bn.bias.contiguous();
-  const Tensor<T> mean = bn.running_mean.contiguous(), var = bn.running_var.contiguous();
-  const Tensor<T> conv_bias = conv.bias.defined() ? conv.bias.contiguous() : Tensor<T>();
+  // Folded once per forward on the host (C_out·K values); a model on a GPU gets the result back there.
+  const Device device = conv.weight.device();
+  auto host = [](const Tensor<T>& t) { return t.to(Device::cpu).contiguous(); };
+  const Tensor<T> w = host(conv.weight), gamma = host(bn.weight), beta = host(bn.bias);
+  const Tensor<T> mean = host(bn.running_mean), var = host(bn.running_var);
+  const Tensor<T> conv_bias = conv.bias.defined() ? host(conv.bias) : Tensor<T>();
   parallel_for(0, c_out, [&](Index o) {
     const double scale = static_cast<double>(gamma.data()[o]) / std::sqrt(static_cast<double>(var.data()[o]) + bn.eps());
     const double shift = conv_bias.defined() ? static_cast<double>(conv_bias.data()[o]) : 0.0;
@@ -36,7 +39,7 @@ std::pair<Tensor<T>, Tensor<T>> fold_batch_norm(const Conv2d<T>& conv, const Bat
     for (Index i = 0; i < per_channel; ++i) dst[i] = static_cast<T>(static_cast<double>(src[i]) * scale);
     bias.data()[o] = static_cast<T>(static_cast<double>(beta.data()[o]) + (shift - static_cast<double>(mean.data()[o])) * scale);
   }, per_channel);
-  return {weight, bias};
+  return {weight.to(device), bias.to(device)};
 }
 }  // namespace detail
 

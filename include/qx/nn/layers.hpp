@@ -65,7 +65,7 @@ class BatchNorm2d final : public Module<T> {
 
  private:
   Tensor<T> normalize(const Tensor<T>& x, bool relu) {
-    if (this->is_training()) num_batches_tracked.data()[0] += T(1);
+    if (this->is_training()) num_batches_tracked.fill_(num_batches_tracked.item() + T(1));  // either device
     return relu ? ops::batch_norm2d_relu(x, weight, bias, running_mean, running_var, this->is_training(), momentum_, eps_)
                 : ops::batch_norm2d(x, weight, bias, running_mean, running_var, this->is_training(), momentum_, eps_);
   }

@@ -113,6 +113,17 @@ class Module {
       if (!e.is_parameter) out.emplace_back(e.name, e.tensor);
     return out;
   }
+  /// Moves every parameter and buffer to `device` (a copy each; parameters keep requires_grad, lose any
+  /// gradient). Take optimiser parameter handles after this, not before. @throws qx::Error when CUDA is
+  /// missing from the build or the machine.
+  void to(Device device) {
+    for (auto& e : named_state()) {
+      if (e.tensor->device() == device) continue;
+      const bool requires_grad = e.tensor->requires_grad();
+      *e.tensor = e.tensor->to(device);
+      if (requires_grad) e.tensor->requires_grad_();
+    }
+  }
   /// Parameter handles (sharing storage and gradients with the module's own).
   std::vector<Tensor<T>> parameters() {
     std::vector<Tensor<T>> out;

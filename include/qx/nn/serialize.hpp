@@ -42,8 +42,7 @@ void load_state(Module<T>& module, const io::SafetensorsFile& file, bool strict 
   }
   for (auto& e : state) {
     if (!file.contains(e.name)) continue;
-    const Tensor<T> value = file.get_as<T>(e.name);
-    std::copy_n(value.data(), value.numel(), e.tensor->data());
+    e.tensor->copy_(file.get_as<T>(e.name));  // into the module's tensor, on whichever device it is
   }
 }
 
@@ -60,7 +59,8 @@ void add_state(io::SafetensorsWriter& writer, Module<T>& module, const std::stri
     const std::string name = prefix + e.name;
     if (e.is_integer) {
       auto counter = Tensor<std::int64_t>::empty(e.tensor->shape());
-      for (Index i = 0; i < counter.numel(); ++i) counter.data()[i] = static_cast<std::int64_t>(e.tensor->flat(i));
+      const Tensor<T> value = e.tensor->to(Device::cpu);
+      for (Index i = 0; i < counter.numel(); ++i) counter.data()[i] = static_cast<std::int64_t>(value.flat(i));
       writer.add(name, counter);
     } else {
       writer.add(name, *e.tensor);

@@ -3,12 +3,27 @@
 #pragma once
 #include "qx/config.hpp"
 #include "qx/autograd/node.hpp"
+#include "qx/backends/cuda/elementwise.hpp"
 #include "qx/core/parallel.hpp"
 #include "qx/core/tensor.hpp"
 
 QX_NAMESPACE_BEGIN
 namespace ops {
 namespace detail {
+/// y = fn(a, b) element-wise: a + b, or a·b when `multiply` (fn is the CPU's body, the flag the GPU's).
+template <class T, class Fn>
+Tensor<T> elementwise(const char* op, const Tensor<T>& a, const Tensor<T>& b, bool multiply, Fn fn) {
+  check(a.shape() == b.shape(), op, ": shapes ", shape_str(a.shape()), " and ", shape_str(b.shape()), " differ");
+  check(a.device() == b.device(), op, ": tensors on devices ", a.device(), " and ", b.device());
+  const Tensor<T> ac = a.contiguous(), bc = b.contiguous();
+  auto y = Tensor<T>::empty(a.shape(), a.device());
+  const T *ap = ac.data(), *bp = bc.data();
+  T* yp = y.data();
+  dispatch(a.device(), op, [&] { parallel_for(0, y.numel(), [&](Index i) { yp[i] = fn(ap[i], bp[i]); }); },
+           [&] { backends::cuda::launch_on_device(backends::cuda::AddForward<T>{ap, bp, yp, y.numel(), multiply}); });
+  return y;
+}
+
 template <class T>
 class AddNode final : public autograd::Node<T> {
  public:
@@ -38,32 +53,17 @@ class MulNode final : public autograd::Node<T> {
 
  private:
   static Tensor<T> product(const Tensor<T>& x, const Tensor<T>& y) {
-    auto out = Tensor<T>::empty(x.shape());
-    const T *xp = x.data(), *yp = y.data();
-    T* op = out.data();
-    parallel_for(0, out.numel(), [&](Index i) { op[i] = xp[i] * yp[i]; });
-    return out;
+    return elementwise("mul", x, y, true, [](T u, T v) { return u * v; });
   }
   Tensor<T> a_, b_;
 };
 
-template <class T, class Fn>
-Tensor<T> elementwise(const char* op, const Tensor<T>& a, const Tensor<T>& b, Fn fn) {
-  check(a.shape() == b.shape(), op, ": shapes ", shape_str(a.shape()), " and ", shape_str(b.shape()), " differ");
-  check(a.device() == b.device(), op, ": tensors on devices ", a.device(), " and ", b.device());
-  const Tensor<T> ac = a.contiguous(), bc = b.contiguous();
-  auto y = Tensor<T>::empty(a.shape());
-  const T *ap = ac.data(), *bp = bc.data();
-  T* yp = y.data();
-  parallel_for(0, y.numel(), [&](Index i) { yp[i] = fn(ap[i], bp[i]); });
-  return y;
-}
 }  // namespace detail
 
 /// y = a + b (same shape)
 template <class T>
 Tensor<T> add(const Tensor<T>& a, const Tensor<T>& b) {
-  auto y = detail::elementwise("add", a, b, [](T u, T v) { return u + v; });
+  auto y = detail::elementwise("add", a, b, false, [](T u, T v) { return u + v; });
   if (!autograd::any_requires_grad<T>({&a, &b})) return y;
   return autograd::make_result(y, {&a, &b}, std::make_shared<detail::AddNode<T>>());
 }
@@ -71,7 +71,7 @@ Tensor<T> add(const Tensor<T>& a, const Tensor<T>& b) {
 /// y = a ⊙ b (same shape)
 template <class T>
 Tensor<T> mul(const Tensor<T>& a, const Tensor<T>& b) {
-  auto y = detail::elementwise("mul", a, b, [](T u, T v) { return u * v; });
+  auto y = detail::elementwise("mul", a, b, true, [](T u, T v) { return u * v; });
   if (!autograd::any_requires_grad<T>({&a, &b})) return y;
   return autograd::make_result(y, {&a, &b}, std::make_shared<detail::MulNode<T>>(a.contiguous().detach(), b.contiguous().detach()));
 }

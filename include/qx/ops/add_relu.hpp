@@ -6,6 +6,7 @@
 #pragma once
 #include "qx/config.hpp"
 #include "qx/autograd/node.hpp"
+#include "qx/backends/cuda/elementwise.hpp"
 #include "qx/core/parallel.hpp"
 #include "qx/core/tensor.hpp"
 #include "qx/kernels/functors.hpp"
@@ -40,10 +41,11 @@ Tensor<T> add_relu(const Tensor<T>& a, const Tensor<T>& b) {
   check(a.shape() == b.shape(), "add_relu: shapes ", shape_str(a.shape()), " and ", shape_str(b.shape()), " differ");
   check(a.device() == b.device(), "add_relu: tensors on devices ", a.device(), " and ", b.device());
   const Tensor<T> ac = a.contiguous(), bc = b.contiguous();
-  auto z = Tensor<T>::empty(a.shape());
+  auto z = Tensor<T>::empty(a.shape(), a.device());
   const T *ap = ac.data(), *bp = bc.data();
   T* zp = z.data();
-  parallel_for(0, z.numel(), [&](Index i) { zp[i] = kernels::Relu{}(ap[i] + bp[i]); });
+  dispatch(a.device(), "add_relu", [&] { parallel_for(0, z.numel(), [&](Index i) { zp[i] = kernels::Relu{}(ap[i] + bp[i]); }); },
+           [&] { backends::cuda::launch_on_device(backends::cuda::AddForward<T>{ap, bp, zp, z.numel(), false, true}); });
   if (!autograd::any_requires_grad<T>({&a, &b})) return z;
   return autograd::make_result(z, {&a, &b}, std::make_shared<detail::AddReluNode<T>>(z.detach()));
 }

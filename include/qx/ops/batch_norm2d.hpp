@@ -11,6 +11,7 @@
 #pragma once
 #include "qx/config.hpp"
 #include "qx/autograd/node.hpp"
+#include "qx/backends/cuda/batch_norm2d.hpp"
 #include "qx/core/parallel.hpp"
 #include "qx/core/tensor.hpp"
 #include "qx/kernels/functors.hpp"
@@ -26,7 +27,7 @@ namespace detail {
 template <class T>
 class BatchNorm2dNode final : public autograd::Node<T> {
  public:
-  BatchNorm2dNode(Tensor<T> x, Tensor<T> gamma, Tensor<T> beta, std::vector<T> mean, std::vector<T> inv_std, bool training,
+  BatchNorm2dNode(Tensor<T> x, Tensor<T> gamma, Tensor<T> beta, Tensor<T> mean, Tensor<T> inv_std, bool training,
                   bool fused_relu)
       : x_(std::move(x)), gamma_(std::move(gamma)), beta_(std::move(beta)), mean_(std::move(mean)),
         inv_std_(std::move(inv_std)), training_(training), fused_relu_(fused_relu) {}
@@ -39,49 +40,57 @@ class BatchNorm2dNode final : public autograd::Node<T> {
     const double m = static_cast<double>(n * plane);
     Tensor<T> gx, gw, gb;
     const bool want_x = this->needs_input_grad(0), want_w = this->needs_input_grad(1), want_b = this->needs_input_grad(2);
-    if (want_x) gx = Tensor<T>::empty(x_.shape());
-    if (want_w) gw = Tensor<T>::empty({c});
-    if (want_b) gb = Tensor<T>::empty({c});
-    const T* xp = x_.data();
-    const T* gp = g.data();
-    const bool relu = fused_relu_;
-    parallel_for(0, c, [&](Index ch) {
-      const T mu = mean_[ch], is = inv_std_[ch], gamma = gamma_.data()[ch], beta = beta_.data()[ch];
-      // The gradient reaching the batch norm: g, or g·[y > 0] behind the fused ReLU.
-      auto g_at = [&](const T* xs, const T* gs, Index k) {
-        return relu ? kernels::ReluGrad{}(gs[k], kernels::BatchNormNormalize{}(xs[k], mu, is, gamma, beta)) : gs[k];
-      };
-      double sum_g = 0, sum_gx = 0;  // Σ g and Σ g·x̂ over (N, H, W)
-      for (Index b = 0; b < n; ++b) {
-        const T* xs = xp + (b * c + ch) * plane;
-        const T* gs = gp + (b * c + ch) * plane;
-        const auto sums = kernels::lane_sums<T, 2>(plane, [&](Index k) {  // one pass for both sums
-          const T gk = g_at(xs, gs, k);
-          return std::array<T, 2>{gk, gk * (xs[k] - mu) * is};
-        });
-        sum_g += sums[0];
-        sum_gx += sums[1];
-      }
-      if (want_w) gw.data()[ch] = static_cast<T>(sum_gx);
-      if (want_b) gb.data()[ch] = static_cast<T>(sum_g);
-      if (!want_x) return;
-      const T scale = gamma * is;
-      const T mean_g = training_ ? static_cast<T>(sum_g / m) : T(0);
-      const T mean_gx = training_ ? static_cast<T>(sum_gx / m) : T(0);
-      for (Index b = 0; b < n; ++b) {
-        const T* xs = xp + (b * c + ch) * plane;
-        const T* gs = gp + (b * c + ch) * plane;
-        T* out = gx.data() + (b * c + ch) * plane;
-        for (Index k = 0; k < plane; ++k) out[k] = scale * (g_at(xs, gs, k) - mean_g - (xs[k] - mu) * is * mean_gx);
-      }
-    }, n * plane, 4096);
+    const Device device = g.device();
+    if (want_x) gx = Tensor<T>::empty(x_.shape(), device);
+    if (want_w) gw = Tensor<T>::empty({c}, device);
+    if (want_b) gb = Tensor<T>::empty({c}, device);
+    dispatch(device, name(), [&] {
+      const T* xp = x_.data();
+      const T* gp = g.data();
+      const bool relu = fused_relu_;
+      parallel_for(0, c, [&](Index ch) {
+        const T mu = mean_.data()[ch], is = inv_std_.data()[ch], gamma = gamma_.data()[ch], beta = beta_.data()[ch];
+        // The gradient reaching the batch norm: g, or g·[y > 0] behind the fused ReLU.
+        auto g_at = [&](const T* xs, const T* gs, Index k) {
+          return relu ? kernels::ReluGrad{}(gs[k], kernels::BatchNormNormalize{}(xs[k], mu, is, gamma, beta)) : gs[k];
+        };
+        double sum_g = 0, sum_gx = 0;  // Σ g and Σ g·x̂ over (N, H, W)
+        for (Index b = 0; b < n; ++b) {
+          const T* xs = xp + (b * c + ch) * plane;
+          const T* gs = gp + (b * c + ch) * plane;
+          const auto sums = kernels::lane_sums<T, 2>(plane, [&](Index k) {  // one pass for both sums
+            const T gk = g_at(xs, gs, k);
+            return std::array<T, 2>{gk, gk * (xs[k] - mu) * is};
+          });
+          sum_g += sums[0];
+          sum_gx += sums[1];
+        }
+        if (want_w) gw.data()[ch] = static_cast<T>(sum_gx);
+        if (want_b) gb.data()[ch] = static_cast<T>(sum_g);
+        if (!want_x) return;
+        const T scale = gamma * is;
+        const T mean_g = training_ ? static_cast<T>(sum_g / m) : T(0);
+        const T mean_gx = training_ ? static_cast<T>(sum_gx / m) : T(0);
+        for (Index b = 0; b < n; ++b) {
+          const T* xs = xp + (b * c + ch) * plane;
+          const T* gs = gp + (b * c + ch) * plane;
+          T* out = gx.data() + (b * c + ch) * plane;
+          for (Index k = 0; k < plane; ++k) out[k] = scale * (g_at(xs, gs, k) - mean_g - (xs[k] - mu) * is * mean_gx);
+        }
+      }, n * plane, 4096);
+    }, [&] {
+      const backends::cuda::BatchNormTerms<T> bn{x_.data(), mean_.data(), inv_std_.data(), gamma_.data(), beta_.data(),
+                                                 n, c, plane, fused_relu_};
+      backends::cuda::batch_norm2d_backward(bn, g.data(), training_, want_x ? gx.data() : nullptr, want_w ? gw.data() : nullptr,
+                                            want_b ? gb.data() : nullptr);
+    });
     return {gx, gw, gb};
   }
   void release() override { x_ = gamma_ = beta_ = {}; }
 
  private:
   Tensor<T> x_, gamma_, beta_;
-  std::vector<T> mean_, inv_std_;
+  Tensor<T> mean_, inv_std_;  // (C) each, on x's device
   bool training_, fused_relu_;
 };
 
@@ -95,50 +104,60 @@ Tensor<T> batch_norm2d_impl(const Tensor<T>& x, const Tensor<T>& weight, const T
           " has ", c, " channels but a parameter or running statistic has shape ", shape_str(p->shape()));
   check(!training || n * plane > 1, "batch_norm2d: training needs more than one value per channel, got input ",
         shape_str(x.shape()));
+  for (const Tensor<T>* p : std::initializer_list<const Tensor<T>*>{&weight, &bias, &running_mean, &running_var})
+    check(p->device() == x.device(), "batch_norm2d: input on ", x.device(), " but a parameter or running statistic on ",
+          p->device());
   const Tensor<T> xc = x.contiguous();
   const T* xp = xc.data();
-  std::vector<T> mean(static_cast<std::size_t>(c)), inv_std(static_cast<std::size_t>(c));
-  const double m = static_cast<double>(n * plane);
-  parallel_for(0, c, [&](Index ch) {
-    double mu, var;
-    if (training) {
-      double s = 0;
-      for (Index b = 0; b < n; ++b) {
-        const T* xs = xp + (b * c + ch) * plane;
-        s += kernels::lane_sum<T>(plane, [&](Index k) { return xs[k]; });
-      }
-      mu = s / m;
-      double ss = 0;  // two-pass variance: no cancellation for large means
-      const T mu_t = static_cast<T>(mu);
-      for (Index b = 0; b < n; ++b) {
-        const T* xs = xp + (b * c + ch) * plane;
-        ss += kernels::lane_sum<T>(plane, [&](Index k) { return (xs[k] - mu_t) * (xs[k] - mu_t); });
-      }
-      var = ss / m;
-      running_mean.data()[ch] = static_cast<T>((1 - momentum) * running_mean.data()[ch] + momentum * mu);
-      running_var.data()[ch] = static_cast<T>((1 - momentum) * running_var.data()[ch] + momentum * var * m / (m - 1));
-    } else {
-      mu = running_mean.data()[ch];
-      var = running_var.data()[ch];
-    }
-    mean[ch] = static_cast<T>(mu);
-    inv_std[ch] = static_cast<T>(1.0 / std::sqrt(var + eps));
-  }, n * plane, 4096);
-  auto y = Tensor<T>::empty(x.shape());
-  T* yp = y.data();
+  const Device device = x.device();
+  auto mean = Tensor<T>::empty({c}, device), inv_std = Tensor<T>::empty({c}, device);
+  auto y = Tensor<T>::empty(x.shape(), device);
   const Tensor<T> wc = weight.contiguous(), bc = bias.contiguous();
-  const T *gamma = wc.data(), *beta = bc.data();
-  parallel_for(0, n * c, [&](Index image_channel) {
-    const Index ch = image_channel % c;
-    const T* xs = xp + image_channel * plane;
-    T* ys = yp + image_channel * plane;
-    const T mu = mean[ch], is = inv_std[ch], g = gamma[ch], b = beta[ch];
-    if (relu) {
-      for (Index k = 0; k < plane; ++k) ys[k] = kernels::Relu{}(kernels::BatchNormNormalize{}(xs[k], mu, is, g, b));
-    } else {
-      for (Index k = 0; k < plane; ++k) ys[k] = kernels::BatchNormNormalize{}(xs[k], mu, is, g, b);
-    }
-  }, plane, 4096);
+  dispatch(device, relu ? "batch_norm2d_relu" : "batch_norm2d", [&] {
+    const double m = static_cast<double>(n * plane);
+    parallel_for(0, c, [&](Index ch) {
+      double mu, var;
+      if (training) {
+        double s = 0;
+        for (Index b = 0; b < n; ++b) {
+          const T* xs = xp + (b * c + ch) * plane;
+          s += kernels::lane_sum<T>(plane, [&](Index k) { return xs[k]; });
+        }
+        mu = s / m;
+        double ss = 0;  // two-pass variance: no cancellation for large means
+        const T mu_t = static_cast<T>(mu);
+        for (Index b = 0; b < n; ++b) {
+          const T* xs = xp + (b * c + ch) * plane;
+          ss += kernels::lane_sum<T>(plane, [&](Index k) { return (xs[k] - mu_t) * (xs[k] - mu_t); });
+        }
+        var = ss / m;
+        running_mean.data()[ch] = static_cast<T>((1 - momentum) * running_mean.data()[ch] + momentum * mu);
+        running_var.data()[ch] = static_cast<T>((1 - momentum) * running_var.data()[ch] + momentum * var * m / (m - 1));
+      } else {
+        mu = running_mean.data()[ch];
+        var = running_var.data()[ch];
+      }
+      mean.data()[ch] = static_cast<T>(mu);
+      inv_std.data()[ch] = static_cast<T>(1.0 / std::sqrt(var + eps));
+    }, n * plane, 4096);
+    T* yp = y.data();
+    const T *gamma = wc.data(), *beta = bc.data();
+    parallel_for(0, n * c, [&](Index image_channel) {
+      const Index ch = image_channel % c;
+      const T* xs = xp + image_channel * plane;
+      T* ys = yp + image_channel * plane;
+      const T mu = mean.data()[ch], is = inv_std.data()[ch], g = gamma[ch], b = beta[ch];
+      if (relu) {
+        for (Index k = 0; k < plane; ++k) ys[k] = kernels::Relu{}(kernels::BatchNormNormalize{}(xs[k], mu, is, g, b));
+      } else {
+        for (Index k = 0; k < plane; ++k) ys[k] = kernels::BatchNormNormalize{}(xs[k], mu, is, g, b);
+      }
+    }, plane, 4096);
+  }, [&] {
+    const backends::cuda::BatchNormTerms<T> bn{xp, mean.data(), inv_std.data(), wc.data(), bc.data(), n, c, plane, relu};
+    backends::cuda::batch_norm2d_forward(bn, mean.data(), inv_std.data(), running_mean.data(), running_var.data(), training,
+                                         momentum, eps, y.data());
+  });
   if (!autograd::any_requires_grad<T>({&x, &weight, &bias})) return y;
   return autograd::make_result(y, {&x, &weight, &bias},
                                std::make_shared<BatchNorm2dNode<T>>(xc.detach(), wc.detach(), bc.detach(), std::move(mean),

@@ -5,6 +5,7 @@
 #pragma once
 #include "qx/config.hpp"
 #include "qx/autograd/node.hpp"
+#include "qx/backends/cuda/conv2d.hpp"
 #include "qx/core/tensor.hpp"
 #include "qx/kernels/conv2d.hpp"
 #include "qx/kernels/winograd.hpp"
@@ -34,19 +35,20 @@ class Conv2dNode final : public autograd::Node<T> {
     if (this->needs_input_grad(0)) {
       kernels::Conv2dShape replicated = shape_;  // the input gradient needs only the weight: any batch
       replicated.n = g.size(0);
-      gx = Tensor<T>::empty({replicated.n, shape_.c_in, shape_.h, shape_.w});
-      kernels::conv2d_backward_input_auto(replicated, g.data(), weight_.data(), gx.data());
+      gx = Tensor<T>::empty({replicated.n, shape_.c_in, shape_.h, shape_.w}, g.device());
+      dispatch(g.device(), "conv2d", [&] { kernels::conv2d_backward_input_auto(replicated, g.data(), weight_.data(), gx.data()); },
+               [&] { backends::cuda::conv2d_backward_input(replicated, g.data(), weight_.data(), gx.data()); });
     }
     const bool want_bias = has_bias_ && this->needs_input_grad(2);
     if (this->needs_input_grad(1) || want_bias) {
-      if (this->needs_input_grad(1)) gw = Tensor<T>::empty(weight_.shape());
-      if (want_bias) gb = Tensor<T>::empty({shape_.c_out});
-      if (gw.defined()) {
-        check(x_.defined(), "conv2d: the weight gradient needs the input, which was not saved (weight did not require grad)");
-        kernels::conv2d_backward_weight_auto(shape_, x_.data(), g.data(), gw.data(), want_bias ? gb.data() : nullptr);
-      } else {
-        kernels::conv2d_backward_bias(shape_, g.data(), gb.data());
-      }
+      if (this->needs_input_grad(1)) gw = Tensor<T>::empty(weight_.shape(), g.device());
+      if (want_bias) gb = Tensor<T>::empty({shape_.c_out}, g.device());
+      check(!gw.defined() || x_.defined(), "conv2d: the weight gradient needs the input, which was not saved (weight did not require grad)");
+      T* grad_bias = want_bias ? gb.data() : nullptr;
+      dispatch(g.device(), "conv2d", [&] {
+        if (gw.defined()) kernels::conv2d_backward_weight_auto(shape_, x_.data(), g.data(), gw.data(), grad_bias);
+        else kernels::conv2d_backward_bias(shape_, g.data(), gb.data());
+      }, [&] { backends::cuda::conv2d_backward_weight(shape_, x_.data(), g.data(), gw.defined() ? gw.data() : nullptr, grad_bias); });
     }
     return {gx, gw, gb};
   }
@@ -70,14 +72,17 @@ Tensor<T> conv2d(const Tensor<T>& x, const Tensor<T>& weight, const Tensor<T>& b
         shape_str(bias.shape()), " does not fit weight ", shape_str(weight.shape()));
   check(o.stride_h > 0 && o.stride_w > 0 && o.pad_h >= 0 && o.pad_w >= 0, "conv2d: stride (", o.stride_h, ", ",
         o.stride_w, ") must be positive and padding (", o.pad_h, ", ", o.pad_w, ") non-negative");
-  check(x.device() == weight.device(), "conv2d: input on ", x.device(), " but weight on ", weight.device());
+  check(x.device() == weight.device() && (!bias.defined() || bias.device() == x.device()), "conv2d: input on ", x.device(),
+        " but weight on ", weight.device(), bias.defined() ? " and bias on " : "", bias.defined() ? to_string(bias.device()) : "");
   kernels::Conv2dShape s{x.size(0), x.size(1), x.size(2), x.size(3), weight.size(0), weight.size(2), weight.size(3),
                          o.stride_h, o.stride_w, o.pad_h, o.pad_w};
   check(s.out_h() > 0 && s.out_w() > 0, "conv2d: input ", shape_str(x.shape()), " with padding (", o.pad_h, ", ",
         o.pad_w, ") is smaller than kernel ", shape_str(weight.shape()));
   const Tensor<T> xc = x.contiguous(), wc = weight.contiguous(), bc = bias.defined() ? bias.contiguous() : Tensor<T>();
-  auto y = Tensor<T>::empty({s.n, s.c_out, s.out_h(), s.out_w()});
-  kernels::conv2d_forward_auto(s, xc.data(), wc.data(), bc.defined() ? bc.data() : nullptr, y.data());
+  auto y = Tensor<T>::empty({s.n, s.c_out, s.out_h(), s.out_w()}, x.device());
+  const T* b = bc.defined() ? bc.data() : nullptr;
+  dispatch(x.device(), "conv2d", [&] { kernels::conv2d_forward_auto(s, xc.data(), wc.data(), b, y.data()); },
+           [&] { backends::cuda::conv2d_forward(s, xc.data(), wc.data(), b, y.data()); });
   if (!autograd::any_requires_grad<T>({&x, &weight, &bias})) return y;
   // The input is kept only for the weight gradient: attribution through folded (constant) weights
   // saves none of the activations.

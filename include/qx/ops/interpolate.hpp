@@ -5,31 +5,20 @@
 #pragma once
 #include "qx/config.hpp"
 #include "qx/autograd/node.hpp"
+#include "qx/backends/cuda/interpolate.hpp"
 #include "qx/core/parallel.hpp"
 #include "qx/core/tensor.hpp"
+#include "qx/kernels/functors.hpp"
 
 #include <vector>
 
 QX_NAMESPACE_BEGIN
 namespace ops {
 namespace detail {
-struct LinearTap {
-  Index i0, i1;
-  double l0, l1;  // weights of i0 and i1
-};
-
-/// The source taps of each output index along one axis.
-inline std::vector<LinearTap> bilinear_taps(Index in, Index out) {
-  std::vector<LinearTap> taps(static_cast<std::size_t>(out));
-  const double scale = static_cast<double>(in) / static_cast<double>(out);
-  for (Index d = 0; d < out; ++d) {
-    double s = (static_cast<double>(d) + 0.5) * scale - 0.5;
-    if (s < 0) s = 0;
-    const Index i0 = static_cast<Index>(s);
-    const Index i1 = i0 + (i0 < in - 1 ? 1 : 0);
-    const double l1 = s - static_cast<double>(i0);
-    taps[d] = {i0, i1, 1.0 - l1, l1};
-  }
+/// The source taps of each output index along one axis (kernels::bilinear_tap, shared with CUDA).
+inline std::vector<kernels::BilinearTap> bilinear_taps(Index in, Index out) {
+  std::vector<kernels::BilinearTap> taps(static_cast<std::size_t>(out));
+  for (Index d = 0; d < out; ++d) taps[static_cast<std::size_t>(d)] = kernels::bilinear_tap(d, in, out);
   return taps;
 }
 
@@ -43,21 +32,27 @@ class InterpolateNode final : public autograd::Node<T> {
   std::vector<Tensor<T>> apply(const Tensor<T>& grad_output) override {
     const Tensor<T> g = grad_output.contiguous();
     const Index h = input_shape_[2], w = input_shape_[3], oh = g.size(2), ow = g.size(3);
-    const auto th = bilinear_taps(h, oh), tw = bilinear_taps(w, ow);
-    auto gx = Tensor<T>::zeros(input_shape_);
-    parallel_for(0, input_shape_[0] * input_shape_[1], [&](Index p) {
-      const T* src = g.data() + p * oh * ow;
-      T* dst = gx.data() + p * h * w;
-      for (Index i = 0; i < oh; ++i)
-        for (Index j = 0; j < ow; ++j) {
-          const T v = src[i * ow + j];
-          const auto &a = th[i], &b = tw[j];
-          dst[a.i0 * w + b.i0] += static_cast<T>(a.l0 * b.l0) * v;
-          dst[a.i0 * w + b.i1] += static_cast<T>(a.l0 * b.l1) * v;
-          dst[a.i1 * w + b.i0] += static_cast<T>(a.l1 * b.l0) * v;
-          dst[a.i1 * w + b.i1] += static_cast<T>(a.l1 * b.l1) * v;
-        }
-    }, oh * ow * 4, 4096);
+    auto gx = Tensor<T>::empty(input_shape_, g.device());
+    const Index planes = input_shape_[0] * input_shape_[1];
+    dispatch(g.device(), "interpolate_bilinear", [&] {
+      const auto th = bilinear_taps(h, oh), tw = bilinear_taps(w, ow);
+      gx.fill_(T(0));
+      parallel_for(0, planes, [&](Index p) {
+        const T* src = g.data() + p * oh * ow;
+        T* dst = gx.data() + p * h * w;
+        for (Index i = 0; i < oh; ++i)
+          for (Index j = 0; j < ow; ++j) {
+            const T v = src[i * ow + j];
+            const auto &a = th[i], &b = tw[j];
+            dst[a.i0 * w + b.i0] += static_cast<T>(a.l0 * b.l0) * v;
+            dst[a.i0 * w + b.i1] += static_cast<T>(a.l0 * b.l1) * v;
+            dst[a.i1 * w + b.i0] += static_cast<T>(a.l1 * b.l0) * v;
+            dst[a.i1 * w + b.i1] += static_cast<T>(a.l1 * b.l1) * v;
+          }
+      }, oh * ow * 4, 4096);
+    }, [&] {
+      backends::cuda::launch_on_device(backends::cuda::BilinearBackward<T>{g.data(), gx.data(), {planes, h, w, oh, ow}});
+    });
     return {gx};
   }
 
@@ -73,19 +68,24 @@ Tensor<T> interpolate_bilinear(const Tensor<T>& x, Index out_h, Index out_w) {
   check(out_h > 0 && out_w > 0 && x.size(2) > 0 && x.size(3) > 0, "interpolate_bilinear: cannot resize ",
         shape_str(x.shape()), " to (", out_h, ", ", out_w, ")");
   const Index h = x.size(2), w = x.size(3);
-  const auto th = detail::bilinear_taps(h, out_h), tw = detail::bilinear_taps(w, out_w);
   const Tensor<T> xc = x.contiguous();
-  auto y = Tensor<T>::empty({x.size(0), x.size(1), out_h, out_w});
-  parallel_for(0, x.size(0) * x.size(1), [&](Index p) {
-    const T* src = xc.data() + p * h * w;
-    T* dst = y.data() + p * out_h * out_w;
-    for (Index i = 0; i < out_h; ++i)
-      for (Index j = 0; j < out_w; ++j) {
-        const auto &a = th[i], &b = tw[j];
-        dst[i * out_w + j] = static_cast<T>(a.l0 * (b.l0 * src[a.i0 * w + b.i0] + b.l1 * src[a.i0 * w + b.i1]) +
-                                            a.l1 * (b.l0 * src[a.i1 * w + b.i0] + b.l1 * src[a.i1 * w + b.i1]));
-      }
-  }, out_h * out_w * 4, 4096);
+  auto y = Tensor<T>::empty({x.size(0), x.size(1), out_h, out_w}, x.device());
+  const Index planes = x.size(0) * x.size(1);
+  dispatch(x.device(), "interpolate_bilinear", [&] {
+    const auto th = detail::bilinear_taps(h, out_h), tw = detail::bilinear_taps(w, out_w);
+    parallel_for(0, planes, [&](Index p) {
+      const T* src = xc.data() + p * h * w;
+      T* dst = y.data() + p * out_h * out_w;
+      for (Index i = 0; i < out_h; ++i)
+        for (Index j = 0; j < out_w; ++j) {
+          const auto &a = th[i], &b = tw[j];
+          dst[i * out_w + j] = static_cast<T>(a.l0 * (b.l0 * src[a.i0 * w + b.i0] + b.l1 * src[a.i0 * w + b.i1]) +
+                                              a.l1 * (b.l0 * src[a.i1 * w + b.i0] + b.l1 * src[a.i1 * w + b.i1]));
+        }
+    }, out_h * out_w * 4, 4096);
+  }, [&] {
+    backends::cuda::launch_on_device(backends::cuda::BilinearForward<T>{xc.data(), y.data(), {planes, h, w, out_h, out_w}});
+  });
   if (!autograd::any_requires_grad<T>({&x})) return y;
   return autograd::make_result(y, {&x}, std::make_shared<detail::InterpolateNode<T>>(x.shape()));
 }

@@ -6,6 +6,7 @@
 #pragma once
 #include "qx/config.hpp"
 #include "qx/autograd/node.hpp"
+#include "qx/backends/cuda/pooling.hpp"
 #include "qx/core/allocator.hpp"
 #include "qx/core/parallel.hpp"
 #include "qx/core/tensor.hpp"
@@ -18,31 +19,39 @@ namespace detail {
 template <class T>
 class MaxPool2dNode final : public autograd::Node<T> {
  public:
-  MaxPool2dNode(Shape input_shape, memory::Buffer<Index> argmax)
-      : input_shape_(std::move(input_shape)), argmax_(std::move(argmax)) {}
+  MaxPool2dNode(Shape input_shape, Tensor<Index> argmax, Index kernel, Index stride, Index padding)
+      : input_shape_(std::move(input_shape)), argmax_(std::move(argmax)), kernel_(kernel), stride_(stride), padding_(padding) {}
   const char* name() const override { return "max_pool2d"; }
   bool handles_replicas() const override { return true; }
 
  protected:
   std::vector<Tensor<T>> apply(const Tensor<T>& grad_output) override {
     const Tensor<T> g = grad_output.contiguous();
-    auto gx = Tensor<T>::zeros(this->replicated(input_shape_));
     // Planes of every replica; replica r's plane p used the forward's argmax of plane p mod `planes`.
     const Index planes = input_shape_[0] * input_shape_[1], in_plane = input_shape_[2] * input_shape_[3];
     const Index out_plane = g.numel() / (planes * this->replicas());
-    parallel_for(0, planes * this->replicas(), [&](Index p) {
-      T* dst = gx.data() + p * in_plane;
-      const T* src = g.data() + p * out_plane;
-      const Index* arg = argmax_.data() + (p % planes) * out_plane;
-      for (Index k = 0; k < out_plane; ++k) dst[arg[k]] += src[k];
-    }, out_plane, 4096);
+    auto gx = Tensor<T>::empty(this->replicated(input_shape_), g.device());
+    dispatch(g.device(), "max_pool2d", [&] {
+      gx.fill_(T(0));
+      parallel_for(0, planes * this->replicas(), [&](Index p) {
+        T* dst = gx.data() + p * in_plane;
+        const T* src = g.data() + p * out_plane;
+        const Index* arg = argmax_.data() + (p % planes) * out_plane;
+        for (Index k = 0; k < out_plane; ++k) dst[arg[k]] += src[k];
+      }, out_plane, 4096);
+    }, [&] {
+      const backends::cuda::PlaneMap map{planes * this->replicas(), input_shape_[2], input_shape_[3], argmax_.size(2), argmax_.size(3)};
+      backends::cuda::launch_on_device(
+          backends::cuda::MaxPoolBackward<T>{g.data(), argmax_.data(), gx.data(), map, planes, kernel_, stride_, padding_});
+    });
     return {gx};
   }
-  void release() override { argmax_ = memory::Buffer<Index>(); }
+  void release() override { argmax_ = {}; }
 
  private:
   Shape input_shape_;
-  memory::Buffer<Index> argmax_;  // per output element: flat index within its (H, W) input plane
+  Tensor<Index> argmax_;  // (N, C, oh, ow): per output element, its flat index within its (H, W) input plane
+  Index kernel_, stride_, padding_;
 };
 
 template <class T>
@@ -66,20 +75,26 @@ template <class T>
 std::vector<Tensor<T>> AdaptiveAvgPool2dNode<T>::apply(const Tensor<T>& grad_output) {
   const Tensor<T> g = grad_output.contiguous();
   const Index h = input_shape_[2], w = input_shape_[3], oh = g.size(2), ow = g.size(3);
-  auto gx = Tensor<T>::zeros(this->replicated(input_shape_));
-  parallel_for(0, gx.size(0) * input_shape_[1], [&](Index p) {
-    const T* src = g.data() + p * oh * ow;
-    T* dst = gx.data() + p * h * w;
-    for (Index i = 0; i < oh; ++i) {
-      const Index r0 = adaptive_start(i, oh, h), r1 = adaptive_end(i, oh, h);
-      for (Index j = 0; j < ow; ++j) {
-        const Index c0 = adaptive_start(j, ow, w), c1 = adaptive_end(j, ow, w);
-        const T share = src[i * ow + j] / static_cast<T>((r1 - r0) * (c1 - c0));
-        for (Index r = r0; r < r1; ++r)
-          for (Index c = c0; c < c1; ++c) dst[r * w + c] += share;
+  auto gx = Tensor<T>::empty(this->replicated(input_shape_), g.device());
+  const Index planes = gx.size(0) * input_shape_[1];
+  dispatch(g.device(), "adaptive_avg_pool2d", [&] {
+    gx.fill_(T(0));
+    parallel_for(0, planes, [&](Index p) {
+      const T* src = g.data() + p * oh * ow;
+      T* dst = gx.data() + p * h * w;
+      for (Index i = 0; i < oh; ++i) {
+        const Index r0 = adaptive_start(i, oh, h), r1 = adaptive_end(i, oh, h);
+        for (Index j = 0; j < ow; ++j) {
+          const Index c0 = adaptive_start(j, ow, w), c1 = adaptive_end(j, ow, w);
+          const T share = src[i * ow + j] / static_cast<T>((r1 - r0) * (c1 - c0));
+          for (Index r = r0; r < r1; ++r)
+            for (Index c = c0; c < c1; ++c) dst[r * w + c] += share;
+        }
       }
-    }
-  }, h * w, 4096);
+    }, h * w, 4096);
+  }, [&] {
+    backends::cuda::launch_on_device(backends::cuda::AdaptiveAvgPoolBackward<T>{g.data(), gx.data(), {planes, h, w, oh, ow}});
+  });
   return {gx};
 }
 }  // namespace detail
@@ -97,35 +112,41 @@ Tensor<T> max_pool2d(const Tensor<T>& x, Index kernel, Index stride = 0, Index p
         " smaller than kernel ", kernel);
   const Tensor<T> xc = x.contiguous();
   const Index planes = x.size(0) * x.size(1);
-  auto y = Tensor<T>::empty({x.size(0), x.size(1), oh, ow});
-  memory::Buffer<Index> argmax(static_cast<std::size_t>(y.numel()));  // every entry is written below
-  parallel_for(0, planes, [&](Index p) {
-    const T* src = xc.data() + p * h * w;
-    T* dst = y.data() + p * oh * ow;
-    Index* arg = argmax.data() + p * oh * ow;
-    for (Index i = 0; i < oh; ++i) {
-      // The window clipped to the image once per row and column: no bounds test per element, and
-      // padding (−∞) never wins because every window holds at least one pixel.
-      const Index r0 = std::max<Index>(0, i * stride - padding), r1 = std::min(h, i * stride - padding + kernel);
-      for (Index j = 0; j < ow; ++j) {
-        const Index c0 = std::max<Index>(0, j * stride - padding), c1 = std::min(w, j * stride - padding + kernel);
-        Index best_at = r0 * w + c0;
-        T best = src[best_at];
-        for (Index r = r0; r < r1; ++r)
-          for (Index c = c0; c < c1; ++c) {
-            const T v = src[r * w + c];
-            if (v > best || v != v) {  // a NaN wins, as in PyTorch
-              best = v;
-              best_at = r * w + c;
+  auto y = Tensor<T>::empty({x.size(0), x.size(1), oh, ow}, x.device());
+  auto argmax = Tensor<Index>::empty(y.shape(), x.device());  // every entry is written below
+  dispatch(x.device(), "max_pool2d", [&] {
+    parallel_for(0, planes, [&](Index p) {
+      const T* src = xc.data() + p * h * w;
+      T* dst = y.data() + p * oh * ow;
+      Index* arg = argmax.data() + p * oh * ow;
+      for (Index i = 0; i < oh; ++i) {
+        // The window clipped to the image once per row and column: no bounds test per element, and
+        // padding (−∞) never wins because every window holds at least one pixel.
+        const Index r0 = std::max<Index>(0, i * stride - padding), r1 = std::min(h, i * stride - padding + kernel);
+        for (Index j = 0; j < ow; ++j) {
+          const Index c0 = std::max<Index>(0, j * stride - padding), c1 = std::min(w, j * stride - padding + kernel);
+          Index best_at = r0 * w + c0;
+          T best = src[best_at];
+          for (Index r = r0; r < r1; ++r)
+            for (Index c = c0; c < c1; ++c) {
+              const T v = src[r * w + c];
+              if (v > best || v != v) {  // a NaN wins, as in PyTorch
+                best = v;
+                best_at = r * w + c;
+              }
             }
-          }
-        dst[i * ow + j] = best;
-        arg[i * ow + j] = best_at;
+          dst[i * ow + j] = best;
+          arg[i * ow + j] = best_at;
+        }
       }
-    }
-  }, oh * ow * kernel * kernel, 4096);
+    }, oh * ow * kernel * kernel, 4096);
+  }, [&] {
+    backends::cuda::launch_on_device(
+        backends::cuda::MaxPoolForward<T>{xc.data(), y.data(), argmax.data(), {planes, h, w, oh, ow}, kernel, stride, padding});
+  });
   if (!autograd::any_requires_grad<T>({&x})) return y;
-  return autograd::make_result(y, {&x}, std::make_shared<detail::MaxPool2dNode<T>>(x.shape(), std::move(argmax)));
+  return autograd::make_result(y, {&x},
+                               std::make_shared<detail::MaxPool2dNode<T>>(x.shape(), std::move(argmax), kernel, stride, padding));
 }
 
 /// Adaptive average pooling to (out_h, out_w).
@@ -136,21 +157,26 @@ Tensor<T> adaptive_avg_pool2d(const Tensor<T>& x, Index out_h, Index out_w) {
         out_w, ") or input ", shape_str(x.shape()), " is empty");
   const Index h = x.size(2), w = x.size(3);
   const Tensor<T> xc = x.contiguous();
-  auto y = Tensor<T>::empty({x.size(0), x.size(1), out_h, out_w});
-  parallel_for(0, x.size(0) * x.size(1), [&](Index p) {
-    const T* src = xc.data() + p * h * w;
-    T* dst = y.data() + p * out_h * out_w;
-    for (Index i = 0; i < out_h; ++i) {
-      const Index r0 = detail::adaptive_start(i, out_h, h), r1 = detail::adaptive_end(i, out_h, h);
-      for (Index j = 0; j < out_w; ++j) {
-        const Index c0 = detail::adaptive_start(j, out_w, w), c1 = detail::adaptive_end(j, out_w, w);
-        T s = 0;
-        for (Index r = r0; r < r1; ++r)
-          for (Index c = c0; c < c1; ++c) s += src[r * w + c];
-        dst[i * out_w + j] = s / static_cast<T>((r1 - r0) * (c1 - c0));
+  auto y = Tensor<T>::empty({x.size(0), x.size(1), out_h, out_w}, x.device());
+  dispatch(x.device(), "adaptive_avg_pool2d", [&] {
+    parallel_for(0, x.size(0) * x.size(1), [&](Index p) {
+      const T* src = xc.data() + p * h * w;
+      T* dst = y.data() + p * out_h * out_w;
+      for (Index i = 0; i < out_h; ++i) {
+        const Index r0 = detail::adaptive_start(i, out_h, h), r1 = detail::adaptive_end(i, out_h, h);
+        for (Index j = 0; j < out_w; ++j) {
+          const Index c0 = detail::adaptive_start(j, out_w, w), c1 = detail::adaptive_end(j, out_w, w);
+          T s = 0;
+          for (Index r = r0; r < r1; ++r)
+            for (Index c = c0; c < c1; ++c) s += src[r * w + c];
+          dst[i * out_w + j] = s / static_cast<T>((r1 - r0) * (c1 - c0));
+        }
       }
-    }
-  }, h * w, 4096);
+    }, h * w, 4096);
+  }, [&] {
+    backends::cuda::launch_on_device(
+        backends::cuda::AdaptiveAvgPoolForward<T>{xc.data(), y.data(), {x.size(0) * x.size(1), h, w, out_h, out_w}});
+  });
   if (!autograd::any_requires_grad<T>({&x})) return y;
   return autograd::make_result(y, {&x}, std::make_shared<detail::AdaptiveAvgPool2dNode<T>>(x.shape()));
 }

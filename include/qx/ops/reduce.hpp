@@ -15,7 +15,7 @@ class SumNode final : public autograd::Node<T> {
 
  protected:
   std::vector<Tensor<T>> apply(const Tensor<T>& grad_output) override {
-    return {Tensor<T>::full(input_shape_, grad_output.item() * scale_)};
+    return {Tensor<T>::full(input_shape_, grad_output.item() * scale_).to(grad_output.device())};
   }
 
  private:
@@ -23,11 +23,14 @@ class SumNode final : public autograd::Node<T> {
   T scale_;
 };
 
+/// On a GPU the values are summed on the host (a copy): these reductions serve losses and tests, not
+/// the training or attribution hot paths.
 template <class T>
 Tensor<T> scaled_sum(const Tensor<T>& x, T scale) {
+  const Tensor<T> values = x.to(Device::cpu);
   double s = 0;
-  for (Index i = 0; i < x.numel(); ++i) s += x.flat(i);
-  auto y = Tensor<T>::full({}, static_cast<T>(s * scale));
+  for (Index i = 0; i < values.numel(); ++i) s += values.flat(i);
+  auto y = Tensor<T>::full({}, static_cast<T>(s * scale)).to(x.device());
   if (!autograd::any_requires_grad<T>({&x})) return y;
   return autograd::make_result(y, {&x}, std::make_shared<SumNode<T>>(x.shape(), scale));
 }

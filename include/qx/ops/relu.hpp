@@ -3,6 +3,7 @@
 #pragma once
 #include "qx/config.hpp"
 #include "qx/autograd/node.hpp"
+#include "qx/backends/cuda/elementwise.hpp"
 #include "qx/core/parallel.hpp"
 #include "qx/core/tensor.hpp"
 #include "qx/kernels/functors.hpp"
@@ -15,14 +16,18 @@ namespace detail {
 template <class T>
 Tensor<T> relu_grad(const Tensor<T>& grad_output, const Tensor<T>& output) {
   const Tensor<T> g = grad_output.contiguous();
-  auto grad_input = Tensor<T>::empty(g.shape());
+  auto grad_input = Tensor<T>::empty(g.shape(), g.device());
   const Index per_replica = output.numel();
   const T* yp = output.data();
-  for (Index r = 0; r < g.numel() / per_replica; ++r) {
-    const T* gp = g.data() + r * per_replica;
-    T* out = grad_input.data() + r * per_replica;
-    parallel_for(0, per_replica, [&](Index i) { out[i] = kernels::ReluGrad{}(gp[i], yp[i]); });
-  }
+  dispatch(g.device(), "relu", [&] {
+    for (Index r = 0; r < g.numel() / per_replica; ++r) {
+      const T* gp = g.data() + r * per_replica;
+      T* out = grad_input.data() + r * per_replica;
+      parallel_for(0, per_replica, [&](Index i) { out[i] = kernels::ReluGrad{}(gp[i], yp[i]); });
+    }
+  }, [&] {
+    backends::cuda::launch_on_device(backends::cuda::ReluBackward<T>{g.data(), yp, grad_input.data(), g.numel(), per_replica, false});
+  });
   return grad_input;
 }
 
@@ -49,10 +54,11 @@ class ReluNode final : public autograd::Node<T> {
 template <class T>
 Tensor<T> relu(const Tensor<T>& x) {
   const Tensor<T> xc = x.contiguous();
-  auto y = Tensor<T>::empty(x.shape());
+  auto y = Tensor<T>::empty(x.shape(), x.device());
   const T* xp = xc.data();
   T* yp = y.data();
-  parallel_for(0, y.numel(), [&](Index i) { yp[i] = kernels::Relu{}(xp[i]); });
+  dispatch(x.device(), "relu", [&] { parallel_for(0, y.numel(), [&](Index i) { yp[i] = kernels::Relu{}(xp[i]); }); },
+           [&] { backends::cuda::launch_on_device(backends::cuda::ReluForward<T>{xp, yp, y.numel()}); });
   if (!autograd::any_requires_grad<T>({&x})) return y;
   return autograd::make_result(y, {&x}, std::make_shared<detail::ReluNode<T>>(y.detach()));
 }

@@ -6,7 +6,9 @@
 #pragma once
 #include "qx/config.hpp"
 #include "qx/autograd/node.hpp"
+#include "qx/backends/cuda/softmax.hpp"
 #include "qx/core/tensor.hpp"
+#include "qx/kernels/functors.hpp"
 
 #include <cmath>
 #include <vector>
@@ -16,15 +18,7 @@ namespace ops {
 namespace detail {
 template <class T>
 void log_softmax_rows(const T* x, T* y, Index n, Index k) {
-  for (Index r = 0; r < n; ++r) {
-    const T* xr = x + r * k;
-    T m = xr[0];
-    for (Index c = 1; c < k; ++c) m = std::max(m, xr[c]);
-    double s = 0;
-    for (Index c = 0; c < k; ++c) s += std::exp(static_cast<double>(xr[c] - m));
-    const T lse = m + static_cast<T>(std::log(s));
-    for (Index c = 0; c < k; ++c) y[r * k + c] = xr[c] - lse;
-  }
+  for (Index r = 0; r < n; ++r) kernels::log_softmax_row(x + r * k, y + r * k, k);
 }
 
 template <class T>
@@ -37,12 +31,11 @@ class LogSoftmaxNode final : public autograd::Node<T> {
   std::vector<Tensor<T>> apply(const Tensor<T>& grad_output) override {
     const Tensor<T> g = grad_output.contiguous();
     const Index n = g.size(0), k = g.size(1);
-    auto gx = Tensor<T>::empty(g.shape());
-    for (Index r = 0; r < n; ++r) {
-      T s = 0;
-      for (Index c = 0; c < k; ++c) s += g.data()[r * k + c];
-      for (Index c = 0; c < k; ++c) gx.data()[r * k + c] = g.data()[r * k + c] - std::exp(output_.data()[r * k + c]) * s;
-    }
+    auto gx = Tensor<T>::empty(g.shape(), g.device());
+    // One row per index, the same body on either device.
+    const backends::cuda::LogSoftmaxBackward<T> rows{g.data(), output_.data(), gx.data(), n, k};
+    dispatch(g.device(), "log_softmax", [&] { backends::cuda::launch_on_host(rows, {1, 1}); },
+             [&] { backends::cuda::launch_on_device(rows); });
     return {gx};
   }
   void release() override { output_ = {}; }
@@ -62,10 +55,14 @@ class CrossEntropyNode final : public autograd::Node<T> {
   std::vector<Tensor<T>> apply(const Tensor<T>& grad_output) override {
     const T g = grad_output.item();
     const Index n = log_probs_.size(0), k = log_probs_.size(1);
-    auto gx = Tensor<T>::empty(log_probs_.shape());
-    for (Index r = 0; r < n; ++r)
-      for (Index c = 0; c < k; ++c)
-        gx.data()[r * k + c] = g * sample_weight_[r] * (std::exp(log_probs_.data()[r * k + c]) - (c == targets_[r] ? T(1) : T(0)));
+    const Device device = log_probs_.device();
+    auto gx = Tensor<T>::empty(log_probs_.shape(), device);
+    // The targets and per-sample weights live on the host; a GPU gets copies (N values each).
+    const auto targets = Tensor<Index>::from({n}, targets_).to(device);
+    const auto weights = Tensor<T>::from({n}, sample_weight_).to(device);
+    const backends::cuda::CrossEntropyBackward<T> elements{log_probs_.data(), targets.data(), weights.data(), g, gx.data(), n, k};
+    dispatch(device, "cross_entropy", [&] { backends::cuda::launch_on_host(elements, {1, 1}); },
+             [&] { backends::cuda::launch_on_device(elements); });
     return {gx};
   }
   void release() override { log_probs_ = {}; }
@@ -87,8 +84,9 @@ template <class T>
 Tensor<T> log_softmax(const Tensor<T>& x) {
   detail::check_logits("log_softmax", x);
   const Tensor<T> xc = x.contiguous();
-  auto y = Tensor<T>::empty(x.shape());
-  detail::log_softmax_rows(xc.data(), y.data(), x.size(0), x.size(1));
+  auto y = Tensor<T>::empty(x.shape(), x.device());
+  dispatch(x.device(), "log_softmax", [&] { detail::log_softmax_rows(xc.data(), y.data(), x.size(0), x.size(1)); },
+           [&] { backends::cuda::launch_on_device(backends::cuda::LogSoftmaxForward<T>{xc.data(), y.data(), x.size(0), x.size(1)}); });
   if (!autograd::any_requires_grad<T>({&x})) return y;
   return autograd::make_result(y, {&x}, std::make_shared<detail::LogSoftmaxNode<T>>(y.detach()));
 }
@@ -97,6 +95,7 @@ Tensor<T> log_softmax(const Tensor<T>& x) {
 template <class T>
 Tensor<T> softmax(const Tensor<T>& x) {
   detail::check_logits("softmax", x);
+  if (x.device() != Device::cpu) return softmax(x.to(Device::cpu)).to(x.device());  // for reporting: N·K values
   const Tensor<T> xc = x.contiguous();
   auto y = Tensor<T>::empty(x.shape());
   detail::log_softmax_rows(xc.data(), y.data(), x.size(0), x.size(1));
@@ -113,20 +112,37 @@ Tensor<T> cross_entropy(const Tensor<T>& logits, const std::vector<Index>& targe
         shape_str(logits.shape()));
   check(!class_weights.defined() || (class_weights.dim() == 1 && class_weights.size(0) == k),
         "cross_entropy: class weights ", shape_str(class_weights.shape()), " do not fit logits ", shape_str(logits.shape()));
-  auto log_probs = Tensor<T>::empty(logits.shape());
-  const Tensor<T> xc = logits.contiguous();
-  detail::log_softmax_rows(xc.data(), log_probs.data(), n, k);
+  const Device device = logits.device();
+  check(!class_weights.defined() || class_weights.device() == device, "cross_entropy: logits on ", device,
+        ", class weights on ", class_weights.defined() ? to_string(class_weights.device()) : "");
+  // Targets and weights are checked and weighed on the host (N values); the class weights are K values.
+  const Tensor<T> host_class_weights = class_weights.defined() ? class_weights.to(Device::cpu).contiguous() : Tensor<T>();
   std::vector<T> weight(static_cast<std::size_t>(n));
-  double total_weight = 0, loss = 0;
+  double total_weight = 0;
   for (Index r = 0; r < n; ++r) {
     check(targets[r] >= 0 && targets[r] < k, "cross_entropy: target ", targets[r], " of sample ", r,
           " is outside [0, ", k, ")");
-    weight[r] = class_weights.defined() ? class_weights.contiguous().data()[targets[r]] : T(1);
+    weight[r] = class_weights.defined() ? host_class_weights.data()[targets[r]] : T(1);
     total_weight += weight[r];
-    loss -= weight[r] * log_probs.data()[r * k + targets[r]];
   }
   check(total_weight > 0, "cross_entropy: the class weights of the batch's targets sum to ", total_weight);
-  auto y = Tensor<T>::full({}, static_cast<T>(loss / total_weight));
+  auto log_probs = Tensor<T>::empty(logits.shape(), device);
+  const Tensor<T> xc = logits.contiguous();
+  Tensor<T> y;
+  dispatch(device, "cross_entropy", [&] {
+    detail::log_softmax_rows(xc.data(), log_probs.data(), n, k);
+    double loss = 0;
+    for (Index r = 0; r < n; ++r) loss -= weight[r] * log_probs.data()[r * k + targets[r]];
+    y = Tensor<T>::full({}, static_cast<T>(loss / total_weight));
+  }, [&] {
+    backends::cuda::launch_on_device(backends::cuda::LogSoftmaxForward<T>{xc.data(), log_probs.data(), n, k});
+    const auto device_targets = Tensor<Index>::from({n}, targets).to(device);
+    auto sample_weight = Tensor<T>::empty({n}, device);
+    y = Tensor<T>::empty({}, device);
+    backends::cuda::launch_on_device(backends::cuda::CrossEntropyForward<T>{
+        log_probs.data(), device_targets.data(), class_weights.defined() ? class_weights.contiguous().data() : nullptr,
+        sample_weight.data(), y.data(), n, k});
+  });
   if (!autograd::any_requires_grad<T>({&logits})) return y;
   for (T& w : weight) w = static_cast<T>(w / total_weight);
   return autograd::make_result(y, {&logits},

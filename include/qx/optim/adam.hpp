@@ -6,7 +6,9 @@
 //   p ← p − (η / (1 − β1ᵗ)) · m / (√v / √(1 − β2ᵗ) + ε)
 #pragma once
 #include "qx/config.hpp"
+#include "qx/backends/cuda/optim.hpp"
 #include "qx/core/parallel.hpp"
+#include "qx/kernels/functors.hpp"
 #include "qx/optim/optimizer.hpp"
 
 #include <cmath>
@@ -37,26 +39,20 @@ class Adam : public Optimizer<T> {
         if (!p.has_grad()) continue;
         auto& s = state_[gi][pi];
         if (!s.exp_avg.defined()) {
-          s.exp_avg = Tensor<T>::zeros(p.shape());
-          s.exp_avg_sq = Tensor<T>::zeros(p.shape());
+          s.exp_avg = Tensor<T>::zeros(p.shape(), p.device());
+          s.exp_avg_sq = Tensor<T>::zeros(p.shape(), p.device());
         }
         const Tensor<T> grad = p.grad().contiguous();
         T* w = p.data();
         const T* g = grad.data();
         T* m = s.exp_avg.data();
         T* v = s.exp_avg_sq.data();
-        const T lr = static_cast<T>(group.lr), wd = static_cast<T>(group.weight_decay);
-        const T b1 = static_cast<T>(options_.beta1), b2 = static_cast<T>(options_.beta2), eps = static_cast<T>(options_.eps);
-        const T step_size = static_cast<T>(group.lr / bias1), b2s = static_cast<T>(bias2_sqrt);
-        const bool decoupled = options_.decoupled_weight_decay;
-        parallel_for(0, p.numel(), [&](Index i) {
-          T gi_ = g[i];
-          if (decoupled) w[i] *= T(1) - lr * wd;
-          else gi_ += wd * w[i];
-          m[i] = b1 * m[i] + (T(1) - b1) * gi_;
-          v[i] = b2 * v[i] + (T(1) - b2) * gi_ * gi_;
-          w[i] -= step_size * m[i] / (std::sqrt(v[i]) / b2s + eps);
-        });
+        const kernels::AdamUpdate<T> update{static_cast<T>(group.lr),         static_cast<T>(group.weight_decay),
+                                            static_cast<T>(options_.beta1),  static_cast<T>(options_.beta2),
+                                            static_cast<T>(options_.eps),    static_cast<T>(group.lr / bias1),
+                                            static_cast<T>(bias2_sqrt),      options_.decoupled_weight_decay};
+        dispatch(p.device(), "Adam", [&] { parallel_for(0, p.numel(), [&](Index i) { update(w[i], g[i], m[i], v[i]); }); },
+                 [&] { backends::cuda::launch_on_device(backends::cuda::AdamStep<T>{update, w, g, m, v, p.numel()}); });
       }
     }
   }

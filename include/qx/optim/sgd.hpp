@@ -4,7 +4,9 @@
 //   g ← g + μ·b (Nesterov) or g ← b;   p ← p − η·g
 #pragma once
 #include "qx/config.hpp"
+#include "qx/backends/cuda/optim.hpp"
 #include "qx/core/parallel.hpp"
+#include "qx/kernels/functors.hpp"
 #include "qx/optim/optimizer.hpp"
 
 QX_NAMESPACE_BEGIN
@@ -33,21 +35,15 @@ class Sgd final : public Optimizer<T> {
         const Tensor<T> grad = p.grad().contiguous();
         Tensor<T>& buffer = buffers_[gi][pi];
         const bool first = !buffer.defined();
-        if (options_.momentum != 0 && first) buffer = Tensor<T>::zeros(p.shape());
+        if (options_.momentum != 0 && first) buffer = Tensor<T>::zeros(p.shape(), p.device());
         T* w = p.data();
         const T* g = grad.data();
         T* b = options_.momentum != 0 ? buffer.data() : nullptr;
-        const T lr = static_cast<T>(group.lr), wd = static_cast<T>(group.weight_decay);
-        const T mu = static_cast<T>(options_.momentum), damp = static_cast<T>(options_.dampening);
-        const bool nesterov = options_.nesterov;
-        parallel_for(0, p.numel(), [&](Index i) {
-          T d = g[i] + wd * w[i];
-          if (b) {
-            b[i] = first ? d : mu * b[i] + (T(1) - damp) * d;
-            d = nesterov ? d + mu * b[i] : b[i];
-          }
-          w[i] -= lr * d;
-        });
+        const kernels::SgdUpdate<T> update{static_cast<T>(group.lr), static_cast<T>(group.weight_decay),
+                                           static_cast<T>(options_.momentum), static_cast<T>(options_.dampening),
+                                           options_.nesterov, first};
+        dispatch(p.device(), "SGD", [&] { parallel_for(0, p.numel(), [&](Index i) { update(w[i], g[i], b ? b + i : nullptr); }); },
+                 [&] { backends::cuda::launch_on_device(backends::cuda::SgdStep<T>{update, w, g, b, p.numel()}); });
       }
     }
   }

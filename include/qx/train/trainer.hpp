@@ -106,6 +106,7 @@ struct TrainOptions {
   bool progress = true;
   Index max_train_batches = 0;     ///< per epoch, 0: all (quick runs)
   Index max_validation = 0;        ///< validation samples, 0: all
+  Device device = Device::cpu;     ///< where the model trains; batches are copied there (docs/cuda.md)
 };
 
 struct EpochRecord {
@@ -198,11 +199,14 @@ metrics::ConfusionMatrix evaluate(nn::Module<T>& model, D& data, Index num_class
   const Index n = limit > 0 ? std::min(limit, data.size()) : data.size();
   Tensor<T> images;
   std::vector<Index> labels, indices;
+  // The model's device: its first parameter's (a model without parameters runs on the host).
+  const auto state = model.named_state();
+  const Device device = state.empty() ? Device::cpu : state.front().tensor->device();
   for (Index first = 0; first < n; first += batch_size) {
     indices.clear();
     for (Index i = first; i < std::min(n, first + batch_size); ++i) indices.push_back(i);
     data.template get_batch<T>(indices, images, labels);
-    const Tensor<T> logits = model(images);
+    const Tensor<T> logits = model(images.to(device)).to(Device::cpu);
     for (Index i = 0; i < logits.size(0); ++i) {
       Index best = 0;
       for (Index c = 1; c < num_classes; ++c)
@@ -224,6 +228,7 @@ TrainResult fit(nn::Module<T>& model, Train& train_data, Val& val_data, const Tr
   namespace fs = std::filesystem;
   check(o.batch_size > 0 && o.epochs >= 0, "fit: batch size ", o.batch_size, " and epochs ", o.epochs, " must be positive");
   check(train_data.size() > 0, "fit: the training set is empty");
+  model.to(o.device);  // before the optimiser takes its parameter handles
   // Parameter groups by name prefix; parameters in no group are frozen (no gradient computed for them).
   std::vector<optim::ParamGroup<T>> groups;
   std::vector<Tensor<T>> trainable;
@@ -245,7 +250,7 @@ TrainResult fit(nn::Module<T>& model, Train& train_data, Val& val_data, const Tr
 
   std::vector<Index> all_labels(static_cast<std::size_t>(train_data.size()));
   for (Index i = 0; i < train_data.size(); ++i) all_labels[static_cast<std::size_t>(i)] = train_data.label(i);
-  const Tensor<T> weights = o.class_weights ? class_weights<T>(all_labels, o.num_classes) : Tensor<T>();
+  const Tensor<T> weights = o.class_weights ? class_weights<T>(all_labels, o.num_classes).to(o.device) : Tensor<T>();
 
   TrainResult result;
   double best_accuracy = -1, best_f1 = -1;
@@ -340,7 +345,7 @@ TrainResult fit(nn::Module<T>& model, Train& train_data, Val& val_data, const Tr
       const auto last = order.begin() + std::min<Index>((b + 1) * o.batch_size, train_data.size());
       const std::vector<Index> indices(first, last);
       train_data.template get_batch<T>(indices, images, labels);
-      const Tensor<T> logits = model(images);
+      const Tensor<T> logits = model(images.to(o.device));
       const Tensor<T> loss = ops::cross_entropy(logits, labels, weights);
       const double value = static_cast<double>(loss.item());
       check(std::isfinite(value), "training diverged: loss is ", value, " at epoch ", epoch + 1, ", batch ", b + 1, " of ",
@@ -352,10 +357,11 @@ TrainResult fit(nn::Module<T>& model, Train& train_data, Val& val_data, const Tr
       optimizer.zero_grad();
       loss_sum += value * static_cast<double>(indices.size());
       seen += static_cast<Index>(indices.size());
-      for (Index i = 0; i < logits.size(0); ++i) {
+      const Tensor<T> scores = logits.to(Device::cpu);  // N·K values
+      for (Index i = 0; i < scores.size(0); ++i) {
         Index best = 0;
-        for (Index c = 1; c < logits.size(1); ++c)
-          if (logits.at({i, c}) > logits.at({i, best})) best = c;
+        for (Index c = 1; c < scores.size(1); ++c)
+          if (scores.at({i, c}) > scores.at({i, best})) best = c;
         correct += best == labels[static_cast<std::size_t>(i)];
       }
       if (o.progress) {
