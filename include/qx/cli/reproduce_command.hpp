@@ -41,7 +41,7 @@ namespace cli {
 struct ReproduceArgs {
   std::string mitdb = "../shared/data/mitdb", out = "runs/reproduce", arch = "resnet18", protocol = "qx";
   std::string init_weights, gradcam_layer = "auto";
-  Index size = 64, width = 16, epochs = 8, batch = 32, train_limit = 0, test_limit = 0, explain_limit = 2000;
+  Index size = 64, width = 16, epochs = 8, batch = 32, train_limit = 0, test_limit = 0, explain_limit = 2000, data_limit = 0;
   Index bootstrap = 1000;
   double lr = 1e-3, weight_decay = 1e-4;
   std::vector<int> datasets{1, 2};
@@ -556,7 +556,7 @@ inline nlohmann::json run_reproduce(ReproduceArgs a) {
   report["settings"] = {{"protocol", a.protocol}, {"arch", a.arch}, {"size", a.size}, {"width", a.width}, {"epochs", a.epochs},
                         {"batch", a.batch}, {"lr", a.lr}, {"weight_decay", a.weight_decay}, {"train_limit", a.train_limit},
                         {"test_limit", a.test_limit}, {"explain_limit", a.explain_limit}, {"seed", a.seed}, {"paper", a.paper},
-                        {"init_weights", a.init_weights}, {"gradcam_layer", a.gradcam_layer}, {"bootstrap_resamples", a.bootstrap}};
+                        {"data_limit", a.data_limit}, {"init_weights", a.init_weights}, {"gradcam_layer", a.gradcam_layer}, {"bootstrap_resamples", a.bootstrap}};
   const auto info = build_info();
   report["software"] = {{"version", info.version}, {"abi_namespace", info.abi_namespace}};
   report["machine"] = {{"isa", info.isa}, {"openmp", info.openmp}, {"cuda", info.cuda}, {"threads", num_threads()},
@@ -569,6 +569,7 @@ inline nlohmann::json run_reproduce(ReproduceArgs a) {
   build.out = out / "data";
   build.protocol = protocol;
   build.render.size = a.size;
+  build.limit_per_split = a.data_limit;
   build.render.channels = (a.arch == "resnet50" && a.paper) || protocol == ecg::Protocol::authors ? 3 : 1;
   const auto card = build_datasets_with_progress(build, "data");
   report["data"] = card["splits"];
@@ -667,6 +668,8 @@ inline CLI::App* add_reproduce_command(CLI::App& root) {
   cmd->add_option("--batch", a->batch, "batch size")->capture_default_str()->check(CLI::PositiveNumber);
   cmd->add_option("--lr", a->lr, "Adam learning rate")->capture_default_str();
   cmd->add_option("--weight-decay", a->weight_decay, "Adam weight decay (L2, PyTorch semantics)")->capture_default_str();
+  cmd->add_option("--data-limit", a->data_limit, "render at most this many windows per split, evenly spaced (0: all; for tests)")
+      ->capture_default_str();
   cmd->add_option("--train-limit", a->train_limit, "train on at most this many windows (0: all)")->capture_default_str();
   cmd->add_option("--test-limit", a->test_limit, "test on at most this many windows (0: all)")->capture_default_str();
   cmd->add_option("--explain-limit", a->explain_limit, "explain at most this many test windows (0: all)")->capture_default_str();
