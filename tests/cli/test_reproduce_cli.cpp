@@ -3,7 +3,7 @@
 // report promises is produced. Also: the --paper warning and a clear error for a bad --init-weights.
 #include <doctest/doctest.h>
 
-#include "../test_paths.hpp"
+#include "cli_run.hpp"
 
 #include <nlohmann/json.hpp>
 #include <sys/wait.h>
@@ -17,14 +17,7 @@
 namespace fs = std::filesystem;
 
 namespace {
-std::pair<int, std::string> run_reproduce(const std::string& args) {
-  const auto err = qx_test::temp_path("cli_reproduce_stderr", ".txt");
-  const int status = std::system((std::string(QX_CLI_PATH) + " reproduce " + args + " >/dev/null 2>" + err.string()).c_str());
-  std::ifstream in(err);
-  std::stringstream s;
-  s << in.rdbuf();
-  return {WIFEXITED(status) ? WEXITSTATUS(status) : -1, s.str()};
-}
+std::pair<int, std::string> run_reproduce(const std::string& args) { return qx_test::run_qx("reproduce", args); }
 
 std::string read_text(const fs::path& path) {
   std::ifstream in(path);
