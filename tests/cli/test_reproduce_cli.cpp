@@ -86,7 +86,7 @@ TEST_CASE("qx reproduce, tiny, both protocols: every table, figure and JSON fiel
   }
 }
 
-TEST_CASE("qx reproduce: --paper warns without --init-weights; a bad --init-weights is one clear line") {
+TEST_CASE("qx reproduce: --paper warns without --init-weights, and a bad --init-weights is one clear line") {
   auto [code, err] = run_reproduce("--paper --datasets 3 --out " + qx_test::temp_path("cli_reproduce_paper").string());
   CHECK(code == 2);
   CHECK(err.find("warning: --paper") != std::string::npos);
