@@ -32,7 +32,9 @@ inline nlohmann::json build_datasets_with_progress(const ecg::BuildOptions& opti
 
 /// One line per split: windows of each dataset, abnormal among them, and the random focus.
 inline void print_split_sizes(const nlohmann::json& card) {
-  for (const auto& [split, info] : card["splits"].items()) {
+  for (const std::string split : {"train", "validation", "test"}) {
+    if (!card["splits"].contains(split)) continue;
+    const auto& info = card["splits"][split];
     const auto& c = info["counts"];
     std::printf("%-10s dataset 1: %6lld windows (%5lld abnormal), random focus %4.1f ± %3.1f %%   dataset 2: %6lld windows (%5lld "
                 "abnormal), random focus %4.1f ± %3.1f %%\n",

@@ -601,7 +601,12 @@ inline nlohmann::json run_reproduce(ReproduceArgs a) {
     stage = clock::now();
     const auto result = train::fit(*model, train, val, options);
     if (result.best_epoch >= 0) nn::load_safetensors(*model, run / "checkpoint.safetensors");
-    entry["timing"]["train_seconds"] = detail::since(stage);
+    // Training time from the epoch log, so that a resumed run still reports what training cost.
+    double train_seconds = 0;
+    for (const auto& epoch : result.history) train_seconds += epoch.seconds;
+    entry["timing"]["train_seconds"] = train_seconds;
+    entry["timing"]["train_seconds_this_call"] = detail::since(stage);
+    entry["resumed"] = result.resumed;
     entry["epochs"] = static_cast<Index>(result.history.size());
     entry["best_epoch"] = result.best_epoch;
     entry["stopped_early"] = result.stopped_early;
