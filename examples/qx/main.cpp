@@ -1,5 +1,7 @@
 // The `qx` command line: a thin client that registers each subcommand from include/qx/cli/. Every
-// qx::Error and every argument error ends as one line "qx <command>: <message>" and exit code 2.
+// qx::Error and every argument error ends as one line "qx <command>: <message>" and exit code 2; a
+// training run stopped by Ctrl-C (train::Interrupted) ends with its one line and exit code 130, the
+// shell's code for SIGINT.
 #include <CLI/CLI.hpp>
 
 #include <cstdio>
@@ -24,6 +26,7 @@
 #endif
 #include "qx/cli/version_command.hpp"
 #include "qx/core/error.hpp"
+#include "qx/train/interrupt.hpp"
 
 int main(int argc, char** argv) {
   CLI::App app{"qx — train convolutional networks, explain their decisions, measure the explanations"};
@@ -60,6 +63,9 @@ int main(int argc, char** argv) {
   } catch (const CLI::ParseError& e) {
     std::fprintf(stderr, "%s: %s\n", command_name().c_str(), e.what());
     return 2;
+  } catch (const qx::train::Interrupted& e) {
+    std::fprintf(stderr, "%s: %s\n", command_name().c_str(), e.what());
+    return 130;
   } catch (const qx::Error& e) {
     std::fprintf(stderr, "%s: %s\n", command_name().c_str(), e.what());
     return 2;

@@ -600,6 +600,8 @@ inline nlohmann::json run_reproduce(ReproduceArgs a) {
     options.out_dir = run;
     // The authors' early stop and checkpoint use the normal class's F1 (their class order; conventions).
     options.positive_class = protocol == ecg::Protocol::authors ? 0 : 1;
+    options.stop_on_interrupt = true;   // Ctrl-C saves the state; the same command resumes from it
+    options.state_every_batches = 200;  // a crash or a kill loses at most 200 batches
     if (a.paper) options.group_lrs = {{"layer1", 1e-6}, {"layer2", 1e-6}, {"layer3", 1e-5}, {"layer4", 1e-4}, {"fc", 1e-4}};
     stage = clock::now();
     const auto result = train::fit(*model, train, val, options);

@@ -271,25 +271,32 @@ class ShardedDataset {
     labelled_beat(dataset);  // validates 1 or 2
     std::ifstream in(dir / "dataset_card.json");
     check(static_cast<bool>(in), "ECG dataset: no dataset_card.json in '", dir.string(), "' (build it with `qx ecg build`)");
-    nlohmann::json card;
+    const std::string card_path = (dir / "dataset_card.json").string();
+    // Whatever the card holds, a wrong type or a missing field is an error naming it, never a crash.
     try {
+      nlohmann::json card;
       in >> card;
+      check(card.is_object() && card.contains("splits") && card["splits"].contains(split), "ECG dataset: '", card_path,
+            "' has no split '", split, "'");
+      settings_ = card.at("settings");
+      for (const auto& shard : card["splits"][split].at("shards")) {
+        files_.push_back(shard.at("file").get<std::string>());
+        starts_.push_back(size_);
+        const Index windows = shard.at("windows").get<Index>();
+        check(windows >= 0, "ECG dataset: '", card_path, "' gives shard '", files_.back(), "' ", windows, " windows");
+        size_ += windows;
+      }
+      size_image_ = settings_.at("size").get<Index>();
+      channels_ = settings_.at("channels").get<Index>();
     } catch (const nlohmann::json::exception& e) {
-      fail("ECG dataset: '", (dir / "dataset_card.json").string(), "' is not valid JSON (", e.what(), ")");
+      fail("ECG dataset: '", card_path, "' is not a valid dataset card (", e.what(), ")");
     }
-    check(card.contains("splits") && card["splits"].contains(split), "ECG dataset: card in '", dir.string(),
-          "' has no split '", split, "'");
-    settings_ = card["settings"];
-    for (const auto& shard : card["splits"][split]["shards"]) {
-      files_.push_back(shard["file"].get<std::string>());
-      starts_.push_back(size_);
-      size_ += shard["windows"].get<Index>();
-    }
-    size_image_ = settings_["size"].get<Index>();
-    channels_ = settings_["channels"].get<Index>();
+    check(size_image_ > 0 && size_image_ <= 65536 && (channels_ == 1 || channels_ == 3), "ECG dataset: '", card_path,
+          "' gives images of ", channels_, " × ", size_image_, " × ", size_image_);
     imagenet_ = settings_.value("normalisation", std::string()) == "imagenet";
     check(settings_.value("shard_format", 1) == 2, "ECG dataset: '", dir.string(),
           "' was built by an older qx (shard format 1); build it again with `qx ecg build`");
+    stored_ = size_;
     // Labels, ROIs and the rest of the whole split are small: load them once, keeping this dataset's windows.
     const std::string beat = dataset == 1 ? "last" : "first";
     Index stored = 0;
@@ -300,17 +307,26 @@ class ShardedDataset {
       const auto random = file.get<double>("random_" + beat);
       const auto records = file.get<std::int64_t>("record");
       const auto symbols = file.get<std::uint8_t>("symbols");
-      for (Index i = 0; i < labels.numel(); ++i, ++stored) {
-        if (labels.data()[i] < 0) continue;
+      const Index n = shard_windows(f);
+      check(labels.shape() == Shape{n} && rois.shape() == Shape{n, 4} && records.shape() == Shape{n} && random.shape() == Shape{n} &&
+                symbols.shape() == Shape{n, beats_per_window},
+            "ECG dataset: '", (dir_ / files_[f]).string(), "' holds labels ", shape_str(labels.shape()), ", ROIs ",
+            shape_str(rois.shape()), ", random focus ", shape_str(random.shape()), ", records ", shape_str(records.shape()),
+            " and symbols ", shape_str(symbols.shape()), " but the card says ", n, " windows");
+      for (Index i = 0; i < n; ++i, ++stored) {
+        if (labels.data()[i] < 0) continue;  // not in this dataset (authors' protocol)
+        const RoiBox roi{rois.data()[4 * i], rois.data()[4 * i + 1], rois.data()[4 * i + 2], rois.data()[4 * i + 3]};
+        check(0 <= roi.x0 && roi.x0 <= roi.x1 && roi.x1 <= size_image_ && 0 <= roi.y0 && roi.y0 <= roi.y1 && roi.y1 <= size_image_,
+              "ECG dataset: '", (dir_ / files_[f]).string(), "' window ", i, " has ROI [", roi.x0, ", ", roi.x1, ") × [", roi.y0,
+              ", ", roi.y1, "), not inside its ", size_image_, " × ", size_image_, " image");
         positions_.push_back(stored);
         labels_.push_back(labels.data()[i]);
-        rois_.push_back({rois.data()[4 * i], rois.data()[4 * i + 1], rois.data()[4 * i + 2], rois.data()[4 * i + 3]});
+        rois_.push_back(roi);
         random_.push_back(random.data()[i]);
         records_.push_back(records.data()[i]);
         symbols_.push_back(static_cast<char>(symbols.data()[i * beats_per_window + labelled_beat(dataset)]));
       }
     }
-    check(stored == size_, "ECG dataset: shards in '", dir.string(), "' hold ", stored, " windows but the card says ", size_);
     size_ = static_cast<Index>(labels_.size());
   }
 
@@ -363,11 +379,18 @@ class ShardedDataset {
     if (it == cache_.end()) {
       if (cache_.size() >= capacity_) cache_.erase(order_.front()), order_.erase(order_.begin());
       const auto file = io::SafetensorsFile::open(dir_ / files_[shard]);
-      it = cache_.emplace(shard, file.get<std::uint8_t>("images")).first;
+      auto images = file.get<std::uint8_t>("images");
+      const Shape expected{shard_windows(shard), channels_, size_image_, size_image_};
+      check(images.shape() == expected, "ECG dataset: '", (dir_ / files_[shard]).string(), "' holds images ",
+            shape_str(images.shape()), " but the card says ", shape_str(expected));
+      it = cache_.emplace(shard, std::move(images)).first;
       order_.push_back(shard);
     }
     return it->second;
   }
+
+  /// Windows stored in a shard (of both datasets; stored_ counts them all, size_ only this dataset's).
+  Index shard_windows(std::size_t shard) const { return (shard + 1 < starts_.size() ? starts_[shard + 1] : stored_) - starts_[shard]; }
 
   std::filesystem::path dir_;
   int dataset_;
@@ -375,7 +398,7 @@ class ShardedDataset {
   nlohmann::json settings_;
   std::vector<std::string> files_;
   std::vector<Index> starts_;
-  Index size_ = 0, size_image_ = 0, channels_ = 1;
+  Index size_ = 0, stored_ = 0, size_image_ = 0, channels_ = 1;
   bool imagenet_ = false;
   std::vector<Index> positions_, labels_, records_;  // positions_: this dataset's window → stored window
   std::vector<RoiBox> rois_;

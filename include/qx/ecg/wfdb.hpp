@@ -127,6 +127,10 @@ inline std::vector<unsigned char> read_bytes(const std::filesystem::path& path, 
         "' changed size while being read");
   return bytes;
 }
+/// "101 ('mitdb/101.hea')": how errors found in a file's content name the record and the file.
+inline std::string record_and_file(const std::string& record, const std::filesystem::path& path) {
+  return record + " ('" + path.string() + "')";
+}
 }  // namespace detail
 
 /// Parses the text of a `.hea` file (LF or CRLF line ends, '#' comments). `record` names errors.
@@ -213,9 +217,10 @@ inline RecordHeader parse_header(const std::string& text, const std::string& rec
 /// Reads `<dir>/<record>.hea`.
 inline RecordHeader read_header(const std::filesystem::path& dir, const std::string& record, const WfdbLimits& limits = {}) {
   check(std::filesystem::is_directory(dir), "WFDB record ", record, ": folder '", dir.string(), "' does not exist");
-  const auto bytes =
-      detail::read_bytes(dir / (record + ".hea"), record, "header", limits.max_header_bytes, "WfdbLimits::max_header_bytes");
-  return parse_header(std::string(bytes.begin(), bytes.end()), record, limits);
+  const auto path = dir / (record + ".hea");
+  const auto bytes = detail::read_bytes(path, record, "header", limits.max_header_bytes, "WfdbLimits::max_header_bytes");
+  // Errors in the text name the file too: "WFDB record 101 ('mitdb/101.hea'): ...".
+  return parse_header(std::string(bytes.begin(), bytes.end()), detail::record_and_file(record, path), limits);
 }
 
 /// A record's samples: digital values per signal, and the conversion to physical units.
@@ -449,9 +454,10 @@ inline std::vector<Annotation> read_annotations(const std::filesystem::path& dir
                                                 long signal_length = -1, const std::string& extension = "atr",
                                                 const WfdbLimits& limits = {}) {
   check(std::filesystem::is_directory(dir), "WFDB record ", record, ": folder '", dir.string(), "' does not exist");
-  return parse_annotations(detail::read_bytes(dir / (record + "." + extension), record, "annotation",
-                                              limits.max_annotation_bytes, "WfdbLimits::max_annotation_bytes"),
-                           record, signal_length);
+  const auto path = dir / (record + "." + extension);
+  return parse_annotations(
+      detail::read_bytes(path, record, "annotation", limits.max_annotation_bytes, "WfdbLimits::max_annotation_bytes"),
+      detail::record_and_file(record, path), signal_length);
 }
 
 }  // namespace ecg

@@ -3,7 +3,9 @@
 // per-group learning rates, StepLR, per-epoch validation accuracy / precision / recall / F1, the early
 // stop (from epoch index ≥ 4: stop when this epoch's validation F1 ≤ the mean of the previous `window`
 // epochs'), a best checkpoint (the last epoch that improved both validation accuracy and F1), and an
-// exact resume: model, optimiser and schedule state and history are written atomically after every epoch.
+// exact resume: model, optimiser and schedule state and history are written atomically after every epoch
+// (and, on request, every few batches and when Ctrl-C stops the run), and a resumed run continues from the
+// batch where the state was written, ending with the weights an uninterrupted run would have.
 #pragma once
 #include "qx/config.hpp"
 #include "qx/autograd/engine.hpp"
@@ -16,6 +18,7 @@
 #include "qx/ops/softmax.hpp"
 #include "qx/optim/adam.hpp"
 #include "qx/optim/step_lr.hpp"
+#include "qx/train/interrupt.hpp"
 
 #include <nlohmann/json.hpp>
 
@@ -24,7 +27,9 @@
 #include <cmath>
 #include <cstdio>
 #include <filesystem>
+#include <functional>
 #include <numeric>
+#include <optional>
 #include <sstream>
 #include <string>
 #include <utility>
@@ -89,6 +94,15 @@ struct TrainOptions {
   Index early_stop_min_epoch = 4;  ///< first epoch index at which the rule applies
   std::filesystem::path out_dir;   ///< checkpoint.safetensors, state.safetensors, log.csv; empty: none written
   bool resume = true;              ///< continue from out_dir/state.safetensors when it exists
+  /// Also write the state after every this many batches inside an epoch (0: only at the end of an epoch),
+  /// bounding the work a crash or SIGKILL can lose.
+  Index state_every_batches = 0;
+  /// Catch SIGINT/SIGTERM while training (train::InterruptGuard): stop at the next batch boundary, write
+  /// the state, and throw train::Interrupted saying how to resume. Off by default: a library does not
+  /// take over signals unless asked; the qx command turns it on.
+  bool stop_on_interrupt = false;
+  /// Called after every optimiser step with the 0-based epoch and batch (logging, tests).
+  std::function<void(Index epoch, Index batch)> on_batch;
   bool progress = true;
   Index max_train_batches = 0;     ///< per epoch, 0: all (quick runs)
   Index max_validation = 0;        ///< validation samples, 0: all
@@ -244,7 +258,8 @@ TrainResult fit(nn::Module<T>& model, Train& train_data, Val& val_data, const Tr
 
   TrainResult result;
   double best_accuracy = -1, best_f1 = -1;
-  Index start_epoch = 0;
+  Index start_epoch = 0, start_batch = 0, start_seen = 0, start_correct = 0;
+  double start_loss_sum = 0, start_seconds = 0;
   const bool persist = !o.out_dir.empty();
   if (persist) fs::create_directories(o.out_dir);
   const fs::path state_path = o.out_dir / "state.safetensors";
@@ -267,6 +282,14 @@ TrainResult fit(nn::Module<T>& model, Train& train_data, Val& val_data, const Tr
     const auto meta = nlohmann::json::parse(state.metadata().at("trainer"));
     for (const auto& r : meta.at("history")) result.history.push_back(detail::from_json(r));
     start_epoch = meta.at("next_epoch");
+    if (meta.contains("partial")) {  // written inside an epoch: continue with its next batch
+      const auto& partial = meta.at("partial");
+      start_batch = partial.at("next_batch");
+      start_loss_sum = partial.at("loss_sum");
+      start_seen = partial.at("seen");
+      start_correct = partial.at("correct");
+      start_seconds = partial.at("seconds");
+    }
     best_accuracy = meta.at("best_accuracy");
     best_f1 = meta.at("best_f1");
     result.best_epoch = meta.at("best_epoch");
@@ -278,10 +301,38 @@ TrainResult fit(nn::Module<T>& model, Train& train_data, Val& val_data, const Tr
 
   std::vector<double> f1_history;
   for (const auto& r : result.history) f1_history.push_back(r.val_f1);
+  // The state after `next_batch` batches of `epoch` (next_batch = 0: the epoch is complete), atomically.
+  struct Partial {
+    Index next_batch;
+    double loss_sum;
+    Index seen, correct;
+    double seconds;
+  };
+  auto write_state = [&](Index next_epoch, const std::optional<Partial>& partial) {
+    io::SafetensorsWriter state;
+    nn::add_state(state, model, "model.");
+    for (const auto& [name, t] : optimizer.state_dict()) state.add("optim." + name, t);
+    nlohmann::json meta = {{"next_epoch", next_epoch},   {"best_accuracy", best_accuracy},
+                           {"best_f1", best_f1},       {"best_epoch", result.best_epoch},
+                           {"stopped_early", result.stopped_early}, {"history", nlohmann::json::array()}};
+    if (partial)
+      meta["partial"] = {{"next_batch", partial->next_batch}, {"loss_sum", partial->loss_sum}, {"seen", partial->seen},
+                         {"correct", partial->correct},       {"seconds", partial->seconds}};
+    for (const auto& r : result.history) meta["history"].push_back(detail::to_json(r));
+    state.set_metadata("trainer", meta.dump());
+    state.write(state_path);
+  };
+  std::optional<InterruptGuard> interrupt;
+  if (o.stop_on_interrupt) interrupt.emplace();
   Tensor<T> images;
   std::vector<Index> labels;
   for (Index epoch = start_epoch; epoch < o.epochs; ++epoch) {
+    const bool continuing = epoch == start_epoch && start_batch > 0;
     const auto started = std::chrono::steady_clock::now();
+    const double earlier_seconds = continuing ? start_seconds : 0;
+    auto seconds_so_far = [&] {
+      return earlier_seconds + std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
+    };
     model.train();
     // Seeded per epoch, so a resumed run draws the same order as an uninterrupted one.
     std::vector<Index> order(static_cast<std::size_t>(train_data.size()));
@@ -291,9 +342,9 @@ TrainResult fit(nn::Module<T>& model, Train& train_data, Val& val_data, const Tr
     Index batches = (train_data.size() + o.batch_size - 1) / o.batch_size;
     if (o.max_train_batches > 0) batches = std::min(batches, o.max_train_batches);
     io::ProgressBar bar("epoch " + std::to_string(epoch + 1) + "/" + std::to_string(o.epochs), batches * o.batch_size);
-    double loss_sum = 0;
-    Index seen = 0, correct = 0;
-    for (Index b = 0; b < batches; ++b) {
+    double loss_sum = continuing ? start_loss_sum : 0;
+    Index seen = continuing ? start_seen : 0, correct = continuing ? start_correct : 0;
+    for (Index b = continuing ? start_batch : 0; b < batches; ++b) {
       const auto first = order.begin() + b * o.batch_size;
       const auto last = order.begin() + std::min<Index>((b + 1) * o.batch_size, train_data.size());
       const std::vector<Index> indices(first, last);
@@ -321,6 +372,19 @@ TrainResult fit(nn::Module<T>& model, Train& train_data, Val& val_data, const Tr
         std::snprintf(extra, sizeof extra, "loss %.4f", loss_sum / static_cast<double>(seen));
         bar.update(seen, extra);
       }
+      const bool more = b + 1 < batches;
+      const Partial here{b + 1, loss_sum, seen, correct, seconds_so_far()};
+      if (persist && more && o.state_every_batches > 0 && (b + 1) % o.state_every_batches == 0) write_state(epoch, here);
+      if (o.on_batch) o.on_batch(epoch, b);
+      if (interrupt && interrupt->caught() != 0 && more) {
+        if (o.progress) bar.finish();
+        if (persist) write_state(epoch, here);
+        raise_interrupted(qx::detail::concat("interrupted by ", interrupt->caught() == SIGINT ? "SIGINT" : "SIGTERM", " at epoch ", epoch + 1,
+                               "/", o.epochs, ", batch ", b + 1, "/", batches,
+                               persist ? "; the training state is saved in '" + state_path.string() +
+                                             "': run the same command again to resume from there"
+                                       : std::string("; nothing was saved (no output folder)")));
+      }
     }
     if (o.progress) bar.finish();
     EpochRecord record;
@@ -341,7 +405,7 @@ TrainResult fit(nn::Module<T>& model, Train& train_data, Val& val_data, const Tr
       record.checkpointed = true;
       if (persist) nn::save_safetensors(model, o.out_dir / "checkpoint.safetensors", {{"epoch", std::to_string(epoch)}});
     }
-    record.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
+    record.seconds = seconds_so_far();
     result.history.push_back(record);
     f1_history.push_back(record.val_f1);
     if (o.progress)
@@ -351,15 +415,7 @@ TrainResult fit(nn::Module<T>& model, Train& train_data, Val& val_data, const Tr
     result.stopped_early = o.early_stop && should_stop_early(f1_history, o.early_stop_window, o.early_stop_min_epoch);
     if (persist) {
       detail::write_csv(o.out_dir / "log.csv", result.history);
-      io::SafetensorsWriter state;
-      nn::add_state(state, model, "model.");
-      for (const auto& [name, t] : optimizer.state_dict()) state.add("optim." + name, t);
-      nlohmann::json meta = {{"next_epoch", epoch + 1},   {"best_accuracy", best_accuracy},
-                             {"best_f1", best_f1},       {"best_epoch", result.best_epoch},
-                             {"stopped_early", result.stopped_early}, {"history", nlohmann::json::array()}};
-      for (const auto& r : result.history) meta["history"].push_back(detail::to_json(r));
-      state.set_metadata("trainer", meta.dump());
-      state.write(state_path);
+      write_state(epoch + 1, std::nullopt);
     }
     if (result.stopped_early) {
       if (o.progress)
