@@ -1,7 +1,7 @@
 // `qx ecg` on bad input: exit code 2 and one line naming the problem.
 #include <doctest/doctest.h>
 
-#include "../test_paths.hpp"
+#include "cli_run.hpp"
 
 #include <sys/wait.h>
 
@@ -13,14 +13,7 @@
 namespace fs = std::filesystem;
 
 namespace {
-std::pair<int, std::string> run_ecg(const std::string& args) {
-  const auto err = qx_test::temp_path("cli_ecg_stderr", ".txt");
-  const int status = std::system((std::string(QX_CLI_PATH) + " ecg " + args + " >/dev/null 2>" + err.string()).c_str());
-  std::ifstream in(err);
-  std::stringstream s;
-  s << in.rdbuf();
-  return {WIFEXITED(status) ? WEXITSTATUS(status) : -1, s.str()};
-}
+std::pair<int, std::string> run_ecg(const std::string& args) { return qx_test::run_qx("ecg", args); }
 }  // namespace
 
 TEST_CASE("qx ecg: a missing database folder, a missing dataset and a bad index are clear errors") {

@@ -7,6 +7,7 @@
 
 #include "qx/ecg/ecg.hpp"
 
+#include <algorithm>
 #include <cmath>
 #include <filesystem>
 
@@ -15,6 +16,16 @@ using namespace qx::ecg;
 
 namespace {
 const fs::path mitdb = QX_MITDB_DIR;
+
+/// Build options writing to a fresh temporary folder `name` at image side `size`.
+BuildOptions fresh_build(const std::string& name, qx::Index size) {
+  BuildOptions options;
+  options.mitdb = mitdb;
+  options.out = qx_test::temp_path(name);
+  fs::remove_all(options.out);
+  options.render.size = size;
+  return options;
+}
 }
 
 TEST_CASE("AAMI classes and the two label rules") {
@@ -139,12 +150,8 @@ TEST_CASE("the renderer's pixel map is exact: a straight ramp draws a straight l
 }
 
 TEST_CASE("building datasets: shards, card, streaming reader, resume without rewriting") {
-  const fs::path out = qx_test::temp_path("ecg_build");
-  fs::remove_all(out);
-  BuildOptions options;
-  options.mitdb = mitdb;
-  options.out = out;
-  options.render.size = 32;
+  BuildOptions options = fresh_build("ecg_build", 32);
+  const fs::path out = options.out;
   options.shard_size = 16;
   options.limit_per_split = 40;
   const auto card = build_datasets(options);
@@ -173,5 +180,91 @@ TEST_CASE("building datasets: shards, card, streaming reader, resume without rew
   CHECK(qx::io::SafetensorsFile::open(out / "test-00002.safetensors").contains("images"));  // broken one rebuilt
   CHECK_THROWS_WITH(ShardedDataset(out / "missing", "test", 1), doctest::Contains("dataset_card.json"));
   CHECK_THROWS_WITH(ShardedDataset(out, "nope", 1), doctest::Contains("nope"));
+  fs::remove_all(out);
+}
+
+TEST_CASE("the authors' windows: every annotation is a boundary, clamped to the record, membership by the labelled symbol") {
+  // Annotations at 50 ('+' rhythm), 400 N, 700 V, 1000 '~' noise, 1300 N, 1600 N, 1900 A, 2200 Q, 2500 N.
+  std::vector<Annotation> a;
+  const std::pair<long, char> marks[] = {{50, '+'}, {400, 'N'}, {700, 'V'}, {1000, '~'}, {1300, 'N'},
+                                         {1600, 'N'}, {1900, 'A'}, {2200, 'Q'}, {2500, 'N'}};
+  for (const auto& [t, c] : marks) a.push_back({t, 0, c});
+  const auto w = cut_windows_authors(a, 3000);
+  // i = 0 … n − 6 = 3: window 0 (annotation 5 = N, 0 = '+') is in dataset 1 only; window 1 (6 = A, 1 = N)
+  // in both; window 2 (7 = Q, 2 = V) in dataset 2 only; window 3 (8 = N, 3 = '~') in dataset 1 only.
+  REQUIRE(w.size() == 4);
+  CHECK(w[0].start == 0);          // 50 − 100 is cut at sample 0
+  CHECK(w[0].end == 1800);         // t_6 − 100
+  CHECK(w[0].label_last() == label_normal);
+  CHECK(w[0].label_first() == label_dropped);
+  CHECK(w[1].label_last() == label_abnormal);
+  CHECK(w[1].label_first() == label_normal);
+  CHECK(w[2].label_last() == label_dropped);
+  CHECK(w[2].label_first() == label_abnormal);
+  CHECK(w[3].start == 900);
+  CHECK(w[3].end == 3000);         // the last window runs to the end of the record
+  CHECK(w[3].beat_begin(5) == 2400);
+  CHECK(w[3].beat_end(5) == 3000);
+  CHECK(w[1].beat_begin(3) == 1200);  // beat j of window i is [t_{i+j} − 100, t_{i+j+1} − 100)
+  CHECK(w[1].beat_end(3) == 1500);
+  const auto& split = inter_patient_split(Protocol::authors);
+  CHECK(split.train.size() == 16);
+  CHECK(std::find(split.train.begin(), split.train.end(), "207") == split.train.end());
+  CHECK(parse_protocol("authors") == Protocol::authors);
+  CHECK_THROWS_WITH(parse_protocol("paper"), doctest::Contains("--protocol"));
+}
+
+TEST_CASE("the authors' picture: time and value maps through the crop, PIL's bilinear keeps a constant") {
+  std::vector<float> samples(721);
+  for (std::size_t k = 0; k < samples.size(); ++k) samples[k] = static_cast<float>(k % 2 ? 1.0 : -1.0);
+  samples[720] = 0;  // mean 0, range 2: v' = v
+  const AuthorsMap map = authors_map(samples.data(), 721, 360, 224);
+  // The middle sample (360) sits at canvas x = 1537.5, i.e. (1537.5 − 750)·224/1500 = 117.6.
+  CHECK(map.x(360) == doctest::Approx(117.6));
+  // One second is 232.5 canvas px = 34.72 output px; v' = ±1 is 227.25 ∓ 96.25 canvas px.
+  CHECK(map.x(720) - map.x(360) == doctest::Approx(232.5 * 224 / 1500));
+  CHECK(map.y(1.0) == doctest::Approx((227.25 - 96.25 - 125) * 224 / 200));
+  CHECK(map.y(-1.0) == doctest::Approx((227.25 + 96.25 - 125) * 224 / 200));
+  const ExactBox box = authors_roi(map, samples.data(), 360, 720);
+  CHECK(box.area() == doctest::Approx((232.5 * 224 / 1500) * (2 * 96.25 * 224 / 200)));
+  CHECK(box.clipped(224).y0 == 6);  // floor((227.25 − 96.25 − 125)·1.12) = floor(6.72)
+  // A constant plane stays constant through the resampling, down and up.
+  std::vector<float> plane(1500 * 200, 0.25f), rows(200 * 64), out(64 * 64);
+  qx::ecg::detail::resample_axis(plane.data(), 1500, 1, rows.data(), 64, 1, 200, 1500, 64);
+  qx::ecg::detail::resample_axis(rows.data(), 200, 64, out.data(), 64, 64, 64, 1, 1);
+  for (float v : out) CHECK(v == doctest::Approx(0.25f));
+  // The rendered picture has ink on the trace's middle row and none in the corner.
+  RenderOptions options;
+  options.size = 64;
+  std::vector<std::uint8_t> image(64 * 64);
+  std::vector<float> scratch;
+  const std::vector<float> flat(361, 0.5f);
+  const AuthorsMap m = render_authors_window(flat.data(), 361, 360, options, image.data(), scratch);
+  const auto row = static_cast<std::size_t>(m.y(0.5));
+  CHECK(image[row * 64 + 32] < 255);
+  CHECK(image[0] == 255);
+  CHECK(imagenet_input(255, 0) == doctest::Approx((1 - 0.485) / 0.229));
+}
+
+TEST_CASE("the authors' protocol gives the paper's split sizes and random focus exactly") {
+  // Paper: 37,867 / 11,204 / 49,617 windows (dataset 1), random focus 9.7 ± 4.0 % (conventions: 9.7 ± 3.8 %).
+  BuildOptions options = fresh_build("ecg_authors_count", 224);
+  const fs::path out = options.out;
+  options.protocol = Protocol::authors;
+  options.images = false;
+  const auto card = build_datasets(options);
+  const auto& s = card["splits"];
+  CHECK(s["train"]["counts"]["dataset1_windows"] == 37867);
+  CHECK(s["train"]["counts"]["dataset1_abnormal"] == 4247);
+  CHECK(s["validation"]["counts"]["dataset1_windows"] == 11204);
+  CHECK(s["validation"]["counts"]["dataset1_abnormal"] == 579);
+  CHECK(s["test"]["counts"]["dataset1_windows"] == 49617);
+  CHECK(s["test"]["counts"]["dataset1_abnormal"] == 5438);
+  CHECK(s["train"]["counts"]["dataset2_windows"] == 37849);
+  CHECK(s["validation"]["counts"]["dataset2_windows"] == 11200);
+  CHECK(s["test"]["counts"]["dataset2_windows"] == 49596);
+  const double mean = s["test"]["random_focus_dataset1"]["mean"], sd = s["test"]["random_focus_dataset1"]["sd"];
+  CHECK(std::abs(100 * mean - 9.7) <= 0.3);
+  CHECK(std::abs(100 * sd - 3.8) <= 0.3);
   fs::remove_all(out);
 }

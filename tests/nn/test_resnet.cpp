@@ -187,3 +187,32 @@ TEST_CASE("training steps after the first ask the system for no memory (caching 
   CHECK(after.system_allocations == before.system_allocations);
   CHECK(after.cache_hits > before.cache_hits);
 }
+
+TEST_CASE("--init-weights: a torchvision state loads by name and shape, RGB filters summed, a foreign fc left fresh") {
+  // tests/fixtures/nn/resnet34.safetensors is a torchvision ResNet34 state_dict (3 input channels, 3 classes,
+  // width 2; make_resnet_fixtures.py) — the layout of a converted ImageNet ResNet at a small size.
+  const auto file = qx::io::SafetensorsFile::open(std::string(QX_TEST_FIXTURES) + "/nn/resnet34.safetensors");
+  auto model = qx::nn::make_resnet<float>("resnet34", 1, 2, 2, /*seed=*/5);
+  const auto fresh_fc = model->named_parameters();
+  Tensor<float> fc_before;
+  for (const auto& [name, p] : fresh_fc)
+    if (name == "fc.weight") fc_before = p->clone();
+  const auto report = qx::nn::load_matching(*model, file);
+  CHECK(report.summed_first_conv);
+  CHECK(report.skipped == std::vector<std::string>{"fc.weight", "fc.bias"});  // 3 classes in the file, 2 here
+  CHECK(report.loaded == static_cast<Index>(model->named_state().size()) - 2);
+  const auto rgb = file.get_as<float>("conv1.weight");  // (2, 3, 7, 7)
+  for (const auto& [name, p] : model->named_parameters()) {
+    if (name == "conv1.weight") {
+      for (Index o = 0; o < 2; ++o)
+        CHECK(p->at({o, 0, 3, 4}) == doctest::Approx(rgb.at({o, 0, 3, 4}) + rgb.at({o, 1, 3, 4}) + rgb.at({o, 2, 3, 4})));
+    } else if (name == "layer3.1.bn2.weight") {
+      const auto stored = file.get_as<float>(name);
+      for (Index i = 0; i < stored.numel(); ++i) CHECK(p->flat(i) == stored.flat(i));
+    } else if (name == "fc.weight") {
+      for (Index i = 0; i < p->numel(); ++i) CHECK(p->flat(i) == fc_before.flat(i));
+    }
+  }
+  auto other = qx::nn::make_resnet<float>("resnet18", 1, 2, 8, 1);  // nothing fits a resnet18 of width 8
+  CHECK_THROWS_WITH(qx::nn::load_matching(*other, file), doctest::Contains("no tensor matches"));
+}

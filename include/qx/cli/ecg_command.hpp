@@ -30,12 +30,29 @@ inline nlohmann::json build_datasets_with_progress(const ecg::BuildOptions& opti
   return card;
 }
 
+/// One line per split: windows of each dataset, abnormal among them, and the random focus.
+inline void print_split_sizes(const nlohmann::json& card) {
+  for (const std::string split : {"train", "validation", "test"}) {
+    if (!card["splits"].contains(split)) continue;
+    const auto& info = card["splits"][split];
+    const auto& c = info["counts"];
+    std::printf("%-10s dataset 1: %6lld windows (%5lld abnormal), random focus %4.1f ± %3.1f %%   dataset 2: %6lld windows (%5lld "
+                "abnormal), random focus %4.1f ± %3.1f %%\n",
+                split.c_str(), c.value("dataset1_windows", 0LL), c.value("dataset1_abnormal", 0LL),
+                100 * info["random_focus_dataset1"]["mean"].get<double>(), 100 * info["random_focus_dataset1"]["sd"].get<double>(),
+                c.value("dataset2_windows", 0LL), c.value("dataset2_abnormal", 0LL),
+                100 * info["random_focus_dataset2"]["mean"].get<double>(), 100 * info["random_focus_dataset2"]["sd"].get<double>());
+  }
+}
+
 inline CLI::App* add_ecg_command(CLI::App& root) {
   auto* ecg = root.add_subcommand("ecg", "MIT-BIH: build the six-beat window datasets, draw samples");
   ecg->require_subcommand(1);
 
   auto options = std::make_shared<ecg::BuildOptions>();
   auto rule = std::make_shared<std::string>("aami");
+  auto protocol = std::make_shared<std::string>("qx");
+  auto count_only = std::make_shared<bool>(false);
   auto* build = ecg->add_subcommand("build", "render every window of the inter-patient split into safetensors shards");
   build->add_option("--mitdb", options->mitdb, "folder with the MIT-BIH records")->capture_default_str();
   build->add_option("--out", options->out, "output folder (shards and dataset_card.json)")->capture_default_str();
@@ -46,13 +63,18 @@ inline CLI::App* add_ecg_command(CLI::App& root) {
   build->add_option("--limit", options->limit_per_split, "at most this many windows per split (0: all)")->capture_default_str();
   build->add_option("--label-rule", *rule, "aami (normal = AAMI N) or strict (normal = 'N' only)")
       ->capture_default_str()->check(CLI::IsMember({"aami", "strict"}));
-  build->callback([options, rule]() {
+  build->add_option("--protocol", *protocol,
+                    "qx (the conventions' clean rules) or authors (the authors' code: records, lead signal 0, every "
+                    "annotation a boundary, their 3000x450 picture cropped and resized, ImageNet normalisation; use --size 224 "
+                    "--channels 3 for their exact input)")
+      ->capture_default_str()->check(CLI::IsMember({"qx", "authors"}));
+  build->add_flag("--count-only", *count_only, "count windows, ROIs and random focus; write the card but no shards");
+  build->callback([options, rule, protocol, count_only]() {
     options->rule = *rule == "strict" ? ecg::LabelRule::strict : ecg::LabelRule::aami;
+    options->protocol = ecg::parse_protocol(*protocol);
+    options->images = !*count_only;
     const auto card = build_datasets_with_progress(*options, "ecg");
-    for (const auto& [split, info] : card["splits"].items())
-      std::printf("%-10s %6lld windows  dataset 1: %lld abnormal  dataset 2: %lld abnormal\n", split.c_str(),
-                  info["windows"].get<long long>(), info["counts"].value("dataset1_abnormal", 0LL),
-                  info["counts"].value("dataset2_abnormal", 0LL));
+    print_split_sizes(card);
     std::printf("dataset card: %s\n", (options->out / "dataset_card.json").string().c_str());
   });
 

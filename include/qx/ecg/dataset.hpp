@@ -2,8 +2,10 @@
 // Both datasets cut the same windows and draw the same images; they differ only in which beat labels a
 // window (dataset 1: the last, dataset 2: the first) and so in the ROI. One set of shards per split
 // therefore serves both: each shard holds `images` (n, C, S, S) U8, `label_last`/`label_first` (n) I64,
-// `roi_last`/`roi_first` (n, 4) I64 as [x0, y0, x1, y1), `record` (n) I64 and `r_peaks` (n, 7) I64
-// (R_i … R_{i+6}, record sample indices). A dataset card (dataset_card.json) lists shards and counts.
+// `roi_last`/`roi_first` (n, 4) I64 as [x0, y0, x1, y1), `random_last`/`random_first` (n) F64 (the
+// random focus as the protocol defines it), `record` (n) I64, `r_peaks` (n, 7) I64 (R_i … R_{i+6}, record
+// sample indices) and `symbols` (n, 6) U8 (the six annotation symbols). A label of −1 means "not in this
+// dataset" (the authors' protocol only). A dataset card (dataset_card.json) lists shards and counts.
 #pragma once
 #include "qx/config.hpp"
 #include "qx/core/parallel.hpp"
@@ -33,38 +35,65 @@ struct BuildOptions {
   RenderOptions render;
   Index shard_size = 2048;
   LabelRule rule = LabelRule::aami;
-  std::string lead = "MLII";
+  std::string lead = "MLII";  ///< the clean rules' lead, found by name (the authors' protocol takes signal 0)
+  Protocol protocol = Protocol::qx;
   /// At most this many windows per split (0: all) — for quick demonstrations; taken evenly spaced.
   Index limit_per_split = 0;
+  /// false: count windows and compute ROIs and random focus only, writing the card but no shards.
+  bool images = true;
 };
 
-/// One record's windows with the MLII trace in mV.
+/// One record's windows with the chosen lead in mV.
 struct RecordWindows {
   std::string record;
+  double frequency = 360;
   std::vector<float> signal;
   std::vector<Window> windows;
 };
 
-/// Reads a record and cuts its windows (the lead is found by name).
+/// Reads a record and cuts its windows by `protocol`'s rules (lead by name, or the authors' signal 0).
 inline RecordWindows record_windows(const std::filesystem::path& mitdb, const std::string& record, const std::string& lead,
-                                    LabelRule rule) {
+                                    LabelRule rule, Protocol protocol = Protocol::qx) {
   const Record r = read_record(mitdb, record);
   RecordWindows out;
   out.record = record;
-  out.signal = r.physical(r.signal_index(lead));
+  out.frequency = r.header.sampling_frequency;
+  out.signal = r.physical(protocol == Protocol::authors ? 0 : r.signal_index(lead));
   const auto annotations = read_annotations(mitdb, record, r.num_samples());
-  out.windows = cut_windows(kept_beats(annotations, rule), r.num_samples());
+  out.windows = protocol == Protocol::authors ? cut_windows_authors(annotations, r.num_samples(), rule)
+                                              : cut_windows(kept_beats(annotations, rule), r.num_samples());
   return out;
 }
 
-/// Renders window `w` of `rw` into `image` and returns the ROIs of beat 5 and of beat 0.
-inline std::pair<RoiBox, RoiBox> render_with_rois(const RecordWindows& rw, const Window& w, const RenderOptions& options,
-                                                  std::uint8_t* image, std::vector<float>& scratch) {
+/// ROIs of beat 5 and beat 0 (dataset 1, dataset 2), and each one's random focus as the protocol
+/// defines it (qx: the clipped box's area; authors: the unclipped box's, conventions).
+struct WindowRois {
+  RoiBox last, first;
+  double random_last = 0, random_first = 0;
+};
+
+/// Renders window `w` of `rw` into `image` (none when `image` is null) and returns its ROIs.
+inline WindowRois render_with_rois(const RecordWindows& rw, const Window& w, const RenderOptions& options, Protocol protocol,
+                                   std::uint8_t* image, std::vector<float>& scratch) {
   const float* samples = rw.signal.data() + w.start;
   const long n = w.end - w.start;
-  const PixelMap map = render_window(samples, n, options, image, scratch);
-  auto roi = [&](int beat) { return roi_of_span(map, samples, w.beat_begin(beat) - w.start, w.beat_end(beat) - w.start); };
-  return {roi(beats_per_window - 1), roi(0)};
+  const double image_area = static_cast<double>(options.size * options.size);
+  WindowRois out;
+  if (protocol == Protocol::authors) {
+    const AuthorsMap map = image ? render_authors_window(samples, n, rw.frequency, options, image, scratch)
+                                 : authors_map(samples, n, rw.frequency, options.size);
+    auto roi = [&](int beat) { return authors_roi(map, samples, w.beat_begin(beat) - w.start, w.beat_end(beat) - w.start); };
+    const ExactBox last = roi(beats_per_window - 1), first = roi(0);
+    out = {last.clipped(options.size), first.clipped(options.size), last.area() / image_area, first.area() / image_area};
+  } else {
+    const PixelMap map = image ? render_window(samples, n, options, image, scratch) : pixel_map(samples, n, options);
+    auto roi = [&](int beat) { return roi_of_span(map, samples, w.beat_begin(beat) - w.start, w.beat_end(beat) - w.start); };
+    out.last = roi(beats_per_window - 1);
+    out.first = roi(0);
+    out.random_last = static_cast<double>(out.last.area()) / image_area;
+    out.random_first = static_cast<double>(out.first.area()) / image_area;
+  }
+  return out;
 }
 
 namespace detail {
@@ -81,10 +110,12 @@ inline nlohmann::json settings_json(const BuildOptions& o) {
           {"margin", o.render.margin},
           {"shard_size", o.shard_size},
           {"label_rule", o.rule == LabelRule::aami ? "aami" : "strict"},
-          {"lead", o.lead},
+          {"protocol", to_string(o.protocol)},
+          {"lead", o.protocol == Protocol::authors ? std::string("signal 0") : o.lead},
           {"limit_per_split", o.limit_per_split},
           {"samples_before_r", samples_before_r},
-          {"normalisation", "input = (255 - pixel) / 255 (ink 1, background 0)"}};
+          {"shard_format", 2},
+          {"normalisation", o.protocol == Protocol::authors ? "imagenet" : "ink"}};
 }
 
 struct Running {
@@ -122,14 +153,14 @@ inline nlohmann::json build_datasets(const BuildOptions& options, const BuildPro
   const Index image_bytes = channels * s * s;
   nlohmann::json card = {{"settings", settings}, {"source", options.mitdb.string()}, {"splits", nlohmann::json::object()}};
 
-  const auto& split = inter_patient_split();
+  const auto& split = inter_patient_split(options.protocol);
   const std::pair<std::string, const std::vector<std::string>*> parts[] = {
       {"train", &split.train}, {"validation", &split.validation}, {"test", &split.test}};
   for (const auto& [name, records] : parts) {
     std::vector<RecordWindows> data;
     std::vector<std::pair<std::size_t, std::size_t>> items;  // (record, window)
     for (const auto& record : *records) {
-      data.push_back(record_windows(options.mitdb, record, options.lead, options.rule));
+      data.push_back(record_windows(options.mitdb, record, options.lead, options.rule, options.protocol));
       for (std::size_t w = 0; w < data.back().windows.size(); ++w) items.emplace_back(data.size() - 1, w);
     }
     if (options.limit_per_split > 0 && static_cast<Index>(items.size()) > options.limit_per_split) {
@@ -141,91 +172,97 @@ inline nlohmann::json build_datasets(const BuildOptions& options, const BuildPro
     const Index total = static_cast<Index>(items.size());
     nlohmann::json shards = nlohmann::json::array();
     std::map<std::string, Index> counts;
-    detail::Running random_focus_last, random_focus_first;
+    detail::Running random_focus[2];
     if (progress) progress(name, 0, total);
     for (Index first = 0, shard = 0; first < total; first += options.shard_size, ++shard) {
       const Index n = std::min(options.shard_size, total - first);
       const fs::path path = options.out / detail::shard_name(name, static_cast<std::size_t>(shard));
-      auto labels_last = Tensor<std::int64_t>::empty({n}), labels_first = Tensor<std::int64_t>::empty({n});
-      auto roi_last = Tensor<std::int64_t>::empty({n, 4}), roi_first = Tensor<std::int64_t>::empty({n, 4});
       bool reuse = false;
-      if (fs::exists(path)) {
+      if (options.images && fs::exists(path)) {
         try {
           const auto existing = io::SafetensorsFile::open(path);
           reuse = existing.metadata().count("settings") && existing.metadata().at("settings") == settings_text &&
                   existing.shape("images")[0] == n;
-          if (reuse) {
-            labels_last = existing.get<std::int64_t>("label_last");
-            labels_first = existing.get<std::int64_t>("label_first");
-            roi_last = existing.get<std::int64_t>("roi_last");
-            roi_first = existing.get<std::int64_t>("roi_first");
-          }
         } catch (const Error&) {
           reuse = false;  // unreadable or foreign: rebuild it
         }
       }
-      if (!reuse) {
-        auto images = Tensor<std::uint8_t>::empty({n, channels, s, s});
-        auto record_ids = Tensor<std::int64_t>::empty({n});
-        auto r_peaks = Tensor<std::int64_t>::empty({n, beats_per_window + 1});
-        std::vector<std::vector<float>> scratch(static_cast<std::size_t>(num_threads()));
-        parallel_for(0, n, [&](Index i) {
-          int thread = 0;
+      // Labels, ROIs and the rest are cheap and recomputed; only the images are reused.
+      // [0]: dataset 1 (beat 5), [1]: dataset 2 (beat 0).
+      Tensor<std::int64_t> labels[2] = {Tensor<std::int64_t>::empty({n}), Tensor<std::int64_t>::empty({n})};
+      Tensor<std::int64_t> rois[2] = {Tensor<std::int64_t>::empty({n, 4}), Tensor<std::int64_t>::empty({n, 4})};
+      Tensor<double> random[2] = {Tensor<double>::empty({n}), Tensor<double>::empty({n})};
+      auto images = Tensor<std::uint8_t>::empty({options.images && !reuse ? n : 0, channels, s, s});
+      auto record_ids = Tensor<std::int64_t>::empty({n});
+      auto r_peaks = Tensor<std::int64_t>::empty({n, beats_per_window + 1});
+      auto symbols = Tensor<std::uint8_t>::empty({n, beats_per_window});
+      std::vector<std::vector<float>> scratch(static_cast<std::size_t>(num_threads()));
+      parallel_for(0, n, [&](Index i) {
+        int thread = 0;
 #if defined(QX_USE_OPENMP) && QX_USE_OPENMP
-          thread = omp_get_thread_num();
+        thread = omp_get_thread_num();
 #endif
-          const auto [ri, wi] = items[static_cast<std::size_t>(first + i)];
-          const auto& rw = data[ri];
-          const Window& w = rw.windows[wi];
-          const auto [last, first_roi] = render_with_rois(rw, w, options.render, images.data() + i * image_bytes,
-                                                          scratch[static_cast<std::size_t>(thread)]);
-          labels_last.data()[i] = w.label_last();
-          labels_first.data()[i] = w.label_first();
-          const RoiBox boxes[2] = {last, first_roi};
-          for (int b = 0; b < 2; ++b) {
-            auto* dst = (b == 0 ? roi_last : roi_first).data() + 4 * i;
-            dst[0] = boxes[b].x0, dst[1] = boxes[b].y0, dst[2] = boxes[b].x1, dst[3] = boxes[b].y1;
-          }
-          record_ids.data()[i] = std::stoll(rw.record);
-          for (int j = 0; j <= beats_per_window; ++j) r_peaks.data()[i * (beats_per_window + 1) + j] = w.r_peaks[static_cast<std::size_t>(j)];
-        }, 1, 1);
+        const auto [ri, wi] = items[static_cast<std::size_t>(first + i)];
+        const auto& rw = data[ri];
+        const Window& w = rw.windows[wi];
+        const WindowRois r = render_with_rois(rw, w, options.render, options.protocol,
+                                              images.numel() ? images.data() + i * image_bytes : nullptr,
+                                              scratch[static_cast<std::size_t>(thread)]);
+        const RoiBox boxes[2] = {r.last, r.first};
+        for (int d = 0; d < 2; ++d) {
+          labels[d].data()[i] = d == 0 ? w.label_last() : w.label_first();
+          random[d].data()[i] = d == 0 ? r.random_last : r.random_first;
+          auto* dst = rois[d].data() + i * 4;
+          dst[0] = boxes[d].x0, dst[1] = boxes[d].y0, dst[2] = boxes[d].x1, dst[3] = boxes[d].y1;
+        }
+        record_ids.data()[i] = std::stoll(rw.record);
+        for (int j = 0; j <= beats_per_window; ++j) r_peaks.data()[i * (beats_per_window + 1) + j] = w.r_peaks[static_cast<std::size_t>(j)];
+        for (int j = 0; j < beats_per_window; ++j)
+          symbols.data()[i * beats_per_window + j] = static_cast<std::uint8_t>(w.symbols[static_cast<std::size_t>(j)]);
+      }, 1, 1);
+      if (options.images && !reuse) {
         io::SafetensorsWriter writer;
         writer.add("images", images);
-        writer.add("label_last", labels_last);
-        writer.add("label_first", labels_first);
-        writer.add("roi_last", roi_last);
-        writer.add("roi_first", roi_first);
+        const char* suffix[2] = {"last", "first"};
+        for (Index d = 0; d < 2; ++d) {
+          writer.add(std::string("label_") + suffix[d], labels[d]);
+          writer.add(std::string("roi_") + suffix[d], rois[d]);
+          writer.add(std::string("random_") + suffix[d], random[d]);
+        }
         writer.add("record", record_ids);
         writer.add("r_peaks", r_peaks);
+        writer.add("symbols", symbols);
         writer.set_metadata("settings", settings_text);
         writer.set_metadata("split", name);
         writer.write(path);
       }
-      for (Index i = 0; i < n; ++i) {
-        counts[labels_last.data()[i] ? "dataset1_abnormal" : "dataset1_normal"]++;
-        counts[labels_first.data()[i] ? "dataset2_abnormal" : "dataset2_normal"]++;
-        const auto area = [&](const Tensor<std::int64_t>& r) {
-          const auto* b = r.data() + 4 * i;
-          return static_cast<double>((b[2] - b[0]) * (b[3] - b[1])) / static_cast<double>(s * s);
-        };
-        random_focus_last.add(area(roi_last));
-        random_focus_first.add(area(roi_first));
-      }
-      shards.push_back({{"file", path.filename().string()}, {"windows", n}});
+      for (Index d = 0; d < 2; ++d)
+        for (Index i = 0; i < n; ++i) {
+          const auto label = labels[d].data()[i];
+          if (label < 0) continue;
+          const std::string key = "dataset" + std::to_string(d + 1);
+          counts[key + "_windows"]++;
+          counts[key + (label ? "_abnormal" : "_normal")]++;
+          random_focus[d].add(random[d].data()[i]);
+          const auto* b = rois[d].data() + i * 4;
+          if (b[2] <= b[0] || b[3] <= b[1]) counts[key + "_roi_outside_picture"]++;
+        }
+      if (options.images) shards.push_back({{"file", path.filename().string()}, {"windows", n}});
       if (progress) progress(name, first + n, total);
     }
     card["splits"][name] = {{"records", *records},          {"windows", total},
                             {"counts", counts},             {"shards", shards},
-                            {"random_focus_dataset1", random_focus_last.json()},
-                            {"random_focus_dataset2", random_focus_first.json()}};
+                            {"random_focus_dataset1", random_focus[0].json()},
+                            {"random_focus_dataset2", random_focus[1].json()}};
   }
   io::write_file_atomic(options.out / "dataset_card.json", [&](std::ostream& out) { out << card.dump(2) << '\n'; });
   return card;
 }
 
 /**
- * @brief Streams one split of a built dataset: dataset 1 or 2 selects the label and the ROI.
- * Shards are loaded on first use and kept (up to `cached_shards`, least recently used dropped).
+ * @brief Streams one split of a built dataset: dataset 1 or 2 selects the label and the ROI, and the
+ * windows (those labelled −1 for it are not in it). Shards are loaded on first use and kept (up to
+ * `cached_shards`, least recently used dropped).
  */
 class ShardedDataset {
  public:
@@ -256,27 +293,41 @@ class ShardedDataset {
     }
     check(size_image_ > 0 && size_image_ <= 65536 && (channels_ == 1 || channels_ == 3), "ECG dataset: '", card_path,
           "' gives images of ", channels_, " × ", size_image_, " × ", size_image_);
-    // Labels and ROIs of the whole split are small: load them once.
-    labels_.reserve(static_cast<std::size_t>(size_));
+    imagenet_ = settings_.value("normalisation", std::string()) == "imagenet";
+    check(settings_.value("shard_format", 1) == 2, "ECG dataset: '", dir.string(),
+          "' was built by an older qx (shard format 1); build it again with `qx ecg build`");
+    stored_ = size_;
+    // Labels, ROIs and the rest of the whole split are small: load them once, keeping this dataset's windows.
+    const std::string beat = dataset == 1 ? "last" : "first";
+    Index stored = 0;
     for (std::size_t f = 0; f < files_.size(); ++f) {
       const auto file = io::SafetensorsFile::open(dir_ / files_[f]);
-      const auto labels = file.get<std::int64_t>(dataset == 1 ? "label_last" : "label_first");
-      const auto rois = file.get<std::int64_t>(dataset == 1 ? "roi_last" : "roi_first");
+      const auto labels = file.get<std::int64_t>("label_" + beat);
+      const auto rois = file.get<std::int64_t>("roi_" + beat);
+      const auto random = file.get<double>("random_" + beat);
       const auto records = file.get<std::int64_t>("record");
+      const auto symbols = file.get<std::uint8_t>("symbols");
       const Index n = shard_windows(f);
-      check(labels.shape() == Shape{n} && rois.shape() == Shape{n, 4} && records.shape() == Shape{n}, "ECG dataset: '",
-            (dir_ / files_[f]).string(), "' holds labels ", shape_str(labels.shape()), ", ROIs ", shape_str(rois.shape()),
-            " and records ", shape_str(records.shape()), " but the card says ", n, " windows");
-      for (Index i = 0; i < n; ++i) {
-        labels_.push_back(labels.data()[i]);
+      check(labels.shape() == Shape{n} && rois.shape() == Shape{n, 4} && records.shape() == Shape{n} && random.shape() == Shape{n} &&
+                symbols.shape() == Shape{n, beats_per_window},
+            "ECG dataset: '", (dir_ / files_[f]).string(), "' holds labels ", shape_str(labels.shape()), ", ROIs ",
+            shape_str(rois.shape()), ", random focus ", shape_str(random.shape()), ", records ", shape_str(records.shape()),
+            " and symbols ", shape_str(symbols.shape()), " but the card says ", n, " windows");
+      for (Index i = 0; i < n; ++i, ++stored) {
+        if (labels.data()[i] < 0) continue;  // not in this dataset (authors' protocol)
         const RoiBox roi{rois.data()[4 * i], rois.data()[4 * i + 1], rois.data()[4 * i + 2], rois.data()[4 * i + 3]};
         check(0 <= roi.x0 && roi.x0 <= roi.x1 && roi.x1 <= size_image_ && 0 <= roi.y0 && roi.y0 <= roi.y1 && roi.y1 <= size_image_,
               "ECG dataset: '", (dir_ / files_[f]).string(), "' window ", i, " has ROI [", roi.x0, ", ", roi.x1, ") × [", roi.y0,
               ", ", roi.y1, "), not inside its ", size_image_, " × ", size_image_, " image");
+        positions_.push_back(stored);
+        labels_.push_back(labels.data()[i]);
         rois_.push_back(roi);
+        random_.push_back(random.data()[i]);
         records_.push_back(records.data()[i]);
+        symbols_.push_back(static_cast<char>(symbols.data()[i * beats_per_window + labelled_beat(dataset)]));
       }
     }
+    size_ = static_cast<Index>(labels_.size());
   }
 
   Index size() const noexcept { return size_; }
@@ -286,14 +337,21 @@ class ShardedDataset {
   Index label(Index i) const { return labels_.at(static_cast<std::size_t>(i)); }
   const RoiBox& roi(Index i) const { return rois_.at(static_cast<std::size_t>(i)); }
   Index record(Index i) const { return records_.at(static_cast<std::size_t>(i)); }
+  /// The random focus of window i as the protocol defines it (ROI area / image area).
+  double random_focus(Index i) const { return random_.at(static_cast<std::size_t>(i)); }
+  /// The annotation symbol of window i's labelled beat (its AAMI class: aami_class).
+  char symbol(Index i) const { return symbols_.at(static_cast<std::size_t>(i)); }
+  /// Whether inputs are ImageNet-normalised RGB values (the authors' protocol) rather than ink.
+  bool imagenet_normalised() const noexcept { return imagenet_; }
   const std::vector<Index>& labels() const noexcept { return labels_; }
 
   /// The U8 image of window i (C·S·S bytes).
   const std::uint8_t* image(Index i) {
     check(i >= 0 && i < size_, "ECG dataset: index ", i, " out of range [0, ", size_, ")");
-    const auto shard = static_cast<std::size_t>(std::upper_bound(starts_.begin(), starts_.end(), i) - starts_.begin() - 1);
+    const Index at = positions_[static_cast<std::size_t>(i)];
+    const auto shard = static_cast<std::size_t>(std::upper_bound(starts_.begin(), starts_.end(), at) - starts_.begin() - 1);
     const auto& images = load(shard);
-    return images.data() + (i - starts_[shard]) * channels_ * size_image_ * size_image_;
+    return images.data() + (at - starts_[shard]) * channels_ * size_image_ * size_image_;
   }
 
   /// images (B, C, S, S) float model inputs (image_to_input) and labels of the windows `indices`.
@@ -305,7 +363,12 @@ class ShardedDataset {
     for (Index k = 0; k < b; ++k) {
       const std::uint8_t* src = image(indices[static_cast<std::size_t>(k)]);
       T* dst = images.data() + k * per;
-      for (Index p = 0; p < per; ++p) dst[p] = static_cast<T>(image_to_input(src[p]));
+      if (imagenet_) {
+        const Index plane = size_image_ * size_image_;
+        for (Index p = 0; p < per; ++p) dst[p] = static_cast<T>(imagenet_input(src[p], p / plane));
+      } else {
+        for (Index p = 0; p < per; ++p) dst[p] = static_cast<T>(image_to_input(src[p]));
+      }
       labels[static_cast<std::size_t>(k)] = label(indices[static_cast<std::size_t>(k)]);
     }
   }
@@ -326,7 +389,8 @@ class ShardedDataset {
     return it->second;
   }
 
-  Index shard_windows(std::size_t shard) const { return (shard + 1 < starts_.size() ? starts_[shard + 1] : size_) - starts_[shard]; }
+  /// Windows stored in a shard (of both datasets; stored_ counts them all, size_ only this dataset's).
+  Index shard_windows(std::size_t shard) const { return (shard + 1 < starts_.size() ? starts_[shard + 1] : stored_) - starts_[shard]; }
 
   std::filesystem::path dir_;
   int dataset_;
@@ -334,9 +398,12 @@ class ShardedDataset {
   nlohmann::json settings_;
   std::vector<std::string> files_;
   std::vector<Index> starts_;
-  Index size_ = 0, size_image_ = 0, channels_ = 1;
-  std::vector<Index> labels_, records_;
+  Index size_ = 0, stored_ = 0, size_image_ = 0, channels_ = 1;
+  bool imagenet_ = false;
+  std::vector<Index> positions_, labels_, records_;  // positions_: this dataset's window → stored window
   std::vector<RoiBox> rois_;
+  std::vector<double> random_;
+  std::vector<char> symbols_;
   std::map<std::size_t, Tensor<std::uint8_t>> cache_;
   std::vector<std::size_t> order_;
 };

@@ -26,13 +26,13 @@ struct PictureOptions {
 };
 
 /**
- * Writes sample `s` of `map` (N, C, H, W) or (N, H, W), reduced as `method` is in the focus metric, as a
- * PNG. `image` (N, C, H, W) is the model input, drawn below in grey: the mean over its channels, stretched
- * to the full range, inverted when `options.input_is_ink`.
+ * The picture (H·W·3 RGB) of sample `s` of `map` (N, C, H, W) or (N, H, W), reduced as `method` is in the
+ * focus metric. `image` (N, C, H, W) is the model input, drawn below in grey: the mean over its channels,
+ * stretched to the full range, inverted when `options.input_is_ink`.
  */
 template <class T>
-void write_map_png(const std::filesystem::path& path, const Tensor<T>& map, Method method, Index s, const Tensor<T>& image,
-                   const std::optional<metrics::Roi>& roi = std::nullopt, const PictureOptions& options = {}) {
+std::vector<std::uint8_t> map_picture_rgb(const Tensor<T>& map, Method method, Index s, const Tensor<T>& image,
+                                          const std::optional<metrics::Roi>& roi = std::nullopt, const PictureOptions& options = {}) {
   const Tensor<T> m = map.contiguous();
   const Index h = m.size(-2), w = m.size(-1);
   const auto values = reduced_map(m, method, s);
@@ -56,7 +56,15 @@ void write_map_png(const std::filesystem::path& path, const Tensor<T>& map, Meth
     rgb = io::overlay_rgb(gray.data(), rgb, w, h, options.overlay_alpha);
   }
   if (roi) io::draw_box_rgb(rgb, w, h, roi->x0, roi->y0, roi->x1, roi->y1, {255, 64, 64}, 1);
-  io::write_png_rgb(path, w, h, rgb.data());
+  return rgb;
+}
+
+/// Writes map_picture_rgb as a PNG.
+template <class T>
+void write_map_png(const std::filesystem::path& path, const Tensor<T>& map, Method method, Index s, const Tensor<T>& image,
+                   const std::optional<metrics::Roi>& roi = std::nullopt, const PictureOptions& options = {}) {
+  const auto rgb = map_picture_rgb(map, method, s, image, roi, options);
+  io::write_png_rgb(path, map.size(-1), map.size(-2), rgb.data());
 }
 
 }  // namespace explain

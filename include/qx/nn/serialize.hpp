@@ -10,6 +10,7 @@
 #include <map>
 #include <set>
 #include <string>
+#include <vector>
 
 QX_NAMESPACE_BEGIN
 namespace nn {
@@ -50,6 +51,57 @@ void load_state(Module<T>& module, const io::SafetensorsFile& file, bool strict 
 template <class T>
 void load_safetensors(Module<T>& module, const std::filesystem::path& path, bool strict = true) {
   load_state(module, io::SafetensorsFile::open(path), strict);
+}
+
+/// What load_matching did: tensors copied, RGB filters summed into one channel, and the names skipped.
+struct InitReport {
+  Index loaded = 0;
+  bool summed_first_conv = false;
+  std::vector<std::string> skipped;  ///< model tensors left as initialised (absent, or a different shape)
+};
+
+/**
+ * @brief Initialises `module` from a pretrained state (torchvision names, e.g. ImageNet ResNet50): every
+ * tensor whose name and shape fit is copied; for a one-channel model, `conv1.weight` (O, 3, kh, kw) is
+ * summed over its RGB filters into (O, 1, kh, kw) (a grey input x gives the response of the colour
+ * input (x, x, x)); everything else, such as a 1000-class `fc`, keeps its fresh initialisation.
+ */
+template <class T>
+InitReport load_matching(Module<T>& module, const io::SafetensorsFile& file) {
+  InitReport report;
+  Index weights = 0;  // loaded tensors other than batch counters, which fit any model
+  for (auto& e : module.named_state()) {
+    const Shape& shape = e.tensor->shape();
+    if (!file.contains(e.name)) {
+      report.skipped.push_back(e.name);
+      continue;
+    }
+    const Shape stored = file.shape(e.name);
+    if (stored == shape || (e.is_integer && qx::numel(stored) == 1 && e.tensor->numel() == 1)) {
+      const Tensor<T> value = file.get_as<T>(e.name);
+      std::copy_n(value.data(), value.numel(), e.tensor->data());
+      ++report.loaded;
+      weights += !e.is_integer;
+    } else if (e.name == "conv1.weight" && shape.size() == 4 && stored.size() == 4 && shape[1] == 1 && stored[1] == 3 &&
+               shape[0] == stored[0] && shape[2] == stored[2] && shape[3] == stored[3]) {
+      const Tensor<T> value = file.get_as<T>(e.name);  // (O, 3, kh, kw)
+      const Index plane = shape[2] * shape[3];
+      for (Index o = 0; o < shape[0]; ++o)
+        for (Index p = 0; p < plane; ++p) {
+          T sum = 0;
+          for (Index c = 0; c < 3; ++c) sum += value.data()[(o * 3 + c) * plane + p];
+          e.tensor->data()[o * plane + p] = sum;
+        }
+      report.summed_first_conv = true;
+      ++report.loaded;
+      ++weights;
+    } else {
+      report.skipped.push_back(e.name);
+    }
+  }
+  check(weights > 0, "--init-weights '", file.path(), "': no tensor matches the model by name and shape (torchvision "
+        "state_dict names expected, e.g. conv1.weight, layer1.0.conv1.weight)");
+  return report;
 }
 
 /// Adds every parameter and buffer of `module` to `writer` (T as F32/F64, counters as I64).

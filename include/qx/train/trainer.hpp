@@ -189,14 +189,14 @@ Tensor<T> class_weights(const std::vector<Index>& labels, Index num_classes) {
   return w;
 }
 
-/// Predictions (argmax) of `model` over `data` in eval mode; returns the confusion matrix.
+/// Predicted class (argmax of the logits) of each of the first `limit` (0: all) windows of `data`, in eval mode.
 template <class T, class D>
-metrics::ConfusionMatrix evaluate(nn::Module<T>& model, D& data, Index num_classes, Index batch_size, Index limit = 0) {
+std::vector<Index> predict(nn::Module<T>& model, D& data, Index batch_size, Index limit = 0) {
   const bool was_training = model.is_training();
   model.eval();
   NoGradGuard no_grad;
-  metrics::ConfusionMatrix matrix(num_classes);
   const Index n = limit > 0 ? std::min(limit, data.size()) : data.size();
+  std::vector<Index> predicted;
   Tensor<T> images;
   std::vector<Index> labels, indices;
   // The model's device: its first parameter's (a model without parameters runs on the host).
@@ -209,12 +209,21 @@ metrics::ConfusionMatrix evaluate(nn::Module<T>& model, D& data, Index num_class
     const Tensor<T> logits = model(images.to(device)).to(Device::cpu);
     for (Index i = 0; i < logits.size(0); ++i) {
       Index best = 0;
-      for (Index c = 1; c < num_classes; ++c)
+      for (Index c = 1; c < logits.size(1); ++c)
         if (logits.at({i, c}) > logits.at({i, best})) best = c;
-      matrix.add(labels[static_cast<std::size_t>(i)], best);
+      predicted.push_back(best);
     }
   }
   model.train(was_training);
+  return predicted;
+}
+
+/// Predictions (argmax) of `model` over `data` in eval mode; returns the confusion matrix.
+template <class T, class D>
+metrics::ConfusionMatrix evaluate(nn::Module<T>& model, D& data, Index num_classes, Index batch_size, Index limit = 0) {
+  metrics::ConfusionMatrix matrix(num_classes);
+  const auto predicted = predict(model, data, batch_size, limit);
+  for (std::size_t i = 0; i < predicted.size(); ++i) matrix.add(data.label(static_cast<Index>(i)), predicted[i]);
   return matrix;
 }
 

@@ -1,0 +1,97 @@
+// `qx reproduce` end to end on a tiny configuration (a few windows per split, 16-pixel images, a width-4
+// ResNet, one epoch), once per protocol: every table of report.md, every figure and every JSON field the
+// report promises is produced. Also: the --paper warning and a clear error for a bad --init-weights.
+#include <doctest/doctest.h>
+
+#include "cli_run.hpp"
+
+#include <nlohmann/json.hpp>
+#include <sys/wait.h>
+
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+#include <string>
+
+namespace fs = std::filesystem;
+
+namespace {
+std::pair<int, std::string> run_reproduce(const std::string& args) { return qx_test::run_qx("reproduce", args); }
+
+std::string read_text(const fs::path& path) {
+  std::ifstream in(path);
+  std::stringstream s;
+  s << in.rdbuf();
+  return s.str();
+}
+}  // namespace
+
+TEST_CASE("qx reproduce, tiny, both protocols: every table, figure and JSON field") {
+  for (const std::string protocol : {"qx", "authors"}) {
+    CAPTURE(protocol);
+    const auto out = qx_test::temp_path("cli_reproduce_" + protocol);
+    fs::remove_all(out);
+    const auto [code, err] = run_reproduce("--mitdb " + std::string(QX_MITDB_DIR) + " --protocol " + protocol +
+                                           " --data-limit 40 --size 16 --width 4 --epochs 1 --batch 8 --explain-limit 12 "
+                                           "--bootstrap 20 --out " + out.string());
+    REQUIRE_MESSAGE(code == 0, err);
+    for (const char* figure : {"figure1_histograms.png", "figure2_examples.png", "figure3_roi.png"}) {
+      CAPTURE(figure);
+      CHECK(fs::file_size(out / "figures" / figure) > 100);
+    }
+    const std::string md = read_text(out / "report.md");
+    for (const char* part : {"## Split sizes", "## Table 1", "F1, normal class", "F1, abnormal class", "## Beyond the paper",
+                             "balanced accuracy", "sensitivity V", "## Table 2", "null values", "null maps", "chance-normalised",
+                             "## Table 3", "## Table 4", "## Paired tests", "vs random focus", "figures/figure1_histograms.png",
+                             "figures/figure2_examples.png", "figures/figure3_roi.png", "wall time", "37867", "96.47"}) {
+      CAPTURE(part);
+      CHECK(md.find(part) != std::string::npos);
+    }
+    const auto report = nlohmann::json::parse(read_text(out / "report.json"));
+    CHECK(report["settings"]["protocol"] == protocol);
+    CHECK(report["data"]["test"]["counts"]["dataset1_windows"].get<long>() > 0);
+    CHECK(report["timing"]["total_seconds"].get<double>() > 0);
+    CHECK(report["software"].contains("version"));
+    CHECK(report["machine"].contains("threads"));
+    REQUIRE(report["datasets"].size() == 2);
+    for (const auto& d : report["datasets"]) {
+      for (const char* key : {"accuracy", "f1_normal", "f1_abnormal"}) CHECK(d["validation"].contains(key));
+      const auto& t = d["test"];
+      for (const char* key : {"accuracy", "f1_normal", "f1_abnormal", "precision_abnormal", "sensitivity_abnormal", "specificity",
+                              "balanced_accuracy", "majority_accuracy"})
+        CHECK(t.contains(key));
+      for (const char* c : {"S", "V", "F"}) CHECK(t["sensitivity_aami"][c].contains("sensitivity"));
+      for (const char* key : {"accuracy", "balanced_accuracy"}) {
+        CHECK(t["ci"][key]["lo"].get<double>() <= t["ci"][key]["hi"].get<double>());
+        CHECK(t["ci"][key]["resamples"] == 20);
+      }
+      const auto& e = d["explain"];
+      CHECK(e["samples"] == 12);
+      CHECK(e["random_focus"]["mean"].get<double>() > 0);
+      for (const char* m : {"saliency", "gradcam", "guided_backprop", "guided_gradcam"}) {
+        CAPTURE(m);
+        for (const char* g : {"all", "correct", "incorrect", "normal", "abnormal"})
+          for (const char* key : {"mean", "sd", "n", "null_values", "null_maps", "chance_normalised", "histogram"})
+            CHECK(e["focus"][m][g].contains(key));
+        CHECK(e["focus"][m]["all"]["n"] == 12);
+        CHECK(e["focus"][m]["ci"].contains("lo"));
+        CHECK(e["focus"][m]["vs_random"].contains("p"));
+      }
+      CHECK(e["paired_tests"].size() == 6);
+      CHECK(e["figures"]["gradcam_cells"].get<int>() >= 2);
+      for (const char* key : {"train_seconds", "test_seconds", "explain_seconds"}) CHECK(d["timing"].contains(key));
+    }
+    fs::remove_all(out);
+  }
+}
+
+TEST_CASE("qx reproduce: --paper warns without --init-weights, and a bad --init-weights is one clear line") {
+  auto [code, err] = run_reproduce("--paper --datasets 3 --out " + qx_test::temp_path("cli_reproduce_paper").string());
+  CHECK(code == 2);
+  CHECK(err.find("warning: --paper") != std::string::npos);
+  CHECK(err.find("--datasets") != std::string::npos);
+  std::tie(code, err) = run_reproduce("--init-weights /nonexistent/resnet50.safetensors");
+  CHECK(code == 2);
+  CHECK(err.find("/nonexistent/resnet50.safetensors") != std::string::npos);
+}
