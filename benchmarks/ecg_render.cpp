@@ -22,7 +22,7 @@ int main(int argc, char** argv) {
 #if defined(QX_USE_OPENMP) && QX_USE_OPENMP
       t = omp_get_thread_num();
 #endif
-      qx::ecg::render_with_rois(rw, rw.windows[static_cast<std::size_t>(i)], options, images.data() + i * bytes,
+      qx::ecg::render_with_rois(rw, rw.windows[static_cast<std::size_t>(i)], options, qx::ecg::Protocol::qx, images.data() + i * bytes,
                                 scratch[static_cast<std::size_t>(t)]);
     }, 1, 1);
     const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
