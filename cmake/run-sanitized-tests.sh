@@ -13,8 +13,7 @@ build=${QX_SANITIZE_BUILD_DIR:-build-sanitize}
 jobs=${QX_JOBS:-$(nproc)}
 cmake -S . -B "$build" -DCMAKE_BUILD_TYPE=Debug -DCMAKE_CXX_FLAGS_DEBUG="-g -O1" -DQX_SANITIZE="$sanitizers" \
   -DQX_BUILD_TESTS=ON -DQX_BUILD_EXAMPLES=ON -DQX_BUILD_BENCHMARKS=OFF -DQX_INSTALL=OFF >/dev/null
-mapfile -t targets < <(cmake --build "$build" --target help | sed -n 's/^\.\.\. \(qx_test_[a-z]*\|qx_cli\|qx_example_[a-z_]*\)$/\1/p')
-cmake --build "$build" -j "$jobs" --target "${targets[@]}"
+cmake --build "$build" -j "$jobs" --target qx_test_programs  # the tests, examples and qx, in parallel
 # Stop at the first finding, with a stack trace; CTest reports the test as failed.
 export ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=1}
 export UBSAN_OPTIONS=${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1}
