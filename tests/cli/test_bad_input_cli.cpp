@@ -3,15 +3,12 @@
 // output file, no temporary left behind).
 #include <doctest/doctest.h>
 
-#include "../test_paths.hpp"
+#include "cli_run.hpp"
 
 #include "qx/io/safetensors.hpp"
 #include "qx/nn/nn.hpp"
 
-#include <sys/wait.h>
-
 #include <algorithm>
-#include <cstdlib>
 #include <filesystem>
 #include <fstream>
 #include <sstream>
@@ -24,13 +21,11 @@ struct Run {
   std::string err;
 };
 
-Run run(const std::string& args, const fs::path& scratch) {
-  const auto err = scratch / "stderr.txt";
-  const int status = std::system((std::string(QX_CLI_PATH) + " " + args + " >/dev/null 2>" + err.string()).c_str());
-  std::ifstream in(err);
-  std::stringstream s;
-  s << in.rdbuf();
-  return {WIFEXITED(status) ? WEXITSTATUS(status) : -1, s.str()};
+// `qx <args>`: the first word of `args` is the command.
+Run run(const std::string& args) {
+  const auto space = args.find(' ');
+  auto [code, err] = qx_test::run_qx(args.substr(0, space), args.substr(space + 1));
+  return {code, err};
 }
 
 // Exit code 2 and one error line — the last of standard error, after any progress bars — with the
@@ -103,12 +98,12 @@ TEST_CASE("qx ecg build and qx reproduce: a corrupt or truncated record is one l
     fs::create_directories(scratch);
     write_bytes(db.dir / c.file, c.bytes);
     const auto data = scratch / "data";
-    check_clear_error(run("ecg build --mitdb " + db.dir.string() + " --size 16 --out " + data.string(), scratch), "qx ecg build",
+    check_clear_error(run("ecg build --mitdb " + db.dir.string() + " --size 16 --out " + data.string()), "qx ecg build",
                       c.file);
     CHECK_FALSE(fs::exists(data / "dataset_card.json"));
     check_no_temporaries(data);
     const auto runs = scratch / "runs";
-    check_clear_error(run("reproduce --mitdb " + db.dir.string() + " --size 16 --epochs 1 --out " + runs.string(), scratch),
+    check_clear_error(run("reproduce --mitdb " + db.dir.string() + " --size 16 --epochs 1 --out " + runs.string()),
                       "qx reproduce", c.file);
     CHECK_FALSE(fs::exists(runs / "report.md"));
     CHECK_FALSE(fs::exists(runs / "report.json"));
@@ -117,7 +112,7 @@ TEST_CASE("qx ecg build and qx reproduce: a corrupt or truncated record is one l
     fs::create_symlink(db.real(c.file), db.dir / c.file);
   }
   fs::remove(db.dir / "101.atr");  // a missing annotation file
-  check_clear_error(run("ecg build --mitdb " + db.dir.string() + " --size 16 --out " + (scratch / "data").string(), scratch),
+  check_clear_error(run("ecg build --mitdb " + db.dir.string() + " --size 16 --out " + (scratch / "data").string()),
                     "qx ecg build", "101.atr");
   fs::remove_all(scratch);
 }
@@ -127,26 +122,26 @@ TEST_CASE("qx ecg png: a corrupt dataset card or a truncated shard is one line n
   fs::remove_all(dir);
   fs::create_directories(dir);
   const auto data = dir / "data";
-  REQUIRE(run("ecg build --mitdb " + std::string(QX_MITDB_DIR) + " --size 16 --limit 4 --shard-size 4 --out " + data.string(), dir)
+  REQUIRE(run("ecg build --mitdb " + std::string(QX_MITDB_DIR) + " --size 16 --limit 4 --shard-size 4 --out " + data.string())
               .code == 0);
   const auto picture = dir / "w.png";
   const std::string png = "ecg png --data " + data.string() + " --index 1 --out " + picture.string();
-  REQUIRE(run(png, dir).code == 0);
+  REQUIRE(run(png).code == 0);
   fs::remove(picture);
 
   const std::string card = head_of(data / "dataset_card.json", 1 << 20), shard = head_of(data / "test-00000.safetensors", 1 << 20);
   write_bytes(data / "test-00000.safetensors", shard.substr(0, shard.size() / 2));
-  check_clear_error(run(png, dir), "qx ecg png", "test-00000.safetensors");
+  check_clear_error(run(png), "qx ecg png", "test-00000.safetensors");
   CHECK_FALSE(fs::exists(picture));
   write_bytes(data / "test-00000.safetensors", "");
-  check_clear_error(run(png, dir), "qx ecg png", "test-00000.safetensors");
+  check_clear_error(run(png), "qx ecg png", "test-00000.safetensors");
   write_bytes(data / "test-00000.safetensors", shard);
   write_bytes(data / "dataset_card.json", card.substr(0, card.size() / 2));
-  check_clear_error(run(png, dir), "qx ecg png", "dataset_card.json");
+  check_clear_error(run(png), "qx ecg png", "dataset_card.json");
   write_bytes(data / "dataset_card.json", "[1, 2, 3]");
-  check_clear_error(run(png, dir), "qx ecg png", "dataset_card.json");
+  check_clear_error(run(png), "qx ecg png", "dataset_card.json");
   write_bytes(data / "dataset_card.json", "{\"splits\": {\"test\": {\"shards\": 7}}, \"settings\": 1}");
-  check_clear_error(run(png, dir), "qx ecg png", "dataset_card.json");
+  check_clear_error(run(png), "qx ecg png", "dataset_card.json");
   CHECK_FALSE(fs::exists(picture));
   write_bytes(data / "dataset_card.json", card);
 
@@ -162,13 +157,13 @@ TEST_CASE("qx ecg png: a corrupt dataset card or a truncated shard is one line n
     w.write(data / "test-00000.safetensors");
   };
   rewrite("roi_last", qx::Tensor<std::int64_t>::zeros({4, 3}));
-  check_clear_error(run(png, dir), "qx ecg png", "test-00000.safetensors");
+  check_clear_error(run(png), "qx ecg png", "test-00000.safetensors");
   auto outside = original.get<std::int64_t>("roi_last");
   outside.data()[6] = 17;  // window 1's x1 beyond the 16-pixel image
   rewrite("roi_last", outside);
-  check_clear_error(run(png, dir), "qx ecg png", "test-00000.safetensors");
+  check_clear_error(run(png), "qx ecg png", "test-00000.safetensors");
   rewrite("images", qx::Tensor<std::uint8_t>::zeros({2, 1, 16, 16}));
-  check_clear_error(run(png, dir), "qx ecg png", "test-00000.safetensors");
+  check_clear_error(run(png), "qx ecg png", "test-00000.safetensors");
   CHECK_FALSE(fs::exists(picture));
   check_no_temporaries(dir);
   fs::remove_all(dir);
@@ -190,7 +185,7 @@ TEST_CASE("qx explain: truncated or corrupt weights and inputs are one line nami
     return "explain --arch resnet18 --in-channels 1 --num-classes 2 --width 4 --weights " + (dir / w).string() + " --input " +
            (dir / in).string() + " --out " + out.string();
   };
-  REQUIRE(run(command("w.safetensors", "x.safetensors"), dir).code == 0);
+  REQUIRE(run(command("w.safetensors", "x.safetensors")).code == 0);
   fs::remove(out);
   const std::pair<std::string, std::string> files[] = {
       {"w_half.safetensors", weights.substr(0, weights.size() / 2)},
@@ -204,7 +199,7 @@ TEST_CASE("qx explain: truncated or corrupt weights and inputs are one line nami
     CAPTURE(name);
     write_bytes(dir / name, bytes);
     const bool is_weights = name[0] == 'w';
-    check_clear_error(run(command(is_weights ? name : "w.safetensors", is_weights ? "x.safetensors" : name), dir), "qx explain", name);
+    check_clear_error(run(command(is_weights ? name : "w.safetensors", is_weights ? "x.safetensors" : name)), "qx explain", name);
     CHECK_FALSE(fs::exists(out));
   }
   check_no_temporaries(dir);
@@ -217,7 +212,7 @@ TEST_CASE("qx reproduce: an unreadable training state from an earlier run is one
   fs::create_directories(dir / "runs" / "dataset1");
   write_bytes(dir / "runs" / "dataset1" / "state.safetensors", std::string("\x10\0\0\0\0\0\0\0{\"a\":", 13));  // cut short
   const auto r = run("reproduce --mitdb " + std::string(QX_MITDB_DIR) + " --size 16 --epochs 1 --train-limit 32 --test-limit 32 "
-                     "--explain-limit 4 --datasets 1 --out " + (dir / "runs").string(), dir);
+                     "--explain-limit 4 --data-limit 40 --datasets 1 --out " + (dir / "runs").string());
   check_clear_error(r, "qx reproduce", "state.safetensors");
   CHECK_FALSE(fs::exists(dir / "runs" / "report.md"));
   check_no_temporaries(dir);

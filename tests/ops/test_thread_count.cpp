@@ -7,6 +7,8 @@
 // check (cmake/run-race-check.sh) runs these tests under ThreadSanitizer.
 #include <doctest/doctest.h>
 
+#include "../test_compare.hpp"
+
 #include "qx/autograd/engine.hpp"
 #include "qx/core/parallel.hpp"
 #include "qx/ops/ops.hpp"
@@ -39,27 +41,14 @@ Result run(int threads, const std::function<Tensor<float>(std::vector<Tensor<flo
   return r;
 }
 
-// max |a − b| / max |a| over each tensor; 0 means bit-identical values.
-double worst_difference(const Result& a, const Result& b) {
-  double worst = 0;
-  for (std::size_t t = 0; t < a.values.size(); ++t) {
-    REQUIRE(a.values[t].size() == b.values[t].size());
-    double diff = 0, scale = 1e-30;
-    for (std::size_t i = 0; i < a.values[t].size(); ++i) {
-      diff = std::max(diff, std::abs(static_cast<double>(a.values[t][i]) - b.values[t][i]));
-      scale = std::max(scale, std::abs(static_cast<double>(a.values[t][i])));
-    }
-    worst = std::max(worst, diff / scale);
-  }
-  return worst;
-}
-
 void check_threads(const std::string& op, double tolerance, const std::function<Tensor<float>(std::vector<Tensor<float>>&)>& fn,
                    const std::vector<Tensor<float>>& inputs) {
   CAPTURE(op);
   const auto one = run(1, fn, inputs), two = run(2, fn, inputs), again = run(2, fn, inputs);
   CHECK(two.values == again.values);  // deterministic for a given thread count
-  const double d = worst_difference(one, two);
+  REQUIRE(one.values.size() == two.values.size());
+  for (std::size_t t = 0; t < one.values.size(); ++t) REQUIRE(one.values[t].size() == two.values[t].size());
+  const double d = qx_test::worst_relative_difference(one.values, two.values);
   MESSAGE(op, ": 1 vs 2 threads differ by ", d);
   CHECK(d <= tolerance);
 }

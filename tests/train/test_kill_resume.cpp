@@ -140,6 +140,19 @@ TEST_CASE("SIGINT stops at the batch boundary, saves the state, says how to resu
       });
 }
 
+TEST_CASE("SIGINT during an epoch's last batch stops at the end of that epoch, not silently after training") {
+  stop_then_resume(
+      "sigint_epoch_end", {"--interrupt-at", "0:11"}, {},  // the 12th and last batch of the first epoch
+      [](const Exit& stopped) {
+        CHECK(stopped.exited(130));
+        CHECK_MESSAGE(stopped.err.find("interrupted by SIGINT at the end of epoch 1/3") != std::string::npos, stopped.err);
+      },
+      [](const nlohmann::json& meta) {
+        CHECK(meta.at("next_epoch") == 1);
+        CHECK_FALSE(meta.contains("partial"));
+      });
+}
+
 TEST_CASE("InterruptGuard turns the first SIGINT into a flag and restores the previous handler") {
   struct sigaction before {};
   sigaction(SIGINT, nullptr, &before);

@@ -4,6 +4,7 @@
 // where the order of floating-point sums in the parallel reductions differs.
 #include <doctest/doctest.h>
 
+#include "../test_compare.hpp"
 #include "../test_paths.hpp"
 
 #include "qx/core/parallel.hpp"
@@ -86,19 +87,6 @@ void check_identical(const Outcome& a, const Outcome& b) {
   CHECK(a.maps == b.maps);
 }
 
-// max |a − b| / max |a| over every tensor of a list.
-double relative_difference(const std::vector<std::vector<float>>& a, const std::vector<std::vector<float>>& b) {
-  double worst = 0;
-  for (std::size_t t = 0; t < a.size(); ++t) {
-    double diff = 0, scale = 1e-30;
-    for (std::size_t i = 0; i < a[t].size(); ++i) {
-      diff = std::max(diff, std::abs(static_cast<double>(a[t][i]) - b[t][i]));
-      scale = std::max(scale, std::abs(static_cast<double>(a[t][i])));
-    }
-    worst = std::max(worst, diff / scale);
-  }
-  return worst;
-}
 }  // namespace
 
 TEST_CASE("the same seed gives the same shards, training curve, weights and maps — bit for bit per thread count") {
@@ -121,8 +109,10 @@ TEST_CASE("the same seed gives the same shards, training curve, weights and maps
   check_identical(parallel_a, parallel_b);
 
   // One thread against two: the weights after 2 epochs (6 Adam steps) and the maps of the two models.
-  const double weights = relative_difference(serial_a.weights, parallel_a.weights);
-  const double maps = relative_difference(serial_a.maps, parallel_a.maps);
+  REQUIRE(serial_a.weights.size() == parallel_a.weights.size());
+  REQUIRE(serial_a.maps.size() == parallel_a.maps.size());
+  const double weights = qx_test::worst_relative_difference(serial_a.weights, parallel_a.weights);
+  const double maps = qx_test::worst_relative_difference(serial_a.maps, parallel_a.maps);
   MESSAGE("1 vs 2 threads: weights differ by ", weights, ", maps by ", maps, " (relative to each tensor's largest value)");
   CHECK(weights <= 1e-4);
   CHECK(maps <= 1e-3);

@@ -91,6 +91,10 @@ QX_HOST_DEVICE inline BilinearTap bilinear_tap(Index d, Index in, Index out) {
   return {i0, i1, 1.0 - l1, l1};
 }
 
+/// Output cell i of an adaptive pool of `out` cells over `in` inputs covers [⌊i·in/out⌋, ⌈(i+1)·in/out⌉).
+QX_HOST_DEVICE inline Index adaptive_start(Index i, Index out, Index in) { return (i * in) / out; }
+QX_HOST_DEVICE inline Index adaptive_end(Index i, Index out, Index in) { return ((i + 1) * in + out - 1) / out; }
+
 /// One row of log_softmax: y_k = x_k − (m + log Σ_j exp(x_j − m)), m = max_j x_j (the sum in double).
 template <class T>
 QX_HOST_DEVICE void log_softmax_row(const T* x, T* y, Index k) {

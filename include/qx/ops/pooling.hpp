@@ -68,9 +68,6 @@ class AdaptiveAvgPool2dNode final : public autograd::Node<T> {
   Shape input_shape_;
 };
 
-inline Index adaptive_start(Index i, Index out, Index in) { return (i * in) / out; }
-inline Index adaptive_end(Index i, Index out, Index in) { return ((i + 1) * in + out - 1) / out; }
-
 template <class T>
 std::vector<Tensor<T>> AdaptiveAvgPool2dNode<T>::apply(const Tensor<T>& grad_output) {
   const Tensor<T> g = grad_output.contiguous();
@@ -83,9 +80,9 @@ std::vector<Tensor<T>> AdaptiveAvgPool2dNode<T>::apply(const Tensor<T>& grad_out
       const T* src = g.data() + p * oh * ow;
       T* dst = gx.data() + p * h * w;
       for (Index i = 0; i < oh; ++i) {
-        const Index r0 = adaptive_start(i, oh, h), r1 = adaptive_end(i, oh, h);
+        const Index r0 = kernels::adaptive_start(i, oh, h), r1 = kernels::adaptive_end(i, oh, h);
         for (Index j = 0; j < ow; ++j) {
-          const Index c0 = adaptive_start(j, ow, w), c1 = adaptive_end(j, ow, w);
+          const Index c0 = kernels::adaptive_start(j, ow, w), c1 = kernels::adaptive_end(j, ow, w);
           const T share = src[i * ow + j] / static_cast<T>((r1 - r0) * (c1 - c0));
           for (Index r = r0; r < r1; ++r)
             for (Index c = c0; c < c1; ++c) dst[r * w + c] += share;
@@ -163,9 +160,9 @@ Tensor<T> adaptive_avg_pool2d(const Tensor<T>& x, Index out_h, Index out_w) {
       const T* src = xc.data() + p * h * w;
       T* dst = y.data() + p * out_h * out_w;
       for (Index i = 0; i < out_h; ++i) {
-        const Index r0 = detail::adaptive_start(i, out_h, h), r1 = detail::adaptive_end(i, out_h, h);
+        const Index r0 = kernels::adaptive_start(i, out_h, h), r1 = kernels::adaptive_end(i, out_h, h);
         for (Index j = 0; j < out_w; ++j) {
-          const Index c0 = detail::adaptive_start(j, out_w, w), c1 = detail::adaptive_end(j, out_w, w);
+          const Index c0 = kernels::adaptive_start(j, out_w, w), c1 = kernels::adaptive_end(j, out_w, w);
           T s = 0;
           for (Index r = r0; r < r1; ++r)
             for (Index c = c0; c < c1; ++c) s += src[r * w + c];

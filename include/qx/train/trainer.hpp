@@ -329,6 +329,15 @@ TrainResult fit(nn::Module<T>& model, Train& train_data, Val& val_data, const Tr
   };
   std::optional<InterruptGuard> interrupt;
   if (o.stop_on_interrupt) interrupt.emplace();
+  // Called where the state on disk is current (a batch boundary whose state was just written, or an
+  // epoch's end): a caught signal ends training there, saying where it stopped.
+  auto stop_if_interrupted = [&](const std::string& where) {
+    if (!interrupt || interrupt->caught() == 0) return;
+    raise_interrupted(qx::detail::concat("interrupted by ", interrupt->caught() == SIGINT ? "SIGINT" : "SIGTERM", " at ", where,
+                                         persist ? "; the training state is saved in '" + state_path.string() +
+                                                       "': run the same command again to resume from there"
+                                                 : std::string("; nothing was saved (no output folder)")));
+  };
   Tensor<T> images;
   std::vector<Index> labels;
   for (Index epoch = start_epoch; epoch < o.epochs; ++epoch) {
@@ -385,11 +394,7 @@ TrainResult fit(nn::Module<T>& model, Train& train_data, Val& val_data, const Tr
       if (interrupt && interrupt->caught() != 0 && more) {
         if (o.progress) bar.finish();
         if (persist) write_state(epoch, here);
-        raise_interrupted(qx::detail::concat("interrupted by ", interrupt->caught() == SIGINT ? "SIGINT" : "SIGTERM", " at epoch ", epoch + 1,
-                               "/", o.epochs, ", batch ", b + 1, "/", batches,
-                               persist ? "; the training state is saved in '" + state_path.string() +
-                                             "': run the same command again to resume from there"
-                                       : std::string("; nothing was saved (no output folder)")));
+        stop_if_interrupted(qx::detail::concat("epoch ", epoch + 1, "/", o.epochs, ", batch ", b + 1, "/", batches));
       }
     }
     if (o.progress) bar.finish();
@@ -423,6 +428,9 @@ TrainResult fit(nn::Module<T>& model, Train& train_data, Val& val_data, const Tr
       detail::write_csv(o.out_dir / "log.csv", result.history);
       write_state(epoch + 1, std::nullopt);
     }
+    // A signal caught during the last batch or the validation stops here, not silently after training.
+    if (!result.stopped_early && epoch + 1 < o.epochs)
+      stop_if_interrupted(qx::detail::concat("the end of epoch ", epoch + 1, "/", o.epochs));
     if (result.stopped_early) {
       if (o.progress)
         std::fprintf(stderr, "early stop: validation F1 %.4f is not above the mean of the previous %lld epochs\n", record.val_f1,

@@ -4,6 +4,7 @@
 #pragma once
 #include "qx/config.hpp"
 #include "qx/backends/cuda/launch.hpp"
+#include "qx/kernels/functors.hpp"
 
 QX_NAMESPACE_BEGIN
 namespace backends::cuda {
@@ -68,9 +69,6 @@ struct MaxPoolBackward {
   }
 };
 
-/// Output cell i of an adaptive pool covers input rows [⌊i·in/out⌋, ⌈(i+1)·in/out⌉).
-QX_HOST_DEVICE inline Index adaptive_start(Index i, Index out, Index in) { return (i * in) / out; }
-QX_HOST_DEVICE inline Index adaptive_end(Index i, Index out, Index in) { return ((i + 1) * in + out - 1) / out; }
 
 /// y = the mean of each output cell, one output element per index.
 template <class T>
@@ -82,8 +80,8 @@ struct AdaptiveAvgPoolForward {
   QX_HOST_DEVICE void operator()(Index o) const {
     const PlaneMap::At at = map.output_at(o);
     const T* src = x + at.plane * map.h * map.w;
-    const Index r0 = adaptive_start(at.row, map.oh, map.h), r1 = adaptive_end(at.row, map.oh, map.h);
-    const Index c0 = adaptive_start(at.col, map.ow, map.w), c1 = adaptive_end(at.col, map.ow, map.w);
+    const Index r0 = kernels::adaptive_start(at.row, map.oh, map.h), r1 = kernels::adaptive_end(at.row, map.oh, map.h);
+    const Index c0 = kernels::adaptive_start(at.col, map.ow, map.w), c1 = kernels::adaptive_end(at.col, map.ow, map.w);
     T s = 0;
     for (Index r = r0; r < r1; ++r)
       for (Index c = c0; c < c1; ++c) s += src[r * map.w + c];
@@ -103,10 +101,10 @@ struct AdaptiveAvgPoolBackward {
     const T* g = grad_y + at.plane * map.oh * map.ow;
     T sum = T(0);
     for (Index i = 0; i < map.oh; ++i) {
-      const Index r0 = adaptive_start(i, map.oh, map.h), r1 = adaptive_end(i, map.oh, map.h);
+      const Index r0 = kernels::adaptive_start(i, map.oh, map.h), r1 = kernels::adaptive_end(i, map.oh, map.h);
       if (at.row < r0 || at.row >= r1) continue;
       for (Index j = 0; j < map.ow; ++j) {
-        const Index c0 = adaptive_start(j, map.ow, map.w), c1 = adaptive_end(j, map.ow, map.w);
+        const Index c0 = kernels::adaptive_start(j, map.ow, map.w), c1 = kernels::adaptive_end(j, map.ow, map.w);
         if (at.col < c0 || at.col >= c1) continue;
         sum += g[i * map.ow + j] / static_cast<T>((r1 - r0) * (c1 - c0));
       }
