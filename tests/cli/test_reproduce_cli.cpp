@@ -50,6 +50,8 @@ TEST_CASE("qx reproduce, tiny, both protocols: every table, figure and JSON fiel
     }
     const auto report = nlohmann::json::parse(read_text(out / "report.json"));
     CHECK(report["settings"]["protocol"] == protocol);
+    // Training pictures are augmented under the clean protocol only (the authors had no augmentation).
+    CHECK(report["settings"]["augment"].is_object() == (protocol == "qx"));
     CHECK(report["data"]["test"]["counts"]["dataset1_windows"].get<long>() > 0);
     CHECK(report["timing"]["total_seconds"].get<double>() > 0);
     CHECK(report["software"].contains("version"));
@@ -94,4 +96,13 @@ TEST_CASE("qx reproduce: --paper warns without --init-weights, and a bad --init-
   std::tie(code, err) = run_reproduce("--init-weights /nonexistent/resnet50.safetensors");
   CHECK(code == 2);
   CHECK(err.find("/nonexistent/resnet50.safetensors") != std::string::npos);
+}
+
+TEST_CASE("qx reproduce: --augment on with the authors' protocol is refused in one line, before any work") {
+  const auto out = qx_test::temp_path("cli_reproduce_augment");
+  fs::remove_all(out);
+  const auto [code, err] = run_reproduce("--protocol authors --augment on --out " + out.string());
+  CHECK(code == 2);
+  CHECK(err.find("--augment on needs --protocol qx") != std::string::npos);
+  CHECK_FALSE(fs::exists(out / "data"));
 }

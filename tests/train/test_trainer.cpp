@@ -4,6 +4,7 @@
 
 #include "../test_paths.hpp"
 
+#include "qx/ecg/augment.hpp"
 #include "qx/nn/nn.hpp"
 #include "qx/train/trainer.hpp"
 
@@ -37,6 +38,27 @@ fs::path fresh_dir(const std::string& name) {
   fs::remove_all(dir);
   return dir;
 }
+
+/// Batches of 16, no early stop, no progress bar, writing to a fresh folder `name`.
+qx::train::TrainOptions quiet_options(Index epochs, const std::string& name) {
+  qx::train::TrainOptions o;
+  o.batch_size = 16;
+  o.early_stop = false;
+  o.progress = false;
+  o.epochs = epochs;
+  o.out_dir = fresh_dir(name);
+  return o;
+}
+
+/// Every tensor of the two models' states is bit for bit the same.
+void check_same_state(qx::nn::Module<float>& a_model, qx::nn::Module<float>& b_model) {
+  const auto a = a_model.named_state(), b = b_model.named_state();
+  REQUIRE(a.size() == b.size());
+  for (std::size_t i = 0; i < a.size(); ++i) {
+    CAPTURE(a[i].name);
+    CHECK(a[i].tensor->to_vector() == b[i].tensor->to_vector());
+  }
+}
 }  // namespace
 
 TEST_CASE("a small ResNet learns the blob task to at least 95 % test accuracy") {
@@ -69,15 +91,10 @@ TEST_CASE("the early-stop rule: from epoch index 4, F1 ≤ mean of the previous 
 
 TEST_CASE("resuming after an interruption gives exactly the weights of an uninterrupted run") {
   auto train = blobs(64, 16, 4), val = blobs(32, 16, 5);
-  qx::train::TrainOptions o;
-  o.batch_size = 16;
+  auto o = quiet_options(3, "straight");
   o.lr = 1e-3;
   o.lr_step = 1;  // so the schedule's state matters
   o.lr_gamma = 0.5;
-  o.early_stop = false;
-  o.progress = false;
-  o.epochs = 3;
-  o.out_dir = fresh_dir("straight");
   auto straight = qx::nn::resnet18<float>(1, 2, 4, 7);
   qx::train::fit(*straight, train, val, o);
 
@@ -90,12 +107,7 @@ TEST_CASE("resuming after an interruption gives exactly the weights of an uninte
   const auto result = qx::train::fit(*second, train, val, o);
   CHECK(result.resumed);
   CHECK(result.history.size() == 3);
-  const auto a = straight->named_state(), b = second->named_state();
-  REQUIRE(a.size() == b.size());
-  for (std::size_t i = 0; i < a.size(); ++i) {
-    CAPTURE(a[i].name);
-    CHECK(a[i].tensor->to_vector() == b[i].tensor->to_vector());
-  }
+  check_same_state(*straight, *second);
   // The log has a header and one row per epoch; the checkpoint loads into a fresh model.
   std::ifstream csv(o.out_dir / "log.csv");
   std::string line;
@@ -107,6 +119,63 @@ TEST_CASE("resuming after an interruption gives exactly the weights of an uninte
   CHECK_FALSE(fs::exists(o.out_dir / "state.safetensors.tmp"));
   fs::remove_all(o.out_dir);
   fs::remove_all(qx_test::temp_path("train_straight"));
+}
+
+namespace {
+/// A training set that records the epochs `fit` announces.
+struct EpochRecorder {
+  TensorDataset<float>& base;
+  std::vector<Index> announced;
+  Index size() const { return base.size(); }
+  Index label(Index i) const { return base.label(i); }
+  void set_epoch(Index e) { announced.push_back(e); }
+  template <class T>
+  void get_batch(const std::vector<Index>& idx, Tensor<T>& images, std::vector<Index>& labels) {
+    base.get_batch(idx, images, labels);
+  }
+};
+}  // namespace
+
+TEST_CASE("fit announces every epoch to a training set that asks, and a resumed run continues the count") {
+  auto data = blobs(32, 16, 4);
+  EpochRecorder recorder{data, {}};
+  auto o = quiet_options(2, "announce");
+  auto model = qx::nn::resnet18<float>(1, 2, 4, 7);
+  qx::train::fit(*model, recorder, data, o);
+  CHECK(recorder.announced == std::vector<Index>{0, 1});
+  o.epochs = 4;
+  recorder.announced.clear();
+  qx::train::fit(*model, recorder, data, o);
+  CHECK(recorder.announced == std::vector<Index>{2, 3});
+  fs::remove_all(o.out_dir);
+}
+
+TEST_CASE("an augmented training run resumed after an interruption ends with the uninterrupted run's weights") {
+  auto train = blobs(64, 16, 4), val = blobs(32, 16, 5);
+  qx::ecg::AugmentOptions augment;
+  augment.min_vertical_scale = 0.6;
+  augment.seed = 11;
+  auto o = quiet_options(3, "augmented_straight");
+  auto straight = qx::nn::resnet18<float>(1, 2, 4, 7);
+  qx::ecg::AugmentedDataset<TensorDataset<float>> straight_data(train, augment);
+  qx::train::fit(*straight, straight_data, val, o);
+
+  o.out_dir = fresh_dir("augmented_resumed");
+  o.epochs = 1;
+  auto first = qx::nn::resnet18<float>(1, 2, 4, 7);
+  qx::ecg::AugmentedDataset<TensorDataset<float>> first_data(train, augment);
+  qx::train::fit(*first, first_data, val, o);
+  o.epochs = 3;
+  auto second = qx::nn::resnet18<float>(1, 2, 4, 99);
+  qx::ecg::AugmentedDataset<TensorDataset<float>> second_data(train, augment);  // a new process starts at epoch 0
+  CHECK(qx::train::fit(*second, second_data, val, o).resumed);
+  check_same_state(*straight, *second);
+  // And the augmentation changed something: without it the same run ends elsewhere.
+  o.out_dir = fresh_dir("augmented_none");
+  auto plain = qx::nn::resnet18<float>(1, 2, 4, 7);
+  qx::train::fit(*plain, train, val, o);
+  CHECK(plain->named_state().front().tensor->to_vector() != straight->named_state().front().tensor->to_vector());
+  for (const char* name : {"augmented_straight", "augmented_resumed", "augmented_none"}) fs::remove_all(qx_test::temp_path(std::string("train_") + name));
 }
 
 TEST_CASE("parameters outside every learning-rate group stay frozen") {

@@ -1,5 +1,7 @@
-// Umbrella for the ECG layer: WFDB reading, beats and windows, rendering with ROIs, dataset shards.
+// Umbrella for the ECG layer: WFDB reading, beats and windows, rendering with ROIs, dataset shards,
+// training-time augmentation.
 #pragma once
+#include "qx/ecg/augment.hpp"
 #include "qx/ecg/beats.hpp"
 #include "qx/ecg/dataset.hpp"
 #include "qx/ecg/render.hpp"

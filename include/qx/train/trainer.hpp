@@ -38,7 +38,8 @@
 QX_NAMESPACE_BEGIN
 namespace train {
 
-/// What the loop needs of a dataset: its size, each sample's label, and batches by index.
+/// What the loop needs of a dataset: its size, each sample's label, and batches by index. A training set
+/// may also have `set_epoch(Index)`, which `fit` calls before each epoch (per-epoch augmentation).
 template <class D, class T>
 concept LabelledDataset = requires(D& d, const std::vector<Index>& idx, Tensor<T>& images, std::vector<Index>& labels, Index i) {
   { d.size() } -> std::convertible_to<Index>;
@@ -348,6 +349,9 @@ TrainResult fit(nn::Module<T>& model, Train& train_data, Val& val_data, const Tr
       return earlier_seconds + std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
     };
     model.train();
+    // A dataset with per-epoch randomness (ecg::AugmentedDataset) is told the epoch rather than keeping a
+    // count of its own, so that a resumed run draws what an uninterrupted one did.
+    if constexpr (requires { train_data.set_epoch(epoch); }) train_data.set_epoch(epoch);
     // Seeded per epoch, so a resumed run draws the same order as an uninterrupted one.
     std::vector<Index> order(static_cast<std::size_t>(train_data.size()));
     std::iota(order.begin(), order.end(), Index{0});
