@@ -109,8 +109,6 @@ TEST_CASE("the same seed gives the same shards, training curve, weights and maps
   check_identical(parallel_a, parallel_b);
 
   // One thread against two: the weights after 2 epochs (6 Adam steps) and the maps of the two models.
-  REQUIRE(serial_a.weights.size() == parallel_a.weights.size());
-  REQUIRE(serial_a.maps.size() == parallel_a.maps.size());
   const double weights = qx_test::worst_relative_difference(serial_a.weights, parallel_a.weights);
   const double maps = qx_test::worst_relative_difference(serial_a.maps, parallel_a.maps);
   MESSAGE("1 vs 2 threads: weights differ by ", weights, ", maps by ", maps, " (relative to each tensor's largest value)");

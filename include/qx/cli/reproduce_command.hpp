@@ -560,8 +560,10 @@ inline nlohmann::json run_reproduce(ReproduceArgs a) {
   check(!(a.augment == "on" && protocol == ecg::Protocol::authors),
         "--augment on needs --protocol qx: augmentation works on ink pictures, the authors' protocol normalises like ImageNet");
   const bool augment = a.augment == "on" || (a.augment == "auto" && protocol == ecg::Protocol::qx && !a.paper);
+  // Off is the identity change (no flip, no shift), so one training path serves both.
   ecg::AugmentOptions augment_options;
-  augment_options.max_shift = std::max<Index>(1, static_cast<Index>(std::lround(3.0 * static_cast<double>(a.size) / 64)));
+  augment_options.flip_probability = augment ? 0.5 : 0.0;
+  augment_options.max_shift = augment ? std::max<Index>(1, static_cast<Index>(std::lround(3.0 * static_cast<double>(a.size) / 64))) : 0;
   augment_options.seed = a.seed;
   const fs::path out = a.out;
   fs::create_directories(out / "figures");
@@ -621,7 +623,7 @@ inline nlohmann::json run_reproduce(ReproduceArgs a) {
     if (a.paper) options.group_lrs = {{"layer1", 1e-6}, {"layer2", 1e-6}, {"layer3", 1e-5}, {"layer4", 1e-4}, {"fc", 1e-4}};
     stage = clock::now();
     ecg::AugmentedDataset<Subset<ecg::ShardedDataset>> augmented(train, augment_options);
-    const auto result = augment ? train::fit(*model, augmented, val, options) : train::fit(*model, train, val, options);
+    const auto result = train::fit(*model, augmented, val, options);
     if (result.best_epoch >= 0) nn::load_safetensors(*model, run / "checkpoint.safetensors");
     // Training time from the epoch log, so that a resumed run still reports what training cost.
     double train_seconds = 0;

@@ -20,12 +20,14 @@
 // draws anew.
 #pragma once
 #include "qx/config.hpp"
+#include "qx/core/allocator.hpp"
 #include "qx/core/error.hpp"
 #include "qx/core/tensor.hpp"
 
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <limits>
 #include <vector>
 
 QX_NAMESPACE_BEGIN
@@ -72,32 +74,25 @@ inline AugmentDraw draw_augmentation(const AugmentOptions& o, Index epoch, Index
   return d;
 }
 
-/// Applies `d` to one H × W plane in place; `scratch` holds at least H·W values.
+/// Applies `d` to one H × W plane in place; `scratch` holds at least H·W values. The three changes all
+/// move whole rows, so they compose into one row map r → t = round(m + (f(r) − m)·a) + s, with f the flip:
+/// one pass in which a target row takes the maximum of the rows mapped to it, and a row that nothing maps
+/// to is background (0).
 template <class T>
 void augment_plane(T* plane, Index height, Index width, const AugmentDraw& d, T* scratch) {
-  const Index n = height * width;
-  if (d.flip) {
-    for (Index r = 0; r < height; ++r) std::copy_n(plane + (height - 1 - r) * width, width, scratch + r * width);
-    std::copy_n(scratch, n, plane);
+  if (!d.flip && d.scale == 1.0 && d.shift == 0) return;
+  constexpr T unmapped = std::numeric_limits<T>::lowest();
+  std::fill_n(scratch, height * width, unmapped);
+  const double middle = static_cast<double>(height - 1) / 2;
+  for (Index r = 0; r < height; ++r) {
+    const Index flipped = d.flip ? height - 1 - r : r;
+    const Index t = static_cast<Index>(std::lround(middle + (static_cast<double>(flipped) - middle) * d.scale)) + d.shift;
+    if (t < 0 || t >= height) continue;
+    T* target = scratch + t * width;
+    const T* source = plane + r * width;
+    for (Index c = 0; c < width; ++c) target[c] = std::max(target[c], source[c]);
   }
-  if (d.scale != 1.0) {
-    const double middle = static_cast<double>(height - 1) / 2;
-    std::fill_n(scratch, n, T(0));
-    for (Index r = 0; r < height; ++r) {
-      const Index t = std::clamp<Index>(static_cast<Index>(std::lround(middle + (static_cast<double>(r) - middle) * d.scale)),
-                                        0, height - 1);
-      for (Index c = 0; c < width; ++c) scratch[t * width + c] = std::max(scratch[t * width + c], plane[r * width + c]);
-    }
-    std::copy_n(scratch, n, plane);
-  }
-  if (d.shift != 0) {
-    for (Index r = 0; r < height; ++r) {
-      const Index source = r - d.shift;
-      if (source >= 0 && source < height) std::copy_n(plane + source * width, width, scratch + r * width);
-      else std::fill_n(scratch + r * width, width, T(0));
-    }
-    std::copy_n(scratch, n, plane);
-  }
+  for (Index i = 0; i < height * width; ++i) plane[i] = scratch[i] == unmapped ? T(0) : scratch[i];
 }
 
 /**
@@ -125,7 +120,7 @@ class AugmentedDataset {
     check(images.dim() == 4 && images.is_contiguous(), "AugmentedDataset: pictures must be (N, C, H, W), got ",
           shape_str(images.shape()));
     const Index channels = images.size(1), height = images.size(2), width = images.size(3);
-    std::vector<T> scratch(static_cast<std::size_t>(height * width));  // one plane, once per batch
+    const memory::Buffer<T> scratch(static_cast<std::size_t>(height * width));  // one plane, from the cache
     for (std::size_t k = 0; k < indices.size(); ++k) {
       const AugmentDraw d = draw_augmentation(options_, epoch_, indices[k]);
       for (Index c = 0; c < channels; ++c)
