@@ -9,6 +9,8 @@
 #include "qx/kernels/winograd.hpp"
 
 #include <cmath>
+#include <cstring>
+#include <limits>
 #include <vector>
 
 using qx::Index;
@@ -60,27 +62,49 @@ struct NaiveConv {
 
 TEST_CASE_TEMPLATE("gemm matches the naive triple loop for every transpose combination", T, float, double) {
   qx::Rng rng(5);
-  const Index m = 37, n = 45, k = 29, pad = 3;
-  for (bool ta : {false, true})
-    for (bool tb : {false, true}) {
-      CAPTURE(ta);
-      CAPTURE(tb);
-      const Index lda = (ta ? m : k) + pad, ldb = (tb ? k : n) + pad, ldc = n + pad;
-      auto a = random_vector<T>(static_cast<std::size_t>((ta ? k : m) * lda), rng);
-      auto b = random_vector<T>(static_cast<std::size_t>((tb ? n : k) * ldb), rng);
-      auto c = random_vector<T>(static_cast<std::size_t>(m * ldc), rng);
-      std::vector<double> expected(c.begin(), c.end());
-      const T alpha = T(0.75), beta = T(-0.5);
-      for (Index i = 0; i < m; ++i)
-        for (Index j = 0; j < n; ++j) {
-          double s = 0;
-          for (Index p = 0; p < k; ++p)
-            s += double(ta ? a[p * lda + i] : a[i * lda + p]) * double(tb ? b[j * ldb + p] : b[p * ldb + j]);
-          expected[i * ldc + j] = alpha * s + beta * double(c[i * ldc + j]);
+  struct Sizes {
+    Index m, n, k;
+  };
+  // The second product has few columns: the packed kernel computes it transposed (Cᵀ = op(B)ᵀ·op(A)ᵀ).
+  const Sizes sizes[] = {{37, 45, 29}, {150, 20, 70}};
+  CHECK_FALSE(qx::kernels::detail::computes_transposed(sizes[0].m, sizes[0].n));
+  CHECK(qx::kernels::detail::computes_transposed(sizes[1].m, sizes[1].n));
+  const Index pad = 3;
+  for (const Sizes z : sizes)
+    for (const T beta : {T(-0.5), T(0)})
+      for (bool ta : {false, true})
+        for (bool tb : {false, true}) {
+          const Index m = z.m, n = z.n, k = z.k;
+          CAPTURE(m);
+          CAPTURE(beta);
+          CAPTURE(ta);
+          CAPTURE(tb);
+          const Index lda = (ta ? m : k) + pad, ldb = (tb ? k : n) + pad, ldc = n + pad;
+          auto a = random_vector<T>(static_cast<std::size_t>((ta ? k : m) * lda), rng);
+          auto b = random_vector<T>(static_cast<std::size_t>((tb ? n : k) * ldb), rng);
+          auto c = random_vector<T>(static_cast<std::size_t>(m * ldc), rng);
+          if (beta == T(0)) std::fill(c.begin(), c.end(), std::numeric_limits<T>::quiet_NaN());  // β = 0 never reads C
+          std::vector<double> expected(c.begin(), c.end());
+          const T alpha = T(0.75);
+          for (Index i = 0; i < m; ++i)
+            for (Index j = 0; j < n; ++j) {
+              double s = 0;
+              for (Index p = 0; p < k; ++p)
+                s += double(ta ? a[p * lda + i] : a[i * lda + p]) * double(tb ? b[j * ldb + p] : b[p * ldb + j]);
+              expected[i * ldc + j] = alpha * s + (beta == T(0) ? 0.0 : beta * double(c[i * ldc + j]));
+            }
+          const std::vector<T> before = c;
+          qx::kernels::gemm(ta, tb, m, n, k, alpha, a.data(), lda, b.data(), ldb, beta, c.data(), ldc);
+          // C's m×n block against the loop; the padding columns past n must be left as they were.
+          std::vector<double> got(c.begin(), c.end());
+          for (Index i = 0; i < m; ++i)
+            for (Index j = n; j < ldc; ++j) {
+              const std::size_t at = static_cast<std::size_t>(i * ldc + j);
+              CHECK(std::memcmp(&c[at], &before[at], sizeof(T)) == 0);
+              got[at] = expected[at] = 0.0;
+            }
+          expect_near(got, expected, "gemm", tolerance<T>());
         }
-      qx::kernels::gemm(ta, tb, m, n, k, alpha, a.data(), lda, b.data(), ldb, beta, c.data(), ldc);
-      expect_near(c, expected, "gemm");
-    }
 }
 
 namespace {
@@ -129,10 +153,13 @@ TEST_CASE_TEMPLATE("conv2d kernels match the naive loops", T, float, double) {
       {1, 8, 24, 24, 6, 1, 1, 1, 1, 0, 0},  // 1×1, one image per block: columns are the input itself
       {2, 6, 7, 7, 3, 1, 1, 2, 2, 0, 0},    // 1×1 stride 2 (downsample)
       {2, 3, 23, 19, 4, 7, 7, 2, 2, 3, 3},  // the 7×7 stride-2 stem
+      {2, 1, 21, 18, 64, 7, 7, 2, 2, 3, 3}, // the stem on one channel: ∂W computed transposed (K = 49)
       {1, 2, 6, 5, 3, 3, 2, 1, 2, 0, 2},    // asymmetric kernel, stride and padding
       {7, 20, 5, 4, 24, 3, 3, 1, 1, 1, 1},  // several images per GEMM block, blocks over threads
       {9, 70, 6, 6, 67, 3, 3, 1, 1, 1, 1},  // channels not multiples of the 6×64 tile, K > one KC slice
   };
+  CHECK(qx::kernels::weight_gradient_transposed(shapes[6]));  // both orientations of ∂W are exercised
+  CHECK_FALSE(qx::kernels::weight_gradient_transposed(shapes[9]));
   check_conv<T>(shapes, qx::kernels::conv2d_forward<T>, qx::kernels::conv2d_backward_input<T>,
                 qx::kernels::conv2d_backward_weight<T>, tolerance<T>());
 }
@@ -145,6 +172,8 @@ TEST_CASE_TEMPLATE("Winograd F(4x4, 3x3) matches the naive loops on 3x3 stride-1
       {3, 7, 13, 5, 9, 3, 3, 1, 1, 1, 1},    // odd channels, several images per block
       {9, 70, 6, 6, 67, 3, 3, 1, 1, 1, 1},   // channels not multiples of the 6×64 tile
       {1, 32, 17, 17, 16, 3, 3, 1, 1, 2, 2}, // padding 2, one image
+      {2, 5, 30, 29, 6, 3, 3, 1, 1, 1, 1},   // 64 tiles per image: products of whole column tiles
+      {1, 3, 40, 36, 4, 3, 3, 1, 1, 1, 1},   // 90 tiles, a partial lane group
   };
   for (const auto& s : shapes) CHECK(wino::applies(s));
   CHECK_FALSE(wino::applies({1, 3, 8, 8, 4, 3, 3, 2, 2, 1, 1}));

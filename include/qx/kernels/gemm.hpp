@@ -26,14 +26,50 @@ using ConstMap = Eigen::Map<const RowMajor<T>, Eigen::Unaligned, Eigen::OuterStr
 template <class T>
 using Map = Eigen::Map<RowMajor<T>, Eigen::Unaligned, Eigen::OuterStride<>>;
 
+/**
+ * Whether the packed kernel computes C (m×n) better as its transpose Cᵀ = op(B)ᵀ·op(A)ᵀ. Its register
+ * tile is 6 rows × 64 columns: a product of few columns (a 7×7 image's 49 positions, 14×14's 196, a
+ * Winograd block of 32 tiles) fills little of the last tile, while its transpose puts them on the 6-row
+ * side. Chosen by the padded tile area, transposed when 10 % smaller: the transposed product packs its
+ * operands the other way and moves C once more, so near-equal areas keep the direct product.
+ */
+inline bool computes_transposed(Index m, Index n) {
+  auto padded = [](Index extent, Index unit) { return (extent + unit - 1) / unit * unit; };
+  return 10 * padded(n, packed::mr) * padded(m, packed::nr) < 9 * padded(m, packed::mr) * padded(n, packed::nr);
+}
+
+#if defined(__AVX512F__)
+/// C (m×n) = α·op(A)·op(B) + β·C by the packed kernel, as Cᵀ = α·op(B)ᵀ·op(A)ᵀ into a thread's scratch and
+/// then transposed into C when computes_transposed says so.
+inline void gemm_packed_oriented(bool trans_a, bool trans_b, Index m, Index n, Index k, float alpha, const float* a, Index lda,
+                                 const float* b, Index ldb, float beta, float* c, Index ldc) {
+  if (!computes_transposed(m, n)) {
+    packed::gemm_packed(trans_a, trans_b, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
+    return;
+  }
+  // op(B)ᵀ is B read the other way: stored k×n untransposed, it is an n×k operand "transposed".
+  float* ct = packed::c_buffer().get(m * n);  // Cᵀ (n×m)
+  packed::gemm_packed(!trans_b, !trans_a, n, m, k, alpha, b, ldb, a, lda, 0.0f, ct, m);
+  constexpr Index block = 16;  // rows of C per pass: 16 consecutive reads of a Cᵀ row are one cache line
+  for (Index i0 = 0; i0 < m; i0 += block) {
+    const Index i1 = std::min(m, i0 + block);
+    for (Index j = 0; j < n; ++j)
+      for (Index i = i0; i < i1; ++i) {
+        float& dst = c[i * ldc + j];
+        dst = beta != 0.0f ? ct[j * m + i] + beta * dst : ct[j * m + i];
+      }
+  }
+}
+#endif
+
 /// One block of C: rows [r0, r0 + rows) and columns [c0, c0 + cols), computed by Eigen on this thread.
 template <class T>
 void gemm_block(bool trans_a, bool trans_b, Index k, T alpha, const T* a, Index lda, const T* b, Index ldb, T beta, T* c,
                 Index ldc, Index r0, Index rows, Index c0, Index cols) {
 #if defined(__AVX512F__)
   if constexpr (std::is_same_v<T, float>) {
-    packed::gemm_packed(trans_a, trans_b, rows, cols, k, alpha, trans_a ? a + r0 : a + r0 * lda, lda,
-                        trans_b ? b + c0 * ldb : b + c0, ldb, beta, c + r0 * ldc + c0, ldc);
+    gemm_packed_oriented(trans_a, trans_b, rows, cols, k, alpha, trans_a ? a + r0 : a + r0 * lda, lda,
+                         trans_b ? b + c0 * ldb : b + c0, ldb, beta, c + r0 * ldc + c0, ldc);
     return;
   }
 #endif

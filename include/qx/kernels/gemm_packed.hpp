@@ -4,6 +4,7 @@
 // docs/kernels.md. β = 0 never reads C (it may be uninitialised).
 #pragma once
 #include "qx/config.hpp"
+#include "qx/core/allocator.hpp"
 #include "qx/core/error.hpp"
 #include "qx/core/shape.hpp"
 
@@ -27,21 +28,23 @@ constexpr Index nr = 64;   // columns of C per micro-tile: 4 zmm of B per k step
 constexpr Index kc = 256;  // depth of one packed slice
 constexpr Index nc = 768;  // columns of one packed B block: KC·NC·4 B = 768 KiB, resident in L2 (1 MiB)
 
-/// A thread's packing buffers, 64-byte aligned, grown on demand and kept for later calls (no allocation
-/// in steady state).
+/// A thread's packing buffers, grown on demand and kept for later calls (no allocation in steady state).
+/// Each is one or more whole huge pages (memory::detail::huge_page_aligned): a packed B block is meant to stay in
+/// L2, and in 4 KiB pages of arbitrary physical addresses it can map onto too few of L2's sets.
 struct Buffer {
   struct Free {
-    void operator()(float* p) const { std::free(p); }
+    void operator()(float* p) const { ::operator delete(p, std::align_val_t{memory::detail::huge_page}); }
   };
   std::unique_ptr<float, Free> data;
   Index capacity = 0;
   float* get(Index n) {
     if (n > capacity) {
-      const std::size_t bytes = (static_cast<std::size_t>(n) * sizeof(float) + 63) / 64 * 64;
-      float* p = static_cast<float*>(std::aligned_alloc(64, bytes));
+      const std::size_t pages = (static_cast<std::size_t>(n) * sizeof(float) + memory::detail::huge_page - 1) / memory::detail::huge_page;
+      const std::size_t bytes = pages * memory::detail::huge_page;
+      float* p = static_cast<float*>(memory::detail::huge_page_aligned(bytes));
       if (!p) fail("gemm: cannot allocate a packing buffer of ", bytes, " bytes");
       data.reset(p);
-      capacity = n;
+      capacity = static_cast<Index>(bytes / sizeof(float));
     }
     return data.get();
   }
@@ -51,6 +54,10 @@ inline Buffer& a_buffer() {
   return b;
 }
 inline Buffer& b_buffer() {
+  thread_local Buffer b;
+  return b;
+}
+inline Buffer& c_buffer() {  // a transposed product's result (kernels/gemm.hpp)
   thread_local Buffer b;
   return b;
 }
@@ -132,17 +139,17 @@ inline void pack_b(bool trans, const float* b, Index ldb, Index p0, Index k, Ind
       // B is stored (n, k): read NR rows of it in step (NR sequential streams, each cache line used 16
       // times) so the writes are contiguous; column-at-a-time writes with stride NR were slower.
       const float* src = b + (j0 + jr) * ldb + p0;
-      Index p_done = 0;
+      Index p_done = 0, c_done = 0;  // depths and columns the 16×16 register transposes covered
 #if defined(__AVX512F__)
-      if (cols == nr) {  // whole panels: 16×16 blocks transposed in registers
-        p_done = k / 16 * 16;
-        for (Index cb = 0; cb < nr; cb += 16)
-          for (Index pb = 0; pb < p_done; pb += 16) transpose_16x16(src + cb * ldb + pb, ldb, panel + pb * nr + cb, nr);
-      }
+      // Whole 16×16 blocks, also in a partial panel (a weight gradient of K = 49 columns has three).
+      p_done = k / 16 * 16;
+      c_done = cols / 16 * 16;
+      for (Index cb = 0; cb < c_done; cb += 16)
+        for (Index pb = 0; pb < p_done; pb += 16) transpose_16x16(src + cb * ldb + pb, ldb, panel + pb * nr + cb, nr);
 #endif
-      for (Index p = p_done; p < k; ++p) {
+      for (Index p = 0; p < k; ++p) {
         float* dst = panel + p * nr;
-        for (Index c = 0; c < cols; ++c) dst[c] = src[c * ldb + p];
+        for (Index c = p < p_done ? c_done : 0; c < cols; ++c) dst[c] = src[c * ldb + p];
         for (Index c = cols; c < nr; ++c) dst[c] = 0.0f;
       }
     }
