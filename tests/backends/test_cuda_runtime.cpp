@@ -76,7 +76,7 @@ struct CountingSystem {
     return ::operator new(size, std::nothrow);
   }
   static void* allocate_uncached(std::size_t size) { return allocate(size); }
-  static void release(void* p, std::size_t) noexcept {
+  static void release(void* p) noexcept {
     ++releases;
     ::operator delete(p);
   }

@@ -21,9 +21,6 @@
 #if defined(__unix__) || defined(__APPLE__)
 #include <unistd.h>
 #endif
-#if defined(__linux__)
-#include <sys/mman.h>
-#endif
 
 QX_NAMESPACE_BEGIN
 namespace memory {
@@ -68,43 +65,17 @@ inline std::size_t default_limit() {
   return physical / 4;  // a quarter of the machine: room for any model this library trains on a CPU
 }
 
-/// The transparent huge page of x86-64 Linux.
-inline constexpr std::size_t huge_page = std::size_t{2} << 20;
-
-/**
- * A block of `size` bytes aligned to a huge page and, on Linux, advised to be backed by huge pages
- * (madvise(MADV_HUGEPAGE), which the default THP setting "madvise" honours): a tensor or packing
- * buffer of megabytes in 4 KiB pages lands on whatever physical pages the kernel hands out, and how
- * they map onto the L2 cache's sets changed a whole process's speed by 20–25 % from one run to the next
- * (docs/memory.md); a 2 MiB page is physically contiguous. Null when the system has no block this large.
- * Released with ::operator delete(p, std::align_val_t{huge_page}).
- */
-inline void* huge_page_aligned(std::size_t size) noexcept {
-  void* p = ::operator new(size, std::align_val_t{huge_page}, std::nothrow);
-#if defined(__linux__) && defined(MADV_HUGEPAGE)
-  if (p) madvise(p, (size + huge_page - 1) / huge_page * huge_page, MADV_HUGEPAGE);  // advice only: ignored if refused
-#endif
-  return p;
-}
-
 /// Where the host cache gets its blocks: 64-byte aligned operator new. The device cache (core/cuda.hpp)
 /// plugs cudaMalloc into the same CachingAllocator.
 struct HostSystem {
   static constexpr const char* name = "memory";
   /// Requests below min_cached_bytes skip the cache.
   static bool bypasses_cache(std::size_t size) noexcept { return size < min_cached_bytes; }
-  /// Null when the system has no block this large. Blocks of a huge page or more are aligned to it and
-  /// marked for transparent huge pages (see huge_page_aligned).
-  static void* allocate(std::size_t size) noexcept {
-    if (size < huge_page) return ::operator new(size, std::align_val_t{alignment}, std::nothrow);
-    return huge_page_aligned(size);
-  }
+  /// Null when the system has no block this large.
+  static void* allocate(std::size_t size) noexcept { return ::operator new(size, std::align_val_t{alignment}, std::nothrow); }
   /// Below min_cached_bytes: straight from the C library, throwing std::bad_alloc as any new would.
   static void* allocate_uncached(std::size_t size) { return ::operator new(size, std::align_val_t{alignment}); }
-  /// `size` is the size class the block was allocated with (it tells the alignment).
-  static void release(void* p, std::size_t size) noexcept {
-    ::operator delete(p, std::align_val_t{size < huge_page ? alignment : huge_page});
-  }
+  static void release(void* p) noexcept { ::operator delete(p, std::align_val_t{alignment}); }
   static std::size_t default_limit() { return qx::memory::detail::default_limit(); }
 };
 
@@ -145,7 +116,7 @@ class CachingAllocator {
     if (!p) return;
     const std::size_t size = size_class(bytes);
     if (System::bypasses_cache(size)) {
-      System::release(p, size);
+      System::release(p);
       return;
     }
     {
@@ -167,7 +138,7 @@ class CachingAllocator {
       }
       ++stats_.system_frees;
     }
-    System::release(p, size);
+    System::release(p);
   }
 
   /// Returns every cached block to the system.
@@ -180,7 +151,7 @@ class CachingAllocator {
       stats_.cached_bytes = 0;
     }
     for (auto& [size, list] : blocks)
-      for (void* p : list) System::release(p, size);
+      for (void* p : list) System::release(p);
   }
 
   void set_limit(std::size_t bytes) {

@@ -135,7 +135,7 @@ struct DeviceSystem {
     return nullptr;
   }
   static void* allocate_uncached(std::size_t size) { return allocate(size); }  // never reached: nothing bypasses the cache
-  static void release(void* p, std::size_t /*size*/) noexcept {
+  static void release(void* p) noexcept {
 #if defined(QX_USE_CUDA) && QX_USE_CUDA
     (void)cudaFree(p);
 #else

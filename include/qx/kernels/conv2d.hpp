@@ -16,17 +16,42 @@
 
 #include <algorithm>
 #include <memory>
+#include <type_traits>
 #include <vector>
+
+#if defined(__AVX512F__)
+#include <immintrin.h>
+#endif
 
 QX_NAMESPACE_BEGIN
 namespace kernels {
 
 namespace detail {
+#if defined(__AVX512F__)
+/// Lanes [lo, hi) of a 16-lane mask (0 ≤ lo ≤ hi ≤ 16).
+inline __mmask16 lane_mask(Index lo, Index hi) {
+  return static_cast<__mmask16>(((1u << hi) - 1u) & ~((1u << lo) - 1u));
+}
+#endif
+
+/// Whether a row of outputs fits one AVX-512 vector of T with stride 1: then im2col and col2im move a
+/// row with one masked load and one masked store instead of a fill, a copy call and a fill (deep layers:
+/// a 4×4 plane's rows are 4 floats, and per-row calls made im2col run at 2.5 GB/s).
+template <class T>
+bool narrow_rows(const Conv2dShape& s) {
+#if defined(__AVX512F__)
+  return std::is_same_v<T, float> && s.out_w() <= 16 && s.stride_w == 1;
+#else
+  return false;
+#endif
+}
+
 /// col (K, P), rows `ld` apart, ← the receptive fields of image x (C_in, H, W). Channels are independent
 /// rows of col: called outside a parallel region (one image on all threads) they are split over threads.
 template <class T>
 void im2col(const Conv2dShape& s, const T* x, T* col, Index ld) {
   const Index oh = s.out_h(), ow = s.out_w();
+  [[maybe_unused]] const bool narrow = narrow_rows<T>(s);  // read by the AVX-512 path only
   parallel_for(0, s.c_in, [&](Index c) {
     for (Index p = 0; p < s.kh; ++p)
       for (Index q = 0; q < s.kw; ++q) {
@@ -37,12 +62,21 @@ void im2col(const Conv2dShape& s, const T* x, T* col, Index ld) {
         for (Index i = 0; i < oh; ++i) {
           const Index r = i * s.stride_h + p - s.pad_h;
           T* out = row + i * ow;
+          const T* src = x + (c * s.h + std::clamp<Index>(r, 0, s.h - 1)) * s.w;
+          const Index shift = q - s.pad_w;  // tap (i, j) is src[j·stride_w + shift]
+#if defined(__AVX512F__)
+          if constexpr (std::is_same_v<T, float>) {
+            if (narrow) {  // lanes outside [j_lo, j_hi) are neither read nor kept: zeros
+              const __mmask16 taps = r < 0 || r >= s.h ? __mmask16(0) : lane_mask(j_lo, j_hi);
+              _mm512_mask_storeu_ps(out, lane_mask(0, ow), _mm512_maskz_loadu_ps(taps, src + shift));
+              continue;
+            }
+          }
+#endif
           if (r < 0 || r >= s.h) {
             std::fill_n(out, ow, T(0));
             continue;
           }
-          const T* src = x + (c * s.h + r) * s.w;
-          const Index shift = q - s.pad_w;  // tap (i, j) is src[j·stride_w + shift]
           std::fill_n(out, j_lo, T(0));
           if (s.stride_w == 1) std::copy(src + j_lo + shift, src + j_hi + shift, out + j_lo);
           else
@@ -58,6 +92,7 @@ void im2col(const Conv2dShape& s, const T* x, T* col, Index ld) {
 template <class T>
 void col2im(const Conv2dShape& s, const T* col, Index ld, T* x) {
   const Index oh = s.out_h(), ow = s.out_w();
+  [[maybe_unused]] const bool narrow = narrow_rows<T>(s);  // read by the AVX-512 path only
   parallel_for(0, s.c_in, [&](Index c) {
     std::fill_n(x + c * s.h * s.w, s.h * s.w, T(0));
     for (Index p = 0; p < s.kh; ++p)
@@ -72,6 +107,16 @@ void col2im(const Conv2dShape& s, const T* col, Index ld, T* x) {
           T* dst = x + (c * s.h + r) * s.w;
           const Index shift = q - s.pad_w;  // dst[j·stride_w + shift] receives tap (i, j)
           const T* in = row + i * ow;
+#if defined(__AVX512F__)
+          if constexpr (std::is_same_v<T, float>) {
+            if (narrow) {  // one masked read-add-write of the taps' lanes [j_lo, j_hi)
+              const __mmask16 taps = lane_mask(j_lo, j_hi);
+              const __m512 sum = _mm512_add_ps(_mm512_maskz_loadu_ps(taps, dst + shift), _mm512_maskz_loadu_ps(taps, in));
+              _mm512_mask_storeu_ps(dst + shift, taps, sum);
+              continue;
+            }
+          }
+#endif
           if (s.stride_w == 1) {  // contiguous: lets the compiler vectorise the adds
             T* d = dst + j_lo + shift;
             const T* g = in + j_lo;

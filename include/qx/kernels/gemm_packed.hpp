@@ -4,7 +4,6 @@
 // docs/kernels.md. β = 0 never reads C (it may be uninitialised).
 #pragma once
 #include "qx/config.hpp"
-#include "qx/core/allocator.hpp"
 #include "qx/core/error.hpp"
 #include "qx/core/shape.hpp"
 
@@ -28,23 +27,21 @@ constexpr Index nr = 64;   // columns of C per micro-tile: 4 zmm of B per k step
 constexpr Index kc = 256;  // depth of one packed slice
 constexpr Index nc = 768;  // columns of one packed B block: KC·NC·4 B = 768 KiB, resident in L2 (1 MiB)
 
-/// A thread's packing buffers, grown on demand and kept for later calls (no allocation in steady state).
-/// Each is one or more whole huge pages (memory::detail::huge_page_aligned): a packed B block is meant to stay in
-/// L2, and in 4 KiB pages of arbitrary physical addresses it can map onto too few of L2's sets.
+/// A thread's packing buffers, 64-byte aligned, grown on demand and kept for later calls (no allocation
+/// in steady state).
 struct Buffer {
   struct Free {
-    void operator()(float* p) const { ::operator delete(p, std::align_val_t{memory::detail::huge_page}); }
+    void operator()(float* p) const { std::free(p); }
   };
   std::unique_ptr<float, Free> data;
   Index capacity = 0;
   float* get(Index n) {
     if (n > capacity) {
-      const std::size_t pages = (static_cast<std::size_t>(n) * sizeof(float) + memory::detail::huge_page - 1) / memory::detail::huge_page;
-      const std::size_t bytes = pages * memory::detail::huge_page;
-      float* p = static_cast<float*>(memory::detail::huge_page_aligned(bytes));
+      const std::size_t bytes = (static_cast<std::size_t>(n) * sizeof(float) + 63) / 64 * 64;
+      float* p = static_cast<float*>(std::aligned_alloc(64, bytes));
       if (!p) fail("gemm: cannot allocate a packing buffer of ", bytes, " bytes");
       data.reset(p);
-      capacity = static_cast<Index>(bytes / sizeof(float));
+      capacity = n;
     }
     return data.get();
   }
