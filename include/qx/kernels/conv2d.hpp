@@ -62,6 +62,7 @@ void im2col(const Conv2dShape& s, const T* x, T* col, Index ld) {
         for (Index i = 0; i < oh; ++i) {
           const Index r = i * s.stride_h + p - s.pad_h;
           T* out = row + i * ow;
+          // Clamped so the pointer stays inside x; a row outside the image is never read through it.
           const T* src = x + (c * s.h + std::clamp<Index>(r, 0, s.h - 1)) * s.w;
           const Index shift = q - s.pad_w;  // tap (i, j) is src[j·stride_w + shift]
 #if defined(__AVX512F__)

@@ -150,6 +150,8 @@ Tensor<T> max_pool2d(const Tensor<T>& x, Index kernel, Index stride = 0, Index p
           const Index count = std::min(lanes, j_hi - j0);
           T best[lanes];
           Index best_at[lanes];
+          // Lanes past `count` repeat the group's last column, so every lane reads inside the plane and
+          // the lane loops keep a fixed trip count; only `count` results are stored.
           for (Index l = 0; l < lanes; ++l) {
             best_at[l] = r0 * w + (j0 + std::min(l, count - 1)) * stride - padding;
             best[l] = src[best_at[l]];
