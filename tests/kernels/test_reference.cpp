@@ -153,13 +153,15 @@ TEST_CASE_TEMPLATE("conv2d kernels match the naive loops", T, float, double) {
       {1, 8, 24, 24, 6, 1, 1, 1, 1, 0, 0},  // 1×1, one image per block: columns are the input itself
       {2, 6, 7, 7, 3, 1, 1, 2, 2, 0, 0},    // 1×1 stride 2 (downsample)
       {2, 3, 23, 19, 4, 7, 7, 2, 2, 3, 3},  // the 7×7 stride-2 stem
-      {2, 1, 21, 18, 64, 7, 7, 2, 2, 3, 3}, // the stem on one channel: ∂W computed transposed (K = 49)
+      {2, 1, 21, 18, 64, 7, 7, 2, 2, 3, 3}, // the stem on one channel: ∂W (64 × 49) computed transposed
       {1, 2, 6, 5, 3, 3, 2, 1, 2, 0, 2},    // asymmetric kernel, stride and padding
       {7, 20, 5, 4, 24, 3, 3, 1, 1, 1, 1},  // several images per GEMM block, blocks over threads
       {9, 70, 6, 6, 67, 3, 3, 1, 1, 1, 1},  // channels not multiples of the 6×64 tile, K > one KC slice
   };
-  CHECK(qx::kernels::weight_gradient_transposed(shapes[6]));  // both orientations of ∂W are exercised
-  CHECK_FALSE(qx::kernels::weight_gradient_transposed(shapes[9]));
+  // Both orientations of the ∂W product (C_out × K) are exercised: the packed GEMM computes the stem's
+  // transposed.
+  CHECK(qx::kernels::detail::computes_transposed(shapes[6].c_out, shapes[6].patch()));
+  CHECK_FALSE(qx::kernels::detail::computes_transposed(shapes[9].c_out, shapes[9].patch()));
   check_conv<T>(shapes, qx::kernels::conv2d_forward<T>, qx::kernels::conv2d_backward_input<T>,
                 qx::kernels::conv2d_backward_weight<T>, tolerance<T>());
 }

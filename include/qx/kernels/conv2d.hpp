@@ -294,24 +294,11 @@ void conv2d_backward_bias(const Conv2dShape& s, const T* grad_y, T* grad_bias) {
   }, s.n * p);
 }
 
-/// Whether ∂W is better computed transposed, ∂Wᵀ (K, C_out) = Σ_n col_n · g_nᵀ: the GEMM's register tile
-/// is 6 rows × 64 columns, so ∂W with K = 49 or 147 columns (a 7×7 stem on 1 or 3 channels) computes
-/// 64 or 192 of them, while ∂Wᵀ puts K on the 6-row side (54 or 150 rows) and C_out = 64 fills the
-/// columns. Chosen by the padded tile area of the two orientations, transposed when 10 % smaller.
-inline bool weight_gradient_transposed(const Conv2dShape& s) {
-  auto padded = [](Index extent, Index unit) { return (extent + unit - 1) / unit * unit; };
-  const Index k = s.patch();
-  // A clear margin: the two orientations pack their operands differently, so near-equal areas keep
-  // the usual one.
-  return 10 * padded(k, 6) * padded(s.c_out, 64) < 9 * padded(s.c_out, 6) * padded(k, 64);
-}
-
 /// grad_weight (C_out, C_in, kH, kW) = Σ_n g_n · col_nᵀ and grad_bias (C_out, nullable) = Σ g; assigned.
 template <class T>
 void conv2d_backward_weight(const Conv2dShape& s, const T* x, const T* grad_y, T* grad_weight, T* grad_bias) {
   const Index k = s.patch(), p = s.positions();
-  const bool transposed = weight_gradient_transposed(s);
-  detail::PerThreadSums<T> partial(s.c_out * k);  // ∂W (or ∂Wᵀ) per thread
+  detail::PerThreadSums<T> partial(s.c_out * k);  // ∂W per thread
   detail::for_each_block<T>(s.n, detail::images_per_block(s), k * p + s.c_out * p, [&](Index first, Index images, T* scratch, int t) {
     const Index ld = images * p;
     const T* col = detail::columns_of_block(s, x + first * s.c_in * s.h * s.w, images, scratch);
@@ -322,15 +309,10 @@ void conv2d_backward_weight(const Conv2dShape& s, const T* x, const T* grad_y, T
         for (Index o = 0; o < s.c_out; ++o) std::copy_n(grad_y + ((first + b) * s.c_out + o) * p, p, gathered + o * ld + b * p);
       g = gathered;
     }
-    if (transposed) gemm(false, true, k, s.c_out, ld, T(1), col, ld, g, ld, T(1), partial[t], s.c_out);
-    else gemm(false, true, s.c_out, k, ld, T(1), g, ld, col, ld, T(1), partial[t], k);
+    // A stem's K = 49 or 147 columns: gemm computes this product transposed (kernels/gemm.hpp).
+    gemm(false, true, s.c_out, k, ld, T(1), g, ld, col, ld, T(1), partial[t], k);
   });
-  const T* total = partial.total();
-  if (transposed)
-    parallel_for(0, s.c_out, [&](Index o) {
-      for (Index i = 0; i < k; ++i) grad_weight[o * k + i] = total[i * s.c_out + o];
-    }, k);
-  else std::copy_n(total, s.c_out * k, grad_weight);
+  std::copy_n(partial.total(), s.c_out * k, grad_weight);
   if (grad_bias) conv2d_backward_bias(s, grad_y, grad_bias);
 }
 
