@@ -16,6 +16,7 @@
 #include "qx/core/random.hpp"
 #include "qx/kernels/conv2d.hpp"
 #include "qx/kernels/gemm.hpp"
+#include "qx/nn/layers.hpp"
 #include "qx/ops/add.hpp"
 #include "qx/ops/add_relu.hpp"
 #include "qx/ops/batch_norm2d.hpp"
@@ -27,6 +28,7 @@
 #include "qx/ops/softmax.hpp"
 #include "qx/optim/adam.hpp"
 #include "qx/optim/sgd.hpp"
+#include "qx/train/weight_average.hpp"
 
 #include <cmath>
 #include <vector>
@@ -352,4 +354,33 @@ TEST_CASE_TEMPLATE("cuda kernels: Adam, AdamW and SGD steps match the CPU optimi
     }
     expect_same(w.data(), p, "parameters after two steps");
   }
+}
+
+TEST_CASE_TEMPLATE("cuda kernels: the weight average's update and swap match train::WeightAverage on the CPU", T, float, double) {
+  qx::Rng rng(23);
+  qx::nn::Linear<T> model(5, 8, rng);  // 48 values
+  std::vector<T> average(model.weight.to_vector());
+  const auto bias = model.bias.to_vector();
+  average.insert(average.end(), bias.begin(), bias.end());
+  qx::train::WeightAverage<T> cpu(model, 0.9);
+  std::vector<T> w;
+  for (int step = 1; step <= 3; ++step) {
+    const T decay = static_cast<T>(cpu.next_decay());
+    model.weight = randn<T>({8, 5}, rng);
+    model.bias = randn<T>({8}, rng);
+    cpu.update();
+    w = model.weight.to_vector();
+    const auto b = model.bias.to_vector();
+    w.insert(w.end(), b.begin(), b.end());
+    cuda::launch_on_host(cuda::AverageStep<T>{{decay}, average.data(), w.data(), 48}, {3, 7});
+  }
+  cpu.swap();  // the model now holds the CPU average
+  auto expected = model.weight.to_vector();
+  const auto expected_bias = model.bias.to_vector();
+  expected.insert(expected.end(), expected_bias.begin(), expected_bias.end());
+  expect_same(average.data(), Tensor<T>::from({48}, expected), "average after three steps");
+  std::vector<T> a = average, b = w;
+  cuda::launch_on_host(cuda::SwapValues<T>{a.data(), b.data(), 48}, {3, 7});
+  CHECK(a == w);
+  CHECK(b == average);
 }

@@ -48,10 +48,17 @@ TEST_CASE("qx reproduce, tiny, both protocols: every table, figure and JSON fiel
       CAPTURE(part);
       CHECK(md.find(part) != std::string::npos);
     }
+    // The paper's implied test confusion (its accuracy and abnormal precision with the authors' counts:
+    // TP − FP = a·n − (n − P), FP = TP·(1 − p)/p), worked out by hand: sensitivity 64.77 / 57.35 %,
+    // specificity 97.22 / 95.95 %, and a normal-class F1 of 96.47 / 95.38 % — the paper's own figures.
+    CHECK(md.find("| paper 1 (implied) | 93.66 | 80.99 | 89.04 | 64.77 | 74.12 | 97.22 |") != std::string::npos);
+    CHECK(md.find("| paper 2 (implied) | 91.72 | 76.65 | 89.04 | 57.35 | 63.57 | 95.95 |") != std::string::npos);
     const auto report = nlohmann::json::parse(read_text(out / "report.json"));
     CHECK(report["settings"]["protocol"] == protocol);
     // Training pictures are augmented under the clean protocol only (the authors had no augmentation).
     CHECK(report["settings"]["augment"].is_object() == (protocol == "qx"));
+    // So is the weight average (auto: 0.999 for the clean protocol, off for the authors').
+    CHECK(report["settings"]["average_decay"] == (protocol == "qx" ? 0.999 : 0.0));
     CHECK(report["data"]["test"]["counts"]["dataset1_windows"].get<long>() > 0);
     CHECK(report["timing"]["total_seconds"].get<double>() > 0);
     CHECK(report["software"].contains("version"));
@@ -105,4 +112,16 @@ TEST_CASE("qx reproduce: --augment on with the authors' protocol is refused in o
   CHECK(code == 2);
   CHECK(err.find("--augment on needs --protocol qx") != std::string::npos);
   CHECK_FALSE(fs::exists(out / "data"));
+}
+
+TEST_CASE("qx reproduce: a malformed --average-decay is refused in one line, before any work") {
+  const auto out = qx_test::temp_path("cli_reproduce_average");
+  fs::remove_all(out);
+  for (const std::string bad : {"1", "0", "-0.5", "0.99x", "fast"}) {
+    CAPTURE(bad);
+    const auto [code, err] = run_reproduce("--average-decay " + bad + " --out " + out.string());
+    CHECK(code == 2);
+    CHECK(err.find("--average-decay '" + bad + "': expected auto, off or a number in (0, 1)") != std::string::npos);
+    CHECK_FALSE(fs::exists(out / "data"));
+  }
 }

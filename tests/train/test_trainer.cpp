@@ -7,9 +7,11 @@
 #include "qx/ecg/augment.hpp"
 #include "qx/nn/nn.hpp"
 #include "qx/train/trainer.hpp"
+#include "qx/train/weight_average.hpp"
 
 #include <filesystem>
 #include <fstream>
+#include <stdexcept>
 
 namespace fs = std::filesystem;
 using qx::Index;
@@ -205,4 +207,104 @@ TEST_CASE("a NaN loss stops training with the epoch and batch") {
   o.batch_size = 8;
   o.progress = false;
   CHECK_THROWS_WITH(qx::train::fit(*model, bad, bad, o), doctest::Contains("epoch 1, batch 1"));
+}
+
+TEST_CASE("WeightAverage: the warmed-up moving average of parameters and running statistics, integer counters left alone") {
+  qx::nn::Sequential<double> model;
+  qx::Rng rng(3);
+  auto linear = model.push_back(std::make_shared<qx::nn::Linear<double>>(2, 1, rng));
+  auto norm = model.push_back(std::make_shared<qx::nn::BatchNorm2d<double>>(1));
+  // Independent expectation: a_0 = w_0, a_t = d_t·a_{t−1} + (1 − d_t)·w_t with d_t = min(0.5, (1+t)/(10+t)),
+  // i.e. 2/11, 3/12, 4/13, 5/14, 6/15, 7/16, 8/17, then 0.5 from t = 9 on.
+  const auto value_at = [](int t) { return std::sin(0.7 * t) + 0.1 * t; };
+  linear->weight.data()[0] = value_at(0);
+  norm->running_mean.data()[0] = 2 * value_at(0);
+  qx::train::WeightAverage<double> started(model, 0.5);  // the average starts at the weights of its construction
+  double expected = value_at(0);
+  for (int t = 1; t <= 12; ++t) {
+    const double d = std::min(0.5, (1.0 + t) / (10.0 + t));
+    CHECK(started.next_decay() == doctest::Approx(d));
+    linear->weight.data()[0] = value_at(t);
+    norm->running_mean.data()[0] = 2 * value_at(t);
+    norm->num_batches_tracked.data()[0] = t;
+    started.update();
+    expected = d * expected + (1 - d) * value_at(t);
+  }
+  CHECK(started.steps() == 12);
+  started.swap();
+  CHECK(linear->weight.data()[0] == doctest::Approx(expected).epsilon(1e-14));
+  CHECK(norm->running_mean.data()[0] == doctest::Approx(2 * expected).epsilon(1e-14));
+  CHECK(norm->num_batches_tracked.data()[0] == 12);  // a counter, not averaged
+  started.swap();
+  CHECK(linear->weight.data()[0] == value_at(12));  // swapping twice restores the model
+
+  // state_dict / load_state_dict carry the average and the step exactly; a wrong shape is named.
+  qx::train::WeightAverage<double> restored(model, 0.5);
+  restored.load_state_dict(started.state_dict());
+  CHECK(restored.steps() == 12);
+  CHECK(restored.next_decay() == started.next_decay());
+  restored.swap();
+  CHECK(linear->weight.data()[0] == doctest::Approx(expected).epsilon(1e-14));
+  restored.swap();
+  auto bad = started.state_dict();
+  bad["0.weight"] = Tensor<double>::zeros({3});
+  CHECK_THROWS_WITH_AS(restored.load_state_dict(bad), doctest::Contains("'0.weight' is saved with shape"), qx::Error);
+  bad.erase("0.weight");
+  CHECK_THROWS_WITH_AS(restored.load_state_dict(bad), doctest::Contains("has no '0.weight'"), qx::Error);
+  CHECK_THROWS_AS(qx::train::WeightAverage<double>(model, 1.0), qx::Error);
+  CHECK_THROWS_AS(qx::train::WeightAverage<double>(model, 0.0), qx::Error);
+}
+
+TEST_CASE("with a weight average, fit validates, checkpoints and returns the average, and resumes it exactly") {
+  auto train = blobs(64, 16, 4), val = blobs(32, 16, 5);
+  auto o = quiet_options(3, "averaged_straight");
+  o.lr = 1e-3;
+  o.average_decay = 0.9;
+  o.state_every_batches = 1;
+  auto straight = qx::nn::resnet18<float>(1, 2, 4, 7);
+  const auto result = qx::train::fit(*straight, train, val, o);
+  // The state on disk holds the raw weights ("model.") and the average ("average."): the returned model
+  // is the average, not the raw weights, and the average took all 3 × 4 steps.
+  const auto state = qx::io::SafetensorsFile::open(o.out_dir / "state.safetensors");
+  CHECK(state.get_as<float>("average.step").item() == 12.0f);
+  const auto& name = "layer1.0.conv1.weight";
+  CHECK(state.get_as<float>(std::string("average.") + name).to_vector() == straight->named_parameters()[3].second->to_vector());
+  CHECK(straight->named_parameters()[3].first == name);
+  CHECK(state.get_as<float>(std::string("model.") + name).to_vector() != straight->named_parameters()[3].second->to_vector());
+  // The checkpoint is the average of its epoch: after one epoch (always an improvement), the returned model.
+  {
+    auto once = quiet_options(1, "averaged_once");
+    once.average_decay = 0.9;
+    auto model = qx::nn::resnet18<float>(1, 2, 4, 7);
+    CHECK(qx::train::fit(*model, train, val, once).best_epoch == 0);
+    auto reloaded = qx::nn::resnet18<float>(1, 2, 4);
+    qx::nn::load_safetensors(*reloaded, once.out_dir / "checkpoint.safetensors");
+    check_same_state(*model, *reloaded);
+    fs::remove_all(once.out_dir);
+  }
+  // Validation measured the average: evaluating the returned model gives the last epoch's accuracy.
+  CHECK(qx::train::evaluate(*straight, val, 2, 32).accuracy() == result.history.back().val_accuracy);
+
+  // Stopped inside the second epoch (after its second batch, whose state was just written), resumed by a
+  // new process: the same raw weights and the same average as the uninterrupted run.
+  o.out_dir = fresh_dir("averaged_resumed");
+  o.on_batch = [](Index epoch, Index batch) {
+    if (epoch == 1 && batch == 1) throw std::runtime_error("stopped for the test");
+  };
+  auto first = qx::nn::resnet18<float>(1, 2, 4, 7);
+  CHECK_THROWS_AS(qx::train::fit(*first, train, val, o), std::runtime_error);
+  o.on_batch = nullptr;
+  auto second = qx::nn::resnet18<float>(1, 2, 4, 99);
+  CHECK(qx::train::fit(*second, train, val, o).resumed);
+  check_same_state(*straight, *second);
+
+  // A state written with an average does not resume without one (and the reverse), saying so.
+  o.average_decay = 0;
+  auto third = qx::nn::resnet18<float>(1, 2, 4, 7);
+  o.epochs = 4;
+  CHECK_THROWS_WITH_AS(qx::train::fit(*third, train, val, o), doctest::Contains("was written with a weight average"), qx::Error);
+  o.average_decay = 1.5;
+  CHECK_THROWS_WITH_AS(qx::train::fit(*third, train, val, o), doctest::Contains("average decay 1.5 outside (0, 1)"), qx::Error);
+  fs::remove_all(o.out_dir);
+  fs::remove_all(qx_test::temp_path("train_averaged_straight"));
 }

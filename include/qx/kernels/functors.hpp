@@ -120,6 +120,13 @@ struct AdamUpdate {
   }
 };
 
+/// One element of a moving average (optim/moving_average.hpp): a ← d·a + (1 − d)·w.
+template <class T>
+struct AverageUpdate {
+  T decay;
+  QX_HOST_DEVICE void operator()(T& average, T w) const { average = decay * average + (T(1) - decay) * w; }
+};
+
 /// One element of an SGD step (optim/sgd.hpp has the formulas); b is the momentum buffer or null.
 template <class T>
 struct SgdUpdate {

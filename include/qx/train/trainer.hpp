@@ -5,7 +5,9 @@
 // epochs'), a best checkpoint (the last epoch that improved both validation accuracy and F1), and an
 // exact resume: model, optimiser and schedule state and history are written atomically after every epoch
 // (and, on request, every few batches and when Ctrl-C stops the run), and a resumed run continues from the
-// batch where the state was written, ending with the weights an uninterrupted run would have.
+// batch where the state was written, ending with the weights an uninterrupted run would have. On request,
+// an exponential moving average of the weights (train/weight_average.hpp) is what validation, the
+// checkpoint and the returned model use.
 #pragma once
 #include "qx/config.hpp"
 #include "qx/autograd/engine.hpp"
@@ -19,6 +21,7 @@
 #include "qx/optim/adam.hpp"
 #include "qx/optim/step_lr.hpp"
 #include "qx/train/interrupt.hpp"
+#include "qx/train/weight_average.hpp"
 
 #include <nlohmann/json.hpp>
 
@@ -88,6 +91,9 @@ struct TrainOptions {
   long lr_step = 4;            ///< StepLR step, in epochs
   double lr_gamma = 0.1;
   bool class_weights = true;   ///< weight_c = N / N_c over the training labels
+  /// d of the exponential moving average of the weights (train/weight_average.hpp), updated after every
+  /// step; validation, the checkpoint and the model `fit` returns are then the average. 0: off.
+  double average_decay = 0;
   Index num_classes = 2;
   Index positive_class = 1;    ///< the class whose precision / recall / F1 are reported (abnormal)
   bool early_stop = true;
@@ -257,6 +263,15 @@ TrainResult fit(nn::Module<T>& model, Train& train_data, Val& val_data, const Tr
   for (const auto& g : groups) trainable.insert(trainable.end(), g.params.begin(), g.params.end());
   optim::Adam<T> optimizer(groups);
   optim::StepLR<T> schedule(optimizer, o.lr_step, o.lr_gamma);
+  check(o.average_decay == 0 || (o.average_decay > 0 && o.average_decay < 1), "fit: average decay ", o.average_decay,
+        " outside (0, 1) (0 turns the weight average off)");
+  std::optional<WeightAverage<T>> average;
+  if (o.average_decay > 0) average.emplace(model, o.average_decay);
+  // The model fit returns: the average when there is one (what validation measured).
+  auto finish = [&](TrainResult r) {
+    if (average) average->swap();
+    return r;
+  };
 
   std::vector<Index> all_labels(static_cast<std::size_t>(train_data.size()));
   for (Index i = 0; i < train_data.size(); ++i) all_labels[static_cast<std::size_t>(i)] = train_data.label(i);
@@ -272,14 +287,20 @@ TrainResult fit(nn::Module<T>& model, Train& train_data, Val& val_data, const Tr
   if (persist && o.resume && fs::exists(state_path)) {
     const auto state = io::SafetensorsFile::open(state_path);
     io::SafetensorsWriter model_part;
-    std::map<std::string, Tensor<T>> optimizer_state;
+    std::map<std::string, Tensor<T>> optimizer_state, average_state;
     for (const auto& name : state.names()) {
       if (name.rfind("model.", 0) == 0) {
         model_part.add_raw(name.substr(6), state.dtype(name), state.shape(name), state.bytes(name));
       } else if (name.rfind("optim.", 0) == 0) {
         optimizer_state[name.substr(6)] = state.get_as<T>(name);
+      } else if (name.rfind("average.", 0) == 0) {
+        average_state[name.substr(8)] = state.get_as<T>(name);
       }
     }
+    check(average_state.empty() == !average, "fit: '", state_path.string(), "' was written ",
+          average ? "without" : "with", " a weight average, and this run has ", average ? "one" : "none",
+          ": resume with the same average decay, or start in an empty output folder");
+    if (average) average->load_state_dict(average_state);
     const std::string blob = model_part.serialize();
     std::vector<std::byte> raw(blob.size());
     std::memcpy(raw.data(), blob.data(), blob.size());
@@ -302,7 +323,7 @@ TrainResult fit(nn::Module<T>& model, Train& train_data, Val& val_data, const Tr
     result.stopped_early = meta.at("stopped_early");
     result.resumed = true;
     schedule.set_epoch(start_epoch);
-    if (result.stopped_early) return result;
+    if (result.stopped_early) return finish(result);
   }
 
   std::vector<double> f1_history;
@@ -318,6 +339,8 @@ TrainResult fit(nn::Module<T>& model, Train& train_data, Val& val_data, const Tr
     io::SafetensorsWriter state;
     nn::add_state(state, model, "model.");
     for (const auto& [name, t] : optimizer.state_dict()) state.add("optim." + name, t);
+    if (average)
+      for (const auto& [name, t] : average->state_dict()) state.add("average." + name, t);
     nlohmann::json meta = {{"next_epoch", next_epoch},   {"best_accuracy", best_accuracy},
                            {"best_f1", best_f1},       {"best_epoch", result.best_epoch},
                            {"stopped_early", result.stopped_early}, {"history", nlohmann::json::array()}};
@@ -377,6 +400,7 @@ TrainResult fit(nn::Module<T>& model, Train& train_data, Val& val_data, const Tr
       autograd::backward(loss, {}, walk);
       optimizer.step();
       optimizer.zero_grad();
+      if (average) average->update();
       loss_sum += value * static_cast<double>(indices.size());
       seen += static_cast<Index>(indices.size());
       const Tensor<T> scores = logits.to(Device::cpu);  // N·K values
@@ -408,6 +432,7 @@ TrainResult fit(nn::Module<T>& model, Train& train_data, Val& val_data, const Tr
     record.train_loss = loss_sum / static_cast<double>(std::max<Index>(1, seen));
     record.train_accuracy = static_cast<double>(correct) / static_cast<double>(std::max<Index>(1, seen));
     schedule.step();
+    if (average) average->swap();  // validate and keep the average; swapped back below
     const auto matrix = evaluate(model, val_data, o.num_classes, std::max<Index>(o.batch_size, 32), o.max_validation);
     record.val_accuracy = matrix.accuracy();
     record.val_precision = matrix.precision(o.positive_class);
@@ -420,6 +445,7 @@ TrainResult fit(nn::Module<T>& model, Train& train_data, Val& val_data, const Tr
       record.checkpointed = true;
       if (persist) nn::save_safetensors(model, o.out_dir / "checkpoint.safetensors", {{"epoch", std::to_string(epoch)}});
     }
+    if (average) average->swap();
     record.seconds = seconds_so_far();
     result.history.push_back(record);
     f1_history.push_back(record.val_f1);
@@ -442,7 +468,7 @@ TrainResult fit(nn::Module<T>& model, Train& train_data, Val& val_data, const Tr
       break;
     }
   }
-  return result;
+  return finish(result);
 }
 
 }  // namespace train

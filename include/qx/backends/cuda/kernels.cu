@@ -64,6 +64,8 @@ QX_CUDA_KERNEL(BroadcastRows)
 QX_CUDA_KERNEL(ColumnSums)
 QX_CUDA_KERNEL(AdamStep)
 QX_CUDA_KERNEL(SgdStep)
+QX_CUDA_KERNEL(AverageStep)
+QX_CUDA_KERNEL(SwapValues)
 #undef QX_CUDA_KERNEL
 
 }  // namespace backends::cuda

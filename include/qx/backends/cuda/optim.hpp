@@ -31,5 +31,29 @@ struct SgdStep {
   QX_HOST_DEVICE void operator()(Index i) const { update(w[i], g[i], buffer ? buffer + i : nullptr); }
 };
 
+template <class T>
+struct AverageStep {
+  kernels::AverageUpdate<T> update;
+  T* average;
+  const T* w;
+  Index n;
+  Index size() const { return n; }
+  QX_HOST_DEVICE void operator()(Index i) const { update(average[i], w[i]); }
+};
+
+/// Exchanges two arrays element by element (the model's weights and their average).
+template <class T>
+struct SwapValues {
+  T* a;
+  T* b;
+  Index n;
+  Index size() const { return n; }
+  QX_HOST_DEVICE void operator()(Index i) const {
+    const T t = a[i];
+    a[i] = b[i];
+    b[i] = t;
+  }
+};
+
 }  // namespace backends::cuda
 QX_NAMESPACE_END
