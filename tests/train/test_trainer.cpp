@@ -296,9 +296,14 @@ TEST_CASE("with a weight average, fit validates, checkpoints and returns the ave
   o.on_batch = nullptr;
   auto second = qx::nn::resnet18<float>(1, 2, 4, 99);
   CHECK(qx::train::fit(*second, train, val, o).resumed);
-  check_same_state(*straight, *second);
+  check_same_state(*straight, *second);  // the averages
+  const auto resumed_state = qx::io::SafetensorsFile::open(o.out_dir / "state.safetensors");
+  for (const auto& entry : straight->named_state()) {  // the raw weights
+    CAPTURE(entry.name);
+    CHECK(resumed_state.get_as<float>("model." + entry.name).to_vector() == state.get_as<float>("model." + entry.name).to_vector());
+  }
 
-  // A state written with an average does not resume without one (and the reverse), saying so.
+  // A state written with an average does not resume without one, nor the reverse, saying so.
   o.average_decay = 0;
   auto third = qx::nn::resnet18<float>(1, 2, 4, 7);
   o.epochs = 4;
@@ -306,5 +311,12 @@ TEST_CASE("with a weight average, fit validates, checkpoints and returns the ave
   o.average_decay = 1.5;
   CHECK_THROWS_WITH_AS(qx::train::fit(*third, train, val, o), doctest::Contains("average decay 1.5 outside (0, 1)"), qx::Error);
   fs::remove_all(o.out_dir);
+  auto plain = quiet_options(1, "averaged_plain");
+  qx::train::fit(*third, train, val, plain);
+  plain.epochs = 2;
+  plain.average_decay = 0.9;
+  CHECK_THROWS_WITH_AS(qx::train::fit(*third, train, val, plain), doctest::Contains("was written without a weight average"),
+                       qx::Error);
+  fs::remove_all(plain.out_dir);
   fs::remove_all(qx_test::temp_path("train_averaged_straight"));
 }
