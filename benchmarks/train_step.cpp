@@ -1,9 +1,10 @@
 // Training step (forward + class-weighted cross-entropy + backward + Adam) of resnet18 on 1×128×128,
-// batch 32, and resnet50 on 3×224×224, batch 16: milliseconds per image, peak memory and minor page
+// batch 32, resnet50 on 3×224×224, batch 16, and the model `qx reproduce` trains by default (resnet18 of
+// base width 16 on 1×64×64, batch 32): milliseconds per image, peak memory and minor page
 // faults per steady-state step (getrusage: the memory the step asked the system for), beside PyTorch
 // 1.13 (benchmarks/train_step_torch.py, tuned) on the same machine in the same run. Each configuration
 // runs in its own process so that peak memory is its own.
-// Usage: qx_bench_train_step [--quick] [--no-torch] | --config ARCH CHANNELS SIZE BATCH STEPS
+// Usage: qx_bench_train_step [--quick] [--no-torch] | --config ARCH CHANNELS SIZE BATCH STEPS [WIDTH]
 #include "bench_common.hpp"
 #include <qx/nn/nn.hpp>
 #include <qx/autograd/engine.hpp>
@@ -16,8 +17,8 @@
 #include <string>
 
 namespace {
-int run_config(const std::string& arch, qx::Index channels, qx::Index size, qx::Index batch, int steps) {
-  auto model = qx::nn::make_resnet<float>(arch, channels, 2, 64, 0);
+int run_config(const std::string& arch, qx::Index channels, qx::Index size, qx::Index batch, int steps, qx::Index width) {
+  auto model = qx::nn::make_resnet<float>(arch, channels, 2, width, 0);
   model->train();
   qx::optim::Adam<float> adam({qx::optim::ParamGroup<float>{model->parameters(), 1e-4, 0.1, "all"}});
   qx::Rng rng(1);
@@ -41,7 +42,8 @@ int run_config(const std::string& arch, qx::Index channels, qx::Index size, qx::
     best = std::min(best, std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t).count());
   }
   const double faults = static_cast<double>(bench::minor_faults() - faults_before) / steps;
-  std::printf("%s_%lldx%lld_b%lld %.3f %.0f %.0f\n", arch.c_str(), static_cast<long long>(channels), static_cast<long long>(size),
+  const std::string name = arch + (width == 64 ? "" : "w" + std::to_string(width));
+  std::printf("%s_%lldx%lld_b%lld %.3f %.0f %.0f\n", name.c_str(), static_cast<long long>(channels), static_cast<long long>(size),
               static_cast<long long>(batch), best / static_cast<double>(batch), bench::peak_rss_mib(), faults);
   return 0;
 }
@@ -61,7 +63,8 @@ bool read_line(const std::string& command, char* name, double& ms, double& mib, 
 
 int main(int argc, char** argv) {
   if (argc >= 7 && std::string(argv[1]) == "--config")
-    return run_config(argv[2], std::atoll(argv[3]), std::atoll(argv[4]), std::atoll(argv[5]), std::atoi(argv[6]));
+    return run_config(argv[2], std::atoll(argv[3]), std::atoll(argv[4]), std::atoll(argv[5]), std::atoi(argv[6]),
+                      argc >= 8 ? std::atoll(argv[7]) : 64);
   bool quick = false, torch = true;
   for (int i = 1; i < argc; ++i) {
     if (!std::strcmp(argv[i], "--quick")) quick = true;
@@ -70,9 +73,10 @@ int main(int argc, char** argv) {
   torch = torch && std::system("/usr/bin/python3 -c 'import torch, torchvision' >/dev/null 2>&1") == 0;
   struct Config {
     const char* arch;
-    int channels, size, batch;
+    int channels, size, batch, width;
   };
-  const Config configs[] = {{"resnet18", 1, 128, 32}, {"resnet50", 3, 224, 16}};
+  // The last is `qx reproduce`'s default model: what the main job spends its training time on.
+  const Config configs[] = {{"resnet18", 1, 128, 32, 64}, {"resnet50", 3, 224, 16, 64}, {"resnet18", 1, 64, 32, 16}};
   const int steps = quick ? 1 : 3;
   std::printf("training step (forward + weighted CE + backward + Adam), float32, %d threads, best of %d steps\n", qx::num_threads(), steps);
   std::printf("%-22s %10s %7s %9s %12s %9s %9s %-14s %8s\n", "config", "qx ms/img", "qx MiB", "qx flt/st", "torch ms/img",
@@ -82,14 +86,16 @@ int main(int argc, char** argv) {
     char name[128];
     double ms = 0, mib = 0, faults = 0, tms = 0, tmib = 0, tfaults = 0;
     const std::string self = std::string(argv[0]) + " --config " + c.arch + " " + std::to_string(c.channels) + " " +
-                             std::to_string(c.size) + " " + std::to_string(c.batch) + " " + std::to_string(steps);
+                             std::to_string(c.size) + " " + std::to_string(c.batch) + " " + std::to_string(steps) + " " +
+                             std::to_string(c.width);
     if (!read_line(self, name, ms, mib, faults)) return 1;
     char layout[64] = "-";
     if (torch) {
       const std::string cmd = std::string(bench::torch_env) +
                               "/usr/bin/python3 " QX_BENCH_DIR "/train_step_torch.py " + std::string(c.arch) + " " +
                               std::to_string(c.channels) + " " + std::to_string(c.size) + " " + std::to_string(c.batch) + " " +
-                              std::to_string(steps) + " " + std::to_string(qx::num_threads());
+                              std::to_string(steps) + " " + std::to_string(qx::num_threads()) + " " +
+                              std::to_string(c.width);
       char tname[128];
       if (!read_line(cmd, tname, tms, tmib, tfaults, layout)) torch = false;
     }
