@@ -157,6 +157,26 @@ TEST_CASE_TEMPLATE("conv2d kernels match the naive loops", T, float, double) {
       {1, 2, 6, 5, 3, 3, 2, 1, 2, 0, 2},    // asymmetric kernel, stride and padding
       {7, 20, 5, 4, 24, 3, 3, 1, 1, 1, 1},  // several images per GEMM block, blocks over threads
       {9, 70, 6, 6, 67, 3, 3, 1, 1, 1, 1},  // channels not multiples of the 6×64 tile, K > one KC slice
+      // Planes held in registers (H·W ≤ 64, P ≤ 16): one to four vectors, strided, 25 taps.
+      {5, 64, 4, 4, 8, 3, 3, 1, 1, 1, 1},   // 4×4 → 4×4, one vector
+      {6, 16, 2, 2, 8, 3, 3, 1, 1, 1, 1},   // 2×2 → 2×2
+      {3, 9, 8, 8, 5, 3, 3, 2, 2, 1, 1},    // 8×8 stride 2 → 4×4: four vectors
+      {2, 4, 6, 7, 3, 3, 3, 2, 2, 1, 1},    // 42 elements: three vectors, P = 12
+      {2, 3, 4, 4, 4, 5, 5, 1, 1, 2, 2},    // 25 taps
+      // Rows held in registers (W ≤ 32, W_out ≤ 16): stride 1 and 2, one and two vectors a row.
+      {3, 4, 16, 16, 6, 3, 3, 1, 1, 1, 1},  // 16×16, stride 1
+      {2, 5, 16, 16, 4, 3, 3, 2, 2, 1, 1},  // 16×16 stride 2
+      {2, 3, 27, 30, 4, 3, 3, 2, 2, 1, 1},  // rows of 30: two vectors
+      {2, 3, 20, 29, 3, 5, 5, 2, 2, 2, 2},  // 5×5, padding 2
+      // Longer rows, cut into chunks of 16 outputs read from a window of 64 columns (im2col); col2im by
+      // the general loops.
+      {2, 3, 40, 36, 4, 3, 3, 1, 1, 1, 1},  // three chunks, the last partial
+      {2, 3, 9, 30, 5, 3, 3, 1, 1, 1, 1},   // rows of 30, outputs of 30: two chunks
+      {2, 3, 9, 64, 4, 3, 3, 2, 2, 1, 1},   // stride 2, two full chunks
+      {2, 2, 36, 40, 3, 3, 3, 3, 3, 1, 1},  // stride 3
+      {2, 1, 40, 38, 8, 7, 7, 2, 2, 3, 3},  // a stem on rows of 38
+      // A window wider than 64 columns (15·stride + kW > 64): the general loops.
+      {2, 2, 30, 70, 3, 7, 7, 4, 4, 3, 3},
   };
   // Both orientations of the ∂W product (C_out × K) are exercised: the packed GEMM computes the stem's
   // transposed.

@@ -6,6 +6,12 @@
 // Small images are batched into one GEMM (columns of several images side by side); blocks of images
 // run in parallel, each thread with its own column buffer (allocated once per call).
 #pragma once
+#include <algorithm>
+#include <cstdint>
+#include <memory>
+#include <type_traits>
+#include <vector>
+
 #include "qx/config.hpp"
 #include "qx/core/allocator.hpp"
 #include "qx/core/parallel.hpp"
@@ -13,11 +19,6 @@
 #include "qx/kernels/conv2d_shape.hpp"
 #include "qx/kernels/functors.hpp"
 #include "qx/kernels/gemm.hpp"
-
-#include <algorithm>
-#include <memory>
-#include <type_traits>
-#include <vector>
 
 #if defined(__AVX512F__)
 #include <immintrin.h>
@@ -34,100 +35,250 @@ inline __mmask16 lane_mask(Index lo, Index hi) {
 }
 #endif
 
-/// Whether a row of outputs fits one AVX-512 vector of T with stride 1: then im2col and col2im move a
-/// row with one masked load and one masked store instead of a fill, a copy call and a fill (deep layers:
-/// a 4×4 plane's rows are 4 floats, and per-row calls made im2col run at 2.5 GB/s).
-template <class T>
-bool narrow_rows(const Conv2dShape& s) {
 #if defined(__AVX512F__)
-  return std::is_same_v<T, float> && s.out_w() <= 16 && s.stride_w == 1;
-#else
-  return false;
-#endif
+/**
+ * Image rows of at most 32 floats and output rows of at most 16 (any stride): an image row, loaded once
+ * into two registers, gives the output row of every horizontal tap q by one permutation,
+ *   out[j] = row[j·stride_w + q − pad_w]   (lanes whose tap falls outside the row zeroed).
+ * A row-by-row masked copy loads each image row kW times and ran at 12 ns per output row on 16×16
+ * planes (the loads wait on the stores just issued to the column buffer); this loads it once.
+ */
+struct ShortRowTaps {
+  static constexpr Index max_kw = 16;
+  static bool applies(const Conv2dShape& s) { return s.w <= 32 && s.out_w() <= 16 && s.kw <= max_kw; }
+  explicit ShortRowTaps(const Conv2dShape& s) {
+    for (Index q = 0; q < s.kw; ++q) {
+      valid[q] = 0;
+      std::fill_n(inverse[q][0], 32, 0);
+      inverse_valid[q][0] = inverse_valid[q][1] = 0;
+      for (Index j = 0; j < 16; ++j) {
+        const Index c = j * s.stride_w + q - s.pad_w;
+        const bool inside = j < s.out_w() && c >= 0 && c < s.w;
+        index[q][j] = static_cast<std::int32_t>(inside ? c : 0);
+        if (!inside) continue;
+        valid[q] = static_cast<__mmask16>(valid[q] | (1u << j));
+        inverse[q][c / 16][c % 16] = static_cast<std::int32_t>(j);
+        inverse_valid[q][c / 16] = static_cast<__mmask16>(inverse_valid[q][c / 16] | (1u << (c % 16)));
+      }
+    }
+  }
+  // Tap q: output lane j ← row column index[q][j]; row column 16·h + m ← output lane inverse[q][h][m].
+  alignas(64) std::int32_t index[max_kw][16];
+  alignas(64) std::int32_t inverse[max_kw][2][16];
+  __mmask16 valid[max_kw];
+  __mmask16 inverse_valid[max_kw][2];
+};
+
+/// im2col (below) for shapes ShortRowTaps applies to.
+inline void im2col_short_rows(const Conv2dShape& s, const ShortRowTaps& taps, const float* x, float* col, Index ld) {
+  const Index oh = s.out_h(), ow = s.out_w();
+  const __mmask16 outputs = lane_mask(0, ow), low = lane_mask(0, std::min<Index>(16, s.w)),
+                  high = lane_mask(0, std::max<Index>(0, s.w - 16));
+  parallel_for(
+      0, s.c_in,
+      [&](Index c) {
+        for (Index p = 0; p < s.kh; ++p) {
+          float* rows = col + (c * s.kh + p) * s.kw * ld;  // the rows of taps (c, p, 0 … kW−1)
+          for (Index i = 0; i < oh; ++i) {
+            const Index r = i * s.stride_h + p - s.pad_h;
+            if (r < 0 || r >= s.h) {
+              for (Index q = 0; q < s.kw; ++q)
+                _mm512_mask_storeu_ps(rows + q * ld + i * ow, outputs, _mm512_setzero_ps());
+              continue;
+            }
+            const float* src = x + (c * s.h + r) * s.w;
+            const __m512 lo = _mm512_maskz_loadu_ps(low, src), hi = _mm512_maskz_loadu_ps(high, src + 16);
+            for (Index q = 0; q < s.kw; ++q)
+              _mm512_mask_storeu_ps(
+                  rows + q * ld + i * ow, outputs,
+                  _mm512_maskz_permutex2var_ps(taps.valid[q], lo, _mm512_load_si512(taps.index[q]), hi));
+          }
+        }
+      },
+      s.kh * s.kw * oh * ow);
 }
+
+/**
+ * Longer rows (the stem's, 32 to 56 wide layers'): each output row is cut into chunks of 16 lanes, and
+ * for chunk m the image row's window of 64 columns starting at b = 16·m·stride_w − pad_w, loaded once
+ * into four registers, gives every horizontal tap q by one permutation,
+ *   out[16·m + j] = window[j·stride_w + q]   (lanes whose column b + j·stride_w + q is outside the row zeroed),
+ * which needs 15·stride_w + kW ≤ 64. It replaces a scalar strided copy (the stem ran at 3–5 GB/s).
+ */
+struct RowWindowTaps {
+  static constexpr Index max_kw = 49;
+  static bool applies(const Conv2dShape& s) { return s.kw <= max_kw && 15 * s.stride_w + s.kw <= 64; }
+  explicit RowWindowTaps(const Conv2dShape& s) {
+    for (Index q = 0; q < s.kw; ++q)
+      for (Index j = 0; j < 16; ++j) index[q][j] = static_cast<std::int32_t>(j * s.stride_w + q);
+  }
+  /// Lane j of the window: index bit 5 picks the pair of vectors, bits 0–4 the lane within it.
+  static __m512 pick(const __m512 (&v)[4], __m512i index) {
+    const __m512 low = _mm512_permutex2var_ps(v[0], index, v[1]), high = _mm512_permutex2var_ps(v[2], index, v[3]);
+    return _mm512_mask_blend_ps(_mm512_test_epi32_mask(index, _mm512_set1_epi32(32)), low, high);
+  }
+  alignas(64) std::int32_t index[max_kw][16];
+};
+
+/// im2col (below) for shapes RowWindowTaps applies to (and ShortRowTaps does not).
+inline void im2col_row_windows(const Conv2dShape& s, const RowWindowTaps& taps, const float* x, float* col, Index ld) {
+  const Index oh = s.out_h(), ow = s.out_w(), chunks = (ow + 15) / 16;
+  parallel_for(
+      0, s.c_in,
+      [&](Index c) {
+        for (Index m = 0; m < chunks; ++m) {
+          const Index base = 16 * m * s.stride_w - s.pad_w, lanes = std::min<Index>(16, ow - 16 * m);
+          const __mmask16 outputs = lane_mask(0, lanes);
+          // Which lanes of each window vector lie inside the row, and which output lanes of each tap do.
+          __mmask16 inside[4], valid[RowWindowTaps::max_kw];
+          for (Index v = 0; v < 4; ++v)
+            inside[v] =
+                lane_mask(std::clamp<Index>(-base - 16 * v, 0, 16), std::clamp<Index>(s.w - base - 16 * v, 0, 16));
+          const __m512i first = _mm512_set1_epi32(static_cast<std::int32_t>(-base)),
+                        end = _mm512_set1_epi32(static_cast<std::int32_t>(s.w - base));
+          for (Index q = 0; q < s.kw; ++q) {
+            const __m512i index = _mm512_load_si512(taps.index[q]);
+            valid[q] = static_cast<__mmask16>(outputs & _mm512_cmpge_epi32_mask(index, first) &
+                                              _mm512_cmplt_epi32_mask(index, end));
+          }
+          for (Index p = 0; p < s.kh; ++p) {
+            float* rows = col + (c * s.kh + p) * s.kw * ld + 16 * m;  // the rows of taps (c, p, 0 … kW−1)
+            for (Index i = 0; i < oh; ++i) {
+              const Index r = i * s.stride_h + p - s.pad_h;
+              if (r < 0 || r >= s.h) {
+                for (Index q = 0; q < s.kw; ++q)
+                  _mm512_mask_storeu_ps(rows + q * ld + i * ow, outputs, _mm512_setzero_ps());
+                continue;
+              }
+              // The window's columns outside the row are masked: never read (the pointer may lie before x).
+              const float* src = x + (c * s.h + r) * s.w + base;
+              const __m512 window[4] = {
+                  _mm512_maskz_loadu_ps(inside[0], src), _mm512_maskz_loadu_ps(inside[1], src + 16),
+                  _mm512_maskz_loadu_ps(inside[2], src + 32), _mm512_maskz_loadu_ps(inside[3], src + 48)};
+              for (Index q = 0; q < s.kw; ++q)
+                _mm512_mask_storeu_ps(
+                    rows + q * ld + i * ow, outputs,
+                    _mm512_maskz_mov_ps(valid[q], RowWindowTaps::pick(window, _mm512_load_si512(taps.index[q]))));
+            }
+          }
+        }
+      },
+      s.kh * s.kw * oh * ow);
+}
+
+/// col2im (below) for shapes ShortRowTaps applies to: each image row is the sum, over the (p, i) whose
+/// tap lands on it and over q, of the output rows permuted back; it is written once (no read-add-write).
+inline void col2im_short_rows(const Conv2dShape& s, const ShortRowTaps& taps, const float* col, Index ld, float* x) {
+  const Index oh = s.out_h(), ow = s.out_w();
+  const __mmask16 outputs = lane_mask(0, ow), low = lane_mask(0, std::min<Index>(16, s.w)),
+                  high = lane_mask(0, std::max<Index>(0, s.w - 16));
+  parallel_for(
+      0, s.c_in,
+      [&](Index c) {
+        for (Index r = 0; r < s.h; ++r) {
+          __m512 lo = _mm512_setzero_ps(), hi = _mm512_setzero_ps();
+          for (Index p = 0; p < s.kh; ++p) {
+            const Index at = r + s.pad_h - p;  // = i·stride_h for the output row i reading image row r
+            if (at < 0 || at % s.stride_h != 0 || at / s.stride_h >= oh) continue;
+            const float* rows = col + (c * s.kh + p) * s.kw * ld + (at / s.stride_h) * ow;
+            for (Index q = 0; q < s.kw; ++q) {
+              const __m512 g = _mm512_maskz_loadu_ps(outputs, rows + q * ld);
+              lo = _mm512_add_ps(
+                  lo, _mm512_maskz_permutexvar_ps(taps.inverse_valid[q][0], _mm512_load_si512(taps.inverse[q][0]), g));
+              hi = _mm512_add_ps(
+                  hi, _mm512_maskz_permutexvar_ps(taps.inverse_valid[q][1], _mm512_load_si512(taps.inverse[q][1]), g));
+            }
+          }
+          float* dst = x + (c * s.h + r) * s.w;
+          _mm512_mask_storeu_ps(dst, low, lo);
+          _mm512_mask_storeu_ps(dst + 16, high, hi);
+        }
+      },
+      s.kh * s.kw * oh * ow);
+}
+#endif
 
 /// col (K, P), rows `ld` apart, ← the receptive fields of image x (C_in, H, W). Channels are independent
 /// rows of col: called outside a parallel region (one image on all threads) they are split over threads.
 template <class T>
 void im2col(const Conv2dShape& s, const T* x, T* col, Index ld) {
-  const Index oh = s.out_h(), ow = s.out_w();
-  [[maybe_unused]] const bool narrow = narrow_rows<T>(s);  // read by the AVX-512 path only
-  parallel_for(0, s.c_in, [&](Index c) {
-    for (Index p = 0; p < s.kh; ++p)
-      for (Index q = 0; q < s.kw; ++q) {
-        T* row = col + ((c * s.kh + p) * s.kw + q) * ld;
-        // Columns j whose tap lands inside the image: 0 ≤ j·stride_w + q − pad_w < W.
-        const Index j_lo = std::min(ow, std::max<Index>(0, (s.pad_w - q + s.stride_w - 1) / s.stride_w));
-        const Index j_hi = std::max(j_lo, std::min(ow, s.w - 1 + s.pad_w - q < 0 ? 0 : (s.w - 1 + s.pad_w - q) / s.stride_w + 1));
-        for (Index i = 0; i < oh; ++i) {
-          const Index r = i * s.stride_h + p - s.pad_h;
-          T* out = row + i * ow;
-          // Clamped so the pointer stays inside x; a row outside the image is never read through it.
-          const T* src = x + (c * s.h + std::clamp<Index>(r, 0, s.h - 1)) * s.w;
-          const Index shift = q - s.pad_w;  // tap (i, j) is src[j·stride_w + shift]
 #if defined(__AVX512F__)
-          if constexpr (std::is_same_v<T, float>) {
-            if (narrow) {  // lanes outside [j_lo, j_hi) are neither read nor kept: zeros
-              const __mmask16 taps = r < 0 || r >= s.h ? __mmask16(0) : lane_mask(j_lo, j_hi);
-              _mm512_mask_storeu_ps(out, lane_mask(0, ow), _mm512_maskz_loadu_ps(taps, src + shift));
-              continue;
+  if constexpr (std::is_same_v<T, float>) {
+    if (ShortRowTaps::applies(s)) return im2col_short_rows(s, ShortRowTaps(s), x, col, ld);
+    if (RowWindowTaps::applies(s)) return im2col_row_windows(s, RowWindowTaps(s), x, col, ld);
+  }
+#endif
+  const Index oh = s.out_h(), ow = s.out_w();
+  parallel_for(
+      0, s.c_in,
+      [&](Index c) {
+        for (Index p = 0; p < s.kh; ++p)
+          for (Index q = 0; q < s.kw; ++q) {
+            T* row = col + ((c * s.kh + p) * s.kw + q) * ld;
+            // Columns j whose tap lands inside the image: 0 ≤ j·stride_w + q − pad_w < W.
+            const Index j_lo = std::min(ow, std::max<Index>(0, (s.pad_w - q + s.stride_w - 1) / s.stride_w));
+            const Index j_hi =
+                std::max(j_lo, std::min(ow, s.w - 1 + s.pad_w - q < 0 ? 0 : (s.w - 1 + s.pad_w - q) / s.stride_w + 1));
+            for (Index i = 0; i < oh; ++i) {
+              const Index r = i * s.stride_h + p - s.pad_h;
+              T* out = row + i * ow;
+              // Clamped so the pointer stays inside x; a row outside the image is never read through it.
+              const T* src = x + (c * s.h + std::clamp<Index>(r, 0, s.h - 1)) * s.w;
+              const Index shift = q - s.pad_w;  // tap (i, j) is src[j·stride_w + shift]
+              if (r < 0 || r >= s.h) {
+                std::fill_n(out, ow, T(0));
+                continue;
+              }
+              std::fill_n(out, j_lo, T(0));
+              if (s.stride_w == 1)
+                std::copy(src + j_lo + shift, src + j_hi + shift, out + j_lo);
+              else
+                for (Index j = j_lo; j < j_hi; ++j) out[j] = src[j * s.stride_w + shift];
+              std::fill(out + j_hi, out + ow, T(0));
             }
           }
-#endif
-          if (r < 0 || r >= s.h) {
-            std::fill_n(out, ow, T(0));
-            continue;
-          }
-          std::fill_n(out, j_lo, T(0));
-          if (s.stride_w == 1) std::copy(src + j_lo + shift, src + j_hi + shift, out + j_lo);
-          else
-            for (Index j = j_lo; j < j_hi; ++j) out[j] = src[j * s.stride_w + shift];
-          std::fill(out + j_hi, out + ow, T(0));
-        }
-      }
-  }, s.kh * s.kw * oh * ow);
+      },
+      s.kh * s.kw * oh * ow);
 }
 
 /// x (C_in, H, W) ← Σ of col's taps (the adjoint of im2col; col's rows `ld` apart); x is assigned. Each
 /// channel writes only its own plane, so channels are split over threads outside a parallel region.
 template <class T>
 void col2im(const Conv2dShape& s, const T* col, Index ld, T* x) {
-  const Index oh = s.out_h(), ow = s.out_w();
-  [[maybe_unused]] const bool narrow = narrow_rows<T>(s);  // read by the AVX-512 path only
-  parallel_for(0, s.c_in, [&](Index c) {
-    std::fill_n(x + c * s.h * s.w, s.h * s.w, T(0));
-    for (Index p = 0; p < s.kh; ++p)
-      for (Index q = 0; q < s.kw; ++q) {
-        const T* row = col + ((c * s.kh + p) * s.kw + q) * ld;
-        // Columns j whose tap lands inside the image: 0 ≤ j·stride_w + q − pad_w < W.
-        const Index j_lo = std::min(ow, std::max<Index>(0, (s.pad_w - q + s.stride_w - 1) / s.stride_w));
-        const Index j_hi = std::max(j_lo, std::min(ow, s.w - 1 + s.pad_w - q < 0 ? 0 : (s.w - 1 + s.pad_w - q) / s.stride_w + 1));
-        for (Index i = 0; i < oh; ++i) {
-          const Index r = i * s.stride_h + p - s.pad_h;
-          if (r < 0 || r >= s.h) continue;
-          T* dst = x + (c * s.h + r) * s.w;
-          const Index shift = q - s.pad_w;  // dst[j·stride_w + shift] receives tap (i, j)
-          const T* in = row + i * ow;
 #if defined(__AVX512F__)
-          if constexpr (std::is_same_v<T, float>) {
-            if (narrow) {  // one masked read-add-write of the taps' lanes [j_lo, j_hi)
-              const __mmask16 taps = lane_mask(j_lo, j_hi);
-              const __m512 sum = _mm512_add_ps(_mm512_maskz_loadu_ps(taps, dst + shift), _mm512_maskz_loadu_ps(taps, in));
-              _mm512_mask_storeu_ps(dst + shift, taps, sum);
-              continue;
+  if constexpr (std::is_same_v<T, float>) {
+    if (ShortRowTaps::applies(s)) return col2im_short_rows(s, ShortRowTaps(s), col, ld, x);
+  }
+#endif
+  const Index oh = s.out_h(), ow = s.out_w();
+  parallel_for(
+      0, s.c_in,
+      [&](Index c) {
+        std::fill_n(x + c * s.h * s.w, s.h * s.w, T(0));
+        for (Index p = 0; p < s.kh; ++p)
+          for (Index q = 0; q < s.kw; ++q) {
+            const T* row = col + ((c * s.kh + p) * s.kw + q) * ld;
+            // Columns j whose tap lands inside the image: 0 ≤ j·stride_w + q − pad_w < W.
+            const Index j_lo = std::min(ow, std::max<Index>(0, (s.pad_w - q + s.stride_w - 1) / s.stride_w));
+            const Index j_hi =
+                std::max(j_lo, std::min(ow, s.w - 1 + s.pad_w - q < 0 ? 0 : (s.w - 1 + s.pad_w - q) / s.stride_w + 1));
+            for (Index i = 0; i < oh; ++i) {
+              const Index r = i * s.stride_h + p - s.pad_h;
+              if (r < 0 || r >= s.h) continue;
+              T* dst = x + (c * s.h + r) * s.w;
+              const Index shift = q - s.pad_w;  // dst[j·stride_w + shift] receives tap (i, j)
+              const T* in = row + i * ow;
+              if (s.stride_w == 1) {  // contiguous: lets the compiler vectorise the adds
+                T* d = dst + j_lo + shift;
+                const T* g = in + j_lo;
+                for (Index j = 0; j < j_hi - j_lo; ++j) d[j] += g[j];
+              } else {
+                for (Index j = j_lo; j < j_hi; ++j) dst[j * s.stride_w + shift] += in[j];
+              }
             }
           }
-#endif
-          if (s.stride_w == 1) {  // contiguous: lets the compiler vectorise the adds
-            T* d = dst + j_lo + shift;
-            const T* g = in + j_lo;
-            for (Index j = 0; j < j_hi - j_lo; ++j) d[j] += g[j];
-          } else {
-            for (Index j = j_lo; j < j_hi; ++j) dst[j * s.stride_w + shift] += in[j];
-          }
-        }
-      }
-  }, s.kh * s.kw * oh * ow);
+      },
+      s.kh * s.kw * oh * ow);
 }
 
 /// Images per GEMM: enough columns (images · columns_per_image ≥ enough_columns) to keep the GEMM
@@ -145,7 +296,9 @@ inline Index images_per_block(Index n, Index scratch_per_image, Index columns_pe
   const Index blocks = std::max(threads, ((n + b - 1) / b + threads - 1) / threads * threads);
   return std::max<Index>(1, (n + blocks - 1) / blocks);
 }
-inline Index images_per_block(const Conv2dShape& s) { return images_per_block(s.n, s.patch() * s.positions(), s.positions()); }
+inline Index images_per_block(const Conv2dShape& s) {
+  return images_per_block(s.n, s.patch() * s.positions(), s.positions());
+}
 
 /**
  * Runs body(first_image, images, scratch, thread) over blocks of images. Blocks are spread over threads
@@ -208,11 +361,122 @@ class PerThreadSums {
   std::vector<memory::Buffer<T>> parts_;
 };
 
+#if defined(__AVX512F__)
+/**
+ * Planes of at most 64 floats whose output positions fit one vector (H·W ≤ 64, P ≤ 16: a deep layer's
+ * 2×2 to 8×8 planes, strided or not). Held in up to four registers, a plane gives each tap's output row
+ * as one permutation of them with the padding lanes zeroed:
+ *   im2col   row(c, t)[ℓ]  = plane_c[gather[t][ℓ]]                  (ℓ < P, tap inside the image; else 0)
+ *   col2im   plane_c[m]    = Σ_t row(c, t)[scatter[t][m]]           (m reached by tap t; else nothing)
+ * A tap maps distinct outputs to distinct inputs, so scatter[t] is gather[t]'s inverse on its image and
+ * the adjoint needs no conflict handling. Per (channel, tap) this is one vector store instead of one
+ * masked load and store per output row (im2col ran at 0.5–1.3 GB/s on these shapes).
+ */
+struct SmallPlaneTaps {
+  static constexpr Index max_taps = 25;
+  static bool applies(const Conv2dShape& s) {
+    return s.h * s.w <= 64 && s.positions() <= 16 && s.kh * s.kw <= max_taps;
+  }
+  explicit SmallPlaneTaps(const Conv2dShape& s)
+      : taps(s.kh * s.kw), plane(s.h * s.w), positions(s.positions()), vectors((plane + 15) / 16) {
+    for (Index t = 0; t < taps; ++t) {
+      std::fill_n(gather[t], 16, 0);
+      gather_mask[t] = 0;
+      for (Index v = 0; v < 4; ++v) {
+        std::fill_n(scatter[t][v], 16, 0);
+        scatter_mask[t][v] = 0;
+      }
+      const Index p = t / s.kw, q = t % s.kw;
+      for (Index i = 0; i < s.out_h(); ++i)
+        for (Index j = 0; j < s.out_w(); ++j) {
+          const Index r = i * s.stride_h + p - s.pad_h, c = j * s.stride_w + q - s.pad_w;
+          if (r < 0 || r >= s.h || c < 0 || c >= s.w) continue;
+          const Index lane = i * s.out_w() + j, m = r * s.w + c;
+          gather[t][lane] = static_cast<std::int32_t>(m);
+          gather_mask[t] = static_cast<__mmask16>(gather_mask[t] | (1u << lane));
+          scatter[t][m / 16][m % 16] = static_cast<std::int32_t>(lane);
+          scatter_mask[t][m / 16] = static_cast<__mmask16>(scatter_mask[t][m / 16] | (1u << (m % 16)));
+        }
+    }
+  }
+  /// Loads plane c (its lanes past H·W zero).
+  void load(const float* plane_start, __m512 (&v)[4]) const {
+    for (Index k = 0; k < 4; ++k)
+      v[k] = k < vectors
+                 ? _mm512_maskz_loadu_ps(lane_mask(0, std::min<Index>(16, plane - 16 * k)), plane_start + 16 * k)
+                 : _mm512_setzero_ps();
+  }
+  /// Tap t's output row from the plane's vectors.
+  __m512 row(Index t, const __m512 (&v)[4]) const {
+    const __m512i index = _mm512_load_si512(gather[t]);
+    if (vectors == 1) return _mm512_maskz_permutexvar_ps(gather_mask[t], index, v[0]);
+    if (vectors == 2) return _mm512_maskz_permutex2var_ps(gather_mask[t], v[0], index, v[1]);
+    // Index bit 5 picks the pair of vectors, bits 0–4 the lane within it.
+    const __m512 low = _mm512_permutex2var_ps(v[0], index, v[1]), high = _mm512_permutex2var_ps(v[2], index, v[3]);
+    const __mmask16 from_high = _mm512_test_epi32_mask(index, _mm512_set1_epi32(32));
+    return _mm512_maskz_mov_ps(gather_mask[t], _mm512_mask_blend_ps(from_high, low, high));
+  }
+
+  Index taps, plane, positions, vectors;
+  alignas(64) std::int32_t gather[max_taps][16];
+  alignas(64) std::int32_t scatter[max_taps][4][16];
+  __mmask16 gather_mask[max_taps];
+  __mmask16 scatter_mask[max_taps][4];
+};
+
+/// When SmallPlaneTaps applies to s: body(taps, output_lanes, b, c) for each image b of a block and
+/// each input channel c (channels split over threads outside a parallel region), and true.
+template <class Body>
+bool for_each_small_plane(const Conv2dShape& s, Index images, Body&& body) {
+  if (!SmallPlaneTaps::applies(s)) return false;
+  const SmallPlaneTaps taps(s);
+  const __mmask16 outputs = lane_mask(0, s.positions());
+  for (Index b = 0; b < images; ++b)
+    parallel_for(
+        0, s.c_in, [&](Index c) { body(taps, outputs, b, c); }, taps.taps * s.positions());
+  return true;
+}
+#endif
+
 /// col (K, ld) columns [b·P, (b+1)·P) ← image b's receptive fields, for the images of a block.
 template <class T>
 void im2col_block(const Conv2dShape& s, const T* x, Index images, T* col) {
   const Index p = s.positions(), ld = images * p;
+#if defined(__AVX512F__)
+  if constexpr (std::is_same_v<T, float>)
+    if (for_each_small_plane(s, images, [&](const SmallPlaneTaps& taps, __mmask16 outputs, Index b, Index c) {
+          __m512 plane[4];
+          taps.load(x + (b * s.c_in + c) * taps.plane, plane);
+          T* rows = col + c * taps.taps * ld + b * p;
+          for (Index t = 0; t < taps.taps; ++t) _mm512_mask_storeu_ps(rows + t * ld, outputs, taps.row(t, plane));
+        }))
+      return;
+#endif
   for (Index b = 0; b < images; ++b) im2col(s, x + b * s.c_in * s.h * s.w, col + b * p, ld);
+}
+
+/// x of each image of a block ← col2im of its columns [b·P, (b+1)·P) of col (K, ld); assigned.
+template <class T>
+void col2im_block(const Conv2dShape& s, const T* col, Index images, T* x) {
+  const Index p = s.positions(), ld = images * p;
+#if defined(__AVX512F__)
+  if constexpr (std::is_same_v<T, float>)
+    if (for_each_small_plane(s, images, [&](const SmallPlaneTaps& taps, __mmask16 outputs, Index b, Index c) {
+          __m512 sum[4] = {_mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps()};
+          const T* rows = col + c * taps.taps * ld + b * p;
+          for (Index t = 0; t < taps.taps; ++t) {
+            const __m512 row = _mm512_maskz_loadu_ps(outputs, rows + t * ld);
+            for (Index k = 0; k < taps.vectors; ++k)
+              sum[k] = _mm512_add_ps(sum[k], _mm512_maskz_permutexvar_ps(taps.scatter_mask[t][k],
+                                                                         _mm512_load_si512(taps.scatter[t][k]), row));
+          }
+          T* plane = x + (b * s.c_in + c) * taps.plane;
+          for (Index k = 0; k < taps.vectors; ++k)
+            _mm512_mask_storeu_ps(plane + 16 * k, lane_mask(0, std::min<Index>(16, taps.plane - 16 * k)), sum[k]);
+        }))
+      return;
+#endif
+  for (Index b = 0; b < images; ++b) col2im(s, col + b * p, ld, x + b * s.c_in * s.h * s.w);
 }
 
 /// A 1×1 convolution with stride 1 and no padding: its im2col is the identity (K = C_in, P = H·W), so
@@ -236,62 +500,72 @@ template <class T>
 void conv2d_forward(const Conv2dShape& s, const T* x, const T* weight, const T* bias, T* y) {
   const Index k = s.patch(), p = s.positions();
   // Per image: the columns (K·P) and the block's output (C_out·P) before it is scattered to NCHW.
-  detail::for_each_block<T>(s.n, detail::images_per_block(s), k * p + s.c_out * p, [&](Index first, Index images, T* scratch, int) {
-    const Index ld = images * p;
-    T* out = scratch + k * ld;
-    const T* col = detail::columns_of_block(s, x + first * s.c_in * s.h * s.w, images, scratch);
-    if (images == 1) {  // one image's (C_out, P) is already NCHW: write it in place, no copy
-      T* dst = y + first * s.c_out * p;
-      gemm(false, false, s.c_out, p, k, T(1), weight, k, col, p, T(0), dst, p);
-      if (bias)
-        parallel_for(0, s.c_out, [&](Index o) {
-          for (Index i = 0; i < p; ++i) dst[o * p + i] += bias[o];
-        }, p);
-      return;
-    }
-    gemm(false, false, s.c_out, ld, k, T(1), weight, k, col, ld, T(0), out, ld);
-    for (Index b = 0; b < images; ++b)
-      for (Index o = 0; o < s.c_out; ++o) {
-        T* dst = y + ((first + b) * s.c_out + o) * p;
-        const T* src = out + o * ld + b * p;
-        const T add = bias ? bias[o] : T(0);
-        for (Index i = 0; i < p; ++i) dst[i] = src[i] + add;
-      }
-  });
+  detail::for_each_block<T>(
+      s.n, detail::images_per_block(s), k * p + s.c_out * p, [&](Index first, Index images, T* scratch, int) {
+        const Index ld = images * p;
+        T* out = scratch + k * ld;
+        const T* col = detail::columns_of_block(s, x + first * s.c_in * s.h * s.w, images, scratch);
+        if (images == 1) {  // one image's (C_out, P) is already NCHW: write it in place, no copy
+          T* dst = y + first * s.c_out * p;
+          gemm(false, false, s.c_out, p, k, T(1), weight, k, col, p, T(0), dst, p);
+          if (bias)
+            parallel_for(
+                0, s.c_out,
+                [&](Index o) {
+                  for (Index i = 0; i < p; ++i) dst[o * p + i] += bias[o];
+                },
+                p);
+          return;
+        }
+        gemm(false, false, s.c_out, ld, k, T(1), weight, k, col, ld, T(0), out, ld);
+        for (Index b = 0; b < images; ++b)
+          for (Index o = 0; o < s.c_out; ++o) {
+            T* dst = y + ((first + b) * s.c_out + o) * p;
+            const T* src = out + o * ld + b * p;
+            const T add = bias ? bias[o] : T(0);
+            for (Index i = 0; i < p; ++i) dst[i] = src[i] + add;
+          }
+      });
 }
 
 /// grad_x (N, C_in, H, W) = the adjoint of conv2d applied to grad_y; assigned.
 template <class T>
 void conv2d_backward_input(const Conv2dShape& s, const T* grad_y, const T* weight, T* grad_x) {
   const Index k = s.patch(), p = s.positions();
-  detail::for_each_block<T>(s.n, detail::images_per_block(s), k * p + s.c_out * p, [&](Index first, Index images, T* scratch, int) {
-    const Index ld = images * p;
-    T* col = scratch;
-    const T* g = grad_y + first * s.c_out * p;  // one image's (C_out, P) is used in place
-    if (images > 1) {  // (C_out, images·P) gathered from grad_y
-      T* gathered = scratch + k * ld;
-      for (Index b = 0; b < images; ++b)
-        for (Index o = 0; o < s.c_out; ++o) std::copy_n(grad_y + ((first + b) * s.c_out + o) * p, p, gathered + o * ld + b * p);
-      g = gathered;
-    }
-    if (images == 1 && detail::is_pointwise(s)) {  // col2im would copy: write the product in place
-      gemm(true, false, k, ld, s.c_out, T(1), weight, k, g, ld, T(0), grad_x + first * s.c_in * s.h * s.w, ld);
-      return;
-    }
-    gemm(true, false, k, ld, s.c_out, T(1), weight, k, g, ld, T(0), col, ld);
-    for (Index b = 0; b < images; ++b) detail::col2im(s, col + b * p, ld, grad_x + (first + b) * s.c_in * s.h * s.w);
-  });
+  detail::for_each_block<T>(
+      s.n, detail::images_per_block(s), k * p + s.c_out * p, [&](Index first, Index images, T* scratch, int) {
+        const Index ld = images * p;
+        T* col = scratch;
+        const T* g = grad_y + first * s.c_out * p;  // one image's (C_out, P) is used in place
+        if (images > 1) {                           // (C_out, images·P) gathered from grad_y
+          T* gathered = scratch + k * ld;
+          for (Index b = 0; b < images; ++b)
+            for (Index o = 0; o < s.c_out; ++o)
+              std::copy_n(grad_y + ((first + b) * s.c_out + o) * p, p, gathered + o * ld + b * p);
+          g = gathered;
+        }
+        if (images == 1 && detail::is_pointwise(s)) {  // col2im would copy: write the product in place
+          gemm(true, false, k, ld, s.c_out, T(1), weight, k, g, ld, T(0), grad_x + first * s.c_in * s.h * s.w, ld);
+          return;
+        }
+        gemm(true, false, k, ld, s.c_out, T(1), weight, k, g, ld, T(0), col, ld);
+        detail::col2im_block(s, col, images, grad_x + first * s.c_in * s.h * s.w);
+      });
 }
 
 /// grad_bias (C_out) = Σ_{n,i,j} grad_y[n, o, i, j]; assigned. Shared by every convolution algorithm.
 template <class T>
 void conv2d_backward_bias(const Conv2dShape& s, const T* grad_y, T* grad_bias) {
   const Index p = s.positions();
-  parallel_for(0, s.c_out, [&](Index o) {
-    double sum = 0;
-    for (Index b = 0; b < s.n; ++b) sum += lane_sum<T>(p, [&](Index i) { return grad_y[(b * s.c_out + o) * p + i]; });
-    grad_bias[o] = static_cast<T>(sum);
-  }, s.n * p);
+  parallel_for(
+      0, s.c_out,
+      [&](Index o) {
+        double sum = 0;
+        for (Index b = 0; b < s.n; ++b)
+          sum += lane_sum<T>(p, [&](Index i) { return grad_y[(b * s.c_out + o) * p + i]; });
+        grad_bias[o] = static_cast<T>(sum);
+      },
+      s.n * p);
 }
 
 /// grad_weight (C_out, C_in, kH, kW) = Σ_n g_n · col_nᵀ and grad_bias (C_out, nullable) = Σ g; assigned.
@@ -299,19 +573,21 @@ template <class T>
 void conv2d_backward_weight(const Conv2dShape& s, const T* x, const T* grad_y, T* grad_weight, T* grad_bias) {
   const Index k = s.patch(), p = s.positions();
   detail::PerThreadSums<T> partial(s.c_out * k);  // ∂W per thread
-  detail::for_each_block<T>(s.n, detail::images_per_block(s), k * p + s.c_out * p, [&](Index first, Index images, T* scratch, int t) {
-    const Index ld = images * p;
-    const T* col = detail::columns_of_block(s, x + first * s.c_in * s.h * s.w, images, scratch);
-    const T* g = grad_y + first * s.c_out * p;  // one image's (C_out, P) is used in place
-    if (images > 1) {
-      T* gathered = scratch + k * ld;
-      for (Index b = 0; b < images; ++b)
-        for (Index o = 0; o < s.c_out; ++o) std::copy_n(grad_y + ((first + b) * s.c_out + o) * p, p, gathered + o * ld + b * p);
-      g = gathered;
-    }
-    // A stem's K = 49 or 147 columns: gemm computes this product transposed (kernels/gemm.hpp).
-    gemm(false, true, s.c_out, k, ld, T(1), g, ld, col, ld, T(1), partial[t], k);
-  });
+  detail::for_each_block<T>(
+      s.n, detail::images_per_block(s), k * p + s.c_out * p, [&](Index first, Index images, T* scratch, int t) {
+        const Index ld = images * p;
+        const T* col = detail::columns_of_block(s, x + first * s.c_in * s.h * s.w, images, scratch);
+        const T* g = grad_y + first * s.c_out * p;  // one image's (C_out, P) is used in place
+        if (images > 1) {
+          T* gathered = scratch + k * ld;
+          for (Index b = 0; b < images; ++b)
+            for (Index o = 0; o < s.c_out; ++o)
+              std::copy_n(grad_y + ((first + b) * s.c_out + o) * p, p, gathered + o * ld + b * p);
+          g = gathered;
+        }
+        // A stem's K = 49 or 147 columns: gemm computes this product transposed (kernels/gemm.hpp).
+        gemm(false, true, s.c_out, k, ld, T(1), g, ld, col, ld, T(1), partial[t], k);
+      });
   std::copy_n(partial.total(), s.c_out * k, grad_weight);
   if (grad_bias) conv2d_backward_bias(s, grad_y, grad_bias);
 }
