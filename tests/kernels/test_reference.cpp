@@ -163,15 +163,16 @@ TEST_CASE_TEMPLATE("conv2d kernels match the naive loops", T, float, double) {
       {3, 9, 8, 8, 5, 3, 3, 2, 2, 1, 1},    // 8×8 stride 2 → 4×4: four vectors
       {2, 4, 6, 7, 3, 3, 3, 2, 2, 1, 1},    // 42 elements: three vectors, P = 12
       {2, 3, 4, 4, 4, 5, 5, 1, 1, 2, 2},    // 25 taps
-      // Rows held in registers (W ≤ 32, W_out ≤ 16): stride 1 and 2, one and two vectors a row.
+      // Rows of at most 32 (W_out ≤ 16): one-chunk windows (im2col), rows in registers (col2im).
       {3, 4, 16, 16, 6, 3, 3, 1, 1, 1, 1},  // 16×16, stride 1
       {2, 5, 16, 16, 4, 3, 3, 2, 2, 1, 1},  // 16×16 stride 2
       {2, 3, 27, 30, 4, 3, 3, 2, 2, 1, 1},  // rows of 30: two vectors
       {2, 3, 20, 29, 3, 5, 5, 2, 2, 2, 2},  // 5×5, padding 2
-      // Longer rows, cut into chunks of 16 outputs read from a window of 64 columns (im2col); col2im by
+      // Longer rows: chunks of 16 outputs, each from a window of up to 64 columns (im2col); col2im by
       // the general loops.
       {2, 3, 40, 36, 4, 3, 3, 1, 1, 1, 1},  // three chunks, the last partial
       {2, 3, 9, 30, 5, 3, 3, 1, 1, 1, 1},   // rows of 30, outputs of 30: two chunks
+      {2, 3, 5, 31, 4, 3, 3, 1, 1, 1, 1},   // the last chunk's window is one vector; its last tap wraps
       {2, 3, 9, 64, 4, 3, 3, 2, 2, 1, 1},   // stride 2, two full chunks
       {2, 2, 36, 40, 3, 3, 3, 3, 3, 1, 1},  // stride 3
       {2, 1, 40, 38, 8, 7, 7, 2, 2, 3, 3},  // a stem on rows of 38

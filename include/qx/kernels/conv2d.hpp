@@ -33,141 +33,103 @@ namespace detail {
 inline __mmask16 lane_mask(Index lo, Index hi) {
   return static_cast<__mmask16>(((1u << hi) - 1u) & ~((1u << lo) - 1u));
 }
+
+/// Lane ℓ of the result = element index[ℓ] of v[0] … v[vectors − 1] laid end to end (1 ≤ vectors ≤ 4;
+/// index < 16·vectors): one permutation for up to 32 elements, two and a blend on index bit 5 beyond.
+inline __m512 select_lanes(const __m512 (&v)[4], Index vectors, __m512i index) {
+  if (vectors == 1) return _mm512_permutexvar_ps(index, v[0]);
+  const __m512 low = _mm512_permutex2var_ps(v[0], index, v[1]);
+  if (vectors == 2) return low;
+  const __m512 high = _mm512_permutex2var_ps(v[2], index, v[3]);
+  return _mm512_mask_blend_ps(_mm512_test_epi32_mask(index, _mm512_set1_epi32(32)), low, high);
+}
 #endif
 
 #if defined(__AVX512F__)
 /**
- * Image rows of at most 32 floats and output rows of at most 16 (any stride): an image row, loaded once
- * into two registers, gives the output row of every horizontal tap q by one permutation,
- *   out[j] = row[j·stride_w + q − pad_w]   (lanes whose tap falls outside the row zeroed).
- * A row-by-row masked copy loads each image row kW times and ran at 12 ns per output row on 16×16
- * planes (the loads wait on the stores just issued to the column buffer); this loads it once.
+ * im2col for rows whose 16-output chunks each read at most 64 consecutive columns (15·stride_w + kW ≤ 64:
+ * every stride-1 or -2 layer of a ResNet, the stem included). Each output row is cut into chunks of 16
+ * lanes; for chunk m the image row's window of 64 columns starting at b = 16·m·stride_w − pad_w is loaded
+ * once into up to four registers and gives every horizontal tap q by one selection,
+ *   out[16·m + j] = window[j·stride_w + q]   (lanes whose column b + j·stride_w + q is outside the row zeroed).
+ * A row-by-row copy loads each image row kW times and ran at 12 ns per 16-float output row on 16×16
+ * planes (each load waited on the column-buffer stores just issued); strided rows took a scalar loop.
+ */
+inline bool row_windows_apply(const Conv2dShape& s) { return 15 * s.stride_w + s.kw <= 64; }
+
+inline void im2col_row_windows(const Conv2dShape& s, const float* x, float* col, Index ld) {
+  constexpr Index max_kw = 49;  // 15·stride_w + kW ≤ 64 with stride_w ≥ 1
+  const Index oh = s.out_h(), ow = s.out_w(), chunks = (ow + 15) / 16;
+  const __m512i strided = _mm512_mullo_epi32(_mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15),
+                                             _mm512_set1_epi32(static_cast<std::int32_t>(s.stride_w)));  // j·stride_w
+  parallel_for(
+      0, s.c_in,
+      [&](Index c) {
+        for (Index m = 0; m < chunks; ++m) {
+          const Index base = 16 * m * s.stride_w - s.pad_w;
+          // Vectors of the window that any tap reads inside the row (two suffice for a 16-wide row).
+          const Index vectors = (std::min(15 * s.stride_w + s.kw, s.w - base) + 15) / 16;
+          const __mmask16 outputs = lane_mask(0, std::min<Index>(16, ow - 16 * m));
+          // Window lanes outside the row are loaded as zeros. A tap's column past the row may also lie
+          // past the vectors loaded, where the selection wraps round to a lane inside: those lanes are
+          // masked (columns before the row need no mask — they are zero lanes of the window).
+          __mmask16 inside[4], before_end[max_kw];
+          for (Index v = 0; v < 4; ++v)
+            inside[v] = v < vectors ? lane_mask(std::clamp<Index>(-base - 16 * v, 0, 16),
+                                                std::clamp<Index>(s.w - base - 16 * v, 0, 16))
+                                    : __mmask16(0);
+          const __m512i end = _mm512_set1_epi32(static_cast<std::int32_t>(s.w - base));
+          for (Index q = 0; q < s.kw; ++q)
+            before_end[q] = _mm512_cmplt_epi32_mask(
+                _mm512_add_epi32(strided, _mm512_set1_epi32(static_cast<std::int32_t>(q))), end);
+          for (Index p = 0; p < s.kh; ++p) {
+            float* rows = col + (c * s.kh + p) * s.kw * ld + 16 * m;  // the rows of taps (c, p, 0 … kW−1)
+            for (Index i = 0; i < oh; ++i) {
+              const Index r = i * s.stride_h + p - s.pad_h;
+              // A row outside the image reads nothing: its window is all zeros, so every tap stores zeros.
+              const bool in_image = r >= 0 && r < s.h;
+              const float* src = x + (c * s.h + std::clamp<Index>(r, 0, s.h - 1)) * s.w + base;
+              __m512 window[4];
+              for (Index v = 0; v < 4; ++v)  // columns outside the row are masked: never read
+                window[v] = _mm512_maskz_loadu_ps(in_image ? inside[v] : __mmask16(0), src + 16 * v);
+              for (Index q = 0; q < s.kw; ++q) {
+                const __m512i index = _mm512_add_epi32(strided, _mm512_set1_epi32(static_cast<std::int32_t>(q)));
+                _mm512_mask_storeu_ps(rows + q * ld + i * ow, outputs,
+                                      _mm512_maskz_mov_ps(before_end[q], select_lanes(window, vectors, index)));
+              }
+            }
+          }
+        }
+      },
+      s.kh * s.kw * oh * ow);
+}
+
+/**
+ * col2im for image rows of at most 32 floats and output rows of at most 16 (any stride): tap q sends
+ * output lane j to row column j·stride_w + q − pad_w, distinct columns for distinct lanes, so its inverse
+ * is a permutation too: row column 16·h + k ← output lane inverse[q][h][k]. Each image row is the sum,
+ * over the (p, i) whose tap lands on it and over q, of the output rows permuted back, written once (no
+ * read-add-write of x).
  */
 struct ShortRowTaps {
   static constexpr Index max_kw = 16;
   static bool applies(const Conv2dShape& s) { return s.w <= 32 && s.out_w() <= 16 && s.kw <= max_kw; }
   explicit ShortRowTaps(const Conv2dShape& s) {
     for (Index q = 0; q < s.kw; ++q) {
-      valid[q] = 0;
       std::fill_n(inverse[q][0], 32, 0);
       inverse_valid[q][0] = inverse_valid[q][1] = 0;
-      for (Index j = 0; j < 16; ++j) {
+      for (Index j = 0; j < s.out_w(); ++j) {
         const Index c = j * s.stride_w + q - s.pad_w;
-        const bool inside = j < s.out_w() && c >= 0 && c < s.w;
-        index[q][j] = static_cast<std::int32_t>(inside ? c : 0);
-        if (!inside) continue;
-        valid[q] = static_cast<__mmask16>(valid[q] | (1u << j));
+        if (c < 0 || c >= s.w) continue;
         inverse[q][c / 16][c % 16] = static_cast<std::int32_t>(j);
         inverse_valid[q][c / 16] = static_cast<__mmask16>(inverse_valid[q][c / 16] | (1u << (c % 16)));
       }
     }
   }
-  // Tap q: output lane j ← row column index[q][j]; row column 16·h + m ← output lane inverse[q][h][m].
-  alignas(64) std::int32_t index[max_kw][16];
   alignas(64) std::int32_t inverse[max_kw][2][16];
-  __mmask16 valid[max_kw];
   __mmask16 inverse_valid[max_kw][2];
 };
 
-/// im2col (below) for shapes ShortRowTaps applies to.
-inline void im2col_short_rows(const Conv2dShape& s, const ShortRowTaps& taps, const float* x, float* col, Index ld) {
-  const Index oh = s.out_h(), ow = s.out_w();
-  const __mmask16 outputs = lane_mask(0, ow), low = lane_mask(0, std::min<Index>(16, s.w)),
-                  high = lane_mask(0, std::max<Index>(0, s.w - 16));
-  parallel_for(
-      0, s.c_in,
-      [&](Index c) {
-        for (Index p = 0; p < s.kh; ++p) {
-          float* rows = col + (c * s.kh + p) * s.kw * ld;  // the rows of taps (c, p, 0 … kW−1)
-          for (Index i = 0; i < oh; ++i) {
-            const Index r = i * s.stride_h + p - s.pad_h;
-            if (r < 0 || r >= s.h) {
-              for (Index q = 0; q < s.kw; ++q)
-                _mm512_mask_storeu_ps(rows + q * ld + i * ow, outputs, _mm512_setzero_ps());
-              continue;
-            }
-            const float* src = x + (c * s.h + r) * s.w;
-            const __m512 lo = _mm512_maskz_loadu_ps(low, src), hi = _mm512_maskz_loadu_ps(high, src + 16);
-            for (Index q = 0; q < s.kw; ++q)
-              _mm512_mask_storeu_ps(
-                  rows + q * ld + i * ow, outputs,
-                  _mm512_maskz_permutex2var_ps(taps.valid[q], lo, _mm512_load_si512(taps.index[q]), hi));
-          }
-        }
-      },
-      s.kh * s.kw * oh * ow);
-}
-
-/**
- * Longer rows (the stem's, 32 to 56 wide layers'): each output row is cut into chunks of 16 lanes, and
- * for chunk m the image row's window of 64 columns starting at b = 16·m·stride_w − pad_w, loaded once
- * into four registers, gives every horizontal tap q by one permutation,
- *   out[16·m + j] = window[j·stride_w + q]   (lanes whose column b + j·stride_w + q is outside the row zeroed),
- * which needs 15·stride_w + kW ≤ 64. It replaces a scalar strided copy (the stem ran at 3–5 GB/s).
- */
-struct RowWindowTaps {
-  static constexpr Index max_kw = 49;
-  static bool applies(const Conv2dShape& s) { return s.kw <= max_kw && 15 * s.stride_w + s.kw <= 64; }
-  explicit RowWindowTaps(const Conv2dShape& s) {
-    for (Index q = 0; q < s.kw; ++q)
-      for (Index j = 0; j < 16; ++j) index[q][j] = static_cast<std::int32_t>(j * s.stride_w + q);
-  }
-  /// Lane j of the window: index bit 5 picks the pair of vectors, bits 0–4 the lane within it.
-  static __m512 pick(const __m512 (&v)[4], __m512i index) {
-    const __m512 low = _mm512_permutex2var_ps(v[0], index, v[1]), high = _mm512_permutex2var_ps(v[2], index, v[3]);
-    return _mm512_mask_blend_ps(_mm512_test_epi32_mask(index, _mm512_set1_epi32(32)), low, high);
-  }
-  alignas(64) std::int32_t index[max_kw][16];
-};
-
-/// im2col (below) for shapes RowWindowTaps applies to (and ShortRowTaps does not).
-inline void im2col_row_windows(const Conv2dShape& s, const RowWindowTaps& taps, const float* x, float* col, Index ld) {
-  const Index oh = s.out_h(), ow = s.out_w(), chunks = (ow + 15) / 16;
-  parallel_for(
-      0, s.c_in,
-      [&](Index c) {
-        for (Index m = 0; m < chunks; ++m) {
-          const Index base = 16 * m * s.stride_w - s.pad_w, lanes = std::min<Index>(16, ow - 16 * m);
-          const __mmask16 outputs = lane_mask(0, lanes);
-          // Which lanes of each window vector lie inside the row, and which output lanes of each tap do.
-          __mmask16 inside[4], valid[RowWindowTaps::max_kw];
-          for (Index v = 0; v < 4; ++v)
-            inside[v] =
-                lane_mask(std::clamp<Index>(-base - 16 * v, 0, 16), std::clamp<Index>(s.w - base - 16 * v, 0, 16));
-          const __m512i first = _mm512_set1_epi32(static_cast<std::int32_t>(-base)),
-                        end = _mm512_set1_epi32(static_cast<std::int32_t>(s.w - base));
-          for (Index q = 0; q < s.kw; ++q) {
-            const __m512i index = _mm512_load_si512(taps.index[q]);
-            valid[q] = static_cast<__mmask16>(outputs & _mm512_cmpge_epi32_mask(index, first) &
-                                              _mm512_cmplt_epi32_mask(index, end));
-          }
-          for (Index p = 0; p < s.kh; ++p) {
-            float* rows = col + (c * s.kh + p) * s.kw * ld + 16 * m;  // the rows of taps (c, p, 0 … kW−1)
-            for (Index i = 0; i < oh; ++i) {
-              const Index r = i * s.stride_h + p - s.pad_h;
-              if (r < 0 || r >= s.h) {
-                for (Index q = 0; q < s.kw; ++q)
-                  _mm512_mask_storeu_ps(rows + q * ld + i * ow, outputs, _mm512_setzero_ps());
-                continue;
-              }
-              // The window's columns outside the row are masked: never read (the pointer may lie before x).
-              const float* src = x + (c * s.h + r) * s.w + base;
-              const __m512 window[4] = {
-                  _mm512_maskz_loadu_ps(inside[0], src), _mm512_maskz_loadu_ps(inside[1], src + 16),
-                  _mm512_maskz_loadu_ps(inside[2], src + 32), _mm512_maskz_loadu_ps(inside[3], src + 48)};
-              for (Index q = 0; q < s.kw; ++q)
-                _mm512_mask_storeu_ps(
-                    rows + q * ld + i * ow, outputs,
-                    _mm512_maskz_mov_ps(valid[q], RowWindowTaps::pick(window, _mm512_load_si512(taps.index[q]))));
-            }
-          }
-        }
-      },
-      s.kh * s.kw * oh * ow);
-}
-
-/// col2im (below) for shapes ShortRowTaps applies to: each image row is the sum, over the (p, i) whose
-/// tap lands on it and over q, of the output rows permuted back; it is written once (no read-add-write).
 inline void col2im_short_rows(const Conv2dShape& s, const ShortRowTaps& taps, const float* col, Index ld, float* x) {
   const Index oh = s.out_h(), ow = s.out_w();
   const __mmask16 outputs = lane_mask(0, ow), low = lane_mask(0, std::min<Index>(16, s.w)),
@@ -198,16 +160,12 @@ inline void col2im_short_rows(const Conv2dShape& s, const ShortRowTaps& taps, co
 }
 #endif
 
-/// col (K, P), rows `ld` apart, ← the receptive fields of image x (C_in, H, W). Channels are independent
-/// rows of col: called outside a parallel region (one image on all threads) they are split over threads.
+/// col (K, P), rows `ld` apart, ← the receptive fields of image x (C_in, H, W), by loops over the valid
+/// column range of each tap row (im2col_block takes the register paths first where they apply). Channels
+/// are independent rows of col: called outside a parallel region (one image on all threads) they are
+/// split over threads.
 template <class T>
 void im2col(const Conv2dShape& s, const T* x, T* col, Index ld) {
-#if defined(__AVX512F__)
-  if constexpr (std::is_same_v<T, float>) {
-    if (ShortRowTaps::applies(s)) return im2col_short_rows(s, ShortRowTaps(s), x, col, ld);
-    if (RowWindowTaps::applies(s)) return im2col_row_windows(s, RowWindowTaps(s), x, col, ld);
-  }
-#endif
   const Index oh = s.out_h(), ow = s.out_w();
   parallel_for(
       0, s.c_in,
@@ -241,15 +199,11 @@ void im2col(const Conv2dShape& s, const T* x, T* col, Index ld) {
       s.kh * s.kw * oh * ow);
 }
 
-/// x (C_in, H, W) ← Σ of col's taps (the adjoint of im2col; col's rows `ld` apart); x is assigned. Each
-/// channel writes only its own plane, so channels are split over threads outside a parallel region.
+/// x (C_in, H, W) ← Σ of col's taps (the adjoint of im2col; col's rows `ld` apart); x is assigned. The
+/// general loops (col2im_block takes the register paths first). Each channel writes only its own plane,
+/// so channels are split over threads outside a parallel region.
 template <class T>
 void col2im(const Conv2dShape& s, const T* col, Index ld, T* x) {
-#if defined(__AVX512F__)
-  if constexpr (std::is_same_v<T, float>) {
-    if (ShortRowTaps::applies(s)) return col2im_short_rows(s, ShortRowTaps(s), col, ld, x);
-  }
-#endif
   const Index oh = s.out_h(), ow = s.out_w();
   parallel_for(
       0, s.c_in,
@@ -377,8 +331,7 @@ struct SmallPlaneTaps {
   static bool applies(const Conv2dShape& s) {
     return s.h * s.w <= 64 && s.positions() <= 16 && s.kh * s.kw <= max_taps;
   }
-  explicit SmallPlaneTaps(const Conv2dShape& s)
-      : taps(s.kh * s.kw), plane(s.h * s.w), positions(s.positions()), vectors((plane + 15) / 16) {
+  explicit SmallPlaneTaps(const Conv2dShape& s) : taps(s.kh * s.kw), plane(s.h * s.w), vectors((plane + 15) / 16) {
     for (Index t = 0; t < taps; ++t) {
       std::fill_n(gather[t], 16, 0);
       gather_mask[t] = 0;
@@ -408,16 +361,10 @@ struct SmallPlaneTaps {
   }
   /// Tap t's output row from the plane's vectors.
   __m512 row(Index t, const __m512 (&v)[4]) const {
-    const __m512i index = _mm512_load_si512(gather[t]);
-    if (vectors == 1) return _mm512_maskz_permutexvar_ps(gather_mask[t], index, v[0]);
-    if (vectors == 2) return _mm512_maskz_permutex2var_ps(gather_mask[t], v[0], index, v[1]);
-    // Index bit 5 picks the pair of vectors, bits 0–4 the lane within it.
-    const __m512 low = _mm512_permutex2var_ps(v[0], index, v[1]), high = _mm512_permutex2var_ps(v[2], index, v[3]);
-    const __mmask16 from_high = _mm512_test_epi32_mask(index, _mm512_set1_epi32(32));
-    return _mm512_maskz_mov_ps(gather_mask[t], _mm512_mask_blend_ps(from_high, low, high));
+    return _mm512_maskz_mov_ps(gather_mask[t], select_lanes(v, vectors, _mm512_load_si512(gather[t])));
   }
 
-  Index taps, plane, positions, vectors;
+  Index taps, plane, vectors;
   alignas(64) std::int32_t gather[max_taps][16];
   alignas(64) std::int32_t scatter[max_taps][4][16];
   __mmask16 gather_mask[max_taps];
@@ -443,7 +390,7 @@ template <class T>
 void im2col_block(const Conv2dShape& s, const T* x, Index images, T* col) {
   const Index p = s.positions(), ld = images * p;
 #if defined(__AVX512F__)
-  if constexpr (std::is_same_v<T, float>)
+  if constexpr (std::is_same_v<T, float>) {
     if (for_each_small_plane(s, images, [&](const SmallPlaneTaps& taps, __mmask16 outputs, Index b, Index c) {
           __m512 plane[4];
           taps.load(x + (b * s.c_in + c) * taps.plane, plane);
@@ -451,6 +398,11 @@ void im2col_block(const Conv2dShape& s, const T* x, Index images, T* col) {
           for (Index t = 0; t < taps.taps; ++t) _mm512_mask_storeu_ps(rows + t * ld, outputs, taps.row(t, plane));
         }))
       return;
+    if (row_windows_apply(s)) {
+      for (Index b = 0; b < images; ++b) im2col_row_windows(s, x + b * s.c_in * s.h * s.w, col + b * p, ld);
+      return;
+    }
+  }
 #endif
   for (Index b = 0; b < images; ++b) im2col(s, x + b * s.c_in * s.h * s.w, col + b * p, ld);
 }
@@ -460,7 +412,7 @@ template <class T>
 void col2im_block(const Conv2dShape& s, const T* col, Index images, T* x) {
   const Index p = s.positions(), ld = images * p;
 #if defined(__AVX512F__)
-  if constexpr (std::is_same_v<T, float>)
+  if constexpr (std::is_same_v<T, float>) {
     if (for_each_small_plane(s, images, [&](const SmallPlaneTaps& taps, __mmask16 outputs, Index b, Index c) {
           __m512 sum[4] = {_mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps()};
           const T* rows = col + c * taps.taps * ld + b * p;
@@ -475,6 +427,12 @@ void col2im_block(const Conv2dShape& s, const T* col, Index images, T* x) {
             _mm512_mask_storeu_ps(plane + 16 * k, lane_mask(0, std::min<Index>(16, taps.plane - 16 * k)), sum[k]);
         }))
       return;
+    if (ShortRowTaps::applies(s)) {
+      const ShortRowTaps taps(s);
+      for (Index b = 0; b < images; ++b) col2im_short_rows(s, taps, col + b * p, ld, x + b * s.c_in * s.h * s.w);
+      return;
+    }
+  }
 #endif
   for (Index b = 0; b < images; ++b) col2im(s, col + b * p, ld, x + b * s.c_in * s.h * s.w);
 }
