@@ -4,8 +4,9 @@
 // Winograd rows can exceed 100 %) and the fraction of the fp32 FMA peak measured by the same chains as
 // qx_bench_fma_peak. When /usr/bin/python3 has torch, the
 // same work in PyTorch 1.13 (benchmarks/conv2d_torch.py, tuned) is printed beside it with the ratio.
-// Usage: qx_bench_conv2d [--quick] [--no-torch] [--peak GFLOPS_PER_CORE]
-// (--peak fixes the denominator, e.g. to the figure qx_bench_fma_peak measured on an idle machine.)
+// Usage: qx_bench_conv2d [--quick] [--no-torch] [--narrow] [--peak GFLOPS_PER_CORE]
+// (--peak fixes the denominator, e.g. to the figure qx_bench_fma_peak measured on an idle machine;
+// --narrow times the main job's narrow model's layers instead of resnet50/resnet18's.)
 #include <qx/core/parallel.hpp>
 #include <qx/core/random.hpp>
 #include <qx/kernels/winograd.hpp>
@@ -29,10 +30,18 @@ struct Case {
   const char* name;
   Index c_in, c_out, size, kernel, stride, pad;
 };
-const Case cases[] = {
+const std::vector<Case> wide_cases = {
     {"stem7x7s2_3to64_224", 3, 64, 224, 7, 2, 3},  {"3x3_64to64_56", 64, 64, 56, 3, 1, 1},
     {"3x3_128to128_28", 128, 128, 28, 3, 1, 1},    {"3x3_256to256_14", 256, 256, 14, 3, 1, 1},
     {"3x3_512to512_7", 512, 512, 7, 3, 1, 1},
+};
+// --narrow: the convolutions of the model `qx reproduce` trains (resnet18 of width 16 on 1×64²) that run
+// by im2col + GEMM (its 32-channel 8×8 layers run by Winograd and are left out).
+const std::vector<Case> narrow_cases = {
+    {"stem7x7s2_1to16_64", 1, 16, 64, 7, 2, 3},   {"3x3_16to16_16", 16, 16, 16, 3, 1, 1},
+    {"3x3s2_16to32_16", 16, 32, 16, 3, 2, 1},     {"3x3s2_32to64_8", 32, 64, 8, 3, 2, 1},
+    {"3x3_64to64_4", 64, 64, 4, 3, 1, 1},         {"3x3s2_64to128_4", 64, 128, 4, 3, 2, 1},
+    {"3x3_128to128_2", 128, 128, 2, 3, 1, 1},     {"1x1s2_64to128_4", 64, 128, 4, 1, 2, 0},
 };
 
 template <class F>
@@ -59,11 +68,12 @@ std::map<std::string, double> run_torch(Index batch, int repeats, const std::str
 }  // namespace
 
 int main(int argc, char** argv) {
-  bool quick = false, torch = true;
+  bool quick = false, torch = true, narrow = false;
   double fixed_peak = 0;
   for (int i = 1; i < argc; ++i) {
     if (!std::strcmp(argv[i], "--quick")) quick = true;
     if (!std::strcmp(argv[i], "--no-torch")) torch = false;
+    if (!std::strcmp(argv[i], "--narrow")) narrow = true;
     if (!std::strcmp(argv[i], "--peak") && i + 1 < argc) fixed_peak = std::atof(argv[++i]);
   }
   const Index batch = quick ? 8 : 32;
@@ -72,7 +82,10 @@ int main(int argc, char** argv) {
   const double peak1 = fixed_peak > 0 ? fixed_peak : bench::fma_peak_per_thread();
   std::printf("conv2d, float32, batch %lld, best of %d; fp32 FMA peak %.1f GFLOP/s per thread\n",
               static_cast<long long>(batch), repeats, peak1);
-  const auto reference = torch ? run_torch(batch, repeats, "") : std::map<std::string, double>{};
+  const std::vector<Case>& cases = narrow ? narrow_cases : wide_cases;
+  std::string names;
+  for (const auto& c : cases) names += (names.empty() ? "" : ",") + std::string(c.name);
+  const auto reference = torch ? run_torch(batch, repeats, names) : std::map<std::string, double>{};
   if (torch && reference.empty()) std::printf("(PyTorch not found at /usr/bin/python3: no comparison)\n");
   std::printf("%-22s %-16s %3s %-8s %9s %8s %7s %11s %8s\n", "shape", "pass", "thr", "algo", "qx ms", "GFLOP/s", "%peak",
               "torch ms", "qx/torch");

@@ -178,7 +178,18 @@ TEST_CASE_TEMPLATE("conv2d kernels match the naive loops", T, float, double) {
       {2, 1, 40, 38, 8, 7, 7, 2, 2, 3, 3},  // a stem on rows of 38
       // A window wider than 64 columns (15·stride + kW > 64): the general loops.
       {2, 2, 30, 70, 3, 7, 7, 4, 4, 3, 3},
+      // The forward's columns written straight into the GEMM's 64-column panels (AVX-512, float):
+      {1, 32, 32, 32, 64, 3, 3, 1, 1, 1, 1},  // one image: panels split over threads, K over one KC slice
+      {1, 8, 8, 8, 200, 3, 3, 1, 1, 1, 1},    // one image, more rows than columns: rows split over threads
+      {4, 6, 16, 16, 70, 3, 3, 2, 2, 1, 1},   // W_out = 8 (divides 64), several images per block
   };
+#if defined(__AVX512F__)
+  // Shapes that take the panel path: P dividing 64 in registers, W_out dividing 64, W_out a multiple of
+  // 16 (padded last panels among them: 3 images of P = 4 make 12 columns); and some that do not.
+  for (const Index at : {1, 4, 7, 8, 10, 11, 12, 14, 15, 16, 22, 26, 27, 28})
+    CHECK_MESSAGE(qx::kernels::detail::panels_fit(shapes[static_cast<std::size_t>(at)]), "shape ", at);
+  for (const Index at : {0, 2, 5, 13, 17, 18, 20, 25}) CHECK_FALSE(qx::kernels::detail::panels_fit(shapes[static_cast<std::size_t>(at)]));
+#endif
   // Both orientations of the ∂W product (C_out × K) are exercised: the packed GEMM computes the stem's
   // transposed.
   CHECK(qx::kernels::detail::computes_transposed(shapes[6].c_out, shapes[6].patch()));

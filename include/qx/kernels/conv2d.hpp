@@ -47,6 +47,26 @@ inline __m512 select_lanes(const __m512 (&v)[4], Index vectors, __m512i index) {
 
 #if defined(__AVX512F__)
 /**
+ * Where the register paths of im2col write col[row, column]: col.column(column) + col.row(row).
+ * ColumnRows is row-major with rows `ld` apart, what gemm reads (and packs); ColumnPanels is already the
+ * packed GEMM's layout, panels of 64 columns each holding all K rows (gemm_b_panels reads it as it is,
+ * which saves the forward pass a copy of the whole column buffer). A store of up to 16 lanes must then
+ * not cross a panel's edge: panels_fit says when every store of a shape stays inside one.
+ */
+struct ColumnRows {
+  float* data;
+  Index ld;
+  float* column(Index j) const { return data + j; }
+  Index row(Index r) const { return r * ld; }
+};
+struct ColumnPanels {
+  float* data;
+  Index k;
+  float* column(Index j) const { return data + packed::panel_offset(k, 0, j); }
+  static Index row(Index r) { return r * packed::nr; }
+};
+
+/**
  * im2col for rows whose 16-output chunks each read at most 64 consecutive columns (15·stride_w + kW ≤ 64:
  * every stride-1 or -2 layer of a ResNet, the stem included). Each output row is cut into chunks of 16
  * lanes; for chunk m the image row's window of 64 columns starting at b = 16·m·stride_w − pad_w is loaded
@@ -57,7 +77,8 @@ inline __m512 select_lanes(const __m512 (&v)[4], Index vectors, __m512i index) {
  */
 inline bool row_windows_apply(const Conv2dShape& s) { return 15 * s.stride_w + s.kw <= 64; }
 
-inline void im2col_row_windows(const Conv2dShape& s, const float* x, float* col, Index ld) {
+template <class Layout>
+void im2col_row_windows(const Conv2dShape& s, const float* x, const Layout& col, Index column0) {
   constexpr Index max_kw = 49;  // 15·stride_w + kW ≤ 64 with stride_w ≥ 1
   const Index oh = s.out_h(), ow = s.out_w(), chunks = (ow + 15) / 16;
   const __m512i strided = _mm512_mullo_epi32(_mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15),
@@ -83,8 +104,9 @@ inline void im2col_row_windows(const Conv2dShape& s, const float* x, float* col,
             before_end[q] = _mm512_cmplt_epi32_mask(
                 _mm512_add_epi32(strided, _mm512_set1_epi32(static_cast<std::int32_t>(q))), end);
           for (Index p = 0; p < s.kh; ++p) {
-            float* rows = col + (c * s.kh + p) * s.kw * ld + 16 * m;  // the rows of taps (c, p, 0 … kW−1)
+            const Index tap_row = (c * s.kh + p) * s.kw;  // the rows of taps (c, p, 0 … kW−1)
             for (Index i = 0; i < oh; ++i) {
+              float* out = col.column(column0 + i * ow + 16 * m);
               const Index r = i * s.stride_h + p - s.pad_h;
               // A row outside the image reads nothing: its window is all zeros, so every tap stores zeros.
               const bool in_image = r >= 0 && r < s.h;
@@ -94,7 +116,7 @@ inline void im2col_row_windows(const Conv2dShape& s, const float* x, float* col,
                 window[v] = _mm512_maskz_loadu_ps(in_image ? inside[v] : __mmask16(0), src + 16 * v);
               for (Index q = 0; q < s.kw; ++q) {
                 const __m512i index = _mm512_add_epi32(strided, _mm512_set1_epi32(static_cast<std::int32_t>(q)));
-                _mm512_mask_storeu_ps(rows + q * ld + i * ow, outputs,
+                _mm512_mask_storeu_ps(out + col.row(tap_row + q), outputs,
                                       _mm512_maskz_mov_ps(before_end[q], select_lanes(window, vectors, index)));
               }
             }
@@ -253,6 +275,14 @@ inline Index images_per_block(Index n, Index scratch_per_image, Index columns_pe
 inline Index images_per_block(const Conv2dShape& s) {
   return images_per_block(s.n, s.patch() * s.positions(), s.positions());
 }
+/// Scratch per image of a block for the three passes: the columns (K·P) and the output or gathered
+/// gradient (C_out·P), plus room to round either up to whole 64-column panels when a block's columns
+/// may not fill them (P not a multiple of 64). The same size for all three, so the caching allocator
+/// hands each pass the block the previous one returned.
+inline Index scratch_per_image(const Conv2dShape& s, Index block) {
+  const Index rounding = s.positions() % 64 == 0 ? 0 : (64 * std::max(s.patch(), s.c_out) + block - 1) / block;
+  return (s.patch() + s.c_out) * s.positions() + rounding;
+}
 
 /**
  * Runs body(first_image, images, scratch, thread) over blocks of images. Blocks are spread over threads
@@ -385,24 +415,54 @@ bool for_each_small_plane(const Conv2dShape& s, Index images, Body&& body) {
 }
 #endif
 
+#if defined(__AVX512F__)
+/// The register paths of im2col for the images of a block, into either layout (image b's columns are
+/// [b·P, (b+1)·P)); false, writing nothing, when neither applies.
+template <class Layout>
+bool im2col_block_registers(const Conv2dShape& s, const float* x, Index images, const Layout& col) {
+  const Index p = s.positions();
+  if (for_each_small_plane(s, images, [&](const SmallPlaneTaps& taps, __mmask16 outputs, Index b, Index c) {
+        __m512 plane[4];
+        taps.load(x + (b * s.c_in + c) * taps.plane, plane);
+        float* out = col.column(b * p);
+        for (Index t = 0; t < taps.taps; ++t)
+          _mm512_mask_storeu_ps(out + col.row(c * taps.taps + t), outputs, taps.row(t, plane));
+      }))
+    return true;
+  if (row_windows_apply(s)) {
+    for (Index b = 0; b < images; ++b) im2col_row_windows(s, x + b * s.c_in * s.h * s.w, col, b * p);
+    return true;
+  }
+  return false;
+}
+
+/// Columns rounded up to whole 64-column panels.
+inline Index whole_panels(Index columns) { return (columns + packed::nr - 1) / packed::nr * packed::nr; }
+
+/// The last panel's columns past `columns`, all `rows` of them: the micro-kernel computes them and never
+/// stores them, but they must hold numbers (stale memory may be denormals, which slow the FMAs).
+inline void zero_panel_tail(float* panels, Index rows, Index columns) {
+  if (columns % packed::nr == 0) return;
+  for (Index r = 0; r < rows; ++r) std::fill_n(panels + packed::panel_offset(rows, r, columns), packed::nr - columns % packed::nr, 0.0f);
+}
+
+/// Whether the register im2col of s can write ColumnPanels: each store stays inside one 64-column panel.
+/// A small plane stores P lanes at column b·P (inside when P divides 64); a row window stores at most 16
+/// lanes at b·P + i·W_out + 16·m (inside when W_out is a multiple of 16, or divides 64).
+inline bool panels_fit(const Conv2dShape& s) {
+  if (SmallPlaneTaps::applies(s)) return 64 % s.positions() == 0;
+  if (row_windows_apply(s)) return s.out_w() % 16 == 0 || 64 % s.out_w() == 0;
+  return false;
+}
+#endif
+
 /// col (K, ld) columns [b·P, (b+1)·P) ← image b's receptive fields, for the images of a block.
 template <class T>
 void im2col_block(const Conv2dShape& s, const T* x, Index images, T* col) {
   const Index p = s.positions(), ld = images * p;
 #if defined(__AVX512F__)
-  if constexpr (std::is_same_v<T, float>) {
-    if (for_each_small_plane(s, images, [&](const SmallPlaneTaps& taps, __mmask16 outputs, Index b, Index c) {
-          __m512 plane[4];
-          taps.load(x + (b * s.c_in + c) * taps.plane, plane);
-          T* rows = col + c * taps.taps * ld + b * p;
-          for (Index t = 0; t < taps.taps; ++t) _mm512_mask_storeu_ps(rows + t * ld, outputs, taps.row(t, plane));
-        }))
-      return;
-    if (row_windows_apply(s)) {
-      for (Index b = 0; b < images; ++b) im2col_row_windows(s, x + b * s.c_in * s.h * s.w, col + b * p, ld);
-      return;
-    }
-  }
+  if constexpr (std::is_same_v<T, float>)
+    if (im2col_block_registers(s, x, images, ColumnRows{col, ld})) return;
 #endif
   for (Index b = 0; b < images; ++b) im2col(s, x + b * s.c_in * s.h * s.w, col + b * p, ld);
 }
@@ -456,59 +516,99 @@ const T* columns_of_block(const Conv2dShape& s, const T* x, Index images, T* col
 /// y (N, C_out, H_out, W_out) = conv(x (N, C_in, H, W), weight (C_out, C_in, kH, kW)) + bias (C_out, nullable)
 template <class T>
 void conv2d_forward(const Conv2dShape& s, const T* x, const T* weight, const T* bias, T* y) {
-  const Index k = s.patch(), p = s.positions();
-  // Per image: the columns (K·P) and the block's output (C_out·P) before it is scattered to NCHW.
-  detail::for_each_block<T>(
-      s.n, detail::images_per_block(s), k * p + s.c_out * p, [&](Index first, Index images, T* scratch, int) {
-        const Index ld = images * p;
-        T* out = scratch + k * ld;
-        const T* col = detail::columns_of_block(s, x + first * s.c_in * s.h * s.w, images, scratch);
-        if (images == 1) {  // one image's (C_out, P) is already NCHW: write it in place, no copy
-          T* dst = y + first * s.c_out * p;
-          gemm(false, false, s.c_out, p, k, T(1), weight, k, col, p, T(0), dst, p);
-          if (bias)
-            parallel_for(
-                0, s.c_out,
-                [&](Index o) {
-                  for (Index i = 0; i < p; ++i) dst[o * p + i] += bias[o];
-                },
-                p);
-          return;
-        }
-        gemm(false, false, s.c_out, ld, k, T(1), weight, k, col, ld, T(0), out, ld);
-        for (Index b = 0; b < images; ++b)
-          for (Index o = 0; o < s.c_out; ++o) {
-            T* dst = y + ((first + b) * s.c_out + o) * p;
-            const T* src = out + o * ld + b * p;
-            const T add = bias ? bias[o] : T(0);
-            for (Index i = 0; i < p; ++i) dst[i] = src[i] + add;
-          }
-      });
+  const Index k = s.patch(), p = s.positions(), block = detail::images_per_block(s);
+  // Scratch: the columns (rows or panels), then the block's output (C_out·P) before it is scattered to NCHW.
+  detail::for_each_block<T>(s.n, block, detail::scratch_per_image(s, block), [&](Index first, Index images, T* scratch, int) {
+    const Index ld = images * p;
+    const T* image = x + first * s.c_in * s.h * s.w;
+    T* dst = y + first * s.c_out * p;  // one image's (C_out, P) is already NCHW: written in place, no copy
+    T* out = images == 1 ? dst : nullptr;
+    bool done = false;
+#if defined(__AVX512F__)
+    // In float, im2col writes the GEMM's packed panels directly when its stores fit them
+    // (detail::ColumnPanels) and the GEMM reads them as they are; unless the product is one the GEMM
+    // computes transposed (few columns), or the columns are the input itself (one image, 1×1).
+    if constexpr (std::is_same_v<T, float>) {
+      if (detail::panels_fit(s) && !(images == 1 && detail::is_pointwise(s)) && !detail::computes_transposed(s.c_out, ld)) {
+        if (!out) out = scratch + k * detail::whole_panels(ld);
+        detail::im2col_block_registers(s, image, images, detail::ColumnPanels{scratch, k});
+        detail::zero_panel_tail(scratch, k, ld);
+        gemm_b_panels(false, s.c_out, ld, k, 1.0f, weight, k, scratch, 0.0f, out, ld);
+        done = true;
+      }
+    }
+#endif
+    if (!done) {
+      if (!out) out = scratch + k * ld;
+      const T* col = detail::columns_of_block(s, image, images, scratch);
+      gemm(false, false, s.c_out, ld, k, T(1), weight, k, col, ld, T(0), out, ld);
+    }
+    if (images == 1) {
+      if (bias)
+        parallel_for(
+            0, s.c_out,
+            [&](Index o) {
+              for (Index i = 0; i < p; ++i) dst[o * p + i] += bias[o];
+            },
+            p);
+      return;
+    }
+    for (Index b = 0; b < images; ++b)
+      for (Index o = 0; o < s.c_out; ++o) {
+        T* to = y + ((first + b) * s.c_out + o) * p;
+        const T* from = out + o * ld + b * p;
+        const T add = bias ? bias[o] : T(0);
+        for (Index i = 0; i < p; ++i) to[i] = from[i] + add;
+      }
+  });
 }
 
 /// grad_x (N, C_in, H, W) = the adjoint of conv2d applied to grad_y; assigned.
 template <class T>
 void conv2d_backward_input(const Conv2dShape& s, const T* grad_y, const T* weight, T* grad_x) {
-  const Index k = s.patch(), p = s.positions();
-  detail::for_each_block<T>(
-      s.n, detail::images_per_block(s), k * p + s.c_out * p, [&](Index first, Index images, T* scratch, int) {
-        const Index ld = images * p;
-        T* col = scratch;
-        const T* g = grad_y + first * s.c_out * p;  // one image's (C_out, P) is used in place
-        if (images > 1) {                           // (C_out, images·P) gathered from grad_y
-          T* gathered = scratch + k * ld;
-          for (Index b = 0; b < images; ++b)
-            for (Index o = 0; o < s.c_out; ++o)
-              std::copy_n(grad_y + ((first + b) * s.c_out + o) * p, p, gathered + o * ld + b * p);
-          g = gathered;
-        }
-        if (images == 1 && detail::is_pointwise(s)) {  // col2im would copy: write the product in place
-          gemm(true, false, k, ld, s.c_out, T(1), weight, k, g, ld, T(0), grad_x + first * s.c_in * s.h * s.w, ld);
-          return;
-        }
-        gemm(true, false, k, ld, s.c_out, T(1), weight, k, g, ld, T(0), col, ld);
-        detail::col2im_block(s, col, images, grad_x + first * s.c_in * s.h * s.w);
-      });
+  const Index k = s.patch(), p = s.positions(), block = detail::images_per_block(s);
+  detail::for_each_block<T>(s.n, block, detail::scratch_per_image(s, block), [&](Index first, Index images, T* scratch, int) {
+    const Index ld = images * p;
+    T* x = grad_x + first * s.c_in * s.h * s.w;
+#if defined(__AVX512F__)
+    // In float, several images' gradients are gathered straight into the GEMM's 64-column panels: one
+    // copy instead of a gather and a pack.
+    if constexpr (std::is_same_v<T, float>) {
+      if (images > 1 && !detail::computes_transposed(k, ld)) {
+        float* g = scratch;  // (C_out, ld) in panels, 64-byte aligned at the buffer's start
+        T* col = scratch + s.c_out * detail::whole_panels(ld);
+        for (Index b = 0; b < images; ++b)
+          for (Index o = 0; o < s.c_out; ++o) {
+            const float* from = grad_y + ((first + b) * s.c_out + o) * p;
+            for (Index j = b * p, end = (b + 1) * p; j < end;) {  // cut at the panels' edges
+              const Index run = std::min(end - j, detail::packed::nr - j % detail::packed::nr);
+              std::copy_n(from, run, g + detail::packed::panel_offset(s.c_out, o, j));
+              from += run, j += run;
+            }
+          }
+        detail::zero_panel_tail(g, s.c_out, ld);
+        gemm_b_panels(true, k, ld, s.c_out, 1.0f, weight, k, g, 0.0f, col, ld);
+        detail::col2im_block(s, col, images, x);
+        return;
+      }
+    }
+#endif
+    T* col = scratch;
+    const T* g = grad_y + first * s.c_out * p;  // one image's (C_out, P) is used in place
+    if (images > 1) {                           // (C_out, images·P) gathered from grad_y
+      T* gathered = scratch + k * ld;
+      for (Index b = 0; b < images; ++b)
+        for (Index o = 0; o < s.c_out; ++o)
+          std::copy_n(grad_y + ((first + b) * s.c_out + o) * p, p, gathered + o * ld + b * p);
+      g = gathered;
+    }
+    if (images == 1 && detail::is_pointwise(s)) {  // col2im would copy: write the product in place
+      gemm(true, false, k, ld, s.c_out, T(1), weight, k, g, ld, T(0), x, ld);
+      return;
+    }
+    gemm(true, false, k, ld, s.c_out, T(1), weight, k, g, ld, T(0), col, ld);
+    detail::col2im_block(s, col, images, x);
+  });
 }
 
 /// grad_bias (C_out) = Σ_{n,i,j} grad_y[n, o, i, j]; assigned. Shared by every convolution algorithm.
@@ -531,8 +631,9 @@ template <class T>
 void conv2d_backward_weight(const Conv2dShape& s, const T* x, const T* grad_y, T* grad_weight, T* grad_bias) {
   const Index k = s.patch(), p = s.positions();
   detail::PerThreadSums<T> partial(s.c_out * k);  // ∂W per thread
+  const Index block = detail::images_per_block(s);
   detail::for_each_block<T>(
-      s.n, detail::images_per_block(s), k * p + s.c_out * p, [&](Index first, Index images, T* scratch, int t) {
+      s.n, block, detail::scratch_per_image(s, block), [&](Index first, Index images, T* scratch, int t) {
         const Index ld = images * p;
         const T* col = detail::columns_of_block(s, x + first * s.c_in * s.h * s.w, images, scratch);
         const T* g = grad_y + first * s.c_out * p;  // one image's (C_out, P) is used in place

@@ -98,22 +98,20 @@ void gemm_block(bool trans_a, bool trans_b, Index k, T alpha, const T* a, Index 
 }
 }  // namespace detail
 
+namespace detail {
 /**
- * C (m×n) = α·op(A)·op(B) + β·C with op(A) m×k and op(B) k×n, all row-major.
- * Called outside a parallel region with enough work, C is split into one block of rows or columns per
- * thread, each computed by Eigen's single-threaded kernel: Eigen's own OpenMP GEMM synchronises its
- * threads by spinning, which costs more than it gains on convolution-sized products.
+ * Runs block(r0, rows, c0, cols) over C (m×n): called outside a parallel region with enough work, one
+ * block of rows or of columns per thread (columns when there are as many), cut at multiples of the
+ * register tiles (Eigen's, qx's 6×64); otherwise one block, the whole of C, on the calling thread.
  */
-template <class T>
-void gemm(bool trans_a, bool trans_b, Index m, Index n, Index k, T alpha, const T* a, Index lda, const T* b, Index ldb,
-          T beta, T* c, Index ldc) {
-  if (m == 0 || n == 0) return;
+template <class Block>
+void split_over_threads(Index m, Index n, Index k, Block&& block) {
 #if defined(QX_USE_OPENMP) && QX_USE_OPENMP
   const int threads = omp_get_max_threads();
   if (threads > 1 && !omp_in_parallel() && m * n * std::max<Index>(k, 1) >= (Index{1} << 18)) {
     const bool split_columns = n >= m;
     const Index extent = split_columns ? n : m;
-    const Index unit = split_columns ? 64 : 48;  // keep blocks aligned to the register tiles (Eigen's, qx's 6×64)
+    const Index unit = split_columns ? 64 : 48;
     const Index parts = std::min<Index>(threads, (extent + unit - 1) / unit);
 #pragma omp parallel num_threads(static_cast<int>(parts))
     {
@@ -121,15 +119,47 @@ void gemm(bool trans_a, bool trans_b, Index m, Index n, Index k, T alpha, const 
       const Index chunk = ((extent + parts - 1) / parts + unit - 1) / unit * unit;
       const Index begin = std::min(extent, t * chunk), end = std::min(extent, begin + chunk);
       if (end > begin) {
-        if (split_columns) detail::gemm_block(trans_a, trans_b, k, alpha, a, lda, b, ldb, beta, c, ldc, 0, m, begin, end - begin);
-        else detail::gemm_block(trans_a, trans_b, k, alpha, a, lda, b, ldb, beta, c, ldc, begin, end - begin, 0, n);
+        if (split_columns) block(Index{0}, m, begin, end - begin);
+        else block(begin, end - begin, Index{0}, n);
       }
     }
     return;
   }
 #endif
-  detail::gemm_block(trans_a, trans_b, k, alpha, a, lda, b, ldb, beta, c, ldc, 0, m, 0, n);
+  block(Index{0}, m, Index{0}, n);
 }
+}  // namespace detail
+
+/**
+ * C (m×n) = α·op(A)·op(B) + β·C with op(A) m×k and op(B) k×n, all row-major.
+ * Called outside a parallel region with enough work, C is split into one block of rows or columns per
+ * thread, each computed by a single-threaded kernel (qx's packed one, or Eigen's): Eigen's own OpenMP
+ * GEMM synchronises its threads by spinning, which costs more than it gains on convolution-sized products.
+ */
+template <class T>
+void gemm(bool trans_a, bool trans_b, Index m, Index n, Index k, T alpha, const T* a, Index lda, const T* b, Index ldb,
+          T beta, T* c, Index ldc) {
+  if (m == 0 || n == 0) return;
+  detail::split_over_threads(m, n, k, [&](Index r0, Index rows, Index c0, Index cols) {
+    detail::gemm_block(trans_a, trans_b, k, alpha, a, lda, b, ldb, beta, c, ldc, r0, rows, c0, cols);
+  });
+}
+
+#if defined(__AVX512F__)
+/**
+ * C (m×n) = α·op(A)·B + β·C in float with B already packed in panels of 64 columns
+ * (detail::packed::panel_offset; the last panel zero past n). Split over threads as gemm splits: a
+ * block of columns starts at a whole panel.
+ */
+inline void gemm_b_panels(bool trans_a, Index m, Index n, Index k, float alpha, const float* a, Index lda, const float* b_panels,
+                          float beta, float* c, Index ldc) {
+  if (m == 0 || n == 0) return;
+  detail::split_over_threads(m, n, k, [&](Index r0, Index rows, Index c0, Index cols) {
+    detail::packed::gemm_b_panels(trans_a, rows, cols, k, alpha, trans_a ? a + r0 : a + r0 * lda, lda,
+                                  b_panels + detail::packed::panel_offset(k, 0, c0), beta, c + r0 * ldc + c0, ldc);
+  });
+}
+#endif
 
 }  // namespace kernels
 QX_NAMESPACE_END

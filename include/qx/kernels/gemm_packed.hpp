@@ -8,10 +8,12 @@
 #include "qx/core/shape.hpp"
 
 #include <algorithm>
+#include <cstdint>
 #include <cstdlib>
 #include <cstring>
 #include <memory>
 #include <new>
+#include <utility>
 
 #if defined(__AVX512F__)
 #include <immintrin.h>
@@ -213,11 +215,44 @@ inline void micro_kernel_portable(Index k, const float* a, const float* b, float
 }
 
 /**
- * C (m×n) = α·op(A)·op(B) + β·C on the calling thread, Goto's loop nest:
- *   for each NC block of columns, for each KC slice: pack B (KC×NC, L2); pack A (m×KC);
+ * Goto's loop nest over C (m×n, k ≥ 1) on the calling thread:
+ *   for each NC block of columns, for each KC slice: B's panels for it (KC×NC, L2); pack A (m×KC);
  *   for each MR panel of A (L1), for each NR panel of B: micro-kernel.
  * The A panel is reused across the whole B block, which is read from L2 once per panel of A.
+ * b_block(jc, ncols, pc, depth) returns where the block's panels are: {first, stride}, panel jr (a
+ * multiple of NR) at first + jr·stride — packed into a buffer by gemm_packed, or already in place for
+ * gemm_b_panels.
  */
+template <bool Portable, class BBlock>
+void loop_nest(bool trans_a, Index m, Index n, Index k, float alpha, const float* a, Index lda, float beta, float* c, Index ldc,
+               BBlock&& b_block) {
+  const Index m_padded = (m + mr - 1) / mr * mr;
+  float* pa = a_buffer().get(m_padded * kc);
+  for (Index jc = 0; jc < n; jc += nc) {
+    const Index ncols = std::min(nc, n - jc);
+    for (Index pc = 0; pc < k; pc += kc) {
+      const Index depth = std::min(kc, k - pc);
+      const float slice_beta = pc == 0 ? beta : 1.0f;
+      const auto [pb, panel_stride] = b_block(jc, ncols, pc, depth);
+      pack_a(trans_a, a, lda, 0, m, pc, depth, pa);
+      for (Index ir = 0; ir < m; ir += mr) {
+        const float* panel_a = pa + ir * depth;
+        for (Index jr = 0; jr < ncols; jr += nr) {
+          float* tile = c + ir * ldc + jc + jr;
+          const Index rows = std::min(mr, m - ir), cols = std::min(nr, ncols - jr);
+#if defined(__AVX512F__)
+          if constexpr (!Portable)
+            micro_kernel(depth, panel_a, pb + jr * panel_stride, tile, ldc, rows, cols, alpha, slice_beta);
+          else
+#endif
+            micro_kernel_portable(depth, panel_a, pb + jr * panel_stride, tile, ldc, rows, cols, alpha, slice_beta);
+        }
+      }
+    }
+  }
+}
+
+/// C (m×n) = α·op(A)·op(B) + β·C on the calling thread: the loop nest with B packed per block.
 template <bool Portable = false>
 void gemm_packed(bool trans_a, bool trans_b, Index m, Index n, Index k, float alpha, const float* a, Index lda,
                  const float* b, Index ldb, float beta, float* c, Index ldc) {
@@ -227,31 +262,34 @@ void gemm_packed(bool trans_a, bool trans_b, Index m, Index n, Index k, float al
       for (Index j = 0; j < n; ++j) c[i * ldc + j] = beta != 0.0f ? beta * c[i * ldc + j] : 0.0f;
     return;
   }
-  const Index m_padded = (m + mr - 1) / mr * mr;
-  float* pa = a_buffer().get(m_padded * kc);
   float* pb = b_buffer().get(kc * nc);
-  for (Index jc = 0; jc < n; jc += nc) {
-    const Index ncols = std::min(nc, n - jc);
-    for (Index pc = 0; pc < k; pc += kc) {
-      const Index depth = std::min(kc, k - pc);
-      const float slice_beta = pc == 0 ? beta : 1.0f;
-      pack_b(trans_b, b, ldb, pc, depth, jc, ncols, pb);
-      pack_a(trans_a, a, lda, 0, m, pc, depth, pa);
-      for (Index ir = 0; ir < m; ir += mr) {
-        const float* panel_a = pa + ir * depth;
-        for (Index jr = 0; jr < ncols; jr += nr) {
-          float* tile = c + ir * ldc + jc + jr;
-          const Index rows = std::min(mr, m - ir), cols = std::min(nr, ncols - jr);
-#if defined(__AVX512F__)
-          if constexpr (!Portable)
-            micro_kernel(depth, panel_a, pb + jr * depth, tile, ldc, rows, cols, alpha, slice_beta);
-          else
-#endif
-            micro_kernel_portable(depth, panel_a, pb + jr * depth, tile, ldc, rows, cols, alpha, slice_beta);
-        }
-      }
-    }
-  }
+  loop_nest<Portable>(trans_a, m, n, k, alpha, a, lda, beta, c, ldc, [&](Index jc, Index ncols, Index pc, Index depth) {
+    pack_b(trans_b, b, ldb, pc, depth, jc, ncols, pb);
+    return std::pair<const float*, Index>{pb, depth};
+  });
+}
+
+/// Offset of op(B)[row, column] in the panel layout of a k-row B: panels of NR columns, each k × NR
+/// row-major (what pack_b produces per KC slice, here for the whole depth at once).
+constexpr Index panel_offset(Index k, Index row, Index column) { return (column / nr) * k * nr + row * nr + column % nr; }
+
+/**
+ * C (m×n) = α·op(A)·B + β·C with B (k×n) already in the panel layout of panel_offset, the columns of the
+ * last panel past n zero: the loop nest without pack_b, for a producer that writes B packed (a
+ * convolution's im2col) instead of writing it row-major for pack_b to copy. A KC slice of a panel is
+ * the contiguous rows [pc, pc + KC) of it, which is what the micro-kernel reads (aligned loads: the
+ * panels must start on a 64-byte boundary, as qx's buffers do).
+ */
+template <bool Portable = false>
+void gemm_b_panels(bool trans_a, Index m, Index n, Index k, float alpha, const float* a, Index lda, const float* b_panels,
+                   float beta, float* c, Index ldc) {
+  if (m <= 0 || n <= 0) return;
+  check(k > 0, "gemm_b_panels: depth ", k, " must be positive");
+  check(reinterpret_cast<std::uintptr_t>(b_panels) % 64 == 0, "gemm_b_panels: the panels must be 64-byte aligned");
+  // Block jc's slice pc starts at panel_offset(k, pc, jc); its panels are k·NR apart.
+  loop_nest<Portable>(trans_a, m, n, k, alpha, a, lda, beta, c, ldc, [&](Index jc, Index, Index pc, Index) {
+    return std::pair<const float*, Index>{b_panels + panel_offset(k, pc, jc), k};
+  });
 }
 
 }  // namespace packed
