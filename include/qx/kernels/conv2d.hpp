@@ -45,27 +45,30 @@ inline __m512 select_lanes(const __m512 (&v)[4], Index vectors, __m512i index) {
 }
 #endif
 
-#if defined(__AVX512F__)
 /**
- * Where the register paths of im2col write col[row, column]: col.column(column) + col.row(row).
- * ColumnRows is row-major with rows `ld` apart, what gemm reads (and packs); ColumnPanels is already the
- * packed GEMM's layout, panels of 64 columns each holding all K rows (gemm_b_panels reads it as it is,
- * which saves the forward pass a copy of the whole column buffer). A store of up to 16 lanes must then
- * not cross a panel's edge: panels_fit says when every store of a shape stays inside one.
+ * Where a block's columns go, col[row, column] at col.column(column) + col.row(row), with col.run(column)
+ * columns contiguous from there. ColumnRows is row-major with rows `ld` apart, what gemm reads (and
+ * packs); ColumnPanels is already the packed GEMM's layout, panels of 64 columns each holding all K rows
+ * (gemm_b_panels reads it as it is, which saves a copy of the whole buffer). A store must then not cross
+ * a panel's edge: panels_fit says when every register store of im2col stays inside one.
  */
+template <class T>
 struct ColumnRows {
-  float* data;
+  T* data;
   Index ld;
-  float* column(Index j) const { return data + j; }
+  T* column(Index j) const { return data + j; }
   Index row(Index r) const { return r * ld; }
+  Index run(Index j) const { return ld - j; }
 };
 struct ColumnPanels {
   float* data;
   Index k;
   float* column(Index j) const { return data + packed::panel_offset(k, 0, j); }
   static Index row(Index r) { return r * packed::nr; }
+  static Index run(Index j) { return packed::nr - j % packed::nr; }
 };
 
+#if defined(__AVX512F__)
 /**
  * im2col for rows whose 16-output chunks each read at most 64 consecutive columns (15·stride_w + kW ≤ 64:
  * every stride-1 or -2 layer of a ResNet, the stem included). Each output row is cut into chunks of 16
@@ -280,7 +283,8 @@ inline Index images_per_block(const Conv2dShape& s) {
 /// may not fill them (P not a multiple of 64). The same size for all three, so the caching allocator
 /// hands each pass the block the previous one returned.
 inline Index scratch_per_image(const Conv2dShape& s, Index block) {
-  const Index rounding = s.positions() % 64 == 0 ? 0 : (64 * std::max(s.patch(), s.c_out) + block - 1) / block;
+  constexpr Index nr = packed::nr;
+  const Index rounding = s.positions() % nr == 0 ? 0 : (nr * std::max(s.patch(), s.c_out) + block - 1) / block;
   return (s.patch() + s.c_out) * s.positions() + rounding;
 }
 
@@ -415,6 +419,16 @@ bool for_each_small_plane(const Conv2dShape& s, Index images, Body&& body) {
 }
 #endif
 
+/// Columns rounded up to whole 64-column panels.
+inline Index whole_panels(Index columns) { return (columns + packed::nr - 1) / packed::nr * packed::nr; }
+
+/// The last panel's columns past `columns`, all `rows` of them: the micro-kernel computes them and never
+/// stores them, but they must hold numbers (stale memory may be denormals, which slow the FMAs).
+inline void zero_panel_tail(float* panels, Index rows, Index columns) {
+  if (columns % packed::nr == 0) return;
+  for (Index r = 0; r < rows; ++r) std::fill_n(panels + packed::panel_offset(rows, r, columns), packed::nr - columns % packed::nr, 0.0f);
+}
+
 #if defined(__AVX512F__)
 /// The register paths of im2col for the images of a block, into either layout (image b's columns are
 /// [b·P, (b+1)·P)); false, writing nothing, when neither applies.
@@ -436,16 +450,6 @@ bool im2col_block_registers(const Conv2dShape& s, const float* x, Index images, 
   return false;
 }
 
-/// Columns rounded up to whole 64-column panels.
-inline Index whole_panels(Index columns) { return (columns + packed::nr - 1) / packed::nr * packed::nr; }
-
-/// The last panel's columns past `columns`, all `rows` of them: the micro-kernel computes them and never
-/// stores them, but they must hold numbers (stale memory may be denormals, which slow the FMAs).
-inline void zero_panel_tail(float* panels, Index rows, Index columns) {
-  if (columns % packed::nr == 0) return;
-  for (Index r = 0; r < rows; ++r) std::fill_n(panels + packed::panel_offset(rows, r, columns), packed::nr - columns % packed::nr, 0.0f);
-}
-
 /// Whether the register im2col of s can write ColumnPanels: each store stays inside one 64-column panel.
 /// A small plane stores P lanes at column b·P (inside when P divides 64); a row window stores at most 16
 /// lanes at b·P + i·W_out + 16·m (inside when W_out is a multiple of 16, or divides 64).
@@ -462,7 +466,7 @@ void im2col_block(const Conv2dShape& s, const T* x, Index images, T* col) {
   const Index p = s.positions(), ld = images * p;
 #if defined(__AVX512F__)
   if constexpr (std::is_same_v<T, float>)
-    if (im2col_block_registers(s, x, images, ColumnRows{col, ld})) return;
+    if (im2col_block_registers(s, x, images, ColumnRows<float>{col, ld})) return;
 #endif
   for (Index b = 0; b < images; ++b) im2col(s, x + b * s.c_in * s.h * s.w, col + b * p, ld);
 }
@@ -511,6 +515,43 @@ const T* columns_of_block(const Conv2dShape& s, const T* x, Index images, T* col
   im2col_block(s, x, images, col);
   return col;
 }
+/// col (C_out, images·P) ← grad_y of a block's images side by side (image b's columns [b·P, (b+1)·P)), in
+/// either layout.
+template <class T, class Layout>
+void gather_gradients(const Conv2dShape& s, const T* grad_y, Index images, const Layout& col) {
+  const Index p = s.positions();
+  for (Index b = 0; b < images; ++b)
+    for (Index o = 0; o < s.c_out; ++o) {
+      const T* from = grad_y + (b * s.c_out + o) * p;
+      for (Index j = b * p, end = (b + 1) * p; j < end;) {  // cut where the layout is not contiguous
+        const Index run = std::min(end - j, col.run(j));
+        std::copy_n(from, run, col.column(j) + col.row(o));
+        from += run, j += run;
+      }
+    }
+}
+
+/// Whether the forward pass of a block writes its columns as panels (float with AVX-512, stores that fit
+/// the panels): not when the columns are the input itself (one image, 1×1), nor when the GEMM would
+/// compute the product transposed (few columns).
+template <class T>
+bool forward_in_panels([[maybe_unused]] const Conv2dShape& s, [[maybe_unused]] Index images) {
+#if defined(__AVX512F__)
+  if constexpr (std::is_same_v<T, float>)
+    return panels_fit(s) && !(images == 1 && is_pointwise(s)) && !computes_transposed(s.c_out, images * s.positions());
+#endif
+  return false;
+}
+
+/// Whether the input gradient of a block gathers grad_y as panels (float with AVX-512): when it gathers at
+/// all (one image's grad_y is used in place), and the GEMM would not compute the product transposed.
+template <class T>
+bool gradients_in_panels([[maybe_unused]] const Conv2dShape& s, [[maybe_unused]] Index images) {
+#if defined(__AVX512F__)
+  if constexpr (std::is_same_v<T, float>) return images > 1 && !computes_transposed(s.patch(), images * s.positions());
+#endif
+  return false;
+}
 }  // namespace detail
 
 /// y (N, C_out, H_out, W_out) = conv(x (N, C_in, H, W), weight (C_out, C_in, kH, kW)) + bias (C_out, nullable)
@@ -521,27 +562,19 @@ void conv2d_forward(const Conv2dShape& s, const T* x, const T* weight, const T* 
   detail::for_each_block<T>(s.n, block, detail::scratch_per_image(s, block), [&](Index first, Index images, T* scratch, int) {
     const Index ld = images * p;
     const T* image = x + first * s.c_in * s.h * s.w;
+    const bool panels = detail::forward_in_panels<T>(s, images);
     T* dst = y + first * s.c_out * p;  // one image's (C_out, P) is already NCHW: written in place, no copy
-    T* out = images == 1 ? dst : nullptr;
-    bool done = false;
+    T* out = images == 1 ? dst : scratch + k * (panels ? detail::whole_panels(ld) : ld);
+    if (panels) {
 #if defined(__AVX512F__)
-    // In float, im2col writes the GEMM's packed panels directly when its stores fit them
-    // (detail::ColumnPanels) and the GEMM reads them as they are; unless the product is one the GEMM
-    // computes transposed (few columns), or the columns are the input itself (one image, 1×1).
-    if constexpr (std::is_same_v<T, float>) {
-      if (detail::panels_fit(s) && !(images == 1 && detail::is_pointwise(s)) && !detail::computes_transposed(s.c_out, ld)) {
-        if (!out) out = scratch + k * detail::whole_panels(ld);
+      if constexpr (std::is_same_v<T, float>) {
         detail::im2col_block_registers(s, image, images, detail::ColumnPanels{scratch, k});
         detail::zero_panel_tail(scratch, k, ld);
         gemm_b_panels(false, s.c_out, ld, k, 1.0f, weight, k, scratch, 0.0f, out, ld);
-        done = true;
       }
-    }
 #endif
-    if (!done) {
-      if (!out) out = scratch + k * ld;
-      const T* col = detail::columns_of_block(s, image, images, scratch);
-      gemm(false, false, s.c_out, ld, k, T(1), weight, k, col, ld, T(0), out, ld);
+    } else {
+      gemm(false, false, s.c_out, ld, k, T(1), weight, k, detail::columns_of_block(s, image, images, scratch), ld, T(0), out, ld);
     }
     if (images == 1) {
       if (bias)
@@ -567,47 +600,35 @@ void conv2d_forward(const Conv2dShape& s, const T* x, const T* weight, const T* 
 template <class T>
 void conv2d_backward_input(const Conv2dShape& s, const T* grad_y, const T* weight, T* grad_x) {
   const Index k = s.patch(), p = s.positions(), block = detail::images_per_block(s);
+  // Scratch: several images' grad_y gathered (rows, or panels: one copy instead of a gather and a pack),
+  // then the columns' gradient ∂col (K, ld).
   detail::for_each_block<T>(s.n, block, detail::scratch_per_image(s, block), [&](Index first, Index images, T* scratch, int) {
     const Index ld = images * p;
-    T* x = grad_x + first * s.c_in * s.h * s.w;
-#if defined(__AVX512F__)
-    // In float, several images' gradients are gathered straight into the GEMM's 64-column panels: one
-    // copy instead of a gather and a pack.
-    if constexpr (std::is_same_v<T, float>) {
-      if (images > 1 && !detail::computes_transposed(k, ld)) {
-        float* g = scratch;  // (C_out, ld) in panels, 64-byte aligned at the buffer's start
-        T* col = scratch + s.c_out * detail::whole_panels(ld);
-        for (Index b = 0; b < images; ++b)
-          for (Index o = 0; o < s.c_out; ++o) {
-            const float* from = grad_y + ((first + b) * s.c_out + o) * p;
-            for (Index j = b * p, end = (b + 1) * p; j < end;) {  // cut at the panels' edges
-              const Index run = std::min(end - j, detail::packed::nr - j % detail::packed::nr);
-              std::copy_n(from, run, g + detail::packed::panel_offset(s.c_out, o, j));
-              from += run, j += run;
-            }
-          }
-        detail::zero_panel_tail(g, s.c_out, ld);
-        gemm_b_panels(true, k, ld, s.c_out, 1.0f, weight, k, g, 0.0f, col, ld);
-        detail::col2im_block(s, col, images, x);
-        return;
-      }
-    }
-#endif
-    T* col = scratch;
+    const bool panels = detail::gradients_in_panels<T>(s, images);
     const T* g = grad_y + first * s.c_out * p;  // one image's (C_out, P) is used in place
-    if (images > 1) {                           // (C_out, images·P) gathered from grad_y
-      T* gathered = scratch + k * ld;
-      for (Index b = 0; b < images; ++b)
-        for (Index o = 0; o < s.c_out; ++o)
-          std::copy_n(grad_y + ((first + b) * s.c_out + o) * p, p, gathered + o * ld + b * p);
-      g = gathered;
+    T* col = scratch;
+    if (images > 1) {
+      if (!panels) detail::gather_gradients(s, g, images, detail::ColumnRows<T>{scratch, ld});
+#if defined(__AVX512F__)
+      if constexpr (std::is_same_v<T, float>)
+        if (panels) {
+          detail::gather_gradients(s, g, images, detail::ColumnPanels{scratch, s.c_out});
+          detail::zero_panel_tail(scratch, s.c_out, ld);
+        }
+#endif
+      g = scratch;  // panels start the buffer: 64-byte aligned
+      col = scratch + s.c_out * (panels ? detail::whole_panels(ld) : ld);
     }
-    if (images == 1 && detail::is_pointwise(s)) {  // col2im would copy: write the product in place
-      gemm(true, false, k, ld, s.c_out, T(1), weight, k, g, ld, T(0), x, ld);
-      return;
+    T* x = grad_x + first * s.c_in * s.h * s.w;
+    T* product = images == 1 && detail::is_pointwise(s) ? x : col;  // col2im of a 1×1 would copy
+    if (panels) {
+#if defined(__AVX512F__)
+      if constexpr (std::is_same_v<T, float>) gemm_b_panels(true, k, ld, s.c_out, 1.0f, weight, k, g, 0.0f, product, ld);
+#endif
+    } else {
+      gemm(true, false, k, ld, s.c_out, T(1), weight, k, g, ld, T(0), product, ld);
     }
-    gemm(true, false, k, ld, s.c_out, T(1), weight, k, g, ld, T(0), col, ld);
-    detail::col2im_block(s, col, images, x);
+    if (product == col) detail::col2im_block(s, col, images, x);
   });
 }
 
@@ -638,11 +659,8 @@ void conv2d_backward_weight(const Conv2dShape& s, const T* x, const T* grad_y, T
         const T* col = detail::columns_of_block(s, x + first * s.c_in * s.h * s.w, images, scratch);
         const T* g = grad_y + first * s.c_out * p;  // one image's (C_out, P) is used in place
         if (images > 1) {
-          T* gathered = scratch + k * ld;
-          for (Index b = 0; b < images; ++b)
-            for (Index o = 0; o < s.c_out; ++o)
-              std::copy_n(grad_y + ((first + b) * s.c_out + o) * p, p, gathered + o * ld + b * p);
-          g = gathered;
+          detail::gather_gradients(s, g, images, detail::ColumnRows<T>{scratch + k * ld, ld});
+          g = scratch + k * ld;
         }
         // A stem's K = 49 or 147 columns: gemm computes this product transposed (kernels/gemm.hpp).
         gemm(false, true, s.c_out, k, ld, T(1), g, ld, col, ld, T(1), partial[t], k);
