@@ -45,6 +45,37 @@
 #define QX_ABI_CONCAT(a, b, c, d) QX_ABI_CONCAT_IMPL(a, b, c, d)
 #define QX_ABI_TAG QX_ABI_CONCAT(v0_1, QX_ABI_OMP, QX_ABI_CUDA, QX_ABI_ISA)
 
+// Compiled instances (docs/compile-time.md). A header-only template library makes every translation
+// unit instantiate and optimise the same kernels, ops, ResNets and attribution passes again: four fifths
+// of a test file's compile time. With QX_EXTERN_TEMPLATES defined, the heavy headers declare their float
+// and double instances `extern template`, and one library (CMake: qx::instances, or any translation unit
+// that defines QX_INSTANTIATE_FLOAT and/or QX_INSTANTIATE_DOUBLE before including qx/qx.hpp) defines
+// them. Without the macro nothing changes: every header stays self-sufficient.
+#if defined(QX_EXTERN_TEMPLATES) || defined(QX_INSTANTIATE_FLOAT) || defined(QX_INSTANTIATE_DOUBLE)
+#define QX_HAS_INSTANCES 1
+#else
+#define QX_HAS_INSTANCES 0
+#endif
+#if defined(QX_INSTANTIATE_FLOAT)
+#define QX_INSTANCE_FLOAT template
+#else
+#define QX_INSTANCE_FLOAT extern template
+#endif
+#if defined(QX_INSTANTIATE_DOUBLE)
+#define QX_INSTANCE_DOUBLE template
+#else
+#define QX_INSTANCE_DOUBLE extern template
+#endif
+/// In namespace qx::`space`, declare(instance, T) for T = float and double, where `instance` is `extern
+/// template` or, in the translation unit that defines the instances, `template`; nothing when the
+/// instances are off.
+#if QX_HAS_INSTANCES
+#define QX_DECLARE_INSTANCES(space, declare) \
+  QX_NAMESPACE_BEGIN namespace space { declare(QX_INSTANCE_FLOAT, float) declare(QX_INSTANCE_DOUBLE, double) } QX_NAMESPACE_END
+#else
+#define QX_DECLARE_INSTANCES(space, declare)
+#endif
+
 #define QX_NAMESPACE_BEGIN \
   namespace qx {           \
   inline namespace QX_ABI_TAG {

@@ -198,3 +198,9 @@ void for_each_node(const Tensor<T>& root, Fn&& fn) {
 
 }  // namespace autograd
 QX_NAMESPACE_END
+
+// The float and double instances, compiled once under QX_EXTERN_TEMPLATES (qx/config.hpp).
+#define QX_INSTANCES_AUTOGRAD_ENGINE(instance, T) \
+  instance void backward<T>(const Tensor<T>&, const Tensor<T>&, const BackwardOptions<T>&);
+QX_DECLARE_INSTANCES(autograd, QX_INSTANCES_AUTOGRAD_ENGINE)
+#undef QX_INSTANCES_AUTOGRAD_ENGINE

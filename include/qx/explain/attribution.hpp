@@ -302,3 +302,9 @@ Attributions<T> explain(nn::Module<T>& model, const Tensor<T>& x, const ExplainO
 
 }  // namespace explain
 QX_NAMESPACE_END
+
+// The float and double instances, compiled once under QX_EXTERN_TEMPLATES (qx/config.hpp).
+#define QX_INSTANCES_EXPLAIN_ATTRIBUTION(instance, T) \
+  instance Attributions<T> explain<T>(nn::Module<T>&, const Tensor<T>&, const ExplainOptions&);
+QX_DECLARE_INSTANCES(explain, QX_INSTANCES_EXPLAIN_ATTRIBUTION)
+#undef QX_INSTANCES_EXPLAIN_ATTRIBUTION

@@ -154,3 +154,13 @@ Tensor<T> gradcam_pp(nn::Module<T>& model, const Tensor<T>& x, const std::string
 
 }  // namespace explain
 QX_NAMESPACE_END
+
+// The float and double instances, compiled once under QX_EXTERN_TEMPLATES (qx/config.hpp).
+#define QX_INSTANCES_EXPLAIN_METHODS(instance, T) \
+  instance InputGradient<T> input_gradient<T>(nn::Module<T>&, const Tensor<T>&, std::vector<Index>); \
+  instance IntegratedGradients<T> integrated_gradients<T>(nn::Module<T>&, const Tensor<T>&, Index, const Tensor<T>&, \
+                                                        std::vector<Index>); \
+  instance Tensor<T> smoothgrad<T>(nn::Module<T>&, const Tensor<T>&, Index, double, std::uint64_t, std::vector<Index>); \
+  instance Tensor<T> gradcam_pp<T>(nn::Module<T>&, const Tensor<T>&, const std::string&, const std::vector<Index>&);
+QX_DECLARE_INSTANCES(explain, QX_INSTANCES_EXPLAIN_METHODS)
+#undef QX_INSTANCES_EXPLAIN_METHODS

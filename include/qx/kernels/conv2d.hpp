@@ -671,3 +671,12 @@ void conv2d_backward_weight(const Conv2dShape& s, const T* x, const T* grad_y, T
 
 }  // namespace kernels
 QX_NAMESPACE_END
+
+// The float and double instances, compiled once under QX_EXTERN_TEMPLATES (qx/config.hpp).
+#define QX_INSTANCES_KERNELS_CONV2D(instance, T) \
+  instance void conv2d_forward<T>(const Conv2dShape&, const T*, const T*, const T*, T*); \
+  instance void conv2d_backward_input<T>(const Conv2dShape&, const T*, const T*, T*); \
+  instance void conv2d_backward_weight<T>(const Conv2dShape&, const T*, const T*, T*, T*); \
+  instance void conv2d_backward_bias<T>(const Conv2dShape&, const T*, T*);
+QX_DECLARE_INSTANCES(kernels, QX_INSTANCES_KERNELS_CONV2D)
+#undef QX_INSTANCES_KERNELS_CONV2D

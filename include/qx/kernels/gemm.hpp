@@ -163,3 +163,9 @@ inline void gemm_b_panels(bool trans_a, Index m, Index n, Index k, float alpha, 
 
 }  // namespace kernels
 QX_NAMESPACE_END
+
+// The float and double instances, compiled once under QX_EXTERN_TEMPLATES (qx/config.hpp).
+#define QX_INSTANCES_KERNELS_GEMM(instance, T) \
+  instance void gemm<T>(bool, bool, Index, Index, Index, T, const T*, Index, const T*, Index, T, T*, Index);
+QX_DECLARE_INSTANCES(kernels, QX_INSTANCES_KERNELS_GEMM)
+#undef QX_INSTANCES_KERNELS_GEMM

@@ -392,3 +392,14 @@ void conv2d_backward_weight_auto(const Conv2dShape& s, const T* x, const T* grad
 
 }  // namespace kernels
 QX_NAMESPACE_END
+
+// The float and double instances, compiled once under QX_EXTERN_TEMPLATES (qx/config.hpp).
+#define QX_INSTANCES_KERNELS_WINOGRAD(instance, T) \
+  instance void winograd::conv2d_forward<T>(const Conv2dShape&, const T*, const T*, const T*, T*); \
+  instance void winograd::conv2d_backward_input<T>(const Conv2dShape&, const T*, const T*, T*); \
+  instance void winograd::conv2d_backward_weight<T>(const Conv2dShape&, const T*, const T*, T*, T*); \
+  instance void conv2d_forward_auto<T>(const Conv2dShape&, const T*, const T*, const T*, T*); \
+  instance void conv2d_backward_input_auto<T>(const Conv2dShape&, const T*, const T*, T*); \
+  instance void conv2d_backward_weight_auto<T>(const Conv2dShape&, const T*, const T*, T*, T*);
+QX_DECLARE_INSTANCES(kernels, QX_INSTANCES_KERNELS_WINOGRAD)
+#undef QX_INSTANCES_KERNELS_WINOGRAD

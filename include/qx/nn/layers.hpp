@@ -142,3 +142,12 @@ class Sequential final : public Module<T> {
 
 }  // namespace nn
 QX_NAMESPACE_END
+
+// The float and double instances, compiled once under QX_EXTERN_TEMPLATES (qx/config.hpp).
+#define QX_INSTANCES_NN_LAYERS(instance, T) \
+  instance class Conv2d<T>; \
+  instance class BatchNorm2d<T>; \
+  instance class Linear<T>; \
+  instance class Sequential<T>;
+QX_DECLARE_INSTANCES(nn, QX_INSTANCES_NN_LAYERS)
+#undef QX_INSTANCES_NN_LAYERS

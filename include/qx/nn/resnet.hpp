@@ -183,3 +183,12 @@ std::unique_ptr<ResNet<T>> resnet50(Index in_channels, Index num_classes, Index 
 
 }  // namespace nn
 QX_NAMESPACE_END
+
+// The float and double instances, compiled once under QX_EXTERN_TEMPLATES (qx/config.hpp).
+#define QX_INSTANCES_NN_RESNET(instance, T) \
+  instance class BasicBlock<T>; \
+  instance class Bottleneck<T>; \
+  instance class ResNet<T>; \
+  instance std::unique_ptr<ResNet<T>> make_resnet<T>(const std::string&, Index, Index, Index, std::uint64_t);
+QX_DECLARE_INSTANCES(nn, QX_INSTANCES_NN_RESNET)
+#undef QX_INSTANCES_NN_RESNET

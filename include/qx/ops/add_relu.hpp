@@ -52,3 +52,10 @@ Tensor<T> add_relu(const Tensor<T>& a, const Tensor<T>& b) {
 
 }  // namespace ops
 QX_NAMESPACE_END
+
+// The float and double instances, compiled once under QX_EXTERN_TEMPLATES (qx/config.hpp).
+#define QX_INSTANCES_OPS_ADD_RELU(instance, T) \
+  instance class detail::AddReluNode<T>; \
+  instance Tensor<T> add_relu<T>(const Tensor<T>&, const Tensor<T>&);
+QX_DECLARE_INSTANCES(ops, QX_INSTANCES_OPS_ADD_RELU)
+#undef QX_INSTANCES_OPS_ADD_RELU

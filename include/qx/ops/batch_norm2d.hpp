@@ -183,3 +183,11 @@ Tensor<T> batch_norm2d_relu(const Tensor<T>& x, const Tensor<T>& weight, const T
 
 }  // namespace ops
 QX_NAMESPACE_END
+
+// The float and double instances, compiled once under QX_EXTERN_TEMPLATES (qx/config.hpp).
+#define QX_INSTANCES_OPS_BATCH_NORM2D(instance, T) \
+  instance class detail::BatchNorm2dNode<T>; \
+  instance Tensor<T> detail::batch_norm2d_impl<T>(const Tensor<T>&, const Tensor<T>&, const Tensor<T>&, Tensor<T>&, \
+                                                 Tensor<T>&, bool, double, double, bool);
+QX_DECLARE_INSTANCES(ops, QX_INSTANCES_OPS_BATCH_NORM2D)
+#undef QX_INSTANCES_OPS_BATCH_NORM2D

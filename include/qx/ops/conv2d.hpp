@@ -100,3 +100,10 @@ Tensor<T> conv2d(const Tensor<T>& x, const Tensor<T>& weight, const Tensor<T>& b
 
 }  // namespace ops
 QX_NAMESPACE_END
+
+// The float and double instances, compiled once under QX_EXTERN_TEMPLATES (qx/config.hpp).
+#define QX_INSTANCES_OPS_CONV2D(instance, T) \
+  instance class detail::Conv2dNode<T>; \
+  instance Tensor<T> conv2d<T>(const Tensor<T>&, const Tensor<T>&, const Tensor<T>&, const Conv2dOptions&);
+QX_DECLARE_INSTANCES(ops, QX_INSTANCES_OPS_CONV2D)
+#undef QX_INSTANCES_OPS_CONV2D

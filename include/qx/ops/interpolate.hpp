@@ -92,3 +92,10 @@ Tensor<T> interpolate_bilinear(const Tensor<T>& x, Index out_h, Index out_w) {
 
 }  // namespace ops
 QX_NAMESPACE_END
+
+// The float and double instances, compiled once under QX_EXTERN_TEMPLATES (qx/config.hpp).
+#define QX_INSTANCES_OPS_INTERPOLATE(instance, T) \
+  instance class detail::InterpolateNode<T>; \
+  instance Tensor<T> interpolate_bilinear<T>(const Tensor<T>&, Index, Index);
+QX_DECLARE_INSTANCES(ops, QX_INSTANCES_OPS_INTERPOLATE)
+#undef QX_INSTANCES_OPS_INTERPOLATE

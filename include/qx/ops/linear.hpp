@@ -84,3 +84,10 @@ Tensor<T> linear(const Tensor<T>& x, const Tensor<T>& weight, const Tensor<T>& b
 
 }  // namespace ops
 QX_NAMESPACE_END
+
+// The float and double instances, compiled once under QX_EXTERN_TEMPLATES (qx/config.hpp).
+#define QX_INSTANCES_OPS_LINEAR(instance, T) \
+  instance class detail::LinearNode<T>; \
+  instance Tensor<T> linear<T>(const Tensor<T>&, const Tensor<T>&, const Tensor<T>&);
+QX_DECLARE_INSTANCES(ops, QX_INSTANCES_OPS_LINEAR)
+#undef QX_INSTANCES_OPS_LINEAR

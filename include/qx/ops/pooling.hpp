@@ -216,3 +216,12 @@ Tensor<T> adaptive_avg_pool2d(const Tensor<T>& x, Index out_h, Index out_w) {
 
 }  // namespace ops
 QX_NAMESPACE_END
+
+// The float and double instances, compiled once under QX_EXTERN_TEMPLATES (qx/config.hpp).
+#define QX_INSTANCES_OPS_POOLING(instance, T) \
+  instance class detail::MaxPool2dNode<T>; \
+  instance class detail::AdaptiveAvgPool2dNode<T>; \
+  instance Tensor<T> max_pool2d<T>(const Tensor<T>&, Index, Index, Index); \
+  instance Tensor<T> adaptive_avg_pool2d<T>(const Tensor<T>&, Index, Index);
+QX_DECLARE_INSTANCES(ops, QX_INSTANCES_OPS_POOLING)
+#undef QX_INSTANCES_OPS_POOLING

@@ -65,3 +65,10 @@ Tensor<T> relu(const Tensor<T>& x) {
 
 }  // namespace ops
 QX_NAMESPACE_END
+
+// The float and double instances, compiled once under QX_EXTERN_TEMPLATES (qx/config.hpp).
+#define QX_INSTANCES_OPS_RELU(instance, T) \
+  instance class detail::ReluNode<T>; \
+  instance Tensor<T> relu<T>(const Tensor<T>&);
+QX_DECLARE_INSTANCES(ops, QX_INSTANCES_OPS_RELU)
+#undef QX_INSTANCES_OPS_RELU

@@ -151,3 +151,13 @@ Tensor<T> cross_entropy(const Tensor<T>& logits, const std::vector<Index>& targe
 
 }  // namespace ops
 QX_NAMESPACE_END
+
+// The float and double instances, compiled once under QX_EXTERN_TEMPLATES (qx/config.hpp).
+#define QX_INSTANCES_OPS_SOFTMAX(instance, T) \
+  instance class detail::LogSoftmaxNode<T>; \
+  instance class detail::CrossEntropyNode<T>; \
+  instance Tensor<T> log_softmax<T>(const Tensor<T>&); \
+  instance Tensor<T> softmax<T>(const Tensor<T>&); \
+  instance Tensor<T> cross_entropy<T>(const Tensor<T>&, const std::vector<Index>&, const Tensor<T>&);
+QX_DECLARE_INSTANCES(ops, QX_INSTANCES_OPS_SOFTMAX)
+#undef QX_INSTANCES_OPS_SOFTMAX
