@@ -1,11 +1,13 @@
 // The packed float GEMM (kernels/gemm_packed.hpp) against a naive triple loop in double, on sizes whose
 // edges are not multiples of the 6×64 register tile and that cross the KC/NC block boundaries, for the
-// AVX-512 micro-kernel (when compiled in) and the portable one that shares its packing and blocking.
+// AVX-512 micro-kernel (when compiled in) and the portable one that shares its packing and blocking; and
+// the dot-product kernel for A·Bᵀ (kernels/gemm_dot.hpp) the same way.
 #include <doctest/doctest.h>
 
 #include "qx/core/allocator.hpp"
 #include "qx/core/random.hpp"
 #include "qx/kernels/gemm.hpp"
+#include "qx/kernels/gemm_dot.hpp"
 #include "qx/kernels/gemm_packed.hpp"
 
 #include <cmath>
@@ -22,8 +24,9 @@ struct Case {
 const Case cases[] = {{1, 1, 1}, {5, 63, 7}, {7, 65, 3}, {6, 64, 256}, {13, 130, 257},
                       {37, 45, 29}, {64, 800, 600}, {147, 70, 40}, {2, 1000, 9}};
 
-template <bool Portable>
-void check_against_naive(bool ta, bool tb, const Case& cs, float beta) {
+/// multiply(ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc) against the naive loop in double.
+template <class Multiply>
+void check_product(bool ta, bool tb, const Case& cs, float beta, Multiply&& multiply) {
   qx::Rng rng(11);
   const Index m = cs.m, n = cs.n, k = cs.k, pad = 5;
   const Index lda = (ta ? m : k) + pad, ldb = (tb ? k : n) + pad, ldc = n + pad;
@@ -35,7 +38,7 @@ void check_against_naive(bool ta, bool tb, const Case& cs, float beta) {
   for (auto& v : c) v = beta == 0.0f ? std::numeric_limits<float>::quiet_NaN() : static_cast<float>(rng.uniform(-1, 1));
   const std::vector<float> c0 = c;
   const float alpha = 1.25f;
-  qx::kernels::detail::packed::gemm_packed<Portable>(ta, tb, m, n, k, alpha, a.data(), lda, b.data(), ldb, beta, c.data(), ldc);
+  multiply(ta, tb, m, n, k, alpha, a.data(), lda, b.data(), ldb, beta, c.data(), ldc);
   double worst = 0;
   for (Index i = 0; i < m; ++i)
     for (Index j = 0; j < ldc; ++j) {
@@ -57,6 +60,11 @@ void check_against_naive(bool ta, bool tb, const Case& cs, float beta) {
     }
   CHECK_MESSAGE(worst <= 1e-6, "m ", m, " n ", n, " k ", k, " ta ", ta, " tb ", tb, " beta ", beta, ": worst ", worst);
 }
+
+template <bool Portable>
+void check_against_naive(bool ta, bool tb, const Case& cs, float beta) {
+  check_product(ta, tb, cs, beta, [](auto... args) { qx::kernels::detail::packed::gemm_packed<Portable>(args...); });
+}
 }  // namespace
 
 TEST_CASE("packed gemm, portable micro-kernel, matches the naive loop on awkward sizes") {
@@ -72,6 +80,24 @@ TEST_CASE("packed gemm, AVX-512 micro-kernel, matches the naive loop on awkward 
     for (bool ta : {false, true})
       for (bool tb : {false, true})
         for (float beta : {0.0f, -0.5f, 1.0f}) check_against_naive<false>(ta, tb, cs, beta);
+}
+#endif
+
+#if defined(__AVX512F__)
+// A·Bᵀ as dot products of rows (kernels/gemm_dot.hpp): every register tile shape (1–8 rows of A × 1–3
+// rows of B), depths around the 16-float vector and the 512-float chunk, and the sizes gemm sends there.
+TEST_CASE("gemm as dot products of rows (A·Bᵀ) matches the naive loop") {
+  const Case dot_cases[] = {{1, 1, 1},   {7, 2, 15},   {8, 3, 16},    {9, 4, 17},     {16, 144, 512},
+                            {17, 49, 513}, {3, 5, 1100}, {32, 31, 200}, {5, 7, 0}};
+  for (const auto& cs : dot_cases)
+    for (float beta : {0.0f, -0.5f, 1.0f})
+      check_product(false, true, cs, beta, [](bool, bool, Index m, Index n, Index k, float alpha, const float* a, Index lda,
+                                              const float* b, Index ldb, float beta_, float* c, Index ldc) {
+        qx::kernels::detail::dot::gemm_dot(m, n, k, alpha, a, lda, b, ldb, beta_, c, ldc);
+      });
+  // Through gemm's dispatch (kernels::gemm sends small-C, deep A·Bᵀ products here), split over threads.
+  for (const auto& cs : {Case{16, 144, 2048}, Case{32, 49, 1024}, Case{16, 600, 300}})
+    check_product(false, true, cs, 0.0f, [](auto... args) { qx::kernels::gemm(args...); });
 }
 #endif
 

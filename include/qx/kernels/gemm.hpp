@@ -1,11 +1,13 @@
 // Row-major GEMM: C = α·op(A)·op(B) + β·C, op(X) = X or Xᵀ, with leading dimensions as in BLAS
 // (row-major: lda is the distance between rows). float with AVX-512: qx's packed kernel
-// (kernels/gemm_packed.hpp); double, or no AVX-512: Eigen's blocked GEMM through maps. Split over threads
+// (kernels/gemm_packed.hpp), or dot products of rows for a small C of a deep A·Bᵀ (kernels/gemm_dot.hpp,
+// a narrow layer's weight gradient); double, or no AVX-512: Eigen's blocked GEMM through maps. Split over threads
 // by qx; β = 0 means C's previous contents are ignored (may be uninitialised).
 #pragma once
 #include "qx/config.hpp"
 #include "qx/core/shape.hpp"
 
+#include "qx/kernels/gemm_dot.hpp"
 #include "qx/kernels/gemm_packed.hpp"
 
 #include <Eigen/Core>
@@ -70,6 +72,10 @@ void gemm_block(bool trans_a, bool trans_b, Index k, T alpha, const T* a, Index 
                 Index ldc, Index r0, Index rows, Index c0, Index cols) {
 #if defined(__AVX512F__)
   if constexpr (std::is_same_v<T, float>) {
+    if (dot::suits(trans_a, trans_b, rows, cols, k)) {  // a small C of a deep A·Bᵀ: dot products of rows
+      dot::gemm_dot(rows, cols, k, alpha, a + r0 * lda, lda, b + c0 * ldb, ldb, beta, c + r0 * ldc + c0, ldc);
+      return;
+    }
     gemm_packed_oriented(trans_a, trans_b, rows, cols, k, alpha, trans_a ? a + r0 : a + r0 * lda, lda,
                          trans_b ? b + c0 * ldb : b + c0, ldb, beta, c + r0 * ldc + c0, ldc);
     return;
