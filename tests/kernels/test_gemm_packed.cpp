@@ -101,6 +101,20 @@ TEST_CASE("gemm as dot products of rows (A·Bᵀ) matches the naive loop") {
 }
 #endif
 
+#if defined(__AVX512F__)
+// A product of few columns is computed as Cᵀ and transposed into C (kernels/gemm.hpp): whole 16×16
+// blocks by a register transpose, the edges element by element, β applied on the way.
+TEST_CASE("gemm computed transposed copies Ct into C exactly, with and without beta") {
+  const Case transposed_cases[] = {{64, 49, 100}, {96, 33, 70}, {48, 40, 300}, {64, 49, 2000}};
+  for (const auto& cs : transposed_cases) {
+    REQUIRE(qx::kernels::detail::computes_transposed(cs.m, cs.n));  // else this test would test nothing new
+    for (bool ta : {false, true})
+      for (bool tb : {false, true})
+        for (float beta : {0.0f, -0.5f}) check_product(ta, tb, cs, beta, [](auto... args) { qx::kernels::gemm(args...); });
+  }
+}
+#endif
+
 namespace {
 /// gemm_b_panels against the naive loop: B (k×n) written into the panel layout by panel_offset, the last
 /// panel's spare columns zero as the contract asks.
