@@ -96,8 +96,10 @@ TEST_CASE("gemm as dot products of rows (A·Bᵀ) matches the naive loop") {
         qx::kernels::detail::dot::gemm_dot(m, n, k, alpha, a, lda, b, ldb, beta_, c, ldc);
       });
   // Through gemm's dispatch (kernels::gemm sends small-C, deep A·Bᵀ products here), split over threads.
-  for (const auto& cs : {Case{16, 144, 2048}, Case{32, 49, 1024}, Case{16, 600, 300}})
+  for (const auto& cs : {Case{16, 144, 2048}, Case{32, 49, 1024}, Case{16, 600, 300}}) {
+    REQUIRE(qx::kernels::detail::dot::suits(false, true, cs.m, cs.n, cs.k));  // else gemm would not come here
     check_product(false, true, cs, 0.0f, [](auto... args) { qx::kernels::gemm(args...); });
+  }
 }
 #endif
 

@@ -29,11 +29,6 @@ namespace kernels {
 
 namespace detail {
 #if defined(__AVX512F__)
-/// Lanes [lo, hi) of a 16-lane mask (0 ≤ lo ≤ hi ≤ 16).
-inline __mmask16 lane_mask(Index lo, Index hi) {
-  return static_cast<__mmask16>(((1u << hi) - 1u) & ~((1u << lo) - 1u));
-}
-
 /// Lane ℓ of the result = element index[ℓ] of v[0] … v[vectors − 1] laid end to end (1 ≤ vectors ≤ 4;
 /// index < 16·vectors): one permutation for up to 32 elements, two and a blend on index bit 5 beyond.
 inline __m512 select_lanes(const __m512 (&v)[4], Index vectors, __m512i index) {

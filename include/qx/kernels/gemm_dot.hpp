@@ -8,8 +8,11 @@
 #pragma once
 #include "qx/config.hpp"
 #include "qx/core/shape.hpp"
+#include "qx/kernels/gemm_packed.hpp"  // lane_mask
 
 #include <algorithm>
+#include <array>
+#include <utility>
 
 #if defined(__AVX512F__)
 #include <immintrin.h>
@@ -25,9 +28,9 @@ constexpr Index rows_a = 8;    // rows of A per register tile
 constexpr Index rows_b = 3;    // rows of B per register tile: 24 accumulators, 11 loads per 24 FMAs
 constexpr Index depth = 512;   // depth of one chunk: a tile's 8 rows of A (16 KiB) stay in L1
 
-/// The sums of eight vectors, in order: (Σ v0, …, Σ v7), by a transposing tree of adds (24 shuffles
+/// The sums of eight vectors, in order: (Σ v[0], …, Σ v[7]), by a transposing tree of adds (24 shuffles
 /// and adds, against 8 × 8 for eight separate horizontal sums).
-inline __m256 sum_eight(const __m512 (&v)[8]) {
+inline __m256 sum_eight(const __m512* v) {
   __m512 pairs[4], quads[2];
   for (int j = 0; j < 4; ++j)  // within each 128-bit lane: (v2j, v2j+1, v2j, v2j+1) partial sums
     pairs[j] = _mm512_add_ps(_mm512_unpacklo_ps(v[2 * j], v[2 * j + 1]), _mm512_unpackhi_ps(v[2 * j], v[2 * j + 1]));
@@ -43,13 +46,14 @@ inline __m256 sum_eight(const __m512 (&v)[8]) {
   return _mm512_castps512_ps256(_mm512_shuffle_f32x4(both, both, _MM_SHUFFLE(2, 0, 2, 0)));
 }
 
-/// One register tile over one chunk: s[r][c] = Σ_{p<len} A[r][p]·B[c][p] for R ≤ 8 rows of A and C ≤ 3
-/// rows of B; the last partial vector of depth is read under a mask.
+/// One register tile over one chunk: sums[r·C + c] = Σ_{p<len} A[r][p]·B[c][p] for R ≤ 8 rows of A and
+/// C ≤ 3 rows of B (sums has room for 24); the last partial vector of depth is read under a mask.
 template <int R, int C>
-void tile_sums(const float* a, Index lda, const float* b, Index ldb, Index len, float (&s)[rows_a][rows_b]) {
-  __m512 acc[R][C];
-  for (int r = 0; r < R; ++r)
-    for (int c = 0; c < C; ++c) acc[r][c] = _mm512_setzero_ps();
+void tile_sums(const float* a, Index lda, const float* b, Index ldb, Index len, float* sums) {
+  // Accumulator r·C + c, padded with zeros to whole groups of eight for sum_eight.
+  constexpr int count = R * C, groups = (count + 7) / 8;
+  __m512 acc[groups * 8];
+  for (int i = 0; i < groups * 8; ++i) acc[i] = _mm512_setzero_ps();
   // The main loop and the masked tail are written out (not one lambda called twice): GCC then keeps the
   // accumulators in registers instead of storing them every step.
   Index p = 0;
@@ -58,64 +62,35 @@ void tile_sums(const float* a, Index lda, const float* b, Index ldb, Index len, 
     for (int c = 0; c < C; ++c) bv[c] = _mm512_loadu_ps(b + c * ldb + p);
     for (int r = 0; r < R; ++r) {
       const __m512 av = _mm512_loadu_ps(a + r * lda + p);
-      for (int c = 0; c < C; ++c) acc[r][c] = _mm512_fmadd_ps(av, bv[c], acc[r][c]);
+      for (int c = 0; c < C; ++c) acc[r * C + c] = _mm512_fmadd_ps(av, bv[c], acc[r * C + c]);
     }
   }
   if (p < len) {
-    const auto mask = static_cast<__mmask16>((1u << (len - p)) - 1);
+    const __mmask16 mask = lane_mask(0, len - p);
     __m512 bv[C];
     for (int c = 0; c < C; ++c) bv[c] = _mm512_maskz_loadu_ps(mask, b + c * ldb + p);
     for (int r = 0; r < R; ++r) {
       const __m512 av = _mm512_maskz_loadu_ps(mask, a + r * lda + p);
-      for (int c = 0; c < C; ++c) acc[r][c] = _mm512_fmadd_ps(av, bv[c], acc[r][c]);
+      for (int c = 0; c < C; ++c) acc[r * C + c] = _mm512_fmadd_ps(av, bv[c], acc[r * C + c]);
     }
   }
-  // The tile's R·C accumulators in row order, padded with zeros to whole groups of eight, summed eight
-  // at a time.
-  constexpr int count = R * C, groups = (count + 7) / 8;
-  __m512 all[groups * 8];
-  for (int r = 0; r < R; ++r)
-    for (int c = 0; c < C; ++c) all[r * C + c] = acc[r][c];
-  for (int i = count; i < groups * 8; ++i) all[i] = _mm512_setzero_ps();
-  float sums[groups * 8];
-  for (int g = 0; g < groups; ++g) {
-    __m512 group[8];
-    for (int i = 0; i < 8; ++i) group[i] = all[g * 8 + i];
-    _mm256_storeu_ps(sums + 8 * g, sum_eight(group));
-  }
-  for (int r = 0; r < R; ++r)
-    for (int c = 0; c < C; ++c) s[r][c] = sums[r * C + c];
+  for (int g = 0; g < groups; ++g) _mm256_storeu_ps(sums + 8 * g, sum_eight(acc + 8 * g));
 }
 
-template <int R>
-void tile_sums_rows(int cols, const float* a, Index lda, const float* b, Index ldb, Index len, float (&s)[rows_a][rows_b]) {
-  switch (cols) {
-    case 1: tile_sums<R, 1>(a, lda, b, ldb, len, s); break;
-    case 2: tile_sums<R, 2>(a, lda, b, ldb, len, s); break;
-    default: tile_sums<R, 3>(a, lda, b, ldb, len, s); break;
-  }
+using TileSums = void (*)(const float*, Index, const float*, Index, Index, float*);
+/// tile_sums<R, C> for every edge tile: entry (R − 1)·3 + (C − 1).
+template <std::size_t... I>
+constexpr std::array<TileSums, sizeof...(I)> tile_sums_table(std::index_sequence<I...>) {
+  return {&tile_sums<static_cast<int>(I / rows_b) + 1, static_cast<int>(I % rows_b) + 1>...};
 }
-
-inline void tile_sums_any(int rows, int cols, const float* a, Index lda, const float* b, Index ldb, Index len,
-                          float (&s)[rows_a][rows_b]) {
-  switch (rows) {
-    case 1: tile_sums_rows<1>(cols, a, lda, b, ldb, len, s); break;
-    case 2: tile_sums_rows<2>(cols, a, lda, b, ldb, len, s); break;
-    case 3: tile_sums_rows<3>(cols, a, lda, b, ldb, len, s); break;
-    case 4: tile_sums_rows<4>(cols, a, lda, b, ldb, len, s); break;
-    case 5: tile_sums_rows<5>(cols, a, lda, b, ldb, len, s); break;
-    case 6: tile_sums_rows<6>(cols, a, lda, b, ldb, len, s); break;
-    case 7: tile_sums_rows<7>(cols, a, lda, b, ldb, len, s); break;
-    default: tile_sums_rows<8>(cols, a, lda, b, ldb, len, s); break;
-  }
-}
+inline constexpr auto tile_sums_by_shape = tile_sums_table(std::make_index_sequence<rows_a * rows_b>{});
 
 /**
  * Whether C (m×n) = α·op(A)·op(B) + β·C goes here rather than to the packed kernel: A·Bᵀ (both operands'
  * rows along the depth), a C with at most 32 rows or columns, and depth enough (≥ 128) to pay for the
- * horizontal sums. Measured on one thread (docs/kernels.md, "Weight gradients of narrow layers"): 1.5-1.8×
- * the packed kernel for 16 × 144 × 512 and 16 × 49 × 1024 (the narrow model's weight gradients), still
- * ahead at 32 × 288 and 64 × 288, behind from 64 × 576 on.
+ * horizontal sums. Measured (docs/kernels.md, "A·Bᵀ as dot products of rows"): level with the packed
+ * kernel on hot caches, 1.3-1.7× faster inside the convolution's weight gradient of 16-channel layers;
+ * a bound of 64 was slower on the 64-channel layers.
  */
 inline bool suits(bool trans_a, bool trans_b, Index m, Index n, Index k) {
   return !trans_a && trans_b && k >= 128 && std::min(m, n) <= 32;
@@ -136,13 +111,14 @@ inline void gemm_dot(Index m, Index n, Index k, float alpha, const float* a, Ind
       const int rows = static_cast<int>(std::min(rows_a, m - i0));
       for (Index j0 = 0; j0 < n; j0 += rows_b) {
         const int cols = static_cast<int>(std::min(rows_b, n - j0));
-        float s[rows_a][rows_b];
-        tile_sums_any(rows, cols, a + i0 * lda + p0, lda, b + j0 * ldb + p0, ldb, len, s);
+        float sums[rows_a * rows_b];
+        tile_sums_by_shape[(rows - 1) * rows_b + cols - 1](a + i0 * lda + p0, lda, b + j0 * ldb + p0, ldb, len, sums);
         for (int r = 0; r < rows; ++r)
           for (int col = 0; col < cols; ++col) {
+            const float sum = alpha * sums[r * cols + col];
             float& out = c[(i0 + r) * ldc + j0 + col];
-            if (!first) out += alpha * s[r][col];
-            else out = beta == 0.0f ? alpha * s[r][col] : alpha * s[r][col] + beta * out;
+            if (!first) out += sum;
+            else out = beta == 0.0f ? sum : sum + beta * out;
           }
       }
     }

@@ -22,6 +22,13 @@
 QX_NAMESPACE_BEGIN
 namespace kernels {
 namespace detail {
+#if defined(__AVX512F__)
+/// Lanes [lo, hi) of a 16-lane mask (0 ≤ lo ≤ hi ≤ 16); the kernels' edge loads and stores use it.
+inline __mmask16 lane_mask(Index lo, Index hi) {
+  return static_cast<__mmask16>(((1u << hi) - 1u) & ~((1u << lo) - 1u));
+}
+#endif
+
 namespace packed {
 
 constexpr Index mr = 6;    // rows of C per micro-tile: broadcast operand (A), 6·KC floats stay in L1
@@ -182,10 +189,7 @@ inline void micro_kernel(Index k, const float* a, const float* b, float* c, Inde
   }
   const __m512 va = _mm512_set1_ps(alpha), vb = _mm512_set1_ps(beta);
   __mmask16 mask[4];
-  for (int v = 0; v < 4; ++v) {
-    const Index left = std::clamp<Index>(cols - 16 * v, 0, 16);
-    mask[v] = static_cast<__mmask16>(left == 16 ? 0xFFFF : ((1u << left) - 1u));
-  }
+  for (int v = 0; v < 4; ++v) mask[v] = lane_mask(0, std::clamp<Index>(cols - 16 * v, 0, 16));
   for (Index r = 0; r < rows; ++r) {
     float* row = c + r * ldc;
 #pragma GCC unroll 4
