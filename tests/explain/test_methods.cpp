@@ -53,9 +53,9 @@ TEST_CASE("integrated gradients satisfies completeness to 1e-3 with enough steps
   qx::Rng rng(2);
   const auto x = Tensor<double>::randn({2, 1, 20, 18}, rng);
   const auto coarse = qx::explain::integrated_gradients(*model, x, 4);
-  const auto fine = qx::explain::integrated_gradients(*model, x, 2048);
+  const auto fine = qx::explain::integrated_gradients(*model, x, 1024);
   for (std::size_t s = 0; s < 2; ++s) {
-    MESSAGE("completeness error, 4 steps: ", coarse.completeness_error[s], "; 2048 steps: ", fine.completeness_error[s]);
+    MESSAGE("completeness error, 4 steps: ", coarse.completeness_error[s], "; 1024 steps: ", fine.completeness_error[s]);
     CHECK(std::abs(fine.completeness_error[s]) <= 1e-3);
     CHECK(std::abs(fine.completeness_error[s]) < std::abs(coarse.completeness_error[s]));
   }

@@ -121,7 +121,7 @@ namespace {
 /// gemm_b_panels against the naive loop: B (k×n) written into the panel layout by panel_offset, the last
 /// panel's spare columns zero as the contract asks.
 template <bool Portable>
-void check_b_panels(bool ta, const Case& cs, float beta) {
+void check_b_panels(bool ta, const Case& cs, float beta, bool a_packed = false) {
   namespace packed = qx::kernels::detail::packed;
   qx::Rng rng(13);
   const Index m = cs.m, n = cs.n, k = cs.k, lda = (ta ? m : k) + 3, ldc = n + 2;
@@ -135,7 +135,14 @@ void check_b_panels(bool ta, const Case& cs, float beta) {
     for (Index j = 0; j < n; ++j) panels.data()[packed::panel_offset(k, p, j)] = b[p * n + j];
   for (auto& v : c) v = beta == 0.0f ? std::numeric_limits<float>::quiet_NaN() : static_cast<float>(rng.uniform(-1, 1));
   const std::vector<float> c0 = c;
-  packed::gemm_b_panels<Portable>(ta, m, n, k, 1.25f, a.data(), lda, panels.data(), beta, c.data(), ldc);
+  if (a_packed) {
+#if defined(__AVX512F__)
+    const qx::kernels::PackedMatrix a_whole(ta, a.data(), lda, m, k);
+    qx::kernels::gemm_b_panels(a_whole.view, n, 1.25f, panels.data(), beta, c.data(), ldc);
+#endif
+  } else {
+    packed::gemm_b_panels<Portable>(ta, m, n, k, 1.25f, a.data(), lda, panels.data(), beta, c.data(), ldc);
+  }
   double worst = 0;
   for (Index i = 0; i < m; ++i)
     for (Index j = 0; j < ldc; ++j) {
@@ -152,20 +159,70 @@ void check_b_panels(bool ta, const Case& cs, float beta) {
       const double expected = 1.25 * s + (beta != 0.0f ? beta * double(c0[at]) : 0.0);
       worst = std::max(worst, std::abs(c[at] - expected) / (1.0 + 1.25 * scale));
     }
-  CHECK_MESSAGE(worst <= 1e-6, "m ", m, " n ", n, " k ", k, " ta ", ta, " beta ", beta, ": worst ", worst);
+  CHECK_MESSAGE(worst <= 1e-6, "m ", m, " n ", n, " k ", k, " ta ", ta, " beta ", beta, " A packed ", a_packed, ": worst ", worst);
 }
 }  // namespace
 
-TEST_CASE("gemm on B already in panels matches the naive loop (both micro-kernels)") {
+TEST_CASE("gemm on B already in panels matches the naive loop (both micro-kernels, A packed or not)") {
   for (const auto& cs : cases)
     for (bool ta : {false, true})
       for (float beta : {0.0f, -0.5f}) {
         check_b_panels<true>(ta, cs, beta);
 #if defined(__AVX512F__)
         check_b_panels<false>(ta, cs, beta);
+        check_b_panels<false>(ta, cs, beta, /*a_packed=*/true);  // A packed once (kernels::PackedA)
 #endif
       }
 }
+
+#if defined(__AVX512F__)
+// op(A) packed once and reused (kernels::PackedA): pack_a_whole's layout agrees with packed_a_index and
+// PackedAWalk (what a producer writing A packed uses), and both products on a packed A match the naive
+// loop, split over threads by rows and by columns.
+TEST_CASE("gemm on A packed once matches the naive loop, and the packed layout is the one producers write") {
+  namespace packed = qx::kernels::detail::packed;
+  for (const auto& cs : cases)
+    for (bool ta : {false, true}) {
+      qx::Rng rng(17);
+      const Index m = cs.m, k = cs.k, lda = (ta ? m : k) + 3;
+      std::vector<float> a(static_cast<std::size_t>((ta ? k : m) * lda));
+      for (auto& v : a) v = static_cast<float>(rng.uniform(-1, 1));
+      const qx::kernels::PackedMatrix whole(ta, a.data(), lda, m, k);
+      // The walk a producer writing A packed uses: from position 0, every position's (row, column) is
+      // where packed_a_index puts that element, and pack_a_whole has A's element there (zero on padding
+      // rows); started anywhere, it continues the same sequence.
+      const Index size = packed::packed_a_size(m, k);
+      packed::PackedAWalk walk(m, k, 0);
+      bool consistent = true;
+      for (Index q = 0; q < size; ++q, walk.advance()) {
+        const Index i = walk.row(), p = walk.column();
+        const float stored = whole.storage.data()[q];
+        if (i >= m) consistent = consistent && i < packed::padded_rows(m) && stored == 0.0f;
+        else consistent = consistent && packed::packed_a_index(m, k, i, p) == q && stored == (ta ? a[p * lda + i] : a[i * lda + p]);
+        if (q % 97 == 5) {
+          const packed::PackedAWalk from_here(m, k, q);
+          consistent = consistent && from_here.row() == i && from_here.column() == p;
+        }
+      }
+      CHECK_MESSAGE(consistent, "m ", m, " k ", k, " ta ", ta);
+
+      for (bool tb : {false, true})
+        for (float beta : {0.0f, -0.5f})
+          check_product(ta, tb, cs, beta, [](bool ta_, bool tb_, Index m_, Index n_, Index k_, float alpha, const float* a_, Index lda_,
+                                             const float* b_, Index ldb_, float beta_, float* c_, Index ldc_) {
+            const qx::kernels::PackedMatrix a_packed(ta_, a_, lda_, m_, k_);
+            qx::kernels::gemm(a_packed.view, tb_, n_, alpha, b_, ldb_, beta_, c_, ldc_);
+          });
+    }
+  // Large enough to be split over threads: by rows (m ≥ n, blocks of rows at multiples of 48) and by columns.
+  for (const auto& cs : {Case{300, 70, 300}, Case{64, 900, 300}})
+    check_product(false, false, cs, 0.0f, [](bool, bool, Index m, Index n, Index k, float alpha, const float* a, Index lda,
+                                              const float* b, Index ldb, float beta, float* c, Index ldc) {
+      const qx::kernels::PackedMatrix a_packed(false, a, lda, m, k);
+      qx::kernels::gemm(a_packed.view, false, n, alpha, b, ldb, beta, c, ldc);
+    });
+}
+#endif
 
 TEST_CASE("packed gemm with k = 0 scales C by beta, and zeroes it for beta = 0 without reading it") {
   std::vector<float> c = {1.0f, 2.0f, 3.0f, 4.0f};

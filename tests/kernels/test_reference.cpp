@@ -208,8 +208,24 @@ TEST_CASE_TEMPLATE("Winograd F(4x4, 3x3) matches the naive loops on 3x3 stride-1
       {1, 32, 17, 17, 16, 3, 3, 1, 1, 2, 2}, // padding 2, one image
       {2, 5, 30, 29, 6, 3, 3, 1, 1, 1, 1},   // 64 tiles per image: products of whole column tiles
       {1, 3, 40, 36, 4, 3, 3, 1, 1, 1, 1},   // 90 tiles, a partial lane group
+      {1, 62, 32, 30, 62, 3, 3, 1, 1, 1, 1}, // 64 tiles; float: filters packed for the GEMMs, rows not a multiple of 6
   };
   for (const auto& s : shapes) CHECK(wino::applies(s));
+#if defined(__AVX512F__)
+  // Float's GEMMs take the transformed filters packed once (both orientations) for 62 → 62 channels on 64
+  // tiles, and U as it is for 70 → 67 on blocks of 20 tiles (gemm computes those products transposed).
+  if constexpr (std::is_same_v<T, float>) {
+    const std::vector<float> w(static_cast<std::size_t>(62 * 62 * 9), 0.5f);
+    auto first_block_columns = [](const Conv2dShape& s) {
+      const wino::Tiling tiling(s);
+      return wino::detail::images_per_tile_block(s, tiling) * tiling.per_image();
+    };
+    for (bool transpose_u : {false, true})
+      REQUIRE(wino::detail::TransformedFilters<float>(shapes[7], w.data(), transpose_u, first_block_columns(shapes[7])).packed);
+    REQUIRE_FALSE(wino::detail::TransformedFilters<float>(shapes[3], std::vector<float>(70 * 67 * 9).data(), false,
+                                                         first_block_columns(shapes[3])).packed);
+  }
+#endif
   CHECK_FALSE(wino::applies({1, 3, 8, 8, 4, 3, 3, 2, 2, 1, 1}));
   CHECK_FALSE(wino::applies({1, 3, 8, 8, 4, 1, 1, 1, 1, 0, 0}));
   // The transforms amplify rounding: float's declared tolerance is 4× im2col's (measured worst here

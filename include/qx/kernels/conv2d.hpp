@@ -9,6 +9,7 @@
 #include <algorithm>
 #include <cstdint>
 #include <memory>
+#include <optional>
 #include <type_traits>
 #include <vector>
 
@@ -553,6 +554,12 @@ bool gradients_in_panels([[maybe_unused]] const Conv2dShape& s, [[maybe_unused]]
 template <class T>
 void conv2d_forward(const Conv2dShape& s, const T* x, const T* weight, const T* bias, T* y) {
   const Index k = s.patch(), p = s.positions(), block = detail::images_per_block(s);
+#if defined(__AVX512F__)
+  // W packed once for every block that multiplies panels (each block's product would pack it again).
+  std::optional<PackedMatrix> packed_weight;
+  if constexpr (std::is_same_v<T, float>)
+    if (detail::forward_in_panels<T>(s, block)) packed_weight.emplace(false, weight, k, s.c_out, k);
+#endif
   // Scratch: the columns (rows or panels), then the block's output (C_out·P) before it is scattered to NCHW.
   detail::for_each_block<T>(s.n, block, detail::scratch_per_image(s, block), [&](Index first, Index images, T* scratch, int) {
     const Index ld = images * p;
@@ -565,7 +572,8 @@ void conv2d_forward(const Conv2dShape& s, const T* x, const T* weight, const T* 
       if constexpr (std::is_same_v<T, float>) {
         detail::im2col_block_registers(s, image, images, detail::ColumnPanels{scratch, k});
         detail::zero_panel_tail(scratch, k, ld);
-        gemm_b_panels(false, s.c_out, ld, k, 1.0f, weight, k, scratch, 0.0f, out, ld);
+        if (packed_weight) gemm_b_panels(packed_weight->view, ld, 1.0f, scratch, 0.0f, out, ld);
+        else gemm_b_panels(false, s.c_out, ld, k, 1.0f, weight, k, scratch, 0.0f, out, ld);
       }
 #endif
     } else {
@@ -595,6 +603,11 @@ void conv2d_forward(const Conv2dShape& s, const T* x, const T* weight, const T* 
 template <class T>
 void conv2d_backward_input(const Conv2dShape& s, const T* grad_y, const T* weight, T* grad_x) {
   const Index k = s.patch(), p = s.positions(), block = detail::images_per_block(s);
+#if defined(__AVX512F__)
+  std::optional<PackedMatrix> packed_weight;  // Wᵀ packed once for every block that multiplies panels
+  if constexpr (std::is_same_v<T, float>)
+    if (detail::gradients_in_panels<T>(s, block)) packed_weight.emplace(true, weight, k, k, s.c_out);
+#endif
   // Scratch: several images' grad_y gathered (rows, or panels: one copy instead of a gather and a pack),
   // then the columns' gradient ∂col (K, ld).
   detail::for_each_block<T>(s.n, block, detail::scratch_per_image(s, block), [&](Index first, Index images, T* scratch, int) {
@@ -618,7 +631,10 @@ void conv2d_backward_input(const Conv2dShape& s, const T* grad_y, const T* weigh
     T* product = images == 1 && detail::is_pointwise(s) ? x : col;  // col2im of a 1×1 would copy
     if (panels) {
 #if defined(__AVX512F__)
-      if constexpr (std::is_same_v<T, float>) gemm_b_panels(true, k, ld, s.c_out, 1.0f, weight, k, g, 0.0f, product, ld);
+      if constexpr (std::is_same_v<T, float>) {
+        if (packed_weight) gemm_b_panels(packed_weight->view, ld, 1.0f, g, 0.0f, product, ld);
+        else gemm_b_panels(true, k, ld, s.c_out, 1.0f, weight, k, g, 0.0f, product, ld);
+      }
 #endif
     } else {
       gemm(true, false, k, ld, s.c_out, T(1), weight, k, g, ld, T(0), product, ld);

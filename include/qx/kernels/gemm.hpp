@@ -5,6 +5,7 @@
 // by qx; β = 0 means C's previous contents are ignored (may be uninitialised).
 #pragma once
 #include "qx/config.hpp"
+#include "qx/core/allocator.hpp"
 #include "qx/core/shape.hpp"
 
 #include "qx/kernels/gemm_dot.hpp"
@@ -153,6 +154,40 @@ void gemm(bool trans_a, bool trans_b, Index m, Index n, Index k, T alpha, const 
 
 #if defined(__AVX512F__)
 /**
+ * op(A) (m×k) in float already in the micro-kernel's panels (detail::packed::pack_a_whole's layout,
+ * element (i, p) at packed_a_index(m, k, i, p)), for products that reuse it: a convolution's weights
+ * across its blocks of images, a Winograd point's transformed filters across its blocks of tiles.
+ * Packing A per product cost as much as a sixth of such a product when its B has few columns (a Winograd
+ * block has 128). A view: the panels belong to the caller.
+ */
+struct PackedA {
+  const float* panels;
+  Index rows, depth;
+  /// Slices of rows [r0, ·) for the loop nest (r0 a multiple of the register tile's rows).
+  auto slices(Index r0) const { return detail::packed::packed_a_slice(panels, rows, r0); }
+};
+
+/// op(A) (m×k) packed whole into a buffer from the cache, and its view.
+struct PackedMatrix {
+  memory::Buffer<float> storage;
+  PackedA view;
+  PackedMatrix(bool trans, const float* a, Index lda, Index m, Index k)
+      : storage(static_cast<std::size_t>(detail::packed::packed_a_size(m, k))), view{storage.data(), m, k} {
+    detail::packed::pack_a_whole(trans, a, lda, m, k, storage.data());
+  }
+};
+
+/// C (m×n) = α·A·op(B) + β·C with A (m×k) packed; split over threads as gemm splits.
+inline void gemm(const PackedA& a, bool trans_b, Index n, float alpha, const float* b, Index ldb, float beta, float* c,
+                 Index ldc) {
+  if (a.rows == 0 || n == 0) return;
+  detail::split_over_threads(a.rows, n, a.depth, [&](Index r0, Index rows, Index c0, Index cols) {
+    detail::packed::gemm_packed_with(a.slices(r0), trans_b, rows, cols, a.depth, alpha, trans_b ? b + c0 * ldb : b + c0, ldb,
+                                     beta, c + r0 * ldc + c0, ldc);
+  });
+}
+
+/**
  * C (m×n) = α·op(A)·B + β·C in float with B already packed in panels of 64 columns
  * (detail::packed::panel_offset; the last panel zero past n). Split over threads as gemm splits: a
  * block of columns starts at a whole panel.
@@ -163,6 +198,15 @@ inline void gemm_b_panels(bool trans_a, Index m, Index n, Index k, float alpha, 
   detail::split_over_threads(m, n, k, [&](Index r0, Index rows, Index c0, Index cols) {
     detail::packed::gemm_b_panels(trans_a, rows, cols, k, alpha, trans_a ? a + r0 : a + r0 * lda, lda,
                                   b_panels + detail::packed::panel_offset(k, 0, c0), beta, c + r0 * ldc + c0, ldc);
+  });
+}
+
+/// gemm_b_panels with A packed.
+inline void gemm_b_panels(const PackedA& a, Index n, float alpha, const float* b_panels, float beta, float* c, Index ldc) {
+  if (a.rows == 0 || n == 0) return;
+  detail::split_over_threads(a.rows, n, a.depth, [&](Index r0, Index rows, Index c0, Index cols) {
+    detail::packed::gemm_b_panels_with(a.slices(r0), rows, cols, a.depth, alpha,
+                                       b_panels + detail::packed::panel_offset(a.depth, 0, c0), beta, c + r0 * ldc + c0, ldc);
   });
 }
 #endif

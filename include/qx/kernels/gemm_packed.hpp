@@ -137,10 +137,21 @@ inline void pack_b(bool trans, const float* b, Index ldb, Index p0, Index k, Ind
     const Index cols = std::min(nr, n - jr);
     float* panel = out + jr * k;
     if (!trans) {
-      for (Index p = 0; p < k; ++p) {
-        std::memcpy(panel + p * nr, b + (p0 + p) * ldb + j0 + jr, sizeof(float) * std::size_t(cols));
+      const float* src = b + p0 * ldb + j0 + jr;
+#if defined(__AVX512F__)
+      // Four zmm per row, masked past n (zeros): GCC inlines a variable-length memcpy as a loop of 8-byte
+      // moves, which made this copy a third of the packing time of a Winograd GEMM.
+      __mmask16 mask[4];
+      for (int v = 0; v < 4; ++v) mask[v] = lane_mask(0, std::clamp<Index>(cols - 16 * v, 0, 16));
+      for (Index p = 0; p < k; ++p, src += ldb)
+#pragma GCC unroll 4
+        for (int v = 0; v < 4; ++v) _mm512_storeu_ps(panel + p * nr + 16 * v, _mm512_maskz_loadu_ps(mask[v], src + 16 * v));
+#else
+      for (Index p = 0; p < k; ++p, src += ldb) {
+        std::memcpy(panel + p * nr, src, sizeof(float) * std::size_t(cols));
         if (cols < nr) std::memset(panel + p * nr + cols, 0, sizeof(float) * std::size_t(nr - cols));
       }
+#endif
     } else {
       // B is stored (n, k): read NR rows of it in step (NR sequential streams, each cache line used 16
       // times) so the writes are contiguous; column-at-a-time writes with stride NR were slower.
@@ -218,27 +229,28 @@ inline void micro_kernel_portable(Index k, const float* a, const float* b, float
     }
 }
 
+/// Rows of a packed op(A): m rounded up to whole MR panels (the last panel's extra rows are zero).
+constexpr Index padded_rows(Index m) { return (m + mr - 1) / mr * mr; }
+
 /**
  * Goto's loop nest over C (m×n, k ≥ 1) on the calling thread:
- *   for each NC block of columns, for each KC slice: B's panels for it (KC×NC, L2); pack A (m×KC);
+ *   for each NC block of columns, for each KC slice: B's panels for it (KC×NC, L2); A's panels for it;
  *   for each MR panel of A (L1), for each NR panel of B: micro-kernel.
  * The A panel is reused across the whole B block, which is read from L2 once per panel of A.
- * b_block(jc, ncols, pc, depth) returns where the block's panels are: {first, stride}, panel jr (a
- * multiple of NR) at first + jr·stride — packed into a buffer by gemm_packed, or already in place for
- * gemm_b_panels.
+ * a_slice(pc, depth) returns A's MR panels of slice pc (rows [0, m), panel ir at ir·depth) — packed into
+ * a buffer by gemm_packed, or already packed whole (packed_a_slice). b_block(jc, ncols, pc, depth)
+ * returns where the block's panels are: {first, stride}, panel jr (a multiple of NR) at first + jr·stride
+ * — packed into a buffer by gemm_packed, or already in place for gemm_b_panels.
  */
-template <bool Portable, class BBlock>
-void loop_nest(bool trans_a, Index m, Index n, Index k, float alpha, const float* a, Index lda, float beta, float* c, Index ldc,
-               BBlock&& b_block) {
-  const Index m_padded = (m + mr - 1) / mr * mr;
-  float* pa = a_buffer().get(m_padded * kc);
+template <bool Portable, class ASlice, class BBlock>
+void loop_nest(Index m, Index n, Index k, float alpha, float beta, float* c, Index ldc, ASlice&& a_slice, BBlock&& b_block) {
   for (Index jc = 0; jc < n; jc += nc) {
     const Index ncols = std::min(nc, n - jc);
     for (Index pc = 0; pc < k; pc += kc) {
       const Index depth = std::min(kc, k - pc);
       const float slice_beta = pc == 0 ? beta : 1.0f;
       const auto [pb, panel_stride] = b_block(jc, ncols, pc, depth);
-      pack_a(trans_a, a, lda, 0, m, pc, depth, pa);
+      const float* pa = a_slice(pc, depth);
       for (Index ir = 0; ir < m; ir += mr) {
         const float* panel_a = pa + ir * depth;
         for (Index jr = 0; jr < ncols; jr += nr) {
@@ -256,10 +268,75 @@ void loop_nest(bool trans_a, Index m, Index n, Index k, float alpha, const float
   }
 }
 
-/// C (m×n) = α·op(A)·op(B) + β·C on the calling thread: the loop nest with B packed per block.
-template <bool Portable = false>
-void gemm_packed(bool trans_a, bool trans_b, Index m, Index n, Index k, float alpha, const float* a, Index lda,
-                 const float* b, Index ldb, float beta, float* c, Index ldc) {
+/// A's panels packed on demand, slice by slice, into the thread's buffer (what a product that does not
+/// reuse its A does).
+inline auto a_packed_per_slice(bool trans_a, const float* a, Index lda, Index m) {
+  float* pa = a_buffer().get(padded_rows(m) * kc);
+  return [=](Index pc, Index depth) {
+    pack_a(trans_a, a, lda, 0, m, pc, depth, pa);
+    return static_cast<const float*>(pa);
+  };
+}
+
+/// Floats of op(A) (m×k) packed whole by pack_a_whole.
+constexpr Index packed_a_size(Index m, Index k) { return padded_rows(m) * k; }
+
+/// Packs op(A) (m×k) whole, for products that reuse it: KC slice pc (depth d) at out + pc·padded_rows(m),
+/// laid out as pack_a lays one slice out (MR panel ir at ir·d).
+inline void pack_a_whole(bool trans, const float* a, Index lda, Index m, Index k, float* out) {
+  for (Index pc = 0; pc < k; pc += kc) pack_a(trans, a, lda, 0, m, pc, std::min(kc, k - pc), out + pc * padded_rows(m));
+}
+
+/// Where element (i, p) of op(A) (m×k) is in pack_a_whole's layout.
+constexpr Index packed_a_index(Index m, Index k, Index i, Index p) {
+  const Index pc = p / kc * kc, depth = std::min(kc, k - pc);
+  return pc * padded_rows(m) + i / mr * mr * depth + (p - pc) * mr + i % mr;
+}
+
+/**
+ * pack_a_whole's layout walked in storage order from position q, for a producer that writes op(A) packed
+ * (contiguous stores) instead of packing it afterwards: row() and column() of the current position
+ * (row() ≥ m on the last panel's padding rows, which must be zero), advance() to the next — slice by
+ * slice, panel by panel, depth by depth, row by row.
+ */
+class PackedAWalk {
+ public:
+  PackedAWalk(Index m, Index k, Index q) : k_(k), padded_(padded_rows(m)) {
+    pc_ = q / (kc * padded_) * kc;
+    depth_ = std::min(kc, k - pc_);
+    const Index within_slice = q - pc_ * padded_;
+    row0_ = within_slice / (mr * depth_) * mr;
+    p_ = pc_ + within_slice % (mr * depth_) / mr;
+    r_ = within_slice % mr;
+  }
+  Index row() const { return row0_ + r_; }
+  Index column() const { return p_; }
+  void advance() {
+    if (++r_ < mr) return;
+    r_ = 0;
+    if (++p_ < pc_ + depth_) return;
+    p_ = pc_;
+    if ((row0_ += mr) < padded_) return;
+    row0_ = 0;
+    pc_ += depth_;
+    depth_ = std::min(kc, k_ - pc_);
+    p_ = pc_;
+  }
+
+ private:
+  Index k_, padded_, pc_, depth_, row0_, p_, r_;
+};
+
+/// The slices of rows [r0, r0 + ·) of an op(A) of `rows` rows packed whole (r0 a multiple of MR).
+inline auto packed_a_slice(const float* a_packed, Index rows, Index r0) {
+  return [=](Index pc, Index depth) { return a_packed + pc * padded_rows(rows) + r0 * depth; };
+}
+
+/// C (m×n) = α·A·op(B) + β·C on the calling thread, A's panels from a_slice (loop_nest): the loop nest
+/// with B packed per block.
+template <bool Portable = false, class ASlice>
+void gemm_packed_with(ASlice&& a_slice, bool trans_b, Index m, Index n, Index k, float alpha, const float* b, Index ldb,
+                      float beta, float* c, Index ldc) {
   if (m <= 0 || n <= 0) return;
   if (k <= 0) {
     for (Index i = 0; i < m; ++i)
@@ -267,10 +344,18 @@ void gemm_packed(bool trans_a, bool trans_b, Index m, Index n, Index k, float al
     return;
   }
   float* pb = b_buffer().get(kc * nc);
-  loop_nest<Portable>(trans_a, m, n, k, alpha, a, lda, beta, c, ldc, [&](Index jc, Index ncols, Index pc, Index depth) {
+  loop_nest<Portable>(m, n, k, alpha, beta, c, ldc, a_slice, [&](Index jc, Index ncols, Index pc, Index depth) {
     pack_b(trans_b, b, ldb, pc, depth, jc, ncols, pb);
     return std::pair<const float*, Index>{pb, depth};
   });
+}
+
+/// C (m×n) = α·op(A)·op(B) + β·C on the calling thread, both operands packed as the loop nest reaches them.
+template <bool Portable = false>
+void gemm_packed(bool trans_a, bool trans_b, Index m, Index n, Index k, float alpha, const float* a, Index lda,
+                 const float* b, Index ldb, float beta, float* c, Index ldc) {
+  if (m <= 0 || n <= 0) return;
+  gemm_packed_with<Portable>(a_packed_per_slice(trans_a, a, lda, m), trans_b, m, n, k, alpha, b, ldb, beta, c, ldc);
 }
 
 /// Offset of op(B)[row, column] in the panel layout of a k-row B: panels of NR columns, each k × NR
@@ -278,22 +363,30 @@ void gemm_packed(bool trans_a, bool trans_b, Index m, Index n, Index k, float al
 constexpr Index panel_offset(Index k, Index row, Index column) { return (column / nr) * k * nr + row * nr + column % nr; }
 
 /**
- * C (m×n) = α·op(A)·B + β·C with B (k×n) already in the panel layout of panel_offset, the columns of the
- * last panel past n zero: the loop nest without pack_b, for a producer that writes B packed (a
- * convolution's im2col) instead of writing it row-major for pack_b to copy. A KC slice of a panel is
- * the contiguous rows [pc, pc + KC) of it, which is what the micro-kernel reads (aligned loads: the
- * panels must start on a 64-byte boundary, as qx's buffers do).
+ * C (m×n) = α·A·B + β·C with B (k×n) already in the panel layout of panel_offset, the columns of the
+ * last panel past n zero, and A's panels from a_slice: the loop nest without pack_b, for a producer that
+ * writes B packed (a convolution's im2col) instead of writing it row-major for pack_b to copy. A KC
+ * slice of a panel is the contiguous rows [pc, pc + KC) of it, which is what the micro-kernel reads
+ * (aligned loads: the panels must start on a 64-byte boundary, as qx's buffers do).
  */
-template <bool Portable = false>
-void gemm_b_panels(bool trans_a, Index m, Index n, Index k, float alpha, const float* a, Index lda, const float* b_panels,
-                   float beta, float* c, Index ldc) {
+template <bool Portable = false, class ASlice>
+void gemm_b_panels_with(ASlice&& a_slice, Index m, Index n, Index k, float alpha, const float* b_panels, float beta,
+                        float* c, Index ldc) {
   if (m <= 0 || n <= 0) return;
   check(k > 0, "gemm_b_panels: depth ", k, " must be positive");
   check(reinterpret_cast<std::uintptr_t>(b_panels) % 64 == 0, "gemm_b_panels: the panels must be 64-byte aligned");
   // Block jc's slice pc starts at panel_offset(k, pc, jc); its panels are k·NR apart.
-  loop_nest<Portable>(trans_a, m, n, k, alpha, a, lda, beta, c, ldc, [&](Index jc, Index, Index pc, Index) {
+  loop_nest<Portable>(m, n, k, alpha, beta, c, ldc, a_slice, [&](Index jc, Index, Index pc, Index) {
     return std::pair<const float*, Index>{b_panels + panel_offset(k, pc, jc), k};
   });
+}
+
+/// gemm_b_panels_with, op(A) packed as the loop nest reaches it.
+template <bool Portable = false>
+void gemm_b_panels(bool trans_a, Index m, Index n, Index k, float alpha, const float* a, Index lda, const float* b_panels,
+                   float beta, float* c, Index ldc) {
+  if (m <= 0 || n <= 0) return;
+  gemm_b_panels_with<Portable>(a_packed_per_slice(trans_a, a, lda, m), m, n, k, alpha, b_panels, beta, c, ldc);
 }
 
 }  // namespace packed

@@ -127,17 +127,24 @@ void for_each_lane_group(Index columns, Body&& body) {
   for (Index first = 0; first < columns; first += lanes) body(first, std::min<Index>(lanes, columns - first));
 }
 
-/// U (36, C_out, C_in) ← G g Gᵀ of every filter of weight (C_out, C_in, 3, 3).
-template <class T>
-void transform_filters(const Conv2dShape& s, const T* weight, T* u) {
-  const Index filters = s.c_out * s.c_in;
-  parallel_for(0, (filters + lanes - 1) / lanes, [&](Index group) {
-    T in[r * r][lanes] = {}, out[points][lanes];
-    const Index first = group * lanes, count = std::min<Index>(lanes, filters - first);
-    for (Index f = 0; f < count; ++f)
-      for (int e = 0; e < r * r; ++e) in[e][f] = weight[(first + f) * r * r + e];
+/// U (36, size) ← (G g Gᵀ)_ξ of every filter g of weight (C_out, C_in, 3, 3), 16 positions of U at a time
+/// so that the stores are contiguous: filter_at(q) walks positions [q, ·) and gives, position by position,
+/// the filter o·C_in + c stored there (or −1: a padding position, stored as zero).
+template <class T, class FilterAt>
+void transform_filters(const Conv2dShape& s, const T* weight, Index size, T* u, FilterAt&& filter_at) {
+  parallel_for(0, (size + lanes - 1) / lanes, [&](Index group) {
+    T in[r * r][lanes], out[points][lanes];
+    const Index first = group * lanes, count = std::min<Index>(lanes, size - first);
+    auto filters = filter_at(first);
+    for (Index lane = 0; lane < lanes; ++lane, filters.advance()) {
+      const Index f = lane < count ? filters.filter() : -1;
+      for (int e = 0; e < r * r; ++e) in[e][lane] = f < 0 ? T(0) : weight[f * r * r + e];
+    }
     sandwich<t, r, g>(in, out);
-    for (int xi = 0; xi < points; ++xi) std::copy_n(out[xi], count, u + xi * filters + first);
+    for (int xi = 0; xi < points; ++xi) {
+      T* dst = u + xi * size + first;
+      for (Index lane = 0; lane < count; ++lane) dst[lane] = out[xi][lane];
+    }
   }, lanes * points * r * t);
 }
 
@@ -191,39 +198,94 @@ void transform_output_grads(const Conv2dShape& s, const Tiling& tiling, const T*
   transform_windows<m, a>(tiling, grad_y, images, s.c_out, tiling.out_h, tiling.out_w, 0, 0, dm, ld);
 }
 
-/// U (36, C_out, C_in) of `weight`, in a buffer from the cache.
+/**
+ * The transformed filters as the 36 GEMMs take them, in a buffer from the cache: with AVX-512 in float,
+ * op(U_ξ) (U_ξ for the forward pass, U_ξᵀ for the input gradient) already in the GEMM's panels, one
+ * packed matrix per point, so that no product packs its A again (detail::packed::pack_a_whole's layout;
+ * not when gemm would compute the products transposed: then U_ξ is B). Otherwise U (36, C_out, C_in).
+ */
 template <class T>
-memory::Buffer<T> transformed_filters(const Conv2dShape& s, const T* weight) {
-  memory::Buffer<T> u(static_cast<std::size_t>(points * s.c_out * s.c_in));
-  transform_filters(s, weight, u.data());
-  return u;
-}
+struct TransformedFilters {
+  memory::Buffer<T> u;
+  Index rows = 0, depth = 0;  // op(U_ξ)'s shape
+  bool packed = false;
+  TransformedFilters(const Conv2dShape& s, const T* weight, bool transpose_u, Index ld)
+      : rows(transpose_u ? s.c_in : s.c_out), depth(transpose_u ? s.c_out : s.c_in) {
+#if defined(__AVX512F__)
+    if constexpr (std::is_same_v<T, float>) {
+      if (!kernels::detail::computes_transposed(rows, ld)) {
+        packed = true;
+        // Positions in pack_a_whole's layout of op(U_ξ), with the filter each holds.
+        struct Walk {
+          kernels::detail::packed::PackedAWalk at;
+          Index c_in, rows;
+          bool transpose;
+          Index filter() const {
+            if (at.row() >= rows) return -1;
+            return transpose ? at.column() * c_in + at.row() : at.row() * c_in + at.column();
+          }
+          void advance() { at.advance(); }
+        };
+        const Index size = kernels::detail::packed::packed_a_size(rows, depth);
+        u = memory::Buffer<T>(static_cast<std::size_t>(points * size));
+        transform_filters(s, weight, size, u.data(), [&](Index q) {
+          return Walk{kernels::detail::packed::PackedAWalk(rows, depth, q), s.c_in, rows, transpose_u};
+        });
+        return;
+      }
+    }
+#endif
+    // U_ξ (C_out, C_in) row-major: position q holds filter q.
+    struct Consecutive {
+      Index f;
+      Index filter() const { return f; }
+      void advance() { ++f; }
+    };
+    const Index size = s.c_out * s.c_in;
+    u = memory::Buffer<T>(static_cast<std::size_t>(points * size));
+    transform_filters(s, weight, size, u.data(), [](Index q) { return Consecutive{q}; });
+  }
+};
 
 /// Tiles per block worth gathering: the 36 GEMMs are efficient from 128 columns, and a block's
 /// transform-domain data (36·(C_in + C_out) rows of them) should stay in cache between the transform
 /// that writes it and the GEMM that reads it.
 inline constexpr Index winograd_columns = 128;
 
+/// Images per block of for_each_tile_block.
+inline Index images_per_tile_block(const Conv2dShape& s, const Tiling& tiling) {
+  const Index per_image = points * (s.c_in + s.c_out) * tiling.per_image();
+  return kernels::detail::images_per_block(s.n, per_image, tiling.per_image(), winograd_columns);
+}
+
 /// Runs body(first_image, images, ld, scratch, thread) over blocks of images (kernels/conv2d.hpp's
 /// blocking), scratch holding 36·(C_in + C_out) rows of ld = images·tiles columns.
 template <class T, class Body>
 void for_each_tile_block(const Conv2dShape& s, const Tiling& tiling, Body&& body) {
   const Index per_image = points * (s.c_in + s.c_out) * tiling.per_image();
-  const Index block = kernels::detail::images_per_block(s.n, per_image, tiling.per_image(), winograd_columns);
-  kernels::detail::for_each_block<T>(s.n, block, per_image, [&](Index first, Index images, T* scratch, int thread) {
-    body(first, images, images * tiling.per_image(), scratch, thread);
-  });
+  kernels::detail::for_each_block<T>(s.n, images_per_tile_block(s, tiling), per_image,
+                                     [&](Index first, Index images, T* scratch, int thread) {
+                                       body(first, images, images * tiling.per_image(), scratch, thread);
+                                     });
 }
 
 /// out_ξ (rows, ld) = op(U_ξ) · in_ξ (depth, ld) for the 36 points: U_ξ (C_out, C_in) itself (forward:
 /// rows = C_out) or transposed (backward_input: rows = C_in). The GEMMs run on the threads side by side.
 template <class T>
-void multiply_points(const Conv2dShape& s, bool transpose_u, const T* u, const T* in, T* out, Index ld) {
-  const Index rows = transpose_u ? s.c_in : s.c_out, depth = transpose_u ? s.c_out : s.c_in;
+void multiply_points(const TransformedFilters<T>& u, bool transpose_u, const T* in, T* out, Index ld) {
+  const Index rows = u.rows, depth = u.depth;
   parallel_for(0, points, [&](Index xi) {
-    gemm(transpose_u, false, rows, ld, depth, T(1), u + xi * s.c_out * s.c_in, s.c_in, in + xi * depth * ld, ld, T(0),
-         out + xi * rows * ld, ld);
-  }, s.c_out * s.c_in * ld);
+#if defined(__AVX512F__)
+    if constexpr (std::is_same_v<T, float>)
+      if (u.packed) {
+        const Index size = kernels::detail::packed::packed_a_size(rows, depth);
+        gemm(PackedA{u.u.data() + xi * size, rows, depth}, false, ld, 1.0f, in + xi * depth * ld, ld, 0.0f, out + xi * rows * ld, ld);
+        return;
+      }
+#endif
+    gemm(transpose_u, false, rows, ld, depth, T(1), u.u.data() + xi * rows * depth, transpose_u ? rows : depth,
+         in + xi * depth * ld, ld, T(0), out + xi * rows * ld, ld);
+  }, rows * depth * ld);
 }
 
 /// tile[ξ][lane] ← element (ξ, row, first + lane) of a (36, rows, ld) matrix, zero for lanes ≥ count.
@@ -240,12 +302,12 @@ void load_lanes(const T* matrix, Index rows, Index row, Index ld, Index first, I
 template <class T>
 void conv2d_forward(const Conv2dShape& s, const T* x, const T* weight, const T* bias, T* y) {
   const Tiling tiling(s);
-  const auto u = detail::transformed_filters(s, weight);
+  const detail::TransformedFilters<T> u(s, weight, false, detail::images_per_tile_block(s, tiling) * tiling.per_image());
   detail::for_each_tile_block<T>(s, tiling, [&](Index first, Index images, Index ld, T* scratch, int) {
     T* v = scratch;                          // (36, C_in, ld)
     T* mm = scratch + points * s.c_in * ld;  // (36, C_out, ld)
     detail::transform_inputs(s, tiling, x + first * s.c_in * s.h * s.w, images, v, ld);
-    detail::multiply_points(s, false, u.data(), v, mm, ld);
+    detail::multiply_points(u, false, v, mm, ld);
     // Y = Aᵀ M A per tile, plus the bias, written where the tile lies inside the output.
     parallel_for(0, s.c_out, [&](Index o) {
       T tile[points][lanes], out[m * m][lanes];
@@ -270,12 +332,12 @@ void conv2d_forward(const Conv2dShape& s, const T* x, const T* weight, const T* 
 template <class T>
 void conv2d_backward_input(const Conv2dShape& s, const T* grad_y, const T* weight, T* grad_x) {
   const Tiling tiling(s);
-  const auto u = detail::transformed_filters(s, weight);
+  const detail::TransformedFilters<T> u(s, weight, true, detail::images_per_tile_block(s, tiling) * tiling.per_image());
   detail::for_each_tile_block<T>(s, tiling, [&](Index first, Index images, Index ld, T* scratch, int) {
     T* dm = scratch;                          // (36, C_out, ld)
     T* dv = scratch + points * s.c_out * ld;  // (36, C_in, ld)
     detail::transform_output_grads(s, tiling, grad_y + first * s.c_out * tiling.out_h * tiling.out_w, images, dm, ld);
-    detail::multiply_points(s, true, u.data(), dm, dv, ld);
+    detail::multiply_points(u, true, dm, dv, ld);
     // ∂d = B ∂V Bᵀ per tile, added into the 6×6 window the tile read (windows overlap by 2), channel by
     // channel: each channel writes only its own planes.
     parallel_for(0, s.c_in, [&](Index c) {
