@@ -19,8 +19,8 @@ ctest --test-dir "$build" -j "$jobs" --output-on-failure --timeout 900
 # the kernel and op tests must pass too. Built for x86-64-v3 in its own folder.
 portable=${QX_PORTABLE_BUILD_DIR:-build-x86-64-v3}
 cmake -S . -B "$portable" -DCMAKE_BUILD_TYPE=Release -DQX_NATIVE=OFF -DCMAKE_CXX_FLAGS=-march=x86-64-v3 \
-  -DQX_BUILD_TESTS=ON -DQX_BUILD_EXAMPLES=OFF -DQX_BUILD_BENCHMARKS=OFF >/dev/null
-cmake --build "$portable" -j "$jobs" --target qx_test_kernels qx_test_ops
+  -DQX_BUILD_TESTS=ON -DQX_BUILD_EXAMPLES=OFF -DQX_BUILD_BENCHMARKS=OFF "-DQX_SELECTED_TARGETS=qx_test_kernels;qx_test_ops" >/dev/null
+cmake --build "$portable" -j "$jobs" --target qx_selected  # both programs side by side (CMakeLists.txt, QX_SELECTED_TARGETS)
 ctest --test-dir "$portable" -j "$jobs" --output-on-failure --timeout 900 -E "_NOT_BUILT|^package|^layering|^cuda\.parity"  # kernels and ops only
 
 # The CUDA build (docs/cuda.md), in its own folder: nvcc compiles and links the kernel translation unit
@@ -30,8 +30,9 @@ if [[ ${QX_CUDA:-1} != 0 ]]; then
   cuda_build=${QX_CUDA_BUILD_DIR:-build-cuda}
   nvcc_path=${CUDACXX:-$(command -v nvcc || echo /usr/local/cuda/bin/nvcc)}  # the toolkit's usual place when not on PATH
   cmake -S . -B "$cuda_build" -DCMAKE_BUILD_TYPE=Release -DQX_USE_CUDA=ON -DCMAKE_CUDA_COMPILER="$nvcc_path" \
-    -DQX_BUILD_TESTS=ON -DQX_BUILD_EXAMPLES=ON -DQX_BUILD_BENCHMARKS=OFF >/dev/null
-  cmake --build "$cuda_build" -j "$jobs" --target qx_cuda qx_cli qx_test_backends qx_test_cuda_parity qx_test_cli
+    -DQX_BUILD_TESTS=ON -DQX_BUILD_EXAMPLES=ON -DQX_BUILD_BENCHMARKS=OFF \
+    "-DQX_SELECTED_TARGETS=qx_cuda;qx_cli;qx_test_backends;qx_test_cuda_parity;qx_test_cli" >/dev/null
+  cmake --build "$cuda_build" -j "$jobs" --target qx_selected
   ctest --test-dir "$cuda_build" -j "$jobs" --output-on-failure --timeout 900 \
     -R "^(host launcher|cuda|asking for CUDA|the device cache|qx explain: every bad argument|qx reproduce --device|qx --version)"
 fi

@@ -19,10 +19,12 @@ build=${QX_FUZZ_BUILD_DIR:-build-fuzz}
 mitdb=${QX_MITDB:-$root/../shared/data/mitdb}
 fuzz=tests/fuzz
 
+fuzz_targets=("${targets[@]/#/fuzz_}")
+selected=$(IFS=';'; echo "${fuzz_targets[*]}")
 cmake -S . -B "$build" -DCMAKE_CXX_COMPILER=clang++ -DCMAKE_BUILD_TYPE=Debug -DCMAKE_CXX_FLAGS_DEBUG="-g -O1" \
   -DQX_SANITIZE=fuzzer,address,undefined -DQX_BUILD_FUZZERS=ON -DQX_USE_OPENMP=OFF -DQX_BUILD_TESTS=OFF \
-  -DQX_BUILD_EXAMPLES=OFF -DQX_BUILD_BENCHMARKS=OFF -DQX_INSTALL=OFF >/dev/null
-cmake --build "$build" -j "${QX_JOBS:-$(nproc)}" --target "${targets[@]/#/fuzz_}" >/dev/null
+  -DQX_BUILD_EXAMPLES=OFF -DQX_BUILD_BENCHMARKS=OFF -DQX_INSTALL=OFF "-DQX_SELECTED_TARGETS=$selected" >/dev/null
+cmake --build "$build" -j "${QX_JOBS:-$(nproc)}" --target qx_selected >/dev/null  # the targets side by side
 
 # Seeds made at run time from the records: whole headers and annotation files, and for the signal target
 # each header cut to 600 frames followed by the first 900 bytes of its signal file.
