@@ -4,6 +4,7 @@
 // the dot-product kernel for A·Bᵀ (kernels/gemm_dot.hpp) the same way.
 #include <doctest/doctest.h>
 
+#include "../test_threads.hpp"
 #include "qx/core/allocator.hpp"
 #include "qx/core/random.hpp"
 #include "qx/kernels/gemm.hpp"
@@ -95,7 +96,8 @@ TEST_CASE("gemm as dot products of rows (A·Bᵀ) matches the naive loop") {
                                               const float* b, Index ldb, float beta_, float* c, Index ldc) {
         qx::kernels::detail::dot::gemm_dot(m, n, k, alpha, a, lda, b, ldb, beta_, c, ldc);
       });
-  // Through gemm's dispatch (kernels::gemm sends small-C, deep A·Bᵀ products here), split over threads.
+  // Through gemm's dispatch (kernels::gemm sends small-C, deep A·Bᵀ products here), split over two threads.
+  const qx_test::ThreadCount two(2);
   for (const auto& cs : {Case{16, 144, 2048}, Case{32, 49, 1024}, Case{16, 600, 300}}) {
     REQUIRE(qx::kernels::detail::dot::suits(false, true, cs.m, cs.n, cs.k));  // else gemm would not come here
     check_product(false, true, cs, 0.0f, [](auto... args) { qx::kernels::gemm(args...); });
@@ -176,9 +178,20 @@ TEST_CASE("gemm on B already in panels matches the naive loop (both micro-kernel
 }
 
 #if defined(__AVX512F__)
-// op(A) packed once and reused (kernels::PackedA): pack_a_whole's layout agrees with packed_a_index and
-// PackedAWalk (what a producer writing A packed uses), and both products on a packed A match the naive
-// loop, split over threads by rows and by columns.
+namespace {
+/// Where element (i, p) of op(A) (m×k) belongs in pack_a_whole's layout, written from the layout's
+/// definition (KC slices one after the other, each MR panels of MR·depth floats, row fastest): the
+/// oracle the library's walk and packing are checked against.
+Index packed_a_index(Index m, Index k, Index i, Index p) {
+  namespace packed = qx::kernels::detail::packed;
+  const Index pc = p / packed::kc * packed::kc, depth = std::min(packed::kc, k - pc);
+  return pc * packed::padded_rows(m) + i / packed::mr * packed::mr * depth + (p - pc) * packed::mr + i % packed::mr;
+}
+}  // namespace
+
+// op(A) packed once and reused (kernels::PackedA): pack_a_whole's layout agrees with the layout's formula
+// and with PackedAWalk (what a producer writing A packed uses), and both products on a packed A match the
+// naive loop, split over two threads by rows and by columns.
 TEST_CASE("gemm on A packed once matches the naive loop, and the packed layout is the one producers write") {
   namespace packed = qx::kernels::detail::packed;
   for (const auto& cs : cases)
@@ -189,7 +202,7 @@ TEST_CASE("gemm on A packed once matches the naive loop, and the packed layout i
       for (auto& v : a) v = static_cast<float>(rng.uniform(-1, 1));
       const qx::kernels::PackedMatrix whole(ta, a.data(), lda, m, k);
       // The walk a producer writing A packed uses: from position 0, every position's (row, column) is
-      // where packed_a_index puts that element, and pack_a_whole has A's element there (zero on padding
+      // where the layout's formula puts that element, and pack_a_whole has A's element there (zero on padding
       // rows); started anywhere, it continues the same sequence.
       const Index size = packed::packed_a_size(m, k);
       packed::PackedAWalk walk(m, k, 0);
@@ -198,7 +211,7 @@ TEST_CASE("gemm on A packed once matches the naive loop, and the packed layout i
         const Index i = walk.row(), p = walk.column();
         const float stored = whole.storage.data()[q];
         if (i >= m) consistent = consistent && i < packed::padded_rows(m) && stored == 0.0f;
-        else consistent = consistent && packed::packed_a_index(m, k, i, p) == q && stored == (ta ? a[p * lda + i] : a[i * lda + p]);
+        else consistent = consistent && packed_a_index(m, k, i, p) == q && stored == (ta ? a[p * lda + i] : a[i * lda + p]);
         if (q % 97 == 5) {
           const packed::PackedAWalk from_here(m, k, q);
           consistent = consistent && from_here.row() == i && from_here.column() == p;
@@ -214,7 +227,9 @@ TEST_CASE("gemm on A packed once matches the naive loop, and the packed layout i
             qx::kernels::gemm(a_packed.view, tb_, n_, alpha, b_, ldb_, beta_, c_, ldc_);
           });
     }
-  // Large enough to be split over threads: by rows (m ≥ n, blocks of rows at multiples of 48) and by columns.
+  // Large enough to be split over threads (two, whatever the machine has): by rows (m ≥ n, blocks of rows
+  // at multiples of 48) and by columns.
+  const qx_test::ThreadCount two(2);
   for (const auto& cs : {Case{300, 70, 300}, Case{64, 900, 300}})
     check_product(false, false, cs, 0.0f, [](bool, bool, Index m, Index n, Index k, float alpha, const float* a, Index lda,
                                               const float* b, Index ldb, float beta, float* c, Index ldc) {

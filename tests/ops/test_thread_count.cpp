@@ -8,9 +8,9 @@
 #include <doctest/doctest.h>
 
 #include "../test_compare.hpp"
+#include "../test_threads.hpp"
 
 #include "qx/autograd/engine.hpp"
-#include "qx/core/parallel.hpp"
 #include "qx/ops/ops.hpp"
 
 #include <cmath>
@@ -27,8 +27,7 @@ struct Result {
 
 // out = fn(inputs); then ∂(Σ seed ⊙ out)/∂inputs, with a fixed random seed tensor; run on `threads`.
 Result run(int threads, const std::function<Tensor<float>(std::vector<Tensor<float>>&)>& fn, std::vector<Tensor<float>> inputs) {
-  const int previous = qx::num_threads();
-  qx::set_num_threads(threads);
+  const qx_test::ThreadCount scope(threads);
   for (auto& t : inputs) t = t.clone().requires_grad_();
   const Tensor<float> out = fn(inputs);
   qx::Rng rng(99);
@@ -37,7 +36,6 @@ Result run(int threads, const std::function<Tensor<float>(std::vector<Tensor<flo
   Result r;
   r.values.push_back(out.to_vector());
   for (auto& t : inputs) r.values.push_back(t.grad().to_vector());
-  qx::set_num_threads(previous);
   return r;
 }
 

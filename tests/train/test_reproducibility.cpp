@@ -6,8 +6,8 @@
 
 #include "../test_compare.hpp"
 #include "../test_paths.hpp"
+#include "../test_threads.hpp"
 
-#include "qx/core/parallel.hpp"
 #include "qx/ecg/ecg.hpp"
 #include "qx/explain/explain.hpp"
 #include "qx/nn/nn.hpp"
@@ -33,15 +33,8 @@ std::string slurp(const fs::path& p) {
   return s.str();
 }
 
-// Sets the thread count of qx's parallel loops for a scope.
-struct Threads {
-  int previous = qx::num_threads();
-  explicit Threads(int n) { qx::set_num_threads(n); }
-  ~Threads() { qx::set_num_threads(previous); }
-};
-
 fs::path build(const std::string& name, int threads) {
-  Threads scope(threads);
+  const qx_test::ThreadCount scope(threads);
   qx::ecg::BuildOptions options;
   options.mitdb = mitdb;
   options.out = qx_test::temp_path("repro_" + name);
@@ -60,7 +53,7 @@ struct Outcome {
 };
 
 Outcome train_and_explain(const fs::path& data, int threads) {
-  Threads scope(threads);
+  const qx_test::ThreadCount scope(threads);
   qx::ecg::ShardedDataset train(data, "train", 1), val(data, "validation", 1), test(data, "test", 1);
   auto model = qx::nn::resnet18<float>(1, 2, 4, /*seed=*/21);
   const qx::train::TrainOptions o{.epochs = 2, .batch_size = 16, .seed = 5, .lr = 1e-3, .weight_decay = 1e-4, .early_stop = false,

@@ -548,6 +548,19 @@ bool gradients_in_panels([[maybe_unused]] const Conv2dShape& s, [[maybe_unused]]
 #endif
   return false;
 }
+
+#if defined(__AVX512F__)
+/// op(W) (rows × depth; W stored (C_out, K) row-major) packed once when some block of the call multiplies
+/// panels (in_panels(images) of a whole block or of the shorter last one), for all of them: each block's
+/// product would pack it again.
+template <class InPanels>
+std::optional<PackedMatrix> weight_packed_for_panels(const Conv2dShape& s, Index block, InPanels&& in_panels, bool trans,
+                                                     const float* weight, Index rows, Index depth) {
+  const Index last = s.n % block;
+  if (!in_panels(block) && !(last && in_panels(last))) return std::nullopt;
+  return std::optional<PackedMatrix>(std::in_place, trans, weight, s.patch(), rows, depth);
+}
+#endif
 }  // namespace detail
 
 /// y (N, C_out, H_out, W_out) = conv(x (N, C_in, H, W), weight (C_out, C_in, kH, kW)) + bias (C_out, nullable)
@@ -555,10 +568,10 @@ template <class T>
 void conv2d_forward(const Conv2dShape& s, const T* x, const T* weight, const T* bias, T* y) {
   const Index k = s.patch(), p = s.positions(), block = detail::images_per_block(s);
 #if defined(__AVX512F__)
-  // W packed once for every block that multiplies panels (each block's product would pack it again).
-  std::optional<PackedMatrix> packed_weight;
+  std::optional<PackedMatrix> packed_weight;  // W, for the blocks that multiply panels
   if constexpr (std::is_same_v<T, float>)
-    if (detail::forward_in_panels<T>(s, block)) packed_weight.emplace(false, weight, k, s.c_out, k);
+    packed_weight = detail::weight_packed_for_panels(s, block, [&](Index images) { return detail::forward_in_panels<T>(s, images); },
+                                                     false, weight, s.c_out, k);
 #endif
   // Scratch: the columns (rows or panels), then the block's output (C_out·P) before it is scattered to NCHW.
   detail::for_each_block<T>(s.n, block, detail::scratch_per_image(s, block), [&](Index first, Index images, T* scratch, int) {
@@ -572,8 +585,7 @@ void conv2d_forward(const Conv2dShape& s, const T* x, const T* weight, const T* 
       if constexpr (std::is_same_v<T, float>) {
         detail::im2col_block_registers(s, image, images, detail::ColumnPanels{scratch, k});
         detail::zero_panel_tail(scratch, k, ld);
-        if (packed_weight) gemm_b_panels(packed_weight->view, ld, 1.0f, scratch, 0.0f, out, ld);
-        else gemm_b_panels(false, s.c_out, ld, k, 1.0f, weight, k, scratch, 0.0f, out, ld);
+        gemm_b_panels(packed_weight->view, ld, 1.0f, scratch, 0.0f, out, ld);
       }
 #endif
     } else {
@@ -604,9 +616,10 @@ template <class T>
 void conv2d_backward_input(const Conv2dShape& s, const T* grad_y, const T* weight, T* grad_x) {
   const Index k = s.patch(), p = s.positions(), block = detail::images_per_block(s);
 #if defined(__AVX512F__)
-  std::optional<PackedMatrix> packed_weight;  // Wᵀ packed once for every block that multiplies panels
+  std::optional<PackedMatrix> packed_weight;  // Wᵀ, for the blocks that multiply panels
   if constexpr (std::is_same_v<T, float>)
-    if (detail::gradients_in_panels<T>(s, block)) packed_weight.emplace(true, weight, k, k, s.c_out);
+    packed_weight = detail::weight_packed_for_panels(s, block, [&](Index images) { return detail::gradients_in_panels<T>(s, images); },
+                                                     true, weight, k, s.c_out);
 #endif
   // Scratch: several images' grad_y gathered (rows, or panels: one copy instead of a gather and a pack),
   // then the columns' gradient ∂col (K, ld).
@@ -631,10 +644,7 @@ void conv2d_backward_input(const Conv2dShape& s, const T* grad_y, const T* weigh
     T* product = images == 1 && detail::is_pointwise(s) ? x : col;  // col2im of a 1×1 would copy
     if (panels) {
 #if defined(__AVX512F__)
-      if constexpr (std::is_same_v<T, float>) {
-        if (packed_weight) gemm_b_panels(packed_weight->view, ld, 1.0f, g, 0.0f, product, ld);
-        else gemm_b_panels(true, k, ld, s.c_out, 1.0f, weight, k, g, 0.0f, product, ld);
-      }
+      if constexpr (std::is_same_v<T, float>) gemm_b_panels(packed_weight->view, ld, 1.0f, g, 0.0f, product, ld);
 #endif
     } else {
       gemm(true, false, k, ld, s.c_out, T(1), weight, k, g, ld, T(0), product, ld);

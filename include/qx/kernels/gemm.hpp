@@ -155,7 +155,7 @@ void gemm(bool trans_a, bool trans_b, Index m, Index n, Index k, T alpha, const 
 #if defined(__AVX512F__)
 /**
  * op(A) (m×k) in float already in the micro-kernel's panels (detail::packed::pack_a_whole's layout,
- * element (i, p) at packed_a_index(m, k, i, p)), for products that reuse it: a convolution's weights
+ * walked in storage order by PackedAWalk), for products that reuse it: a convolution's weights
  * across its blocks of images, a Winograd point's transformed filters across its blocks of tiles.
  * Packing A per product cost as much as a sixth of such a product when its B has few columns (a Winograd
  * block has 128). A view: the panels belong to the caller.
@@ -188,20 +188,11 @@ inline void gemm(const PackedA& a, bool trans_b, Index n, float alpha, const flo
 }
 
 /**
- * C (m×n) = α·op(A)·B + β·C in float with B already packed in panels of 64 columns
- * (detail::packed::panel_offset; the last panel zero past n). Split over threads as gemm splits: a
- * block of columns starts at a whole panel.
+ * C (m×n) = α·A·B + β·C in float with A packed and B already packed in panels of 64 columns
+ * (detail::packed::panel_offset; the last panel zero past n): both operands written packed by their
+ * producers (a convolution's weights, its im2col). Split over threads as gemm splits: a block of columns
+ * starts at a whole panel.
  */
-inline void gemm_b_panels(bool trans_a, Index m, Index n, Index k, float alpha, const float* a, Index lda, const float* b_panels,
-                          float beta, float* c, Index ldc) {
-  if (m == 0 || n == 0) return;
-  detail::split_over_threads(m, n, k, [&](Index r0, Index rows, Index c0, Index cols) {
-    detail::packed::gemm_b_panels(trans_a, rows, cols, k, alpha, trans_a ? a + r0 : a + r0 * lda, lda,
-                                  b_panels + detail::packed::panel_offset(k, 0, c0), beta, c + r0 * ldc + c0, ldc);
-  });
-}
-
-/// gemm_b_panels with A packed.
 inline void gemm_b_panels(const PackedA& a, Index n, float alpha, const float* b_panels, float beta, float* c, Index ldc) {
   if (a.rows == 0 || n == 0) return;
   detail::split_over_threads(a.rows, n, a.depth, [&](Index r0, Index rows, Index c0, Index cols) {

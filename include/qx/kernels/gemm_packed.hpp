@@ -287,12 +287,6 @@ inline void pack_a_whole(bool trans, const float* a, Index lda, Index m, Index k
   for (Index pc = 0; pc < k; pc += kc) pack_a(trans, a, lda, 0, m, pc, std::min(kc, k - pc), out + pc * padded_rows(m));
 }
 
-/// Where element (i, p) of op(A) (m×k) is in pack_a_whole's layout.
-constexpr Index packed_a_index(Index m, Index k, Index i, Index p) {
-  const Index pc = p / kc * kc, depth = std::min(kc, k - pc);
-  return pc * padded_rows(m) + i / mr * mr * depth + (p - pc) * mr + i % mr;
-}
-
 /**
  * pack_a_whole's layout walked in storage order from position q, for a producer that writes op(A) packed
  * (contiguous stores) instead of packing it afterwards: row() and column() of the current position

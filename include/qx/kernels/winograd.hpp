@@ -198,22 +198,36 @@ void transform_output_grads(const Conv2dShape& s, const Tiling& tiling, const T*
   transform_windows<m, a>(tiling, grad_y, images, s.c_out, tiling.out_h, tiling.out_w, 0, 0, dm, ld);
 }
 
+/// Tiles per block worth gathering: the 36 GEMMs are efficient from 128 columns, and a block's
+/// transform-domain data (36·(C_in + C_out) rows of them) should stay in cache between the transform
+/// that writes it and the GEMM that reads it.
+inline constexpr Index winograd_columns = 128;
+
+/// Images per block of for_each_tile_block.
+inline Index images_per_tile_block(const Conv2dShape& s, const Tiling& tiling) {
+  const Index per_image = points * (s.c_in + s.c_out) * tiling.per_image();
+  return kernels::detail::images_per_block(s.n, per_image, tiling.per_image(), winograd_columns);
+}
+
 /**
- * The transformed filters as the 36 GEMMs take them, in a buffer from the cache: with AVX-512 in float,
- * op(U_ξ) (U_ξ for the forward pass, U_ξᵀ for the input gradient) already in the GEMM's panels, one
- * packed matrix per point, so that no product packs its A again (detail::packed::pack_a_whole's layout;
- * not when gemm would compute the products transposed: then U_ξ is B). Otherwise U (36, C_out, C_in).
+ * The transformed filters as the 36 GEMMs take them, in a buffer from the cache: op(U_ξ) = U_ξ for the
+ * forward pass, U_ξᵀ for the input gradient (`transposed`). With AVX-512 in float, op(U_ξ) already in the
+ * GEMM's panels, one packed matrix per point, so that no product packs its A again
+ * (detail::packed::pack_a_whole's layout) — unless gemm would compute the products of a block of
+ * for_each_tile_block transposed (few columns: then U_ξ is their B). Otherwise U (36, C_out, C_in).
  */
 template <class T>
 struct TransformedFilters {
-  memory::Buffer<T> u;
-  Index rows = 0, depth = 0;  // op(U_ξ)'s shape
+  memory::Buffer<T> values;
+  bool transposed;
+  Index rows, depth;  // op(U_ξ)'s shape
   bool packed = false;
-  TransformedFilters(const Conv2dShape& s, const T* weight, bool transpose_u, Index ld)
-      : rows(transpose_u ? s.c_in : s.c_out), depth(transpose_u ? s.c_out : s.c_in) {
+  TransformedFilters(const Conv2dShape& s, const T* weight, bool transpose)
+      : transposed(transpose), rows(transpose ? s.c_in : s.c_out), depth(transpose ? s.c_out : s.c_in) {
 #if defined(__AVX512F__)
     if constexpr (std::is_same_v<T, float>) {
-      if (!kernels::detail::computes_transposed(rows, ld)) {
+      const Tiling tiling(s);
+      if (!kernels::detail::computes_transposed(rows, images_per_tile_block(s, tiling) * tiling.per_image())) {
         packed = true;
         // Positions in pack_a_whole's layout of op(U_ξ), with the filter each holds.
         struct Walk {
@@ -226,10 +240,9 @@ struct TransformedFilters {
           }
           void advance() { at.advance(); }
         };
-        const Index size = kernels::detail::packed::packed_a_size(rows, depth);
-        u = memory::Buffer<T>(static_cast<std::size_t>(points * size));
-        transform_filters(s, weight, size, u.data(), [&](Index q) {
-          return Walk{kernels::detail::packed::PackedAWalk(rows, depth, q), s.c_in, rows, transpose_u};
+        values = memory::Buffer<T>(static_cast<std::size_t>(points * size()));
+        transform_filters(s, weight, size(), values.data(), [&](Index q) {
+          return Walk{kernels::detail::packed::PackedAWalk(rows, depth, q), s.c_in, rows, transpose};
         });
         return;
       }
@@ -241,22 +254,17 @@ struct TransformedFilters {
       Index filter() const { return f; }
       void advance() { ++f; }
     };
-    const Index size = s.c_out * s.c_in;
-    u = memory::Buffer<T>(static_cast<std::size_t>(points * size));
-    transform_filters(s, weight, size, u.data(), [](Index q) { return Consecutive{q}; });
+    values = memory::Buffer<T>(static_cast<std::size_t>(points * size()));
+    transform_filters(s, weight, size(), values.data(), [](Index q) { return Consecutive{q}; });
+  }
+  /// Floats per point: op(U_ξ) is values[ξ·size(), (ξ + 1)·size()).
+  Index size() const {
+#if defined(__AVX512F__)
+    if (packed) return kernels::detail::packed::packed_a_size(rows, depth);
+#endif
+    return rows * depth;
   }
 };
-
-/// Tiles per block worth gathering: the 36 GEMMs are efficient from 128 columns, and a block's
-/// transform-domain data (36·(C_in + C_out) rows of them) should stay in cache between the transform
-/// that writes it and the GEMM that reads it.
-inline constexpr Index winograd_columns = 128;
-
-/// Images per block of for_each_tile_block.
-inline Index images_per_tile_block(const Conv2dShape& s, const Tiling& tiling) {
-  const Index per_image = points * (s.c_in + s.c_out) * tiling.per_image();
-  return kernels::detail::images_per_block(s.n, per_image, tiling.per_image(), winograd_columns);
-}
 
 /// Runs body(first_image, images, ld, scratch, thread) over blocks of images (kernels/conv2d.hpp's
 /// blocking), scratch holding 36·(C_in + C_out) rows of ld = images·tiles columns.
@@ -272,19 +280,19 @@ void for_each_tile_block(const Conv2dShape& s, const Tiling& tiling, Body&& body
 /// out_ξ (rows, ld) = op(U_ξ) · in_ξ (depth, ld) for the 36 points: U_ξ (C_out, C_in) itself (forward:
 /// rows = C_out) or transposed (backward_input: rows = C_in). The GEMMs run on the threads side by side.
 template <class T>
-void multiply_points(const TransformedFilters<T>& u, bool transpose_u, const T* in, T* out, Index ld) {
+void multiply_points(const TransformedFilters<T>& u, const T* in, T* out, Index ld) {
   const Index rows = u.rows, depth = u.depth;
   parallel_for(0, points, [&](Index xi) {
+    const T* u_xi = u.values.data() + xi * u.size();
 #if defined(__AVX512F__)
     if constexpr (std::is_same_v<T, float>)
       if (u.packed) {
-        const Index size = kernels::detail::packed::packed_a_size(rows, depth);
-        gemm(PackedA{u.u.data() + xi * size, rows, depth}, false, ld, 1.0f, in + xi * depth * ld, ld, 0.0f, out + xi * rows * ld, ld);
+        gemm(PackedA{u_xi, rows, depth}, false, ld, 1.0f, in + xi * depth * ld, ld, 0.0f, out + xi * rows * ld, ld);
         return;
       }
 #endif
-    gemm(transpose_u, false, rows, ld, depth, T(1), u.u.data() + xi * rows * depth, transpose_u ? rows : depth,
-         in + xi * depth * ld, ld, T(0), out + xi * rows * ld, ld);
+    gemm(u.transposed, false, rows, ld, depth, T(1), u_xi, u.transposed ? rows : depth, in + xi * depth * ld, ld, T(0),
+         out + xi * rows * ld, ld);
   }, rows * depth * ld);
 }
 
@@ -302,12 +310,12 @@ void load_lanes(const T* matrix, Index rows, Index row, Index ld, Index first, I
 template <class T>
 void conv2d_forward(const Conv2dShape& s, const T* x, const T* weight, const T* bias, T* y) {
   const Tiling tiling(s);
-  const detail::TransformedFilters<T> u(s, weight, false, detail::images_per_tile_block(s, tiling) * tiling.per_image());
+  const detail::TransformedFilters<T> u(s, weight, false);
   detail::for_each_tile_block<T>(s, tiling, [&](Index first, Index images, Index ld, T* scratch, int) {
     T* v = scratch;                          // (36, C_in, ld)
     T* mm = scratch + points * s.c_in * ld;  // (36, C_out, ld)
     detail::transform_inputs(s, tiling, x + first * s.c_in * s.h * s.w, images, v, ld);
-    detail::multiply_points(u, false, v, mm, ld);
+    detail::multiply_points(u, v, mm, ld);
     // Y = Aᵀ M A per tile, plus the bias, written where the tile lies inside the output.
     parallel_for(0, s.c_out, [&](Index o) {
       T tile[points][lanes], out[m * m][lanes];
@@ -332,12 +340,12 @@ void conv2d_forward(const Conv2dShape& s, const T* x, const T* weight, const T* 
 template <class T>
 void conv2d_backward_input(const Conv2dShape& s, const T* grad_y, const T* weight, T* grad_x) {
   const Tiling tiling(s);
-  const detail::TransformedFilters<T> u(s, weight, true, detail::images_per_tile_block(s, tiling) * tiling.per_image());
+  const detail::TransformedFilters<T> u(s, weight, true);
   detail::for_each_tile_block<T>(s, tiling, [&](Index first, Index images, Index ld, T* scratch, int) {
     T* dm = scratch;                          // (36, C_out, ld)
     T* dv = scratch + points * s.c_out * ld;  // (36, C_in, ld)
     detail::transform_output_grads(s, tiling, grad_y + first * s.c_out * tiling.out_h * tiling.out_w, images, dm, ld);
-    detail::multiply_points(u, true, dm, dv, ld);
+    detail::multiply_points(u, dm, dv, ld);
     // ∂d = B ∂V Bᵀ per tile, added into the 6×6 window the tile read (windows overlap by 2), channel by
     // channel: each channel writes only its own planes.
     parallel_for(0, s.c_in, [&](Index c) {
