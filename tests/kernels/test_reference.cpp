@@ -7,6 +7,7 @@
 #include "qx/kernels/conv2d.hpp"
 #include "qx/kernels/gemm.hpp"
 #include "qx/kernels/winograd.hpp"
+#include "../test_threads.hpp"
 
 #include <cmath>
 #include <cstring>
@@ -196,6 +197,42 @@ TEST_CASE_TEMPLATE("conv2d kernels match the naive loops", T, float, double) {
   CHECK_FALSE(qx::kernels::detail::computes_transposed(shapes[9].c_out, shapes[9].patch()));
   check_conv<T>(shapes, qx::kernels::conv2d_forward<T>, qx::kernels::conv2d_backward_input<T>,
                 qx::kernels::conv2d_backward_weight<T>, tolerance<T>());
+}
+
+TEST_CASE_TEMPLATE("conv2d packs its weights once for blocks of one image", T, float, double) {
+  // Large planes run blocks of one image; their products do not take panels, and each one would pack
+  // W (forward) or Wᵀ (input gradient) again. Float with AVX-512 packs it once per call instead.
+  const std::vector<Conv2dShape> shapes = {
+      {4, 48, 30, 30, 40, 1, 1, 1, 1, 0, 0},  // 1×1 on 30×30: four blocks of one image
+      {3, 16, 40, 38, 24, 3, 3, 2, 2, 1, 1},  // 3×3 stride 2, W_out = 19: three blocks of one image
+  };
+  for (const int threads : {1, 2}) {
+    CAPTURE(threads);
+    const qx_test::ThreadCount count(threads);
+#if defined(__AVX512F__)
+    if constexpr (std::is_same_v<T, float>) {
+      namespace kd = qx::kernels::detail;
+      const std::vector<float> w(static_cast<std::size_t>(48 * 40 * 9), 0.5f);
+      for (const auto& s : shapes) {
+        const Index block = kd::images_per_block(s);
+        REQUIRE(block == 1);
+        const auto forward_panels = [&](Index images) { return kd::forward_in_panels<float>(s, images); };
+        const auto gradient_panels = [&](Index images) { return kd::gradients_in_panels<float>(s, images); };
+        REQUIRE_FALSE(forward_panels(block));
+        REQUIRE_FALSE(gradient_panels(block));
+        REQUIRE(kd::weight_packed_once(s, block, forward_panels, false, w.data(), s.c_out, s.patch()).has_value());
+        REQUIRE(kd::weight_packed_once(s, block, gradient_panels, true, w.data(), s.patch(), s.c_out).has_value());
+      }
+      // One image is one product: its GEMM packs its own slices on its threads.
+      Conv2dShape one = shapes[0];
+      one.n = 1;
+      REQUIRE_FALSE(kd::weight_packed_once(one, 1, [&](Index images) { return kd::forward_in_panels<float>(one, images); },
+                                           false, w.data(), one.c_out, one.patch()).has_value());
+    }
+#endif
+    check_conv<T>(shapes, qx::kernels::conv2d_forward<T>, qx::kernels::conv2d_backward_input<T>,
+                  qx::kernels::conv2d_backward_weight<T>, tolerance<T>());
+  }
 }
 
 TEST_CASE_TEMPLATE("Winograd F(4x4, 3x3) matches the naive loops on 3x3 stride-1 convolutions", T, float, double) {

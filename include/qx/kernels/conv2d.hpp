@@ -550,14 +550,27 @@ bool gradients_in_panels([[maybe_unused]] const Conv2dShape& s, [[maybe_unused]]
 }
 
 #if defined(__AVX512F__)
-/// op(W) (rows × depth; W stored (C_out, K) row-major) packed once when some block of the call multiplies
-/// panels (in_panels(images) of a whole block or of the shorter last one), for all of them: each block's
-/// product would pack it again.
+/// Whether a block of `images` multiplies op(W) (rows × ·) packed once: a block whose columns are panels
+/// always does (its product takes A packed); another one when its product is not computed transposed
+/// (transposed, op(W) is the product's B and is packed that other way).
 template <class InPanels>
-std::optional<PackedMatrix> weight_packed_for_panels(const Conv2dShape& s, Index block, InPanels&& in_panels, bool trans,
-                                                     const float* weight, Index rows, Index depth) {
-  const Index last = s.n % block;
-  if (!in_panels(block) && !(last && in_panels(last))) return std::nullopt;
+bool multiplies_packed_weight(InPanels&& in_panels, Index images, Index rows, Index positions) {
+  return in_panels(images) || !computes_transposed(rows, images * positions);
+}
+
+/// op(W) (rows × depth; W stored (C_out, K) row-major) packed once for the whole call, when some block
+/// multiplies panels (in_panels(images) of a whole block or of the shorter last one), or when at least
+/// two blocks multiply it directly: each block's product would pack it again (a resnet50 layer on 56×56
+/// planes runs blocks of one image, 16 packs of W per batch of 16). A single direct product packs its
+/// slices on its own threads, faster than one packing thread.
+template <class InPanels>
+std::optional<PackedMatrix> weight_packed_once(const Conv2dShape& s, Index block, InPanels&& in_panels, bool trans,
+                                               const float* weight, Index rows, Index depth) {
+  const Index whole = s.n / block, last = s.n % block, p = s.positions();
+  const bool panels = in_panels(block) || (last && in_panels(last));
+  const Index direct = (multiplies_packed_weight(in_panels, block, rows, p) ? whole : 0) +
+                       (last && multiplies_packed_weight(in_panels, last, rows, p) ? 1 : 0);
+  if (!panels && direct < 2) return std::nullopt;
   return std::optional<PackedMatrix>(std::in_place, trans, weight, s.patch(), rows, depth);
 }
 #endif
@@ -568,10 +581,10 @@ template <class T>
 void conv2d_forward(const Conv2dShape& s, const T* x, const T* weight, const T* bias, T* y) {
   const Index k = s.patch(), p = s.positions(), block = detail::images_per_block(s);
 #if defined(__AVX512F__)
-  std::optional<PackedMatrix> packed_weight;  // W, for the blocks that multiply panels
+  std::optional<PackedMatrix> packed_weight;  // W, for the blocks that multiply it packed
   if constexpr (std::is_same_v<T, float>)
-    packed_weight = detail::weight_packed_for_panels(s, block, [&](Index images) { return detail::forward_in_panels<T>(s, images); },
-                                                     false, weight, s.c_out, k);
+    packed_weight = detail::weight_packed_once(s, block, [&](Index images) { return detail::forward_in_panels<T>(s, images); },
+                                               false, weight, s.c_out, k);
 #endif
   // Scratch: the columns (rows or panels), then the block's output (C_out·P) before it is scattered to NCHW.
   detail::for_each_block<T>(s.n, block, detail::scratch_per_image(s, block), [&](Index first, Index images, T* scratch, int) {
@@ -589,7 +602,16 @@ void conv2d_forward(const Conv2dShape& s, const T* x, const T* weight, const T* 
       }
 #endif
     } else {
-      gemm(false, false, s.c_out, ld, k, T(1), weight, k, detail::columns_of_block(s, image, images, scratch), ld, T(0), out, ld);
+      const T* columns = detail::columns_of_block(s, image, images, scratch);
+      bool multiplied = false;
+#if defined(__AVX512F__)
+      if constexpr (std::is_same_v<T, float>)
+        if (packed_weight && !detail::computes_transposed(s.c_out, ld)) {
+          gemm(packed_weight->view, false, ld, 1.0f, columns, ld, 0.0f, out, ld);
+          multiplied = true;
+        }
+#endif
+      if (!multiplied) gemm(false, false, s.c_out, ld, k, T(1), weight, k, columns, ld, T(0), out, ld);
     }
     if (images == 1) {
       if (bias)
@@ -616,10 +638,10 @@ template <class T>
 void conv2d_backward_input(const Conv2dShape& s, const T* grad_y, const T* weight, T* grad_x) {
   const Index k = s.patch(), p = s.positions(), block = detail::images_per_block(s);
 #if defined(__AVX512F__)
-  std::optional<PackedMatrix> packed_weight;  // Wᵀ, for the blocks that multiply panels
+  std::optional<PackedMatrix> packed_weight;  // Wᵀ, for the blocks that multiply it packed
   if constexpr (std::is_same_v<T, float>)
-    packed_weight = detail::weight_packed_for_panels(s, block, [&](Index images) { return detail::gradients_in_panels<T>(s, images); },
-                                                     true, weight, k, s.c_out);
+    packed_weight = detail::weight_packed_once(s, block, [&](Index images) { return detail::gradients_in_panels<T>(s, images); },
+                                               true, weight, k, s.c_out);
 #endif
   // Scratch: several images' grad_y gathered (rows, or panels: one copy instead of a gather and a pack),
   // then the columns' gradient ∂col (K, ld).
@@ -647,7 +669,15 @@ void conv2d_backward_input(const Conv2dShape& s, const T* grad_y, const T* weigh
       if constexpr (std::is_same_v<T, float>) gemm_b_panels(packed_weight->view, ld, 1.0f, g, 0.0f, product, ld);
 #endif
     } else {
-      gemm(true, false, k, ld, s.c_out, T(1), weight, k, g, ld, T(0), product, ld);
+      bool multiplied = false;
+#if defined(__AVX512F__)
+      if constexpr (std::is_same_v<T, float>)
+        if (packed_weight && !detail::computes_transposed(k, ld)) {
+          gemm(packed_weight->view, false, ld, 1.0f, g, ld, 0.0f, product, ld);
+          multiplied = true;
+        }
+#endif
+      if (!multiplied) gemm(true, false, k, ld, s.c_out, T(1), weight, k, g, ld, T(0), product, ld);
     }
     if (product == col) detail::col2im_block(s, col, images, x);
   });
