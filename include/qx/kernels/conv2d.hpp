@@ -550,41 +550,51 @@ bool gradients_in_panels([[maybe_unused]] const Conv2dShape& s, [[maybe_unused]]
 }
 
 #if defined(__AVX512F__)
-/// Whether a block of `images` multiplies op(W) (rows × ·) packed once: a block whose columns are panels
-/// always does (its product takes A packed); another one when its product is not computed transposed
-/// (transposed, op(W) is the product's B and is packed that other way).
-template <class InPanels>
-bool multiplies_packed_weight(InPanels&& in_panels, Index images, Index rows, Index positions) {
-  return in_panels(images) || !computes_transposed(rows, images * positions);
-}
-
 /// op(W) (rows × depth; W stored (C_out, K) row-major) packed once for the whole call, when some block
-/// multiplies panels (in_panels(images) of a whole block or of the shorter last one), or when at least
-/// two blocks multiply it directly: each block's product would pack it again (a resnet50 layer on 56×56
-/// planes runs blocks of one image, 16 packs of W per batch of 16). A single direct product packs its
-/// slices on its own threads, faster than one packing thread.
+/// multiplies panels (in_panels(images) of a whole block or of the shorter last one: those products take
+/// A packed), or when at least two blocks multiply it directly — each block's product would pack it
+/// again (a resnet50 layer on 56×56 planes runs blocks of one image, 16 packs of W per batch of 16). A
+/// product that gemm computes transposed cannot use it (op(W) is then its B), and a single direct
+/// product packs its slices on its own threads, faster than one packing thread.
 template <class InPanels>
 std::optional<PackedMatrix> weight_packed_once(const Conv2dShape& s, Index block, InPanels&& in_panels, bool trans,
                                                const float* weight, Index rows, Index depth) {
   const Index whole = s.n / block, last = s.n % block, p = s.positions();
   const bool panels = in_panels(block) || (last && in_panels(last));
-  const Index direct = (multiplies_packed_weight(in_panels, block, rows, p) ? whole : 0) +
-                       (last && multiplies_packed_weight(in_panels, last, rows, p) ? 1 : 0);
+  const Index direct = (!computes_transposed(rows, block * p) ? whole : 0) + (last && !computes_transposed(rows, last * p) ? 1 : 0);
   if (!panels && direct < 2) return std::nullopt;
   return std::optional<PackedMatrix>(std::in_place, trans, weight, s.patch(), rows, depth);
 }
 #endif
+
+/// out (rows × n) = op(W) (rows × depth) · B (depth × n), B and out of leading dimension n: by the call's
+/// op(W) packed once (`packed`, null when the call did not pack it) unless gemm computes this product
+/// transposed, otherwise by gemm, which packs what it needs.
+template <class T>
+void weight_product([[maybe_unused]] const PackedA* packed, bool trans, Index rows, Index n, Index depth, const T* weight,
+                    const T* b, T* out) {
+#if defined(__AVX512F__)
+  if constexpr (std::is_same_v<T, float>)
+    if (packed && !computes_transposed(rows, n)) {
+      gemm(*packed, false, n, 1.0f, b, n, 0.0f, out, n);
+      return;
+    }
+#endif
+  gemm(trans, false, rows, n, depth, T(1), weight, trans ? rows : depth, b, n, T(0), out, n);
+}
 }  // namespace detail
 
 /// y (N, C_out, H_out, W_out) = conv(x (N, C_in, H, W), weight (C_out, C_in, kH, kW)) + bias (C_out, nullable)
 template <class T>
 void conv2d_forward(const Conv2dShape& s, const T* x, const T* weight, const T* bias, T* y) {
   const Index k = s.patch(), p = s.positions(), block = detail::images_per_block(s);
+  const PackedA* packed = nullptr;  // W packed once, for the blocks that multiply it packed
 #if defined(__AVX512F__)
-  std::optional<PackedMatrix> packed_weight;  // W, for the blocks that multiply it packed
+  std::optional<PackedMatrix> packed_weight;
   if constexpr (std::is_same_v<T, float>)
     packed_weight = detail::weight_packed_once(s, block, [&](Index images) { return detail::forward_in_panels<T>(s, images); },
                                                false, weight, s.c_out, k);
+  if (packed_weight) packed = &packed_weight->view;
 #endif
   // Scratch: the columns (rows or panels), then the block's output (C_out·P) before it is scattered to NCHW.
   detail::for_each_block<T>(s.n, block, detail::scratch_per_image(s, block), [&](Index first, Index images, T* scratch, int) {
@@ -598,20 +608,11 @@ void conv2d_forward(const Conv2dShape& s, const T* x, const T* weight, const T* 
       if constexpr (std::is_same_v<T, float>) {
         detail::im2col_block_registers(s, image, images, detail::ColumnPanels{scratch, k});
         detail::zero_panel_tail(scratch, k, ld);
-        gemm_b_panels(packed_weight->view, ld, 1.0f, scratch, 0.0f, out, ld);
+        gemm_b_panels(*packed, ld, 1.0f, scratch, 0.0f, out, ld);
       }
 #endif
     } else {
-      const T* columns = detail::columns_of_block(s, image, images, scratch);
-      bool multiplied = false;
-#if defined(__AVX512F__)
-      if constexpr (std::is_same_v<T, float>)
-        if (packed_weight && !detail::computes_transposed(s.c_out, ld)) {
-          gemm(packed_weight->view, false, ld, 1.0f, columns, ld, 0.0f, out, ld);
-          multiplied = true;
-        }
-#endif
-      if (!multiplied) gemm(false, false, s.c_out, ld, k, T(1), weight, k, columns, ld, T(0), out, ld);
+      detail::weight_product(packed, false, s.c_out, ld, k, weight, detail::columns_of_block(s, image, images, scratch), out);
     }
     if (images == 1) {
       if (bias)
@@ -637,11 +638,13 @@ void conv2d_forward(const Conv2dShape& s, const T* x, const T* weight, const T* 
 template <class T>
 void conv2d_backward_input(const Conv2dShape& s, const T* grad_y, const T* weight, T* grad_x) {
   const Index k = s.patch(), p = s.positions(), block = detail::images_per_block(s);
+  const PackedA* packed = nullptr;  // Wᵀ packed once, for the blocks that multiply it packed
 #if defined(__AVX512F__)
-  std::optional<PackedMatrix> packed_weight;  // Wᵀ, for the blocks that multiply it packed
+  std::optional<PackedMatrix> packed_weight;
   if constexpr (std::is_same_v<T, float>)
     packed_weight = detail::weight_packed_once(s, block, [&](Index images) { return detail::gradients_in_panels<T>(s, images); },
                                                true, weight, k, s.c_out);
+  if (packed_weight) packed = &packed_weight->view;
 #endif
   // Scratch: several images' grad_y gathered (rows, or panels: one copy instead of a gather and a pack),
   // then the columns' gradient ∂col (K, ld).
@@ -666,18 +669,10 @@ void conv2d_backward_input(const Conv2dShape& s, const T* grad_y, const T* weigh
     T* product = images == 1 && detail::is_pointwise(s) ? x : col;  // col2im of a 1×1 would copy
     if (panels) {
 #if defined(__AVX512F__)
-      if constexpr (std::is_same_v<T, float>) gemm_b_panels(packed_weight->view, ld, 1.0f, g, 0.0f, product, ld);
+      if constexpr (std::is_same_v<T, float>) gemm_b_panels(*packed, ld, 1.0f, g, 0.0f, product, ld);
 #endif
     } else {
-      bool multiplied = false;
-#if defined(__AVX512F__)
-      if constexpr (std::is_same_v<T, float>)
-        if (packed_weight && !detail::computes_transposed(k, ld)) {
-          gemm(packed_weight->view, false, ld, 1.0f, g, ld, 0.0f, product, ld);
-          multiplied = true;
-        }
-#endif
-      if (!multiplied) gemm(true, false, k, ld, s.c_out, T(1), weight, k, g, ld, T(0), product, ld);
+      detail::weight_product(packed, true, k, ld, s.c_out, weight, g, product);
     }
     if (product == col) detail::col2im_block(s, col, images, x);
   });

@@ -152,6 +152,8 @@ void gemm(bool trans_a, bool trans_b, Index m, Index n, Index k, T alpha, const 
   });
 }
 
+struct PackedA;  // defined with AVX-512 only: without it no product takes A packed
+
 #if defined(__AVX512F__)
 /**
  * op(A) (m×k) in float already in the micro-kernel's panels (detail::packed::pack_a_whole's layout,
