@@ -213,6 +213,19 @@ TEST_CASE_TEMPLATE("cuda kernels: conv2d by im2col, col2im and the bias sums, ag
     std::vector<T> gw(static_cast<std::size_t>(wt.numel())), gb(static_cast<std::size_t>(s.c_out));
     cuda::conv2d_forward<T, HostExecutor>(s, x.data(), wt.data(), bias.data(), y.data());
     expect_same(y.data(), expected_y, "conv2d forward");
+    {  // with the output stage (residual add and ReLU) the CPU store applies
+      auto residual = randn<T>(expected_y.shape(), rng), expected_z = Tensor<T>::empty(expected_y.shape());
+      const qx::kernels::ConvOutputStage<T> stage{residual.data(), true};
+      qx::kernels::conv2d_forward(s, x.data(), wt.data(), bias.data(), expected_z.data(), stage);
+      std::vector<T> z(y.size());
+      cuda::conv2d_forward<T, HostExecutor>(s, x.data(), wt.data(), bias.data(), z.data(), stage);
+      expect_same(z.data(), expected_z, "conv2d forward with residual and relu");
+      check_kernel(expected_z, "conv2d output stage", [&](T* out) {
+        std::copy(y.begin(), y.end(), out);  // the biased product, before the stage
+        for (std::size_t i = 0; i < y.size(); ++i) out[i] -= bias.data()[(static_cast<Index>(i) / p) % s.c_out];
+        return cuda::FinishConvOutput<T>{out, bias.data(), stage, s.n, s.c_out, p};
+      });
+    }
     cuda::conv2d_backward_input<T, HostExecutor>(s, g.data(), wt.data(), gx.data());
     expect_same(gx.data(), expected_gx, "conv2d backward input");
     cuda::conv2d_backward_weight<T, HostExecutor>(s, x.data(), g.data(), gw.data(), gb.data());

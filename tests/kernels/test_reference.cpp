@@ -135,8 +135,22 @@ void check_conv(const std::vector<Conv2dShape>& shapes, Forward forward, Backwar
     for (std::size_t i = 0; i < gy.size(); ++i) gb_ref[(i / static_cast<std::size_t>(s.positions())) % bias.size()] += gy[i];
 
     std::vector<T> y(gy.size()), gx(x.size(), T(7)), gw(w.size(), T(7)), gb(bias.size(), T(7));
-    forward(s, x.data(), w.data(), bias.data(), y.data());
+    forward(s, x.data(), w.data(), bias.data(), y.data(), {});
     expect_near(y, y_ref, "forward", tol);
+    // The output stage done in the store: relu(y + residual), relu(y) alone, y + residual alone.
+    const auto residual = random_vector<T>(gy.size(), rng);
+    for (const auto& [with_residual, relu] : {std::pair{true, true}, std::pair{false, true}, std::pair{true, false}}) {
+      CAPTURE(with_residual);
+      CAPTURE(relu);
+      std::vector<double> staged(y_ref.size());
+      for (std::size_t i = 0; i < staged.size(); ++i) {
+        const double v = y_ref[i] + (with_residual ? double(residual[i]) : 0.0);
+        staged[i] = relu ? std::max(v, 0.0) : v;
+      }
+      std::vector<T> z(gy.size(), T(7));
+      forward(s, x.data(), w.data(), bias.data(), z.data(), qx::kernels::ConvOutputStage<T>{with_residual ? residual.data() : nullptr, relu});
+      expect_near(z, staged, "forward with the output stage", tol);
+    }
     backward_input(s, gy.data(), w.data(), gx.data());
     expect_near(gx, gx_ref, "backward_input (assigns, not accumulates)", tol);
     backward_weight(s, x.data(), gy.data(), gw.data(), gb.data());

@@ -151,19 +151,30 @@ TEST_CASE("frozen eval folds batch norm into the convolutions: same logits and i
     const auto x = Tensor<double>::randn({2, 2, 33, 29}, rng);
     const auto seed = Tensor<double>::randn({2, 3}, rng);
     Tensor<double> logits[2], grads[2];
+    Index relu_nodes[2] = {0, 0}, add_nodes[2] = {0, 0};
     for (int folded = 0; folded < 2; ++folded) {
       std::optional<qx::nn::FrozenParametersGuard> frozen;
       if (folded) frozen.emplace();
       auto input = x.clone().requires_grad_();
       logits[folded] = (*model)(input);
       bool has_bn = false;
-      qx::autograd::for_each_node(logits[folded], [&](auto& node) { has_bn |= std::string(node.name()) == "batch_norm2d"; });
+      qx::autograd::for_each_node(logits[folded], [&](auto& node) {
+        const std::string name = node.name();
+        has_bn |= name == "batch_norm2d";
+        relu_nodes[folded] += name == "relu";
+        add_nodes[folded] += name == "add";
+      });
       CHECK(has_bn == !folded);  // folded: no batch-norm node is left in the graph
       qx::autograd::BackwardOptions<double> walk;
       walk.inputs = {input};
       qx::autograd::backward(logits[folded], seed, walk);
       grads[folded] = input.grad().clone();
     }
+    // Folded, the residual add and the ReLUs are done in the convolutions' stores, yet every one is still
+    // its own node (guided backprop rewrites each "relu" node): as many as unfolded, one per block's add.
+    CHECK(relu_nodes[1] == relu_nodes[0]);
+    CHECK(add_nodes[1] == add_nodes[0]);
+    CHECK(add_nodes[0] == (std::string(arch) == "resnet18" ? 8 : 16));
     expect_close(logits[1], logits[0], "logits", 1e-12);
     expect_close(grads[1], grads[0], "input gradient", 1e-10);
   }

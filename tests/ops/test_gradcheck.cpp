@@ -64,6 +64,65 @@ TEST_CASE("conv2d gradcheck over strides, paddings and kernel sizes") {
       {leaf({2, 3, 6, 5}, rng), leaf({2, 3, 3, 2}, rng), leaf({2}, rng)}));
 }
 
+TEST_CASE("conv2d with an epilogue: gradcheck, the graph of the separate ops, and their values") {
+  using qx::ops::Conv2dEpilogue;
+  for (const bool winograd : {false, true}) {
+    CAPTURE(winograd);
+    qx::kernels::set_conv2d_algorithm(winograd ? qx::kernels::Conv2dAlgorithm::winograd : qx::kernels::Conv2dAlgorithm::im2col_gemm);
+    qx::Rng rng(winograd ? 31 : 32);
+    // 3×3 padding 1 (Winograd's shape); batch 2, non-square, channels not multiples of 8.
+    Inputs in{leaf({2, 3, 7, 6}, rng), leaf({5, 3, 3, 3}, rng), leaf({5}, rng), leaf({2, 5, 7, 6}, rng)};
+    const auto separate = [](Inputs& t, bool add, bool relu) {
+      auto y = qx::ops::conv2d(t[0], t[1], t[2], 1, 1);
+      if (add) y = qx::ops::add(y, t[3]);
+      return relu ? qx::ops::relu(y) : y;
+    };
+    {  // no pre-ReLU value within 10⁻³ of the kink, so finite differences see one side only
+      qx::NoGradGuard no_grad;
+      const auto v = separate(in, true, false), u = qx::ops::conv2d(in[0], in[1], in[2], 1, 1);
+      for (Index i = 0; i < v.numel(); ++i) REQUIRE(std::min(std::abs(v.flat(i)), std::abs(u.flat(i))) > 1e-3);
+    }
+    for (const auto& [add, relu] : {std::pair{true, true}, std::pair{false, true}, std::pair{true, false}}) {
+      CAPTURE(add);
+      CAPTURE(relu);
+      const auto fused = [add = add, relu = relu](Inputs& t) {
+        return qx::ops::conv2d(t[0], t[1], t[2], qx::ops::Conv2dOptions{1, 1, 1, 1},
+                               Conv2dEpilogue<double>{add ? t[3] : Tensor<double>(), relu});
+      };
+      Inputs used = in;
+      if (!add) used.pop_back();
+      expect_ok(qx::gradcheck(fused, used));
+      for (auto& t : in) t.zero_grad();
+      // Values and every gradient equal to the separate ops'; the graph holds their nodes.
+      const auto z = fused(in), reference = separate(in, add, relu);
+      std::vector<std::string> names;
+      qx::autograd::for_each_node(z, [&](auto& node) { names.push_back(node.name()); });
+      std::vector<std::string> expected;
+      if (relu) expected.push_back("relu");
+      if (add) expected.push_back("add");
+      expected.push_back("conv2d");
+      std::sort(names.begin(), names.end());
+      std::sort(expected.begin(), expected.end());
+      CHECK(names == expected);
+      for (Index i = 0; i < z.numel(); ++i) CHECK(z.flat(i) == doctest::Approx(reference.flat(i)).epsilon(1e-12));
+      const auto seed = Tensor<double>::randn(z.shape(), rng);
+      std::vector<Tensor<double>> grads[2];
+      for (int k = 0; k < 2; ++k) {
+        for (auto& t : in) t.zero_grad();
+        qx::autograd::backward(k == 0 ? z : reference, seed);
+        for (std::size_t j = 0; j < (add ? 4u : 3u); ++j) grads[k].push_back(in[j].grad().clone());
+      }
+      for (std::size_t j = 0; j < grads[0].size(); ++j)
+        for (Index i = 0; i < grads[0][j].numel(); ++i)
+          CHECK(grads[0][j].flat(i) == doctest::Approx(grads[1][j].flat(i)).epsilon(1e-12));
+    }
+  }
+  qx::kernels::set_conv2d_algorithm(qx::kernels::Conv2dAlgorithm::automatic);
+  CHECK_THROWS_WITH_AS(qx::ops::conv2d(Tensor<float>::zeros({1, 3, 8, 8}), Tensor<float>::zeros({4, 3, 3, 3}), {},
+                                       qx::ops::Conv2dOptions{1, 1, 1, 1}, Conv2dEpilogue<float>{Tensor<float>::zeros({1, 4, 6, 6}), true}),
+                       "conv2d: residual (1, 4, 6, 6) on cpu does not fit the output (1, 4, 8, 8) on cpu", qx::Error);
+}
+
 TEST_CASE("conv2d by Winograd F(4x4, 3x3) gradcheck: input, weight and bias") {
   qx::kernels::set_conv2d_algorithm(qx::kernels::Conv2dAlgorithm::winograd);
   for (Index pad : {0, 1}) {

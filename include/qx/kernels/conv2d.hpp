@@ -584,9 +584,10 @@ void weight_product([[maybe_unused]] const PackedA* packed, bool trans, Index ro
 }
 }  // namespace detail
 
-/// y (N, C_out, H_out, W_out) = conv(x (N, C_in, H, W), weight (C_out, C_in, kH, kW)) + bias (C_out, nullable)
+/// y (N, C_out, H_out, W_out) = stage(conv(x (N, C_in, H, W), weight (C_out, C_in, kH, kW)) + bias (C_out, nullable))
+/// (stage: the optional residual add and ReLU of functors.hpp, applied as each output is stored)
 template <class T>
-void conv2d_forward(const Conv2dShape& s, const T* x, const T* weight, const T* bias, T* y) {
+void conv2d_forward(const Conv2dShape& s, const T* x, const T* weight, const T* bias, T* y, const ConvOutputStage<T>& stage = {}) {
   const Index k = s.patch(), p = s.positions(), block = detail::images_per_block(s);
   const PackedA* packed = nullptr;  // W packed once, for the blocks that multiply it packed
 #if defined(__AVX512F__)
@@ -615,11 +616,17 @@ void conv2d_forward(const Conv2dShape& s, const T* x, const T* weight, const T* 
       detail::weight_product(packed, false, s.c_out, ld, k, weight, detail::columns_of_block(s, image, images, scratch), out);
     }
     if (images == 1) {
-      if (bias)
+      if (bias || stage.active())
         parallel_for(
             0, s.c_out,
             [&](Index o) {
-              for (Index i = 0; i < p; ++i) dst[o * p + i] += bias[o];
+              T* to = dst + o * p;
+              const T add = bias ? bias[o] : T(0);
+              const Index at = to - y;
+              if (stage.active())
+                for (Index i = 0; i < p; ++i) to[i] = stage(to[i] + add, at + i);
+              else
+                for (Index i = 0; i < p; ++i) to[i] += add;
             },
             p);
       return;
@@ -629,7 +636,11 @@ void conv2d_forward(const Conv2dShape& s, const T* x, const T* weight, const T* 
         T* to = y + ((first + b) * s.c_out + o) * p;
         const T* from = out + o * ld + b * p;
         const T add = bias ? bias[o] : T(0);
-        for (Index i = 0; i < p; ++i) to[i] = from[i] + add;
+        const Index at = to - y;
+        if (stage.active())
+          for (Index i = 0; i < p; ++i) to[i] = stage(from[i] + add, at + i);
+        else
+          for (Index i = 0; i < p; ++i) to[i] = from[i] + add;
       }
   });
 }
@@ -720,7 +731,7 @@ QX_NAMESPACE_END
 
 // The float and double instances, compiled once under QX_EXTERN_TEMPLATES (qx/config.hpp).
 #define QX_INSTANCES_KERNELS_CONV2D(instance, T) \
-  instance void conv2d_forward<T>(const Conv2dShape&, const T*, const T*, const T*, T*); \
+  instance void conv2d_forward<T>(const Conv2dShape&, const T*, const T*, const T*, T*, const ConvOutputStage<T>&); \
   instance void conv2d_backward_input<T>(const Conv2dShape&, const T*, const T*, T*); \
   instance void conv2d_backward_weight<T>(const Conv2dShape&, const T*, const T*, T*, T*); \
   instance void conv2d_backward_bias<T>(const Conv2dShape&, const T*, T*);

@@ -35,6 +35,23 @@ struct GuidedReluGrad {
   }
 };
 
+/**
+ * What a convolution's forward does to each biased output v = Σ w·x + b before storing it:
+ *   y[i] = act(v + residual[i]),   act = relu when `relu`, else the identity; residual optional,
+ * indexed like y. A frozen ResNet's "conv → add shortcut → relu" is then one store instead of three
+ * passes over the feature map; the graph keeps its separate add and relu nodes (ops::conv2d_then).
+ */
+template <class T>
+struct ConvOutputStage {
+  const T* residual = nullptr;
+  bool relu = false;
+  bool active() const { return residual != nullptr || relu; }
+  QX_HOST_DEVICE T operator()(T biased, Index at) const {
+    const T v = residual ? biased + residual[at] : biased;
+    return relu ? Relu{}(v) : v;
+  }
+};
+
 /// Batch-norm affine normalisation: y = γ·(x − μ)·σ⁻¹ + β, with inv_std = 1/√(var + eps).
 struct BatchNormNormalize {
   template <class T>

@@ -352,9 +352,9 @@ void load_lanes(const T* matrix, Index rows, Index row, Index ld, Index first, I
 }
 }  // namespace detail
 
-/// y (N, C_out, H_out, W_out) = conv(x, weight) + bias (nullable), for a 3×3 stride-1 convolution.
+/// y (N, C_out, H_out, W_out) = stage(conv(x, weight) + bias (nullable)), for a 3×3 stride-1 convolution.
 template <class T>
-void conv2d_forward(const Conv2dShape& s, const T* x, const T* weight, const T* bias, T* y) {
+void conv2d_forward(const Conv2dShape& s, const T* x, const T* weight, const T* bias, T* y, const ConvOutputStage<T>& stage = {}) {
   const Tiling tiling(s);
   const detail::TransformedFilters<T> u(s, weight, false);
   detail::for_each_tile_block<T>(s, tiling, [&](Index first, Index images, Index ld, T* scratch, int) {
@@ -375,7 +375,11 @@ void conv2d_forward(const Conv2dShape& s, const T* x, const T* weight, const T* 
           const int rows = static_cast<int>(std::min<Index>(m, tiling.out_h - where.ty * m));
           const int cols = static_cast<int>(std::min<Index>(m, tiling.out_w - where.tx * m));
           for (int i = 0; i < rows; ++i)
-            for (int j = 0; j < cols; ++j) plane[(where.ty * m + i) * tiling.out_w + where.tx * m + j] = out[i * m + j][lane] + add;
+            for (int j = 0; j < cols; ++j) {
+              T& to = plane[(where.ty * m + i) * tiling.out_w + where.tx * m + j];
+              const T biased = out[i * m + j][lane] + add;
+              to = stage.active() ? stage(biased, &to - y) : biased;
+            }
         }
       });
     }, ld * points * m * 2);
@@ -491,9 +495,9 @@ inline bool runs_winograd(const Conv2dShape& s) {
 
 /// The three passes by the algorithm runs_winograd picks for the shape (what ops::conv2d calls).
 template <class T>
-void conv2d_forward_auto(const Conv2dShape& s, const T* x, const T* weight, const T* bias, T* y) {
-  if (runs_winograd(s)) winograd::conv2d_forward(s, x, weight, bias, y);
-  else conv2d_forward(s, x, weight, bias, y);
+void conv2d_forward_auto(const Conv2dShape& s, const T* x, const T* weight, const T* bias, T* y, const ConvOutputStage<T>& stage = {}) {
+  if (runs_winograd(s)) winograd::conv2d_forward(s, x, weight, bias, y, stage);
+  else conv2d_forward(s, x, weight, bias, y, stage);
 }
 template <class T>
 void conv2d_backward_input_auto(const Conv2dShape& s, const T* grad_y, const T* weight, T* grad_x) {
@@ -511,10 +515,10 @@ QX_NAMESPACE_END
 
 // The float and double instances, compiled once under QX_EXTERN_TEMPLATES (qx/config.hpp).
 #define QX_INSTANCES_KERNELS_WINOGRAD(instance, T) \
-  instance void winograd::conv2d_forward<T>(const Conv2dShape&, const T*, const T*, const T*, T*); \
+  instance void winograd::conv2d_forward<T>(const Conv2dShape&, const T*, const T*, const T*, T*, const ConvOutputStage<T>&); \
   instance void winograd::conv2d_backward_input<T>(const Conv2dShape&, const T*, const T*, T*); \
   instance void winograd::conv2d_backward_weight<T>(const Conv2dShape&, const T*, const T*, T*, T*); \
-  instance void conv2d_forward_auto<T>(const Conv2dShape&, const T*, const T*, const T*, T*); \
+  instance void conv2d_forward_auto<T>(const Conv2dShape&, const T*, const T*, const T*, T*, const ConvOutputStage<T>&); \
   instance void conv2d_backward_input_auto<T>(const Conv2dShape&, const T*, const T*, T*); \
   instance void conv2d_backward_weight_auto<T>(const Conv2dShape&, const T*, const T*, T*, T*);
 QX_DECLARE_INSTANCES(kernels, QX_INSTANCES_KERNELS_WINOGRAD)

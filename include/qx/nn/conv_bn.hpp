@@ -3,7 +3,8 @@
 //   eval with parameters frozen (FrozenParametersGuard — qx::explain — or NoGradGuard): batch norm folded
 //     into the convolution,  s = γ/√(σ²_run + ε),  w' = w·s (per output channel),  b' = β − μ_run·s,
 //     so conv(x, w') + b' = bn(conv(x, w)) up to rounding, for the output and for every input gradient;
-//     the ReLU stays its own op, the node guided backprop rewrites;
+//     the residual add and the ReLU are done as the convolution stores its output, recorded as their
+//     own "add" and "relu" nodes (ops::Conv2dEpilogue), the nodes guided backprop rewrites;
 //   otherwise (eval with parameter gradients possible, or a forward hook on either module): the modules
 //     one after another, exactly as written.
 #pragma once
@@ -50,11 +51,26 @@ Tensor<T> conv_bn(Conv2d<T>& conv, BatchNorm2d<T>& bn, const Tensor<T>& x, bool 
   if (!hooked && bn.is_training()) return bn.forward_relu_or_plain(conv(x), relu);
   if (!hooked && (parameters_frozen() || !grad_enabled())) {
     const auto [weight, bias] = detail::fold_batch_norm(conv, bn);
-    auto y = ops::conv2d(x, weight, bias, conv.stride(), conv.padding());
-    return relu ? ops::relu(y) : y;
+    const Index stride = conv.stride(), padding = conv.padding();
+    return ops::conv2d(x, weight, bias, {stride, stride, padding, padding}, ops::Conv2dEpilogue<T>{{}, relu});
   }
   auto y = bn(conv(x));
   return relu ? ops::relu(y) : y;
+}
+
+/// relu(bn(conv(x)) + residual), the end of a residual block; the same three paths as conv_bn (in
+/// training the add and the ReLU are one op, ops::add_relu).
+template <class T>
+Tensor<T> conv_bn_add_relu(Conv2d<T>& conv, BatchNorm2d<T>& bn, const Tensor<T>& x, const Tensor<T>& residual) {
+  const bool hooked = conv.has_forward_hooks() || bn.has_forward_hooks();
+  if (!hooked && bn.is_training()) return ops::add_relu(bn.forward_relu_or_plain(conv(x), false), residual);
+  if (!hooked && (parameters_frozen() || !grad_enabled())) {
+    const auto [weight, bias] = detail::fold_batch_norm(conv, bn);
+    const Index stride = conv.stride(), padding = conv.padding();
+    return ops::conv2d(x, weight, bias, {stride, stride, padding, padding}, ops::Conv2dEpilogue<T>{residual, true});
+  }
+  const auto y = bn(conv(x));
+  return bn.is_training() ? ops::add_relu(y, residual) : ops::relu(ops::add(y, residual));
 }
 
 }  // namespace nn

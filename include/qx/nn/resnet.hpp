@@ -1,9 +1,10 @@
 // ResNet-18/34/50 (He et al. 2016) in torchvision's layout (v1.5: the stride sits on the 3×3 conv of a
 // bottleneck), with the number of input channels, of classes and the base width as arguments. Module and
-// parameter names are torchvision's, so its state_dict loads by name. Each conv → batch norm (→ ReLU)
-// runs through nn::conv_bn (fused in training, folded in frozen eval). Outside training every ReLU use —
-// including the one after each residual add — is a separate ops::relu call, hence a separate "relu" node
-// for guided backprop; in training the residual add and its ReLU are one op (ops::add_relu).
+// parameter names are torchvision's, so its state_dict loads by name. Each conv → batch norm (→ add
+// shortcut) (→ ReLU) runs through nn::conv_bn / nn::conv_bn_add_relu (fused in training, folded into the
+// convolution and its store in frozen eval). Outside training every ReLU use — including the one after
+// each residual add — is a separate "relu" node in the graph, the node guided backprop rewrites; in
+// training the residual add and its ReLU are one op (ops::add_relu).
 #pragma once
 #include "qx/config.hpp"
 #include "qx/nn/conv_bn.hpp"
@@ -38,11 +39,6 @@ struct Shortcut {
   }
 };
 
-/// relu(h + shortcut): one fused op in training, the two ops ("add", "relu") otherwise.
-template <class T>
-Tensor<T> residual_relu(const Module<T>& block, const Tensor<T>& h, const Tensor<T>& shortcut) {
-  return block.is_training() ? ops::add_relu(h, shortcut) : ops::relu(ops::add(h, shortcut));
-}
 }  // namespace detail
 
 /// Two 3×3 convolutions: y = relu(bn2(conv2(relu(bn1(conv1(x))))) + shortcut(x)).
@@ -58,9 +54,8 @@ class BasicBlock final : public Module<T> {
     if (stride != 1 || in_planes != planes) shortcut.make(this->register_module("downsample", std::make_shared<Sequential<T>>()), in_planes, planes, stride, rng);
   }
   Tensor<T> forward(const Tensor<T>& x) override {
-    auto h = conv_bn(*conv1, *bn1, x, true);
-    h = conv_bn(*conv2, *bn2, h, false);
-    return detail::residual_relu(*this, h, shortcut(x));
+    const auto h = conv_bn(*conv1, *bn1, x, true);
+    return conv_bn_add_relu(*conv2, *bn2, h, shortcut(x));
   }
   std::shared_ptr<Conv2d<T>> conv1, conv2;
   std::shared_ptr<BatchNorm2d<T>> bn1, bn2;
@@ -84,8 +79,7 @@ class Bottleneck final : public Module<T> {
   Tensor<T> forward(const Tensor<T>& x) override {
     auto h = conv_bn(*conv1, *bn1, x, true);
     h = conv_bn(*conv2, *bn2, h, true);
-    h = conv_bn(*conv3, *bn3, h, false);
-    return detail::residual_relu(*this, h, shortcut(x));
+    return conv_bn_add_relu(*conv3, *bn3, h, shortcut(x));
   }
   std::shared_ptr<Conv2d<T>> conv1, conv2, conv3;
   std::shared_ptr<BatchNorm2d<T>> bn1, bn2, bn3;

@@ -2,6 +2,8 @@
 //   y[n,o,i,j] = b[o] + Σ_{c,p,q} w[o,c,p,q] · x[n, c, i·s_h + p − pad_h, j·s_w + q − pad_w]
 // The arithmetic is in kernels/conv2d.hpp (im2col + GEMM) and kernels/winograd.hpp (F(4×4, 3×3) for
 // 3×3 stride-1 convolutions, chosen by kernels::runs_winograd); this file adds shape checks and autograd.
+// With an epilogue, z = relu(y + residual) (either part optional) is computed as the convolution stores
+// y — one pass over the feature map instead of three — and recorded as the ops it replaces.
 #pragma once
 #include "qx/config.hpp"
 #include "qx/autograd/node.hpp"
@@ -9,12 +11,22 @@
 #include "qx/core/tensor.hpp"
 #include "qx/kernels/conv2d.hpp"
 #include "qx/kernels/winograd.hpp"
+#include "qx/ops/add.hpp"
+#include "qx/ops/relu.hpp"
 
 QX_NAMESPACE_BEGIN
 namespace ops {
 
 struct Conv2dOptions {
   Index stride_h = 1, stride_w = 1, pad_h = 0, pad_w = 0;
+};
+
+/// What follows the convolution, fused into its store: z = relu(y + residual), the residual (the
+/// output's shape) and the ReLU each optional. A frozen ResNet's "conv → bn → add shortcut → relu".
+template <class T>
+struct Conv2dEpilogue {
+  Tensor<T> residual;
+  bool relu = false;
 };
 
 namespace detail {
@@ -61,9 +73,16 @@ class Conv2dNode final : public autograd::Node<T> {
 };
 }  // namespace detail
 
-/// 2-D convolution; x (N, C_in, H, W), weight (C_out, C_in, kH, kW), bias (C_out) or undefined.
+/**
+ * 2-D convolution; x (N, C_in, H, W), weight (C_out, C_in, kH, kW), bias (C_out) or undefined; then
+ * `epilogue`'s residual add and ReLU, done as the output is stored. The graph is the one of the separate
+ * ops — "conv2d", then "add" (with a residual), then "relu" — with the same saved tensors, so gradients,
+ * backward hooks on "relu" nodes (guided backprop) and replica walks are exactly theirs; the values
+ * between the ops are never stored (no node reads them).
+ */
 template <class T>
-Tensor<T> conv2d(const Tensor<T>& x, const Tensor<T>& weight, const Tensor<T>& bias, const Conv2dOptions& o) {
+Tensor<T> conv2d(const Tensor<T>& x, const Tensor<T>& weight, const Tensor<T>& bias, const Conv2dOptions& o,
+                 const Conv2dEpilogue<T>& epilogue) {
   check(x.dim() == 4, "conv2d: input must be (N, C, H, W), got ", shape_str(x.shape()));
   check(weight.dim() == 4, "conv2d: weight must be (C_out, C_in, kH, kW), got ", shape_str(weight.shape()));
   check(x.size(1) == weight.size(1), "conv2d: input ", shape_str(x.shape()), " has ", x.size(1),
@@ -78,17 +97,35 @@ Tensor<T> conv2d(const Tensor<T>& x, const Tensor<T>& weight, const Tensor<T>& b
                          o.stride_h, o.stride_w, o.pad_h, o.pad_w};
   check(s.out_h() > 0 && s.out_w() > 0, "conv2d: input ", shape_str(x.shape()), " with padding (", o.pad_h, ", ",
         o.pad_w, ") is smaller than kernel ", shape_str(weight.shape()));
+  const Tensor<T>& residual = epilogue.residual;
+  const Shape out_shape{s.n, s.c_out, s.out_h(), s.out_w()};
+  if (residual.defined())
+    check(residual.shape() == out_shape && residual.device() == x.device(), "conv2d: residual ", shape_str(residual.shape()),
+          " on ", residual.device(), " does not fit the output ", shape_str(out_shape), " on ", x.device());
   const Tensor<T> xc = x.contiguous(), wc = weight.contiguous(), bc = bias.defined() ? bias.contiguous() : Tensor<T>();
-  auto y = Tensor<T>::empty({s.n, s.c_out, s.out_h(), s.out_w()}, x.device());
+  const Tensor<T> rc = residual.defined() ? residual.contiguous() : Tensor<T>();
+  auto y = Tensor<T>::empty(out_shape, x.device());
   const T* b = bc.defined() ? bc.data() : nullptr;
-  dispatch(x.device(), "conv2d", [&] { kernels::conv2d_forward_auto(s, xc.data(), wc.data(), b, y.data()); },
-           [&] { backends::cuda::conv2d_forward(s, xc.data(), wc.data(), b, y.data()); });
-  if (!autograd::any_requires_grad<T>({&x, &weight, &bias})) return y;
+  const kernels::ConvOutputStage<T> stage{rc.defined() ? rc.data() : nullptr, epilogue.relu};
+  dispatch(x.device(), "conv2d", [&] { kernels::conv2d_forward_auto(s, xc.data(), wc.data(), b, y.data(), stage); },
+           [&] { backends::cuda::conv2d_forward(s, xc.data(), wc.data(), b, y.data(), stage); });
+  if (!autograd::any_requires_grad<T>({&x, &weight, &bias, &residual})) return y;
+  // Each op's node on a stand-in for its output (y's storage, never read), the last one on y itself.
+  const bool adds = residual.defined(), last_is_conv = !adds && !epilogue.relu;
   // The input is kept only for the weight gradient: attribution through folded (constant) weights
   // saves none of the activations.
-  return autograd::make_result(y, {&x, &weight, &bias},
-                               std::make_shared<detail::Conv2dNode<T>>(s, weight.requires_grad() ? xc.detach() : Tensor<T>(),
-                                                                       wc.detach(), bias.defined()));
+  Tensor<T> h = autograd::make_result(last_is_conv ? y : y.detach(), {&x, &weight, &bias},
+                                      std::make_shared<detail::Conv2dNode<T>>(s, weight.requires_grad() ? xc.detach() : Tensor<T>(),
+                                                                              wc.detach(), bias.defined()));
+  if (adds) h = autograd::make_result(epilogue.relu ? y.detach() : y, {&h, &residual}, std::make_shared<detail::AddNode<T>>());
+  if (epilogue.relu) h = autograd::make_result(y, {&h}, std::make_shared<detail::ReluNode<T>>(y.detach()));
+  return h;
+}
+
+/// 2-D convolution; x (N, C_in, H, W), weight (C_out, C_in, kH, kW), bias (C_out) or undefined.
+template <class T>
+Tensor<T> conv2d(const Tensor<T>& x, const Tensor<T>& weight, const Tensor<T>& bias, const Conv2dOptions& o) {
+  return conv2d(x, weight, bias, o, Conv2dEpilogue<T>{});
 }
 
 /// Square stride and padding.
@@ -104,6 +141,7 @@ QX_NAMESPACE_END
 // The float and double instances, compiled once under QX_EXTERN_TEMPLATES (qx/config.hpp).
 #define QX_INSTANCES_OPS_CONV2D(instance, T) \
   instance class detail::Conv2dNode<T>; \
-  instance Tensor<T> conv2d<T>(const Tensor<T>&, const Tensor<T>&, const Tensor<T>&, const Conv2dOptions&);
+  instance Tensor<T> conv2d<T>(const Tensor<T>&, const Tensor<T>&, const Tensor<T>&, const Conv2dOptions&); \
+  instance Tensor<T> conv2d<T>(const Tensor<T>&, const Tensor<T>&, const Tensor<T>&, const Conv2dOptions&, const Conv2dEpilogue<T>&);
 QX_DECLARE_INSTANCES(ops, QX_INSTANCES_OPS_CONV2D)
 #undef QX_INSTANCES_OPS_CONV2D

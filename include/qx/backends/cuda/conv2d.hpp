@@ -59,14 +59,19 @@ struct Col2im {
   }
 };
 
-/// y[b, o, :] += bias[o], one element of y (N, C_out, P) per index.
+/// y[b, o, :] = stage(y[b, o, :] + bias[o]) (bias nullable; stage: kernels::ConvOutputStage, the CPU's
+/// store), one element of y (N, C_out, P) per index.
 template <class T>
-struct AddChannelBias {
+struct FinishConvOutput {
   T* y;
   const T* bias;
+  kernels::ConvOutputStage<T> stage;
   Index n, channels, plane;
   Index size() const { return n * channels * plane; }
-  QX_HOST_DEVICE void operator()(Index i) const { y[i] += bias[(i / plane) % channels]; }
+  QX_HOST_DEVICE void operator()(Index i) const {
+    const T biased = bias ? y[i] + bias[(i / plane) % channels] : y[i];
+    y[i] = stage(biased, i);
+  }
 };
 
 /// grad_bias[o] = Σ_{b, k} g[b, o, k] over g (N, C, P), one channel per index: the sum of
@@ -91,16 +96,17 @@ struct ChannelSums {
 // formulas of kernels/conv2d.hpp). Host code; on the GPU every step is queued on qx's stream. `Exec` is
 // GpuExecutor (gemm.hpp) except in the CPU tests.
 
-/// y (N, C_out, H_out, W_out) = conv(x, weight) + bias (nullable)
+/// y (N, C_out, H_out, W_out) = stage(conv(x, weight) + bias (nullable))
 template <class T, class Exec = GpuExecutor>
-void conv2d_forward(const kernels::Conv2dShape& s, const T* x, const T* weight, const T* bias, T* y) {
+void conv2d_forward(const kernels::Conv2dShape& s, const T* x, const T* weight, const T* bias, T* y,
+                    const kernels::ConvOutputStage<T>& stage = {}) {
   const Index k = s.patch(), p = s.positions();
   typename Exec::template Buffer<T> col(static_cast<std::size_t>(k * p));
   for (Index b = 0; b < s.n; ++b) {
     Exec::launch(Im2col<T>{s, x + b * s.c_in * s.h * s.w, col.data(), 1});
     Exec::gemm(false, false, s.c_out, p, k, T(1), weight, k, col.data(), p, T(0), y + b * s.c_out * p, p);
   }
-  if (bias) Exec::launch(AddChannelBias<T>{y, bias, s.n, s.c_out, p});
+  if (bias || stage.active()) Exec::launch(FinishConvOutput<T>{y, bias, stage, s.n, s.c_out, p});
 }
 
 /// grad_x = the adjoint of conv2d applied to grad_y; assigned.
