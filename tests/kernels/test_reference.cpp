@@ -139,7 +139,8 @@ void check_conv(const std::vector<Conv2dShape>& shapes, Forward forward, Backwar
     expect_near(y, y_ref, "forward", tol);
     // The output stage done in the store: relu(y + residual), relu(y) alone, y + residual alone.
     const auto residual = random_vector<T>(gy.size(), rng);
-    for (const auto& [with_residual, relu] : {std::pair{true, true}, std::pair{false, true}, std::pair{true, false}}) {
+    for (const auto& combination : {std::pair{true, true}, std::pair{false, true}, std::pair{true, false}}) {
+      const bool with_residual = combination.first, relu = combination.second;  // not a structured binding: CAPTURE's lambda
       CAPTURE(with_residual);
       CAPTURE(relu);
       std::vector<double> staged(y_ref.size());

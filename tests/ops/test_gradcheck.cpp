@@ -82,10 +82,11 @@ TEST_CASE("conv2d with an epilogue: gradcheck, the graph of the separate ops, an
       const auto v = separate(in, true, false), u = qx::ops::conv2d(in[0], in[1], in[2], 1, 1);
       for (Index i = 0; i < v.numel(); ++i) REQUIRE(std::min(std::abs(v.flat(i)), std::abs(u.flat(i))) > 1e-3);
     }
-    for (const auto& [add, relu] : {std::pair{true, true}, std::pair{false, true}, std::pair{true, false}}) {
+    for (const auto& combination : {std::pair{true, true}, std::pair{false, true}, std::pair{true, false}}) {
+      const bool add = combination.first, relu = combination.second;  // not a structured binding: CAPTURE's lambda
       CAPTURE(add);
       CAPTURE(relu);
-      const auto fused = [add = add, relu = relu](Inputs& t) {
+      const auto fused = [add, relu](Inputs& t) {
         return qx::ops::conv2d(t[0], t[1], t[2], qx::ops::Conv2dOptions{1, 1, 1, 1},
                                Conv2dEpilogue<double>{add ? t[3] : Tensor<double>(), relu});
       };

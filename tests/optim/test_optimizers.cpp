@@ -96,3 +96,27 @@ TEST_CASE("parameters without a gradient are left alone, and StepLR matches torc
   CHECK_THROWS_AS(StepLR<double>(adam, 0, 0.1), qx::Error);
   CHECK_THROWS_AS(Sgd<double>({ParamGroup<double>{params, 0.1, 0, "x"}}, SgdOptions{0, 0, true}), qx::Error);
 }
+
+TEST_CASE("Adam on the host: floats 16 at a time as vectors give the scalar body's results bit for bit") {
+  // The PyTorch trajectories above have 12 and 5 elements, all in the scalar tail; here 16·9 + 7
+  // elements take the vector blocks and the tail, for Adam and AdamW, over several steps.
+  const qx::Index n = 16 * 9 + 7;
+  for (const bool decoupled : {false, true}) {
+    CAPTURE(decoupled);
+    qx::Rng rng(decoupled ? 11 : 12);
+    auto w = Tensor<float>::randn({n}, rng), m = Tensor<float>::zeros({n}), v = Tensor<float>::zeros({n});
+    auto w_ref = w.clone(), m_ref = m.clone(), v_ref = v.clone();
+    for (int step = 1; step <= 4; ++step) {
+      const auto g = Tensor<float>::randn({n}, rng, 0.0, 0.5);
+      const float bias1 = 1.0f - std::pow(0.9f, float(step)), bias2_sqrt = std::sqrt(1.0f - std::pow(0.999f, float(step)));
+      const qx::kernels::AdamUpdate<float> update{1e-2f, 0.1f, 0.9f, 0.999f, 1e-8f, 1e-2f / bias1, bias2_sqrt, decoupled};
+      qx::optim::detail::adam_on_host(update, w.data(), g.data(), m.data(), v.data(), n);
+      for (qx::Index i = 0; i < n; ++i) update(w_ref.data()[i], g.data()[i], m_ref.data()[i], v_ref.data()[i]);
+      for (qx::Index i = 0; i < n; ++i) {
+        CHECK(w.data()[i] == w_ref.data()[i]);
+        CHECK(m.data()[i] == m_ref.data()[i]);
+        CHECK(v.data()[i] == v_ref.data()[i]);
+      }
+    }
+  }
+}

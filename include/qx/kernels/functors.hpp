@@ -8,6 +8,10 @@
 
 #include "qx/core/shape.hpp"
 
+#if !defined(__CUDACC__) && (defined(__AVX512F__) || defined(__AVX__))
+#include <immintrin.h>
+#endif
+
 QX_NAMESPACE_BEGIN
 namespace kernels {
 
@@ -89,7 +93,7 @@ QX_HOST_DEVICE std::array<double, Sums> lane_sums(long n, Term term) {
 /// Σ_{k<n} term(k) (term returns T), as lane_sums.
 template <class T, class Term>
 QX_HOST_DEVICE double lane_sum(long n, Term term) {
-  return lane_sums<T, 1>(n, [&](long k) { return std::array<T, 1>{static_cast<T>(term(k))}; })[0];
+  return lane_sums<T, 1>(n, [term](long k) { return std::array<T, 1>{static_cast<T>(term(k))}; })[0];
 }
 
 /// The two source taps of output index d along one axis of a bilinear resize, align_corners = False:
@@ -123,17 +127,50 @@ QX_HOST_DEVICE void log_softmax_row(const T* x, T* y, Index k) {
   for (Index c = 0; c < k; ++c) y[c] = x[c] - lse;
 }
 
+/// √x of a scalar.
+template <class T>
+QX_HOST_DEVICE T square_root(T x) {
+  return std::sqrt(x);
+}
+
+#if !defined(__CUDACC__)
+/// 16 floats as a GCC/Clang vector: element-wise arithmetic on it is vector arithmetic (host code only).
+typedef float Float16 __attribute__((vector_size(16 * sizeof(float))));
+
+/// √x of 16 floats as vector square roots. std::sqrt never vectorises under the default -fmath-errno
+/// (it may set errno), so an optimiser's loop calling it stays scalar; the results are the same,
+/// correctly rounded square roots.
+inline Float16 square_root(Float16 x) {
+#if defined(__AVX512F__)
+  return (Float16)_mm512_sqrt_ps((__m512)x);
+#elif defined(__AVX__)
+  __m256 half[2];
+  __builtin_memcpy(half, &x, sizeof x);
+  half[0] = _mm256_sqrt_ps(half[0]);
+  half[1] = _mm256_sqrt_ps(half[1]);
+  __builtin_memcpy(&x, half, sizeof x);
+  return x;
+#else
+  for (int i = 0; i < 16; ++i) x[i] = std::sqrt(x[i]);
+  return x;
+#endif
+}
+#endif
+
 /// One element of an Adam / AdamW step (optim/adam.hpp has the formulas); w, m, v are updated in place.
+/// V is T, or on the host 16 of them as a vector (Float16) when T is float: one body for the GPU's
+/// elements and the CPU's vectors.
 template <class T>
 struct AdamUpdate {
   T lr, weight_decay, beta1, beta2, eps, step_size, bias2_sqrt;
   bool decoupled;
-  QX_HOST_DEVICE void operator()(T& w, T g, T& m, T& v) const {
+  template <class V>
+  QX_HOST_DEVICE void operator()(V& w, V g, V& m, V& v) const {
     if (decoupled) w *= T(1) - lr * weight_decay;
     else g += weight_decay * w;
     m = beta1 * m + (T(1) - beta1) * g;
     v = beta2 * v + (T(1) - beta2) * g * g;
-    w -= step_size * m / (std::sqrt(v) / bias2_sqrt + eps);
+    w -= step_size * m / (square_root(v) / bias2_sqrt + eps);
   }
 };
 

@@ -50,15 +50,17 @@ class BatchNorm2dNode final : public autograd::Node<T> {
       const bool relu = fused_relu_;
       parallel_for(0, c, [&](Index ch) {
         const T mu = mean_.data()[ch], is = inv_std_.data()[ch], gamma = gamma_.data()[ch], beta = beta_.data()[ch];
-        // The gradient reaching the batch norm: g, or g·[y > 0] behind the fused ReLU.
-        auto g_at = [&](const T* xs, const T* gs, Index k) {
+        // The gradient reaching the batch norm: g, or g·[y > 0] behind the fused ReLU. The lambdas below
+        // capture by value: captured by reference, GCC reloaded each scalar per element inside lane_sums
+        // (as broadcast gathers) and kept the accumulators in memory.
+        auto g_at = [relu, mu, is, gamma, beta](const T* xs, const T* gs, Index k) {
           return relu ? kernels::ReluGrad{}(gs[k], kernels::BatchNormNormalize{}(xs[k], mu, is, gamma, beta)) : gs[k];
         };
         double sum_g = 0, sum_gx = 0;  // Σ g and Σ g·x̂ over (N, H, W)
         for (Index b = 0; b < n; ++b) {
           const T* xs = xp + (b * c + ch) * plane;
           const T* gs = gp + (b * c + ch) * plane;
-          const auto sums = kernels::lane_sums<T, 2>(plane, [&](Index k) {  // one pass for both sums
+          const auto sums = kernels::lane_sums<T, 2>(plane, [g_at, xs, gs, mu, is](Index k) {  // one pass for both sums
             const T gk = g_at(xs, gs, k);
             return std::array<T, 2>{gk, gk * (xs[k] - mu) * is};
           });
@@ -121,14 +123,14 @@ Tensor<T> batch_norm2d_impl(const Tensor<T>& x, const Tensor<T>& weight, const T
         double s = 0;
         for (Index b = 0; b < n; ++b) {
           const T* xs = xp + (b * c + ch) * plane;
-          s += kernels::lane_sum<T>(plane, [&](Index k) { return xs[k]; });
+          s += kernels::lane_sum<T>(plane, [xs](Index k) { return xs[k]; });
         }
         mu = s / m;
         double ss = 0;  // two-pass variance: no cancellation for large means
         const T mu_t = static_cast<T>(mu);
         for (Index b = 0; b < n; ++b) {
           const T* xs = xp + (b * c + ch) * plane;
-          ss += kernels::lane_sum<T>(plane, [&](Index k) { return (xs[k] - mu_t) * (xs[k] - mu_t); });
+          ss += kernels::lane_sum<T>(plane, [xs, mu_t](Index k) { return (xs[k] - mu_t) * (xs[k] - mu_t); });
         }
         var = ss / m;
         running_mean.data()[ch] = static_cast<T>((1 - momentum) * running_mean.data()[ch] + momentum * mu);
