@@ -615,33 +615,21 @@ void conv2d_forward(const Conv2dShape& s, const T* x, const T* weight, const T* 
     } else {
       detail::weight_product(packed, false, s.c_out, ld, k, weight, detail::columns_of_block(s, image, images, scratch), out);
     }
-    if (images == 1) {
-      if (bias || stage.active())
-        parallel_for(
-            0, s.c_out,
-            [&](Index o) {
-              T* to = dst + o * p;
-              const T add = bias ? bias[o] : T(0);
-              const Index at = to - y;
-              if (stage.active())
-                for (Index i = 0; i < p; ++i) to[i] = stage(to[i] + add, at + i);
-              else
-                for (Index i = 0; i < p; ++i) to[i] += add;
-            },
-            p);
+    // to[i] = stage(from[i] + bias[o]) over one output plane; the loop without a stage stays a plain add.
+    auto store_plane = [&](T* to, const T* from, Index o) {
+      const T add = bias ? bias[o] : T(0);
+      const Index at = to - y;
+      if (stage.active())
+        for (Index i = 0; i < p; ++i) to[i] = stage(from[i] + add, at + i);
+      else
+        for (Index i = 0; i < p; ++i) to[i] = from[i] + add;
+    };
+    if (images == 1) {  // the product is already in place: only the bias and the stage are left
+      if (bias || stage.active()) parallel_for(0, s.c_out, [&](Index o) { store_plane(dst + o * p, dst + o * p, o); }, p);
       return;
     }
     for (Index b = 0; b < images; ++b)
-      for (Index o = 0; o < s.c_out; ++o) {
-        T* to = y + ((first + b) * s.c_out + o) * p;
-        const T* from = out + o * ld + b * p;
-        const T add = bias ? bias[o] : T(0);
-        const Index at = to - y;
-        if (stage.active())
-          for (Index i = 0; i < p; ++i) to[i] = stage(from[i] + add, at + i);
-        else
-          for (Index i = 0; i < p; ++i) to[i] = from[i] + add;
-      }
+      for (Index o = 0; o < s.c_out; ++o) store_plane(y + ((first + b) * s.c_out + o) * p, out + o * ld + b * p, o);
   });
 }
 

@@ -57,19 +57,8 @@ inline constexpr auto b = transposed(bt);  // B  (6×6)
 inline constexpr auto gt = transposed(g);  // Gᵀ (3×6)
 inline constexpr auto a = transposed(at);  // A  (6×4)
 
-/// Tiles transformed together: one AVX-512 vector of floats per transform-domain element.
-inline constexpr int lanes = 16;
-
-/// One transform-domain element of `lanes` tiles side by side (v[lane] is tile `lane`'s), as a GCC/Clang
-/// vector: element-wise arithmetic on it is vector arithmetic. Plain arrays T[·][lanes] let GCC replace
-/// the small, fully unrolled arrays by 16 scalars each and compute the filter transform in scalar code
-/// (measured: 3,574 scalar and 57 vector instructions, 4.6–5.7 % of a resnet18 training step).
-template <class T>
-struct LaneVectorOf {
-  typedef T type __attribute__((vector_size(sizeof(T) * lanes)));
-};
-template <class T>
-using LaneVector = typename LaneVectorOf<T>::type;
+// Tiles are transformed `lanes` (16) at a time: one transform-domain element of 16 tiles side by side is
+// one kernels::LaneVector (v[lane] is tile `lane`'s), so every sandwich is vector arithmetic.
 
 /// out(i, j) = Σ_k L[i][k]·in(k, j) for i < R, k < C, j < J, where element (k, j) of `in` is
 /// in[k·InK + j·InJ] and (i, j) of `out` is out[i·OutI + j·OutJ]. Fully unrolled over the constant L

@@ -44,33 +44,24 @@ std::pair<Tensor<T>, Tensor<T>> fold_batch_norm(const Conv2d<T>& conv, const Bat
 }
 }  // namespace detail
 
-/// bn(conv(x)), followed by relu when `relu`; see the top of this file for which path runs.
+/// bn(conv(x)) (+ residual, a residual block's shortcut, when defined), followed by relu when `relu`; see
+/// the top of this file for which path runs (in training a residual add and its ReLU are ops::add_relu).
 template <class T>
-Tensor<T> conv_bn(Conv2d<T>& conv, BatchNorm2d<T>& bn, const Tensor<T>& x, bool relu) {
-  const bool hooked = conv.has_forward_hooks() || bn.has_forward_hooks();
-  if (!hooked && bn.is_training()) return bn.forward_relu_or_plain(conv(x), relu);
+Tensor<T> conv_bn(Conv2d<T>& conv, BatchNorm2d<T>& bn, const Tensor<T>& x, bool relu, const Tensor<T>& residual = {}) {
+  const bool hooked = conv.has_forward_hooks() || bn.has_forward_hooks(), adds = residual.defined();
+  if (!hooked && bn.is_training()) {
+    const auto y = bn.forward_relu_or_plain(conv(x), relu && !adds);
+    if (!adds) return y;
+    return relu ? ops::add_relu(y, residual) : ops::add(y, residual);
+  }
   if (!hooked && (parameters_frozen() || !grad_enabled())) {
     const auto [weight, bias] = detail::fold_batch_norm(conv, bn);
     const Index stride = conv.stride(), padding = conv.padding();
-    return ops::conv2d(x, weight, bias, {stride, stride, padding, padding}, ops::Conv2dEpilogue<T>{{}, relu});
+    return ops::conv2d(x, weight, bias, {stride, stride, padding, padding}, ops::Conv2dEpilogue<T>{residual, relu});
   }
   auto y = bn(conv(x));
+  if (adds) y = ops::add(y, residual);
   return relu ? ops::relu(y) : y;
-}
-
-/// relu(bn(conv(x)) + residual), the end of a residual block; the same three paths as conv_bn (in
-/// training the add and the ReLU are one op, ops::add_relu).
-template <class T>
-Tensor<T> conv_bn_add_relu(Conv2d<T>& conv, BatchNorm2d<T>& bn, const Tensor<T>& x, const Tensor<T>& residual) {
-  const bool hooked = conv.has_forward_hooks() || bn.has_forward_hooks();
-  if (!hooked && bn.is_training()) return ops::add_relu(bn.forward_relu_or_plain(conv(x), false), residual);
-  if (!hooked && (parameters_frozen() || !grad_enabled())) {
-    const auto [weight, bias] = detail::fold_batch_norm(conv, bn);
-    const Index stride = conv.stride(), padding = conv.padding();
-    return ops::conv2d(x, weight, bias, {stride, stride, padding, padding}, ops::Conv2dEpilogue<T>{residual, true});
-  }
-  const auto y = bn(conv(x));
-  return bn.is_training() ? ops::add_relu(y, residual) : ops::relu(ops::add(y, residual));
 }
 
 }  // namespace nn

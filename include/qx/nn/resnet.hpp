@@ -1,7 +1,7 @@
 // ResNet-18/34/50 (He et al. 2016) in torchvision's layout (v1.5: the stride sits on the 3×3 conv of a
 // bottleneck), with the number of input channels, of classes and the base width as arguments. Module and
 // parameter names are torchvision's, so its state_dict loads by name. Each conv → batch norm (→ add
-// shortcut) (→ ReLU) runs through nn::conv_bn / nn::conv_bn_add_relu (fused in training, folded into the
+// shortcut) (→ ReLU) runs through nn::conv_bn (fused in training, folded into the
 // convolution and its store in frozen eval). Outside training every ReLU use — including the one after
 // each residual add — is a separate "relu" node in the graph, the node guided backprop rewrites; in
 // training the residual add and its ReLU are one op (ops::add_relu).
@@ -55,7 +55,7 @@ class BasicBlock final : public Module<T> {
   }
   Tensor<T> forward(const Tensor<T>& x) override {
     const auto h = conv_bn(*conv1, *bn1, x, true);
-    return conv_bn_add_relu(*conv2, *bn2, h, shortcut(x));
+    return conv_bn(*conv2, *bn2, h, true, shortcut(x));
   }
   std::shared_ptr<Conv2d<T>> conv1, conv2;
   std::shared_ptr<BatchNorm2d<T>> bn1, bn2;
@@ -79,7 +79,7 @@ class Bottleneck final : public Module<T> {
   Tensor<T> forward(const Tensor<T>& x) override {
     auto h = conv_bn(*conv1, *bn1, x, true);
     h = conv_bn(*conv2, *bn2, h, true);
-    return conv_bn_add_relu(*conv3, *bn3, h, shortcut(x));
+    return conv_bn(*conv3, *bn3, h, true, shortcut(x));
   }
   std::shared_ptr<Conv2d<T>> conv1, conv2, conv3;
   std::shared_ptr<BatchNorm2d<T>> bn1, bn2, bn3;

@@ -110,15 +110,14 @@ Tensor<T> conv2d(const Tensor<T>& x, const Tensor<T>& weight, const Tensor<T>& b
   dispatch(x.device(), "conv2d", [&] { kernels::conv2d_forward_auto(s, xc.data(), wc.data(), b, y.data(), stage); },
            [&] { backends::cuda::conv2d_forward(s, xc.data(), wc.data(), b, y.data(), stage); });
   if (!autograd::any_requires_grad<T>({&x, &weight, &bias, &residual})) return y;
-  // Each op's node on a stand-in for its output (y's storage, never read), the last one on y itself.
-  const bool adds = residual.defined(), last_is_conv = !adds && !epilogue.relu;
-  // The input is kept only for the weight gradient: attribution through folded (constant) weights
-  // saves none of the activations.
-  Tensor<T> h = autograd::make_result(last_is_conv ? y : y.detach(), {&x, &weight, &bias},
+  // Each op's node on its own view of y's storage (the values between the ops are never stored and no
+  // node reads them); the last view is the result. The input is kept only for the weight gradient:
+  // attribution through folded (constant) weights saves none of the activations.
+  Tensor<T> h = autograd::make_result(y.detach(), {&x, &weight, &bias},
                                       std::make_shared<detail::Conv2dNode<T>>(s, weight.requires_grad() ? xc.detach() : Tensor<T>(),
                                                                               wc.detach(), bias.defined()));
-  if (adds) h = autograd::make_result(epilogue.relu ? y.detach() : y, {&h, &residual}, std::make_shared<detail::AddNode<T>>());
-  if (epilogue.relu) h = autograd::make_result(y, {&h}, std::make_shared<detail::ReluNode<T>>(y.detach()));
+  if (residual.defined()) h = autograd::make_result(y.detach(), {&h, &residual}, std::make_shared<detail::AddNode<T>>());
+  if (epilogue.relu) h = autograd::make_result(y.detach(), {&h}, std::make_shared<detail::ReluNode<T>>(y.detach()));
   return h;
 }
 

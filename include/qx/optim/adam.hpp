@@ -18,18 +18,18 @@ QX_NAMESPACE_BEGIN
 namespace optim {
 
 namespace detail {
-/// One Adam step over n elements on the host: floats 16 at a time as vectors (kernels::Float16), the
+/// One Adam step over n elements on the host: floats 16 at a time as vectors (kernels::LaneVector), the
 /// rest one by one, all by the same kernels::AdamUpdate body the GPU runs.
 template <class T>
 void adam_on_host(const kernels::AdamUpdate<T>& update, T* w, const T* g, T* m, T* v, Index n) {
   Index done = 0;
-#if !defined(__CUDACC__)  // kernels::Float16 is host-compiler code
+#if !defined(__CUDACC__)  // kernels::LaneVector is host-compiler code
   if constexpr (std::is_same_v<T, float>) {
-    constexpr Index width = 16;
+    constexpr Index width = kernels::lanes;
     const Index blocks = n / width;
     parallel_for(0, blocks, [&](Index b) {
       const Index at = b * width;
-      kernels::Float16 wv, gv, mv, vv;
+      kernels::LaneVector<float> wv, gv, mv, vv;
       __builtin_memcpy(&wv, w + at, sizeof wv);
       __builtin_memcpy(&gv, g + at, sizeof gv);
       __builtin_memcpy(&mv, m + at, sizeof mv);
