@@ -92,6 +92,47 @@ TEST_CASE("a ReLU backward hook replaces the ReLU rule (guided backprop)") {
   CHECK(x.grad().to_vector() == std::vector<double>{2, 0, 0, 0});  // plain ReLU would give {2, -3, 0, 0}
 }
 
+TEST_CASE("the ReLU node's own guided rule equals the hook, on the last replica only") {
+  auto x = Tensor<double>::from({1, 4}, {1, 1, -1, -1}).requires_grad_();
+  auto h = qx::ops::relu(x);
+  REQUIRE(qx::ops::use_guided_rule(*h.grad_fn()));
+  const auto seed = Tensor<double>::from({2, 4}, {2, -3, 4, -5, 2, -3, 4, -5});
+  qx::autograd::backward(h, seed, {.inputs = {x}, .replicas = 2});
+  // Replica 0: the ReLU's rule g·[x > 0]; replica 1: guided, g·[x > 0]·[g > 0].
+  CHECK(x.grad().to_vector() == std::vector<double>{2, -3, 0, 0, 2, 0, 0, 0});
+  CHECK(seed.to_vector() == std::vector<double>{2, -3, 4, -5, 2, -3, 4, -5});  // the caller's seed is not overwritten
+  auto add = qx::ops::add(x, x);
+  CHECK_FALSE(qx::ops::use_guided_rule(*add.grad_fn()));
+}
+
+TEST_CASE("the ReLU's backward overwrites a gradient only when no other tensor or hook can see it") {
+  const auto y = Tensor<double>::from({4}, {1, 0, 2, 0});
+  auto g = Tensor<double>::from({4}, {5, 6, -7, 8});
+  const double* memory = g.data();
+  const auto out = qx::ops::detail::relu_grad(g, y, false, true);
+  CHECK(out.data() == memory);
+  CHECK(out.to_vector() == std::vector<double>{5, 0, -7, 0});
+  auto shared = Tensor<double>::from({4}, {5, 6, -7, 8});
+  const auto alias = shared;
+  const auto fresh = qx::ops::detail::relu_grad(shared, y, false, true);
+  CHECK(fresh.data() != shared.data());
+  CHECK(shared.to_vector() == std::vector<double>{5, 6, -7, 8});
+  CHECK(fresh.to_vector() == std::vector<double>{5, 0, -7, 0});
+  // In a walk: the gradient reaching relu(x) is the engine's own, but a hook reads it after the rule ran,
+  // so the hook must see it unmasked.
+  auto x = Tensor<double>::from({4}, {1, -1, 1, -1}).requires_grad_();
+  auto s = Tensor<double>::from({4}, {2, 3, -4, 5});
+  auto z = qx::ops::sum(qx::ops::mul(qx::ops::relu(x), s));
+  std::vector<double> seen;
+  qx::autograd::for_each_node(z, [&](qx::autograd::Node<double>& node) {
+    if (std::string(node.name()) == "relu")
+      node.add_backward_hook([&](const auto&, const Tensor<double>& grad_output, auto&) { seen = grad_output.to_vector(); });
+  });
+  qx::autograd::backward(z);
+  CHECK(seen == std::vector<double>{2, 3, -4, 5});
+  CHECK(x.grad().to_vector() == std::vector<double>{2, 0, -4, 0});
+}
+
 TEST_CASE("a captured activation and the gradient arriving at it equal finite differences") {
   // y = Σ r ⊙ relu(conv(x)); capture a = conv(x) with retain_grad and check ∂y/∂a by perturbing a.
   qx::Rng rng(7);

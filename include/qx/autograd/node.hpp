@@ -59,6 +59,8 @@ class Node {
     std::erase_if(hooks_, [id](const auto& h) { return h.first == id; });
   }
   void clear_backward_hooks() { hooks_.clear(); }
+  /// Whether hooks will see grad_output after apply(): an op may overwrite grad_output only when none do.
+  bool has_backward_hooks() const noexcept { return !hooks_.empty(); }
 
   const std::vector<std::shared_ptr<detail::AutogradMeta<T>>>& inputs() const noexcept { return inputs_; }
   /// Set by the engine before apply(): whether input i lies on a path to a tensor that wants a gradient.

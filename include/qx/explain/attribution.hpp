@@ -7,7 +7,8 @@
 // The forward graph is recorded once (batch norm folded into the convolutions: parameters are frozen).
 // One input-only backward walk carries two gradients stacked along the batch, seeded alike with a one-hot
 // of each sample's target: the plain one (saliency; Grad-CAM from the gradient captured at `layer`) and
-// the guided one (the guided rule hooked onto every "relu" node rewrites only that replica). A graph with
+// the guided one (every "relu" node applies the guided rule to that replica only: a ReLU node in its own
+// pass, ops::use_guided_rule; another node of that name through a backward hook). A graph with
 // an op that cannot carry stacked gradients falls back to two walks of the same graph. No weight gradient
 // is computed, and every sample's maps are exactly those it gets alone (batch norm in eval mode).
 #pragma once
@@ -18,6 +19,7 @@
 #include "qx/core/parallel.hpp"
 #include "qx/nn/module.hpp"
 #include "qx/ops/interpolate.hpp"
+#include "qx/ops/relu.hpp"
 
 #include <algorithm>
 #include <set>
@@ -231,12 +233,14 @@ Attributions<T> explain(nn::Module<T>& model, const Tensor<T>& x, const ExplainO
   // when both are wanted and every op can: one GEMM per convolution serves both. Otherwise each wanted
   // walk runs on its own through the same graph.
   const bool together = plain && want_guided && autograd::handles_replicas(logits);
+  // The guided rule on every "relu" node's last replica: ReLU nodes apply it in their own pass
+  // (ops::use_guided_rule); any other node of that name gets a hook that rewrites its result.
   auto guided_hooks = [&](Index replicas) {
     autograd::for_each_node(logits, [replicas](autograd::Node<T>& node) {
-      if (std::string(node.name()) == "relu")
-        node.add_backward_hook([replicas](const autograd::Node<T>&, const Tensor<T>&, std::vector<Tensor<T>>& grads) {
-          detail::guided_relu_rule(grads[0], replicas);
-        });
+      if (std::string(node.name()) != "relu" || ops::use_guided_rule(node)) return;
+      node.add_backward_hook([replicas](const autograd::Node<T>&, const Tensor<T>&, std::vector<Tensor<T>>& grads) {
+        detail::guided_relu_rule(grads[0], replicas);
+      });
     });
   };
   auto take = [&](Index replica, Index replicas) {  // replica r of a stacked gradient, as its own tensor

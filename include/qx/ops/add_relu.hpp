@@ -25,7 +25,7 @@ class AddReluNode final : public autograd::Node<T> {
  protected:
   // grad_a = grad_b = g·[z > 0]
   std::vector<Tensor<T>> apply(const Tensor<T>& grad_output) override {
-    auto masked = relu_grad(grad_output, output_);
+    auto masked = relu_grad(grad_output, output_, false, !this->has_backward_hooks());
     return {masked, masked};
   }
   void release() override { output_ = {}; }
