@@ -59,6 +59,12 @@ TEST_CASE("qx reproduce, tiny, both protocols: every table, figure and JSON fiel
     CHECK(report["settings"]["augment"].is_object() == (protocol == "qx"));
     // So is the weight average (auto: 0.999 for the clean protocol, off for the authors').
     CHECK(report["settings"]["average_decay"] == (protocol == "qx" ? 0.999 : 0.0));
+    // The auxiliary label (auto): dataset 2 learns its window's last beat too, under the clean protocol only.
+    CHECK(report["settings"]["auxiliary_label"] == "auto");
+    REQUIRE(report["datasets"].size() == 2);
+    CHECK(report["datasets"][0]["auxiliary_label"].is_null());
+    if (protocol == "qx") CHECK(report["datasets"][1]["auxiliary_label"] == "last beat");
+    else CHECK(report["datasets"][1]["auxiliary_label"].is_null());
     CHECK(report["data"]["test"]["counts"]["dataset1_windows"].get<long>() > 0);
     CHECK(report["timing"]["total_seconds"].get<double>() > 0);
     CHECK(report["software"].contains("version"));
@@ -112,6 +118,18 @@ TEST_CASE("qx reproduce: --augment on with the authors' protocol is refused in o
   CHECK(code == 2);
   CHECK(err.find("--augment on needs --protocol qx") != std::string::npos);
   CHECK_FALSE(fs::exists(out / "data"));
+}
+
+TEST_CASE("qx reproduce: --auxiliary-label on with the authors' protocol is refused in one line, before any work") {
+  const auto out = qx_test::temp_path("cli_reproduce_auxiliary");
+  fs::remove_all(out);
+  auto [code, err] = run_reproduce("--protocol authors --auxiliary-label on --out " + out.string());
+  CHECK(code == 2);
+  CHECK(err.find("--auxiliary-label on needs --protocol qx") != std::string::npos);
+  CHECK_FALSE(fs::exists(out / "data"));
+  std::tie(code, err) = run_reproduce("--auxiliary-label sometimes --out " + out.string());
+  CHECK(code == 2);
+  CHECK(err.find("--auxiliary-label") != std::string::npos);
 }
 
 TEST_CASE("qx reproduce: a malformed --average-decay is refused in one line, before any work") {

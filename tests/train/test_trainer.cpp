@@ -9,6 +9,7 @@
 #include "qx/train/trainer.hpp"
 #include "qx/train/weight_average.hpp"
 
+#include <algorithm>
 #include <filesystem>
 #include <fstream>
 #include <stdexcept>
@@ -121,6 +122,64 @@ TEST_CASE("resuming after an interruption gives exactly the weights of an uninte
   CHECK_FALSE(fs::exists(o.out_dir / "state.safetensors.tmp"));
   fs::remove_all(o.out_dir);
   fs::remove_all(qx_test::temp_path("train_straight"));
+}
+
+TEST_CASE("an auxiliary label trains a second head on a layer's output, reaches the model, and resumes exactly") {
+  auto train = blobs(64, 16, 4), val = blobs(32, 16, 5);
+  // A second label unrelated to the first: alternating in runs of four samples.
+  std::vector<Index> second(64);
+  for (Index i = 0; i < 64; ++i) second[static_cast<std::size_t>(i)] = (i / 4) % 2;
+  auto o = quiet_options(2, "aux_none");
+  o.lr = 1e-3;
+  auto plain = qx::nn::resnet18<float>(1, 2, 4, 7);
+  qx::train::fit(*plain, train, val, o);
+
+  o.auxiliary = qx::train::AuxiliaryLabels{"avgpool", second, 1.0, 2};
+  o.out_dir = fresh_dir("aux_straight");
+  auto straight = qx::nn::resnet18<float>(1, 2, 4, 7);
+  qx::train::fit(*straight, train, val, o);
+  // Its gradient reaches the backbone: the same seed and data end elsewhere than without it.
+  CHECK(straight->conv1->weight.to_vector() != plain->conv1->weight.to_vector());
+  // The state keeps the head for resuming; the checkpoint (the model) does not know it.
+  const auto state = qx::io::SafetensorsFile::open(o.out_dir / "state.safetensors");
+  const auto names = state.names();
+  for (const char* name : {"auxiliary.weight", "auxiliary.bias"}) {
+    CAPTURE(name);
+    CHECK(std::find(names.begin(), names.end(), name) != names.end());
+  }
+  CHECK(state.shape("auxiliary.weight") == qx::Shape{2, 32});  // avgpool of a width-4 resnet18: 32 features
+
+  // Interrupted after one epoch, resumed by a new process: the uninterrupted run's weights.
+  o.out_dir = fresh_dir("aux_resumed");
+  o.epochs = 1;
+  auto first = qx::nn::resnet18<float>(1, 2, 4, 7);
+  qx::train::fit(*first, train, val, o);
+  o.epochs = 2;
+  auto second_run = qx::nn::resnet18<float>(1, 2, 4, 99);
+  const auto result = qx::train::fit(*second_run, train, val, o);
+  CHECK(result.resumed);
+  check_same_state(*straight, *second_run);
+
+  // A state written without the head is not resumed with one (nor the reverse).
+  auto without = o;
+  without.auxiliary.reset();
+  without.epochs = 3;
+  auto third = qx::nn::resnet18<float>(1, 2, 4, 7);
+  CHECK_THROWS_WITH_AS(qx::train::fit(*third, train, val, without), doctest::Contains("with an auxiliary head"), qx::Error);
+
+  // Bad options are named.
+  auto bad = quiet_options(1, "aux_bad");
+  bad.auxiliary = qx::train::AuxiliaryLabels{"avgpool", std::vector<Index>(63, 0), 1.0, 2};
+  CHECK_THROWS_WITH_AS(qx::train::fit(*third, train, val, bad), doctest::Contains("63 auxiliary labels for 64 training samples"),
+                       qx::Error);
+  bad.auxiliary = qx::train::AuxiliaryLabels{"avgpool", second, 0.0, 2};
+  CHECK_THROWS_WITH_AS(qx::train::fit(*third, train, val, bad), doctest::Contains("auxiliary loss weight"), qx::Error);
+  bad.auxiliary = qx::train::AuxiliaryLabels{"no_such_layer", second, 1.0, 2};
+  CHECK_THROWS_WITH_AS(qx::train::fit(*third, train, val, bad), doctest::Contains("no_such_layer"), qx::Error);
+  second[5] = 2;
+  bad.auxiliary = qx::train::AuxiliaryLabels{"avgpool", second, 1.0, 2};
+  CHECK_THROWS_WITH_AS(qx::train::fit(*third, train, val, bad), doctest::Contains("auxiliary label 2 of sample 5 is outside [0, 2)"), qx::Error);
+  for (const char* dir : {"aux_none", "aux_straight", "aux_resumed", "aux_bad"}) fs::remove_all(qx_test::temp_path(std::string("train_") + dir));
 }
 
 namespace {

@@ -45,7 +45,7 @@ namespace cli {
 struct ReproduceArgs {
   std::string mitdb = "../shared/data/mitdb", out = "runs/reproduce", arch = "resnet18", protocol = "qx",
               device = "cpu";
-  std::string init_weights, gradcam_layer = "auto", augment = "auto", average_decay = "auto";
+  std::string init_weights, gradcam_layer = "auto", augment = "auto", average_decay = "auto", auxiliary_label = "auto";
   Index size = 64, width = 16, epochs = 8, batch = 32, train_limit = 0, test_limit = 0, explain_limit = 2000, data_limit = 0;
   Index bootstrap = 1000;
   double lr = 1e-3, weight_decay = 1e-4;
@@ -590,6 +590,14 @@ inline nlohmann::json run_reproduce(ReproduceArgs a) {
   check(!(a.augment == "on" && protocol == ecg::Protocol::authors),
         "--augment on needs --protocol qx: augmentation works on ink pictures, the authors' protocol normalises like ImageNet");
   const bool augment = a.augment == "on" || (a.augment == "auto" && protocol == ecg::Protocol::qx && !a.paper);
+  // The auxiliary label (train::AuxiliaryLabels): the window's other end beat, learned by a second head on
+  // the pooled features. It needs every training window in both datasets, which only the clean protocol
+  // gives; by default it trains dataset 2 only, where it measured better (docs/reproduction.md).
+  check(!(a.auxiliary_label == "on" && protocol == ecg::Protocol::authors),
+        "--auxiliary-label on needs --protocol qx: the authors' windows of dataset 1 and 2 differ");
+  auto auxiliary_for = [&](int dataset) {
+    return a.auxiliary_label == "on" || (a.auxiliary_label == "auto" && dataset == 2 && protocol == ecg::Protocol::qx && !a.paper);
+  };
   // Off is the identity change (no flip, no shift), so one training path serves both.
   ecg::AugmentOptions augment_options;
   augment_options.flip_probability = augment ? 0.5 : 0.0;
@@ -618,7 +626,7 @@ inline nlohmann::json run_reproduce(ReproduceArgs a) {
                         {"batch", a.batch}, {"lr", a.lr}, {"weight_decay", a.weight_decay}, {"train_limit", a.train_limit},
                         {"test_limit", a.test_limit}, {"explain_limit", a.explain_limit}, {"seed", a.seed}, {"paper", a.paper},
                         {"data_limit", a.data_limit}, {"init_weights", a.init_weights}, {"gradcam_layer", a.gradcam_layer}, {"bootstrap_resamples", a.bootstrap},
-                        {"average_decay", average_decay}};
+                        {"average_decay", average_decay}, {"auxiliary_label", a.auxiliary_label}};
   report["settings"]["augment"] = augment ? nlohmann::json{{"flip_probability", augment_options.flip_probability},
                                                           {"min_vertical_scale", augment_options.min_vertical_scale},
                                                           {"max_shift", augment_options.max_shift}}
@@ -668,6 +676,22 @@ inline nlohmann::json run_reproduce(ReproduceArgs a) {
     options.state_every_batches = 200;  // a crash or a kill loses at most 200 batches
     options.device = device;
     if (a.paper) options.group_lrs = {{"layer1", 1e-6}, {"layer2", 1e-6}, {"layer3", 1e-5}, {"layer4", 1e-4}, {"fc", 1e-4}};
+    entry["auxiliary_label"] = nullptr;
+    if (auxiliary_for(dataset)) {
+      const ecg::ShardedDataset other(build.out, "train", 3 - dataset);
+      check(other.size() == train_full.size(), "reproduce: the training split has ", train_full.size(), " windows in dataset ",
+            dataset, " and ", other.size(), " in dataset ", 3 - dataset, "; the auxiliary label needs the same windows");
+      train::AuxiliaryLabels aux;
+      aux.layer = "avgpool";
+      for (Index i = 0; i < train.size(); ++i) {
+        const Index at = train.base_index(i);
+        check(other.record(at) == train_full.record(at), "reproduce: training window ", at, " comes from different records in ",
+              "datasets 1 and 2; the auxiliary label needs the same windows");
+        aux.labels.push_back(other.label(at));
+      }
+      options.auxiliary = std::move(aux);
+      entry["auxiliary_label"] = dataset == 1 ? "first beat" : "last beat";
+    }
     stage = clock::now();
     ecg::AugmentedDataset<Subset<ecg::ShardedDataset>> augmented(train, augment_options);
     const auto result = train::fit(*model, augmented, val, options);
@@ -768,6 +792,10 @@ inline CLI::App* add_reproduce_command(CLI::App& root) {
                   "validate, keep and explain an exponential moving average of the weights with this decay (docs/training.md); "
                   "auto: 0.999 for --protocol qx without --paper, off otherwise")
       ->capture_default_str();
+  cmd->add_option("--auxiliary-label", a->auxiliary_label,
+                  "also learn the label of the window's other end beat with a second head on the pooled features, dropped "
+                  "after training (docs/training.md); auto: dataset 2 only, for --protocol qx without --paper")
+      ->capture_default_str()->check(CLI::IsMember({"auto", "on", "off"}));
   cmd->add_flag("--paper", a->paper, "the paper's settings: resnet50, 224×224, 3 channels, batch 16, 20 epochs, per-stage rates");
   add_device_option(*cmd, a->device);
   cmd->callback([a]() { run_reproduce(*a); });

@@ -15,8 +15,11 @@
 #include "qx/io/progress.hpp"
 #include "qx/io/safetensors.hpp"
 #include "qx/metrics/classification.hpp"
+#include "qx/nn/layers.hpp"
 #include "qx/nn/module.hpp"
 #include "qx/nn/serialize.hpp"
+#include "qx/ops/add.hpp"
+#include "qx/ops/flatten.hpp"
 #include "qx/ops/softmax.hpp"
 #include "qx/optim/adam.hpp"
 #include "qx/optim/step_lr.hpp"
@@ -80,6 +83,21 @@ class TensorDataset {
   std::vector<Index> labels_;
 };
 
+/**
+ * A second label per training sample, learned by a linear head on the output of one module of the model
+ * (flattened per sample) beside the model's own output:
+ *   loss = CE_w(model(x), y) + weight · CE_w'(W_aux · flatten(layer(x)) + b_aux, y_aux)
+ * with class weights w' from the auxiliary labels when `TrainOptions::class_weights`. The head is not part
+ * of the model: it shapes the features the model's own classifier reads, and is dropped afterwards (the
+ * training state keeps it under "auxiliary." so that a resumed run continues it). docs/training.md.
+ */
+struct AuxiliaryLabels {
+  std::string layer;          ///< the module whose output feeds the head, e.g. "avgpool"
+  std::vector<Index> labels;  ///< one per training sample, in [0, num_classes)
+  double weight = 1.0;        ///< the auxiliary loss's weight (> 0)
+  Index num_classes = 2;
+};
+
 struct TrainOptions {
   Index epochs = 20;
   Index batch_size = 16;
@@ -114,6 +132,7 @@ struct TrainOptions {
   Index max_train_batches = 0;     ///< per epoch, 0: all (quick runs)
   Index max_validation = 0;        ///< validation samples, 0: all
   Device device = Device::cpu;     ///< where the model trains; batches are copied there (docs/cuda.md)
+  std::optional<AuxiliaryLabels> auxiliary;  ///< an auxiliary label and head (see AuxiliaryLabels); none by default
 };
 
 struct EpochRecord {
@@ -260,6 +279,53 @@ TrainResult fit(nn::Module<T>& model, Train& train_data, Val& val_data, const Tr
       groups.push_back(std::move(g));
     }
   }
+  // The auxiliary head: its input width from one training sample's pass (eval mode, no graph), then a
+  // parameter group of its own at the base learning rate.
+  std::shared_ptr<nn::Linear<T>> aux_head;
+  Tensor<T> aux_features;
+  bool aux_capture = false;
+  struct HookScope {
+    nn::Module<T>* module = nullptr;
+    int id = -1;
+    ~HookScope() {
+      if (module) module->remove_forward_hook(id);
+    }
+  } aux_hook;
+  Tensor<T> aux_weights;
+  if (o.auxiliary) {
+    const auto& aux = *o.auxiliary;
+    check(static_cast<Index>(aux.labels.size()) == train_data.size(), "fit: ", aux.labels.size(),
+          " auxiliary labels for ", train_data.size(), " training samples");
+    check(aux.weight > 0 && std::isfinite(aux.weight), "fit: auxiliary loss weight ", aux.weight, " must be positive");
+    check(aux.num_classes >= 2, "fit: auxiliary labels need at least 2 classes, got ", aux.num_classes);
+    for (std::size_t i = 0; i < aux.labels.size(); ++i)
+      check(aux.labels[i] >= 0 && aux.labels[i] < aux.num_classes, "fit: auxiliary label ", aux.labels[i], " of sample ", i,
+            " is outside [0, ", aux.num_classes, ")");
+    aux_hook.module = &model.submodule(aux.layer);
+    aux_hook.id = aux_hook.module->add_forward_hook([&](nn::Module<T>&, const Tensor<T>&, Tensor<T>& out) {
+      if (aux_capture) aux_features = out;
+    });
+    {
+      NoGradGuard no_grad;
+      const bool was_training = model.is_training();
+      model.eval();
+      Tensor<T> probe;
+      std::vector<Index> probe_labels;
+      train_data.template get_batch<T>({0}, probe, probe_labels);
+      aux_capture = true;
+      model(probe.to(o.device));
+      aux_capture = false;
+      model.train(was_training);
+    }
+    check(aux_features.defined() && aux_features.dim() >= 1 && aux_features.size(0) == 1, "fit: auxiliary layer '", aux.layer,
+          "' did not run in the model's forward pass with a batch of one");
+    Rng aux_rng(o.seed * 1000003ULL + 0x61757869ULL);
+    aux_head = std::make_shared<nn::Linear<T>>(aux_features.numel(), aux.num_classes, aux_rng);
+    aux_head->to(o.device);
+    aux_features = {};
+    groups.push_back({aux_head->parameters(), o.lr, o.weight_decay, "auxiliary"});
+    if (o.class_weights) aux_weights = class_weights<T>(aux.labels, aux.num_classes).to(o.device);
+  }
   for (const auto& g : groups) trainable.insert(trainable.end(), g.params.begin(), g.params.end());
   optim::Adam<T> optimizer(groups);
   optim::StepLR<T> schedule(optimizer, o.lr_step, o.lr_gamma);
@@ -286,11 +352,15 @@ TrainResult fit(nn::Module<T>& model, Train& train_data, Val& val_data, const Tr
   const fs::path state_path = o.out_dir / "state.safetensors";
   if (persist && o.resume && fs::exists(state_path)) {
     const auto state = io::SafetensorsFile::open(state_path);
-    io::SafetensorsWriter model_part;
+    io::SafetensorsWriter model_part, aux_part;
     std::map<std::string, Tensor<T>> optimizer_state, average_state;
+    bool has_aux = false;
     for (const auto& name : state.names()) {
       if (name.rfind("model.", 0) == 0) {
         model_part.add_raw(name.substr(6), state.dtype(name), state.shape(name), state.bytes(name));
+      } else if (name.rfind("auxiliary.", 0) == 0) {
+        aux_part.add_raw(name.substr(10), state.dtype(name), state.shape(name), state.bytes(name));
+        has_aux = true;
       } else if (name.rfind("optim.", 0) == 0) {
         optimizer_state[name.substr(6)] = state.get_as<T>(name);
       } else if (name.rfind("average.", 0) == 0) {
@@ -301,10 +371,17 @@ TrainResult fit(nn::Module<T>& model, Train& train_data, Val& val_data, const Tr
           average ? "without" : "with", " a weight average, and this run has ", average ? "one" : "none",
           ": resume with the same average decay, or start in an empty output folder");
     if (average) average->load_state_dict(average_state);
-    const std::string blob = model_part.serialize();
-    std::vector<std::byte> raw(blob.size());
-    std::memcpy(raw.data(), blob.data(), blob.size());
-    nn::load_state(model, io::SafetensorsFile::from_bytes(std::move(raw), state_path.string()));
+    check(has_aux == static_cast<bool>(aux_head), "fit: '", state_path.string(), "' was written ",
+          aux_head ? "without" : "with", " an auxiliary head, and this run has ", aux_head ? "one" : "none",
+          ": resume with the same auxiliary labels, or start in an empty output folder");
+    auto load_part = [&](nn::Module<T>& module, const io::SafetensorsWriter& part) {
+      const std::string blob = part.serialize();
+      std::vector<std::byte> raw(blob.size());
+      std::memcpy(raw.data(), blob.data(), blob.size());
+      nn::load_state(module, io::SafetensorsFile::from_bytes(std::move(raw), state_path.string()));
+    };
+    load_part(model, model_part);
+    if (aux_head) load_part(*aux_head, aux_part);
     optimizer.load_state_dict(optimizer_state);
     const auto meta = nlohmann::json::parse(state.metadata().at("trainer"));
     for (const auto& r : meta.at("history")) result.history.push_back(detail::from_json(r));
@@ -338,6 +415,7 @@ TrainResult fit(nn::Module<T>& model, Train& train_data, Val& val_data, const Tr
   auto write_state = [&](Index next_epoch, const std::optional<Partial>& partial) {
     io::SafetensorsWriter state;
     nn::add_state(state, model, "model.");
+    if (aux_head) nn::add_state(state, *aux_head, "auxiliary.");
     for (const auto& [name, t] : optimizer.state_dict()) state.add("optim." + name, t);
     if (average)
       for (const auto& [name, t] : average->state_dict()) state.add("average." + name, t);
@@ -390,8 +468,19 @@ TrainResult fit(nn::Module<T>& model, Train& train_data, Val& val_data, const Tr
       const auto last = order.begin() + std::min<Index>((b + 1) * o.batch_size, train_data.size());
       const std::vector<Index> indices(first, last);
       train_data.template get_batch<T>(indices, images, labels);
+      aux_capture = static_cast<bool>(aux_head);
       const Tensor<T> logits = model(images.to(o.device));
-      const Tensor<T> loss = ops::cross_entropy(logits, labels, weights);
+      aux_capture = false;
+      Tensor<T> loss = ops::cross_entropy(logits, labels, weights);
+      if (aux_head) {
+        check(aux_features.defined(), "fit: auxiliary layer '", o.auxiliary->layer, "' did not run in the training forward pass");
+        std::vector<Index> aux_labels;
+        aux_labels.reserve(indices.size());
+        for (Index i : indices) aux_labels.push_back(o.auxiliary->labels[static_cast<std::size_t>(i)]);
+        const Tensor<T> aux_loss = ops::cross_entropy((*aux_head)(ops::flatten(aux_features)), aux_labels, aux_weights);
+        loss = ops::add(loss, ops::mul(aux_loss, Tensor<T>::full({}, static_cast<T>(o.auxiliary->weight)).to(o.device)));
+        aux_features = {};
+      }
       const double value = static_cast<double>(loss.item());
       check(std::isfinite(value), "training diverged: loss is ", value, " at epoch ", epoch + 1, ", batch ", b + 1, " of ",
             batches, " (lower the learning rate, or check the inputs for NaN/Inf)");
