@@ -160,7 +160,7 @@ TEST_CASE("an auxiliary label trains a second head on a layer's output, reaches 
   CHECK(result.resumed);
   check_same_state(*straight, *second_run);
 
-  // A state written without the head is not resumed with one (nor the reverse).
+  // A state written with the head is not resumed without one (fit checks the reverse the same way).
   auto without = o;
   without.auxiliary.reset();
   without.epochs = 3;

@@ -22,6 +22,7 @@
 #include "qx/ops/relu.hpp"
 
 #include <algorithm>
+#include <optional>
 #include <set>
 #include <string>
 #include <vector>
@@ -96,16 +97,6 @@ struct EvalScope {
   bool was_training;
   explicit EvalScope(nn::Module<T>& m) : model(m), was_training(m.is_training()) { m.eval(); }
   ~EvalScope() { model.train(was_training); }
-};
-
-/// Removes a forward hook when the scope ends.
-template <class T>
-struct ForwardHookScope {
-  nn::Module<T>* module = nullptr;
-  int id = -1;
-  ~ForwardHookScope() {
-    if (module) module->remove_forward_hook(id);
-  }
 };
 
 /// argmax over each row of (N, K); the first maximum wins a tie.
@@ -209,14 +200,12 @@ Attributions<T> explain(nn::Module<T>& model, const Tensor<T>& x, const ExplainO
 
   Tensor<T> input = x.contiguous().clone().requires_grad_();
   Tensor<T> activation;
-  detail::ForwardHookScope<T> capture;
-  if (want_cam) {
-    capture.module = &model.submodule(options.layer);
-    capture.id = capture.module->add_forward_hook([&](nn::Module<T>&, const Tensor<T>&, Tensor<T>& out) {
+  std::optional<nn::ScopedForwardHook<T>> capture;
+  if (want_cam)
+    capture.emplace(model.submodule(options.layer), [&](nn::Module<T>&, const Tensor<T>&, Tensor<T>& out) {
       out.retain_grad();
       activation = out;
     });
-  }
 
   Attributions<T> result;
   Tensor<T> logits = model(input);

@@ -187,5 +187,21 @@ class Module {
   bool training_ = true;
 };
 
+/// A forward hook that lives for one scope: added on construction, removed on destruction (qx::explain's
+/// activation capture, train::fit's auxiliary head).
+template <class T>
+class ScopedForwardHook {
+ public:
+  ScopedForwardHook(Module<T>& module, typename Module<T>::ForwardHook hook)
+      : module_(module), id_(module.add_forward_hook(std::move(hook))) {}
+  ScopedForwardHook(const ScopedForwardHook&) = delete;
+  ScopedForwardHook& operator=(const ScopedForwardHook&) = delete;
+  ~ScopedForwardHook() { module_.remove_forward_hook(id_); }
+
+ private:
+  Module<T>& module_;
+  int id_;
+};
+
 }  // namespace nn
 QX_NAMESPACE_END

@@ -284,13 +284,7 @@ TrainResult fit(nn::Module<T>& model, Train& train_data, Val& val_data, const Tr
   std::shared_ptr<nn::Linear<T>> aux_head;
   Tensor<T> aux_features;
   bool aux_capture = false;
-  struct HookScope {
-    nn::Module<T>* module = nullptr;
-    int id = -1;
-    ~HookScope() {
-      if (module) module->remove_forward_hook(id);
-    }
-  } aux_hook;
+  std::optional<nn::ScopedForwardHook<T>> aux_hook;
   Tensor<T> aux_weights;
   if (o.auxiliary) {
     const auto& aux = *o.auxiliary;
@@ -301,8 +295,7 @@ TrainResult fit(nn::Module<T>& model, Train& train_data, Val& val_data, const Tr
     for (std::size_t i = 0; i < aux.labels.size(); ++i)
       check(aux.labels[i] >= 0 && aux.labels[i] < aux.num_classes, "fit: auxiliary label ", aux.labels[i], " of sample ", i,
             " is outside [0, ", aux.num_classes, ")");
-    aux_hook.module = &model.submodule(aux.layer);
-    aux_hook.id = aux_hook.module->add_forward_hook([&](nn::Module<T>&, const Tensor<T>&, Tensor<T>& out) {
+    aux_hook.emplace(model.submodule(aux.layer), [&](nn::Module<T>&, const Tensor<T>&, Tensor<T>& out) {
       if (aux_capture) aux_features = out;
     });
     {
