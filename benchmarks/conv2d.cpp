@@ -1,5 +1,5 @@
 // conv2d forward, backward_input and backward_weight on ResNet layer shapes, float32, batch 32, on 1
-// and 2 threads, with the algorithm qx picks (im2col + GEMM, or Winograd F(4×4, 3×3): column "algo"):
+// and 2 threads, with the algorithm qx picks per pass (im2col + GEMM, or Winograd F(4×4, 3×3): column "algo"):
 // milliseconds, GFLOP/s counted as a direct convolution's (2·N·C_out·H_out·W_out·C_in·k² per pass, so
 // Winograd rows can exceed 100 %) and the fraction of the fp32 FMA peak measured by the same chains as
 // qx_bench_fma_peak. When /usr/bin/python3 has torch, the
@@ -43,6 +43,19 @@ const std::vector<Case> narrow_cases = {
     {"3x3_64to64_4", 64, 64, 4, 3, 1, 1},         {"3x3s2_64to128_4", 64, 128, 4, 3, 2, 1},
     {"3x3_128to128_2", 128, 128, 2, 3, 1, 1},     {"1x1s2_64to128_4", 64, 128, 4, 1, 2, 0},
 };
+
+// The algorithm of one pass, or of the three ("mixed" when they differ: kernels::runs_winograd).
+const char* algorithm_name(const Conv2dShape& s, const char* pass) {
+  using qx::kernels::ConvPass;
+  const auto name = [&](ConvPass p) { return qx::kernels::runs_winograd(s, p) ? "winograd" : "im2col"; };
+  if (!std::strcmp(pass, "forward")) return name(ConvPass::forward);
+  if (!std::strcmp(pass, "backward_input")) return name(ConvPass::input_gradient);
+  if (!std::strcmp(pass, "backward_weight")) return name(ConvPass::weight_gradient);
+  const char* forward = name(ConvPass::forward);
+  return !std::strcmp(forward, name(ConvPass::input_gradient)) && !std::strcmp(forward, name(ConvPass::weight_gradient))
+             ? forward
+             : "mixed";
+}
 
 template <class F>
 double best_ms(F&& f, int repeats) {
@@ -110,9 +123,8 @@ int main(int argc, char** argv) {
       int torch_found = 0;
       auto print = [&](const char* pass, double ms, double work, double torch_ms) {
         const double rate = work / (ms * 1e-3);
-        std::printf("%-22s %-16s %3d %-8s %9.2f %8.1f %6.1f%%", c.name, pass, threads,
-                    qx::kernels::runs_winograd(s) ? "winograd" : "im2col", ms, rate,
-                    peak1 > 0 ? 100.0 * rate / (peak1 * threads) : 0.0);
+        std::printf("%-22s %-16s %3d %-8s %9.2f %8.1f %6.1f%%", c.name, pass, threads, algorithm_name(s, pass), ms,
+                    rate, peak1 > 0 ? 100.0 * rate / (peak1 * threads) : 0.0);
         if (torch_ms > 0) std::printf(" %11.2f %7.2fx", torch_ms, torch_ms / ms);
         std::printf("\n");
       };

@@ -279,3 +279,30 @@ TEST_CASE_TEMPLATE("Winograd F(4x4, 3x3) matches the naive loops on 3x3 stride-1
   check_conv<T>(shapes, wino::conv2d_forward<T>, wino::conv2d_backward_input<T>, wino::conv2d_backward_weight<T>,
                 std::is_same_v<T, float> ? 4e-4 : 1e-11);
 }
+
+TEST_CASE_TEMPLATE(
+    "runs_winograd picks per pass: 16-channel layers take Winograd for the weight gradient only, on 32x32 planes", T,
+    float, double) {
+  using qx::kernels::ConvPass;
+  using qx::kernels::runs_winograd;
+  REQUIRE(qx::kernels::conv2d_algorithm() == qx::kernels::Conv2dAlgorithm::automatic);
+  const Conv2dShape narrow_32{32, 16, 32, 32, 16, 3, 3, 1, 1, 1, 1}, narrow_16{32, 16, 16, 16, 16, 3, 3, 1, 1, 1, 1};
+  const Conv2dShape wide{32, 64, 16, 16, 64, 3, 3, 1, 1, 1, 1}, few_tiles{2, 256, 14, 14, 256, 3, 3, 1, 1, 1, 1};
+  const Conv2dShape eight{32, 8, 32, 32, 8, 3, 3, 1, 1, 1, 1}, strided{32, 16, 32, 32, 16, 3, 3, 2, 2, 1, 1};
+  CHECK_FALSE(runs_winograd(narrow_32, ConvPass::forward));
+  CHECK_FALSE(runs_winograd(narrow_32, ConvPass::input_gradient));
+  CHECK(runs_winograd(narrow_32, ConvPass::weight_gradient));
+  for (ConvPass pass : {ConvPass::forward, ConvPass::input_gradient, ConvPass::weight_gradient}) {
+    CHECK_FALSE(runs_winograd(narrow_16, pass));  // 16 tiles per image
+    CHECK(runs_winograd(wide, pass));
+    CHECK_FALSE(runs_winograd(few_tiles, pass));  // 32 tiles in the batch
+    CHECK_FALSE(runs_winograd(eight, pass));
+    CHECK_FALSE(runs_winograd(strided, pass));
+  }
+  // The passes as ops::conv2d calls them, one shape per mix: im2col forward and input gradient with a
+  // Winograd weight gradient (one image of 64 tiles), and all three by im2col on 16×16 planes.
+  const std::vector<Conv2dShape> mixed = {{1, 16, 32, 32, 16, 3, 3, 1, 1, 1, 1}, {3, 16, 16, 16, 17, 3, 3, 1, 1, 1, 1}};
+  CHECK(runs_winograd(mixed[0], ConvPass::weight_gradient));
+  check_conv<T>(mixed, qx::kernels::conv2d_forward_auto<T>, qx::kernels::conv2d_backward_input_auto<T>,
+                qx::kernels::conv2d_backward_weight_auto<T>, std::is_same_v<T, float> ? 4e-4 : 1e-11);
+}
