@@ -9,7 +9,7 @@
 // --narrow times the main job's narrow model's layers instead of resnet50/resnet18's.)
 #include <qx/core/parallel.hpp>
 #include <qx/core/random.hpp>
-#include <qx/kernels/winograd.hpp>
+#include <qx/kernels/conv2d_algorithm.hpp>
 
 #include "bench_common.hpp"
 

@@ -6,7 +6,7 @@
 #include "qx/core/random.hpp"
 #include "qx/kernels/conv2d.hpp"
 #include "qx/kernels/gemm.hpp"
-#include "qx/kernels/winograd.hpp"
+#include "qx/kernels/conv2d_algorithm.hpp"
 #include "../test_threads.hpp"
 
 #include <cmath>
@@ -278,6 +278,27 @@ TEST_CASE_TEMPLATE("Winograd F(4x4, 3x3) matches the naive loops on 3x3 stride-1
   // 1e-6 to 4e-6, docs/kernels.md); double stays at double's.
   check_conv<T>(shapes, wino::conv2d_forward<T>, wino::conv2d_backward_input<T>, wino::conv2d_backward_weight<T>,
                 std::is_same_v<T, float> ? 4e-4 : 1e-11);
+}
+
+TEST_CASE_TEMPLATE("the direct 3x3 kernel matches the naive loops (forward with the output stage, input gradient)", T,
+                   float, double) {
+  namespace direct = qx::kernels::direct3x3;
+  const std::vector<Conv2dShape> shapes = {
+      {2, 8, 5, 16, 8, 3, 3, 1, 1, 1, 1},    // 5 vectors per plane: one tile of 3, one of 2
+      {1, 16, 3, 32, 24, 3, 3, 1, 1, 1, 1},  // two vectors per row; 3 output-channel blocks
+      {3, 24, 4, 16, 16, 3, 3, 1, 1, 1, 1},  // 4 vectors: a tile of 3 and one of 1
+      {1, 8, 1, 48, 16, 3, 3, 1, 1, 1, 1},   // one row: every tap row but the middle one is padding
+  };
+  for (const auto& s : shapes) CHECK(direct::applies(s));
+  CHECK_FALSE(direct::applies({1, 8, 16, 16, 8, 3, 3, 2, 2, 1, 1}));   // stride 2
+  CHECK_FALSE(direct::applies({1, 8, 16, 16, 8, 3, 3, 1, 1, 0, 0}));   // no padding
+  CHECK_FALSE(direct::applies({1, 8, 16, 8, 8, 3, 3, 1, 1, 1, 1}));    // rows of 8
+  CHECK_FALSE(direct::applies({1, 8, 16, 16, 12, 3, 3, 1, 1, 1, 1}));  // 12 output channels
+  CHECK_FALSE(direct::applies({1, 4, 16, 16, 8, 3, 3, 1, 1, 1, 1}));   // 4 input channels (the input gradient's outputs)
+  CHECK_FALSE(direct::applies({1, 8, 16, 16, 8, 1, 1, 1, 1, 0, 0}));   // 1×1
+  // The same products as im2col's, summed in another order: im2col's tolerance.
+  check_conv<T>(shapes, direct::conv2d_forward<T>, direct::conv2d_backward_input<T>,
+                qx::kernels::conv2d_backward_weight<T>, tolerance<T>());
 }
 
 TEST_CASE_TEMPLATE(

@@ -66,12 +66,18 @@ TEST_CASE("conv2d gradcheck over strides, paddings and kernel sizes") {
 
 TEST_CASE("conv2d with an epilogue: gradcheck, the graph of the separate ops, and their values") {
   using qx::ops::Conv2dEpilogue;
-  for (const bool winograd : {false, true}) {
-    CAPTURE(winograd);
-    qx::kernels::set_conv2d_algorithm(winograd ? qx::kernels::Conv2dAlgorithm::winograd : qx::kernels::Conv2dAlgorithm::im2col_gemm);
-    qx::Rng rng(winograd ? 31 : 32);
-    // 3×3 padding 1 (Winograd's shape); batch 2, non-square, channels not multiples of 8.
-    Inputs in{leaf({2, 3, 7, 6}, rng), leaf({5, 3, 3, 3}, rng), leaf({5}, rng), leaf({2, 5, 7, 6}, rng)};
+  using Algorithm = qx::kernels::Conv2dAlgorithm;
+  for (const Algorithm algorithm : {Algorithm::im2col_gemm, Algorithm::winograd, Algorithm::direct}) {
+    const int algorithm_index = static_cast<int>(algorithm);
+    CAPTURE(algorithm_index);
+    qx::kernels::set_conv2d_algorithm(algorithm);
+    qx::Rng rng(algorithm == Algorithm::im2col_gemm ? 32 : algorithm == Algorithm::winograd ? 31 : 33);
+    // 3×3 padding 1 (Winograd's shape); batch 2, non-square, channels not multiples of 8 — or the direct
+    // kernel's shape (rows of 16, channels of 8).
+    const bool direct = algorithm == Algorithm::direct;
+    const Index c_in = direct ? 8 : 3, c_out = direct ? 8 : 5, h = direct ? 3 : 7, w = direct ? 16 : 6;
+    Inputs in{leaf({2, c_in, h, w}, rng), leaf({c_out, c_in, 3, 3}, rng), leaf({c_out}, rng), leaf({2, c_out, h, w}, rng)};
+    CHECK(qx::kernels::runs_direct({2, c_in, h, w, c_out, 3, 3, 1, 1, 1, 1}) == direct);
     const auto separate = [](Inputs& t, bool add, bool relu) {
       auto y = qx::ops::conv2d(t[0], t[1], t[2], 1, 1);
       if (add) y = qx::ops::add(y, t[3]);
@@ -134,6 +140,17 @@ TEST_CASE("conv2d by Winograd F(4x4, 3x3) gradcheck: input, weight and bias") {
     expect_ok(qx::gradcheck([pad](Inputs& t) { return qx::ops::conv2d(t[0], t[1], t[2], 1, pad); },
                             {leaf({2, 3, 9, 6}, rng), leaf({4, 3, 3, 3}, rng), leaf({4}, rng)}));
   }
+  qx::kernels::set_conv2d_algorithm(qx::kernels::Conv2dAlgorithm::automatic);
+}
+
+TEST_CASE("conv2d by the direct 3x3 kernel gradcheck: input, weight and bias") {
+  qx::kernels::set_conv2d_algorithm(qx::kernels::Conv2dAlgorithm::direct);
+  qx::Rng rng(41);
+  const qx::kernels::Conv2dShape shape{2, 8, 3, 16, 8, 3, 3, 1, 1, 1, 1};
+  CHECK(qx::kernels::runs_direct(shape, qx::kernels::ConvPass::forward));
+  CHECK(qx::kernels::runs_direct(shape, qx::kernels::ConvPass::input_gradient));
+  expect_ok(qx::gradcheck([](Inputs& t) { return qx::ops::conv2d(t[0], t[1], t[2], 1, 1); },
+                          {leaf({2, 8, 3, 16}, rng), leaf({8, 8, 3, 3}, rng), leaf({8}, rng)}));
   qx::kernels::set_conv2d_algorithm(qx::kernels::Conv2dAlgorithm::automatic);
 }
 

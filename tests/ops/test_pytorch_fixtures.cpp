@@ -98,3 +98,18 @@ TEST_CASE_TEMPLATE("the Winograd convolution matches PyTorch's on the 3x3 stride
   });
   qx::kernels::set_conv2d_algorithm(qx::kernels::Conv2dAlgorithm::automatic);
 }
+
+TEST_CASE_TEMPLATE("the direct 3x3 convolution matches PyTorch's on a narrow layer", T, float, double) {
+  // Under `automatic` an AVX-512 build already picks it for this shape; forced, so that every build runs it.
+  using V = std::vector<Tensor<T>>;
+  const qx::kernels::Conv2dShape shape{2, 16, 5, 32, 16, 3, 3, 1, 1, 1, 1};
+#if defined(__AVX512F__)
+  CHECK(qx::kernels::runs_direct(shape));
+#endif
+  qx::kernels::set_conv2d_algorithm(qx::kernels::Conv2dAlgorithm::direct);
+  check_case<T>("conv_narrow_s1p1", {"x", "w", "b"}, [&](V& t) {
+    CHECK(qx::kernels::runs_direct(shape, qx::kernels::ConvPass::input_gradient));
+    return qx::ops::conv2d(t[0], t[1], t[2], 1, 1);
+  });
+  qx::kernels::set_conv2d_algorithm(qx::kernels::Conv2dAlgorithm::automatic);
+}

@@ -55,7 +55,7 @@ Tensor<float> randn(const qx::Shape& shape, std::uint64_t seed) {
 }
 }  // namespace
 
-TEST_CASE("convolutions give the same results on one and two threads, both algorithms") {
+TEST_CASE("convolutions give the same results on one and two threads, every algorithm") {
   using qx::kernels::Conv2dAlgorithm;
   struct Case {
     const char* name;
@@ -65,6 +65,7 @@ TEST_CASE("convolutions give the same results on one and two threads, both algor
   const Case cases[] = {
       {"3x3 stride 1, Winograd", 8, 32, 24, 32, 3, 1, 1, Conv2dAlgorithm::winograd},
       {"3x3 stride 1, im2col", 8, 32, 24, 32, 3, 1, 1, Conv2dAlgorithm::im2col_gemm},
+      {"3x3 stride 1, direct", 8, 16, 32, 16, 3, 1, 1, Conv2dAlgorithm::direct},
       {"3x3 stride 2, im2col", 8, 16, 32, 24, 3, 2, 1, Conv2dAlgorithm::automatic},
       {"1x1", 8, 64, 16, 48, 1, 1, 0, Conv2dAlgorithm::automatic},
       {"7x7 stride 2 stem", 4, 3, 48, 16, 7, 2, 3, Conv2dAlgorithm::automatic},

@@ -19,7 +19,6 @@
 
 #include <algorithm>
 #include <array>
-#include <atomic>
 #include <cstring>
 #include <type_traits>
 #include <utility>
@@ -449,70 +448,6 @@ void conv2d_backward_weight(const Conv2dShape& s, const T* x, const T* grad_y, T
 
 }  // namespace winograd
 
-/// How conv2d computes a convolution: `automatic` picks per shape (below); the others force one
-/// algorithm where it applies (tests and benchmarks compare them this way).
-enum class Conv2dAlgorithm { automatic, im2col_gemm, winograd };
-
-namespace detail {
-inline std::atomic<Conv2dAlgorithm>& conv2d_algorithm_setting() {
-  static std::atomic<Conv2dAlgorithm> setting{Conv2dAlgorithm::automatic};
-  return setting;
-}
-}  // namespace detail
-
-/// Sets the convolution algorithm for the whole process (default `automatic`).
-inline void set_conv2d_algorithm(Conv2dAlgorithm algorithm) { detail::conv2d_algorithm_setting() = algorithm; }
-inline Conv2dAlgorithm conv2d_algorithm() { return detail::conv2d_algorithm_setting(); }
-
-/// The three passes of a convolution, each of which may pick its own algorithm.
-enum class ConvPass { forward, input_gradient, weight_gradient };
-
-/**
- * Whether pass `pass` of a convolution of shape `s` runs by Winograd F(4×4, 3×3): 3×3 stride 1, and
- * under `automatic` where its 36 GEMMs are large enough to beat im2col:
- * - at least 48 tiles in the batch (the GEMMs' column count when the batch is one block: one 28×28
- *   image has 49 tiles and runs 1.5× faster, two 14×14 images have 32 and run 1.7× slower — a GEMM of
- *   few columns wastes most of a 64-column register tile);
- * - at least 32 input and output channels (measured 1.3–2.1× per pass from 32 channels);
- * - or, for the weight gradient only, 16–31 channels on planes of at least 64 tiles (32×32): im2col's
- *   weight gradient is then a product of only C_out rows over a depth of N·H·W, and Winograd ran it
- *   1.4–1.8× faster on 32×32 and 64×64 planes; on 16×16 planes, and for the other two passes at 16
- *   channels, im2col was as fast or faster.
- * docs/kernels.md has the measurements.
- */
-inline bool runs_winograd(const Conv2dShape& s, ConvPass pass = ConvPass::forward) {
-  switch (conv2d_algorithm()) {
-    case Conv2dAlgorithm::im2col_gemm: return false;
-    case Conv2dAlgorithm::winograd: return winograd::applies(s);
-    case Conv2dAlgorithm::automatic: break;
-  }
-  if (!winograd::applies(s)) return false;
-  const winograd::Tiling tiling(s);
-  if (s.n * tiling.per_image() < 48) return false;
-  const Index channels = std::min(s.c_in, s.c_out);
-  if (channels >= 32) return true;
-  return pass == ConvPass::weight_gradient && channels >= 16 && tiling.per_image() >= 64;
-}
-
-/// The three passes by the algorithm runs_winograd picks for the shape (what ops::conv2d calls).
-template <class T>
-void conv2d_forward_auto(const Conv2dShape& s, const T* x, const T* weight, const T* bias, T* y, const ConvOutputStage<T>& stage = {}) {
-  if (runs_winograd(s)) winograd::conv2d_forward(s, x, weight, bias, y, stage);
-  else conv2d_forward(s, x, weight, bias, y, stage);
-}
-template <class T>
-void conv2d_backward_input_auto(const Conv2dShape& s, const T* grad_y, const T* weight, T* grad_x) {
-  if (runs_winograd(s, ConvPass::input_gradient))
-    winograd::conv2d_backward_input(s, grad_y, weight, grad_x);
-  else conv2d_backward_input(s, grad_y, weight, grad_x);
-}
-template <class T>
-void conv2d_backward_weight_auto(const Conv2dShape& s, const T* x, const T* grad_y, T* grad_weight, T* grad_bias) {
-  if (runs_winograd(s, ConvPass::weight_gradient))
-    winograd::conv2d_backward_weight(s, x, grad_y, grad_weight, grad_bias);
-  else conv2d_backward_weight(s, x, grad_y, grad_weight, grad_bias);
-}
-
 }  // namespace kernels
 QX_NAMESPACE_END
 
@@ -520,9 +455,6 @@ QX_NAMESPACE_END
 #define QX_INSTANCES_KERNELS_WINOGRAD(instance, T) \
   instance void winograd::conv2d_forward<T>(const Conv2dShape&, const T*, const T*, const T*, T*, const ConvOutputStage<T>&); \
   instance void winograd::conv2d_backward_input<T>(const Conv2dShape&, const T*, const T*, T*); \
-  instance void winograd::conv2d_backward_weight<T>(const Conv2dShape&, const T*, const T*, T*, T*); \
-  instance void conv2d_forward_auto<T>(const Conv2dShape&, const T*, const T*, const T*, T*, const ConvOutputStage<T>&); \
-  instance void conv2d_backward_input_auto<T>(const Conv2dShape&, const T*, const T*, T*); \
-  instance void conv2d_backward_weight_auto<T>(const Conv2dShape&, const T*, const T*, T*, T*);
+  instance void winograd::conv2d_backward_weight<T>(const Conv2dShape&, const T*, const T*, T*, T*);
 QX_DECLARE_INSTANCES(kernels, QX_INSTANCES_KERNELS_WINOGRAD)
 #undef QX_INSTANCES_KERNELS_WINOGRAD

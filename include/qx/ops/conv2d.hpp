@@ -1,7 +1,8 @@
 // conv2d: PyTorch's cross-correlation with zero padding, NCHW:
 //   y[n,o,i,j] = b[o] + Σ_{c,p,q} w[o,c,p,q] · x[n, c, i·s_h + p − pad_h, j·s_w + q − pad_w]
-// The arithmetic is in kernels/conv2d.hpp (im2col + GEMM) and kernels/winograd.hpp (F(4×4, 3×3) for
-// 3×3 stride-1 convolutions, chosen by kernels::runs_winograd); this file adds shape checks and autograd.
+// The arithmetic is in kernels/conv2d.hpp (im2col + GEMM), kernels/winograd.hpp (F(4×4, 3×3)) and
+// kernels/direct_conv3x3.hpp (narrow 3×3 layers), chosen per pass by kernels/conv2d_algorithm.hpp; this
+// file adds shape checks and autograd.
 // With an epilogue, z = relu(y + residual) (either part optional) is computed as the convolution stores
 // y — one pass over the feature map instead of three — and recorded as the ops it replaces.
 #pragma once
@@ -10,7 +11,7 @@
 #include "qx/backends/cuda/conv2d.hpp"
 #include "qx/core/tensor.hpp"
 #include "qx/kernels/conv2d.hpp"
-#include "qx/kernels/winograd.hpp"
+#include "qx/kernels/conv2d_algorithm.hpp"
 #include "qx/ops/add.hpp"
 #include "qx/ops/relu.hpp"
 

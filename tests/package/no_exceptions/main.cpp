@@ -18,7 +18,7 @@
 #include <qx/io/atomic_file.hpp>
 #include <qx/io/colormap.hpp>
 #include <qx/io/progress.hpp>
-#include <qx/kernels/winograd.hpp>
+#include <qx/kernels/conv2d_algorithm.hpp>
 #include <qx/metrics/classification.hpp>
 #include <qx/metrics/focus.hpp>
 #include <qx/nn/resnet.hpp>

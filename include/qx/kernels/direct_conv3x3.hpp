@@ -1,0 +1,169 @@
+// Direct 3×3 stride-1 convolution with padding 1 for narrow layers (few channels), on NCHW memory:
+//   y[n, o, i, j] = b[o] + Σ_c Σ_{p,q < 3} w[o, c, p, q] · x[n, c, i + p − 1, j + q − 1]   (zero outside),
+// and its input gradient, the same sum with the filters transposed and flipped:
+//   ∂x[n, c, i, j] = Σ_o Σ_{p,q < 3} w[o, c, 2 − p, 2 − q] · ∂y[n, o, i + p − 1, j + q − 1].
+// Why: at 16 channels im2col's product has C_out = 16 rows and a depth of 144, so most of the GEMM's
+// register tile is idle and the column buffer is 9× the input; here each output vector (16 consecutive
+// outputs of a row) is accumulated in registers for 8 output channels at once, reading the input
+// straight from a zero-padded copy (one pass), so every FMA is useful. docs/kernels.md has the numbers.
+#pragma once
+#include "qx/config.hpp"
+#include "qx/core/allocator.hpp"
+#include "qx/core/parallel.hpp"
+#include "qx/kernels/conv2d_shape.hpp"
+#include "qx/kernels/functors.hpp"
+
+#include <algorithm>
+#include <cstring>
+
+QX_NAMESPACE_BEGIN
+namespace kernels {
+namespace direct3x3 {
+
+/// Output channels accumulated together: 8 channels × 3 vectors = 24 accumulators, with the 3 input
+/// vectors of a tap, in AVX-512's 32 registers.
+inline constexpr Index channel_block = 8;
+
+/// Whether the direct kernel computes shape `s`: 3×3, stride 1, padding 1, rows a multiple of 16
+/// outputs, output channels a multiple of 8 (the input gradient needs the same of the input channels).
+inline bool applies(const Conv2dShape& s) {
+  return s.kh == 3 && s.kw == 3 && s.stride_h == 1 && s.stride_w == 1 && s.pad_h == 1 && s.pad_w == 1 &&
+         s.w % lanes == 0 && s.h > 0 && s.c_out % channel_block == 0 && s.c_in % channel_block == 0;
+}
+
+namespace detail {
+/// Copies the (N, C, H, W) planes into (N, C, H + 2, W + 2) with a zero border.
+template <class T>
+void pad_planes(const T* x, Index planes, Index h, Index w, T* padded) {
+  const Index wp = w + 2, plane_padded = (h + 2) * wp;
+  parallel_for(0, planes, [&](Index p) {
+    T* to = padded + p * plane_padded;
+    const T* from = x + p * h * w;
+    std::fill_n(to, wp, T(0));
+    for (Index i = 0; i < h; ++i) {
+      T* row = to + (i + 1) * wp;
+      row[0] = T(0);
+      std::memcpy(row + 1, from + i * w, static_cast<std::size_t>(w) * sizeof(T));
+      row[w + 1] = T(0);
+    }
+    std::fill_n(to + (h + 1) * wp, wp, T(0));
+  }, h * w);
+}
+
+/**
+ * acc[o][v] = Σ_c Σ_taps filters[c][tap][o] · input vector v shifted by the tap, for `Vectors` output
+ * vectors whose first outputs sit at `origin[v]` in the padded planes (the tap (0, 0) corner).
+ */
+template <int Vectors, class T>
+inline void accumulate(const T* padded, Index channels, Index plane_padded, Index wp, const T* filters, const Index* origin,
+                       LaneVector<T> (&acc)[channel_block][Vectors]) {
+  for (Index c = 0; c < channels; ++c) {
+    const T* plane = padded + c * plane_padded;
+    const T* taps = filters + c * 9 * channel_block;
+    for (int p = 0; p < 3; ++p)
+      for (int q = 0; q < 3; ++q) {
+        LaneVector<T> in[Vectors];
+        for (int v = 0; v < Vectors; ++v) std::memcpy(&in[v], plane + origin[v] + p * wp + q, sizeof(in[v]));
+        const T* tap = taps + (p * 3 + q) * channel_block;
+        for (int o = 0; o < channel_block; ++o)
+          for (int v = 0; v < Vectors; ++v) acc[o][v] += tap[o] * in[v];
+      }
+  }
+}
+
+/**
+ * out (N, C_out, H, W) from the padded input (N, C_in, H + 2, W + 2) and filters packed as
+ * [C_out / 8][C_in][9][8]; store(o, at, value) writes output element `at` of channel o.
+ */
+template <class T, class Store>
+void convolve(const T* padded, Index n, Index c_in, Index c_out, Index h, Index w, const T* filters, Store&& store) {
+  const Index wp = w + 2, plane_padded = (h + 2) * wp, vectors = h * w / lanes, blocks = c_out / channel_block;
+  constexpr Index tile = 3;
+  const Index tiles = (vectors + tile - 1) / tile;
+  parallel_for(0, n * blocks * tiles, [&](Index task) {
+    const Index t = task % tiles, block = (task / tiles) % blocks, image = task / (tiles * blocks);
+    const T* input = padded + image * c_in * plane_padded;
+    const T* block_filters = filters + block * c_in * 9 * channel_block;
+    const Index first = t * tile, count = std::min(tile, vectors - first);
+    Index origin[tile], at[tile];
+    for (Index v = 0; v < count; ++v) {
+      at[v] = (first + v) * lanes;  // row at / w, column at % w: the tap (0, 0) is padded (row, column)
+      origin[v] = (at[v] / w) * wp + at[v] % w;
+    }
+    auto finish = [&](auto& acc, Index used) {
+      for (Index o = 0; o < channel_block; ++o)
+        for (Index v = 0; v < used; ++v) store(image, block * channel_block + o, at[v], acc[o][v]);
+    };
+    if (count == 3) {
+      LaneVector<T> acc[channel_block][3] = {};
+      accumulate<3>(input, c_in, plane_padded, wp, block_filters, origin, acc);
+      finish(acc, 3);
+    } else if (count == 2) {
+      LaneVector<T> acc[channel_block][2] = {};
+      accumulate<2>(input, c_in, plane_padded, wp, block_filters, origin, acc);
+      finish(acc, 2);
+    } else {
+      LaneVector<T> acc[channel_block][1] = {};
+      accumulate<1>(input, c_in, plane_padded, wp, block_filters, origin, acc);
+      finish(acc, 1);
+    }
+  }, c_in * 9 * channel_block * tile * lanes);
+}
+}  // namespace detail
+
+/// y = conv2d(x, weight) + bias, then the output stage; assigned. Requires applies(s).
+template <class T>
+void conv2d_forward(const Conv2dShape& s, const T* x, const T* weight, const T* bias, T* y, const ConvOutputStage<T>& stage = {}) {
+  const Index plane = s.h * s.w;
+  memory::Buffer<T> padded(static_cast<std::size_t>(s.n * s.c_in * (s.h + 2) * (s.w + 2)));
+  detail::pad_planes(x, s.n * s.c_in, s.h, s.w, padded.data());
+  // filters[block][c][tap][o] = weight[block·8 + o, c, tap]
+  memory::Buffer<T> filters(static_cast<std::size_t>(s.c_out * s.c_in * 9));
+  for (Index o = 0; o < s.c_out; ++o)
+    for (Index c = 0; c < s.c_in; ++c)
+      for (Index tap = 0; tap < 9; ++tap)
+        filters.data()[(((o / channel_block) * s.c_in + c) * 9 + tap) * channel_block + o % channel_block] =
+            weight[(o * s.c_in + c) * 9 + tap];
+  detail::convolve(padded.data(), s.n, s.c_in, s.c_out, s.h, s.w, filters.data(),
+                   [&](Index image, Index o, Index at, const LaneVector<T>& value) {
+                     T* to = y + (image * s.c_out + o) * plane + at;
+                     const T add = bias ? bias[o] : T(0);
+                     if (!stage.active()) {
+                       const LaneVector<T> biased = value + add;
+                       std::memcpy(to, &biased, sizeof(biased));
+                       return;
+                     }
+                     const Index offset = to - y;
+                     for (int l = 0; l < lanes; ++l) to[l] = stage(value[l] + add, offset + l);
+                   });
+}
+
+/// grad_x = the adjoint of conv2d applied to grad_y; assigned. Requires applies(s).
+template <class T>
+void conv2d_backward_input(const Conv2dShape& s, const T* grad_y, const T* weight, T* grad_x) {
+  const Index plane = s.h * s.w;
+  memory::Buffer<T> padded(static_cast<std::size_t>(s.n * s.c_out * (s.h + 2) * (s.w + 2)));
+  detail::pad_planes(grad_y, s.n * s.c_out, s.h, s.w, padded.data());
+  // The transposed, flipped filters: filters[block][o][tap][c] = weight[o, block·8 + c, 8 − tap]
+  memory::Buffer<T> filters(static_cast<std::size_t>(s.c_out * s.c_in * 9));
+  for (Index c = 0; c < s.c_in; ++c)
+    for (Index o = 0; o < s.c_out; ++o)
+      for (Index tap = 0; tap < 9; ++tap)
+        filters.data()[(((c / channel_block) * s.c_out + o) * 9 + tap) * channel_block + c % channel_block] =
+            weight[(o * s.c_in + c) * 9 + 8 - tap];
+  detail::convolve(padded.data(), s.n, s.c_out, s.c_in, s.h, s.w, filters.data(),
+                   [&](Index image, Index c, Index at, const LaneVector<T>& value) {
+                     std::memcpy(grad_x + (image * s.c_in + c) * plane + at, &value, sizeof(value));
+                   });
+}
+
+}  // namespace direct3x3
+}  // namespace kernels
+QX_NAMESPACE_END
+
+// The float and double instances, compiled once under QX_EXTERN_TEMPLATES (qx/config.hpp).
+#define QX_INSTANCES_KERNELS_DIRECT_CONV3X3(instance, T) \
+  instance void direct3x3::conv2d_forward<T>(const Conv2dShape&, const T*, const T*, const T*, T*, const ConvOutputStage<T>&); \
+  instance void direct3x3::conv2d_backward_input<T>(const Conv2dShape&, const T*, const T*, T*);
+QX_DECLARE_INSTANCES(kernels, QX_INSTANCES_KERNELS_DIRECT_CONV3X3)
+#undef QX_INSTANCES_KERNELS_DIRECT_CONV3X3
