@@ -72,12 +72,24 @@ inline void accumulate(const T* padded, Index channels, Index plane_padded, Inde
 }
 
 /**
- * out (N, C_out, H, W) from the padded input (N, C_in, H + 2, W + 2) and filters packed as
- * [C_out / 8][C_in][9][8]; store(o, at, value) writes output element `at` of channel o.
+ * out (N, C_out, H, W) = the convolution of `input` (N, C_in, H, W) with the filters
+ * filter(o, c, tap), tap = 3p + q; store(image, o, at, value) writes the 16 outputs of channel o that
+ * start at element `at` of its plane. The input is copied once with a zero border, and the filters are
+ * packed as [C_out / 8][C_in][9][8] so that a tap's 8 output channels are adjacent.
  */
-template <class T, class Store>
-void convolve(const T* padded, Index n, Index c_in, Index c_out, Index h, Index w, const T* filters, Store&& store) {
+template <class T, class Filter, class Store>
+void convolve(const T* input, Index n, Index c_in, Index c_out, Index h, Index w, Filter&& filter, Store&& store) {
   const Index wp = w + 2, plane_padded = (h + 2) * wp, vectors = h * w / lanes, blocks = c_out / channel_block;
+  memory::Buffer<T> padded_buffer(static_cast<std::size_t>(n * c_in * plane_padded));
+  pad_planes(input, n * c_in, h, w, padded_buffer.data());
+  memory::Buffer<T> filter_buffer(static_cast<std::size_t>(c_out * c_in * 9));
+  for (Index o = 0; o < c_out; ++o)
+    for (Index c = 0; c < c_in; ++c)
+      for (Index tap = 0; tap < 9; ++tap)
+        filter_buffer[static_cast<std::size_t>((((o / channel_block) * c_in + c) * 9 + tap) * channel_block + o % channel_block)] =
+            filter(o, c, tap);
+  const T* padded = padded_buffer.data();
+  const T* filters = filter_buffer.data();
   constexpr Index tile = 3;
   const Index tiles = (vectors + tile - 1) / tile;
   parallel_for(0, n * blocks * tiles, [&](Index task) {
@@ -115,46 +127,32 @@ void convolve(const T* padded, Index n, Index c_in, Index c_out, Index h, Index 
 template <class T>
 void conv2d_forward(const Conv2dShape& s, const T* x, const T* weight, const T* bias, T* y, const ConvOutputStage<T>& stage = {}) {
   const Index plane = s.h * s.w;
-  memory::Buffer<T> padded(static_cast<std::size_t>(s.n * s.c_in * (s.h + 2) * (s.w + 2)));
-  detail::pad_planes(x, s.n * s.c_in, s.h, s.w, padded.data());
-  // filters[block][c][tap][o] = weight[block·8 + o, c, tap]
-  memory::Buffer<T> filters(static_cast<std::size_t>(s.c_out * s.c_in * 9));
-  for (Index o = 0; o < s.c_out; ++o)
-    for (Index c = 0; c < s.c_in; ++c)
-      for (Index tap = 0; tap < 9; ++tap)
-        filters.data()[(((o / channel_block) * s.c_in + c) * 9 + tap) * channel_block + o % channel_block] =
-            weight[(o * s.c_in + c) * 9 + tap];
-  detail::convolve(padded.data(), s.n, s.c_in, s.c_out, s.h, s.w, filters.data(),
-                   [&](Index image, Index o, Index at, const LaneVector<T>& value) {
-                     T* to = y + (image * s.c_out + o) * plane + at;
-                     const T add = bias ? bias[o] : T(0);
-                     if (!stage.active()) {
-                       const LaneVector<T> biased = value + add;
-                       std::memcpy(to, &biased, sizeof(biased));
-                       return;
-                     }
-                     const Index offset = to - y;
-                     for (int l = 0; l < lanes; ++l) to[l] = stage(value[l] + add, offset + l);
-                   });
+  detail::convolve(
+      x, s.n, s.c_in, s.c_out, s.h, s.w, [&](Index o, Index c, Index tap) { return weight[(o * s.c_in + c) * 9 + tap]; },
+      [&](Index image, Index o, Index at, const LaneVector<T>& value) {
+        T* to = y + (image * s.c_out + o) * plane + at;
+        const T add = bias ? bias[o] : T(0);
+        if (!stage.active()) {
+          const LaneVector<T> biased = value + add;
+          std::memcpy(to, &biased, sizeof(biased));
+          return;
+        }
+        const Index offset = to - y;
+        for (int l = 0; l < lanes; ++l) to[l] = stage(value[l] + add, offset + l);
+      });
 }
 
-/// grad_x = the adjoint of conv2d applied to grad_y; assigned. Requires applies(s).
+/// grad_x = the adjoint of conv2d applied to grad_y — a convolution of grad_y with the filters transposed
+/// (input and output channels swapped) and flipped (tap 8 − tap); assigned. Requires applies(s).
 template <class T>
 void conv2d_backward_input(const Conv2dShape& s, const T* grad_y, const T* weight, T* grad_x) {
   const Index plane = s.h * s.w;
-  memory::Buffer<T> padded(static_cast<std::size_t>(s.n * s.c_out * (s.h + 2) * (s.w + 2)));
-  detail::pad_planes(grad_y, s.n * s.c_out, s.h, s.w, padded.data());
-  // The transposed, flipped filters: filters[block][o][tap][c] = weight[o, block·8 + c, 8 − tap]
-  memory::Buffer<T> filters(static_cast<std::size_t>(s.c_out * s.c_in * 9));
-  for (Index c = 0; c < s.c_in; ++c)
-    for (Index o = 0; o < s.c_out; ++o)
-      for (Index tap = 0; tap < 9; ++tap)
-        filters.data()[(((c / channel_block) * s.c_out + o) * 9 + tap) * channel_block + c % channel_block] =
-            weight[(o * s.c_in + c) * 9 + 8 - tap];
-  detail::convolve(padded.data(), s.n, s.c_out, s.c_in, s.h, s.w, filters.data(),
-                   [&](Index image, Index c, Index at, const LaneVector<T>& value) {
-                     std::memcpy(grad_x + (image * s.c_in + c) * plane + at, &value, sizeof(value));
-                   });
+  detail::convolve(
+      grad_y, s.n, s.c_out, s.c_in, s.h, s.w,
+      [&](Index c, Index o, Index tap) { return weight[(o * s.c_in + c) * 9 + 8 - tap]; },
+      [&](Index image, Index c, Index at, const LaneVector<T>& value) {
+        std::memcpy(grad_x + (image * s.c_in + c) * plane + at, &value, sizeof(value));
+      });
 }
 
 }  // namespace direct3x3
