@@ -280,7 +280,7 @@ TEST_CASE_TEMPLATE("Winograd F(4x4, 3x3) matches the naive loops on 3x3 stride-1
                 std::is_same_v<T, float> ? 4e-4 : 1e-11);
 }
 
-TEST_CASE_TEMPLATE("the direct 3x3 kernel matches the naive loops (forward with the output stage, input gradient)", T,
+TEST_CASE_TEMPLATE("the direct 3x3 kernel matches the naive loops (forward with the output stage, both gradients)", T,
                    float, double) {
   namespace direct = qx::kernels::direct3x3;
   const std::vector<Conv2dShape> shapes = {
@@ -297,32 +297,54 @@ TEST_CASE_TEMPLATE("the direct 3x3 kernel matches the naive loops (forward with 
   CHECK_FALSE(direct::applies({1, 4, 16, 16, 8, 3, 3, 1, 1, 1, 1}));   // 4 input channels (the input gradient's outputs)
   CHECK_FALSE(direct::applies({1, 8, 16, 16, 8, 1, 1, 1, 1, 0, 0}));   // 1×1
   // The same products as im2col's, summed in another order: im2col's tolerance.
-  check_conv<T>(shapes, direct::conv2d_forward<T>, direct::conv2d_backward_input<T>,
-                qx::kernels::conv2d_backward_weight<T>, tolerance<T>());
+  check_conv<T>(shapes, direct::conv2d_forward<T>, direct::conv2d_backward_input<T>, direct::conv2d_backward_weight<T>,
+                tolerance<T>());
 }
 
-TEST_CASE_TEMPLATE(
-    "runs_winograd picks per pass: 16-channel layers take Winograd for the weight gradient only, on 32x32 planes", T,
-    float, double) {
+TEST_CASE_TEMPLATE("the convolution algorithm is chosen per shape and pass", T, float, double) {
   using qx::kernels::ConvPass;
+  using qx::kernels::runs_direct;
   using qx::kernels::runs_winograd;
   REQUIRE(qx::kernels::conv2d_algorithm() == qx::kernels::Conv2dAlgorithm::automatic);
   const Conv2dShape narrow_32{32, 16, 32, 32, 16, 3, 3, 1, 1, 1, 1}, narrow_16{32, 16, 16, 16, 16, 3, 3, 1, 1, 1, 1};
   const Conv2dShape wide{32, 64, 16, 16, 64, 3, 3, 1, 1, 1, 1}, few_tiles{2, 256, 14, 14, 256, 3, 3, 1, 1, 1, 1};
   const Conv2dShape eight{32, 8, 32, 32, 8, 3, 3, 1, 1, 1, 1}, strided{32, 16, 32, 32, 16, 3, 3, 2, 2, 1, 1};
+  const Conv2dShape mid_32{32, 24, 32, 32, 24, 3, 3, 1, 1, 1, 1}, odd_rows{32, 16, 32, 40, 16, 3, 3, 1, 1, 1, 1};
+  const std::vector<ConvPass> passes = {ConvPass::forward, ConvPass::input_gradient, ConvPass::weight_gradient};
+#if defined(__AVX512F__)
+  // The direct kernel: every pass at 16 channels, forward and input gradient up to 32.
+  for (ConvPass pass : passes) {
+    CHECK(runs_direct(narrow_32, pass));
+    CHECK(runs_direct(narrow_16, pass));
+    CHECK(runs_direct(eight, pass));
+    CHECK_FALSE(runs_winograd(narrow_32, pass));
+  }
+  CHECK(runs_direct(mid_32, ConvPass::forward));
+  CHECK(runs_direct(mid_32, ConvPass::input_gradient));
+  CHECK_FALSE(runs_direct(mid_32, ConvPass::weight_gradient));
+  // 16–31 channels on 32×32 planes: Winograd's weight gradient where the direct kernel does not take it.
+  CHECK(runs_winograd(mid_32, ConvPass::weight_gradient));
+  CHECK(runs_winograd(odd_rows, ConvPass::weight_gradient));  // rows of 40: not the direct kernel's
+  CHECK_FALSE(runs_winograd(odd_rows, ConvPass::forward));
+#else
+  for (ConvPass pass : passes) CHECK_FALSE(runs_direct(narrow_32, pass));
   CHECK_FALSE(runs_winograd(narrow_32, ConvPass::forward));
   CHECK_FALSE(runs_winograd(narrow_32, ConvPass::input_gradient));
   CHECK(runs_winograd(narrow_32, ConvPass::weight_gradient));
-  for (ConvPass pass : {ConvPass::forward, ConvPass::input_gradient, ConvPass::weight_gradient}) {
+#endif
+  for (ConvPass pass : passes) {
+    CHECK_FALSE(runs_direct(wide, pass));
+    CHECK_FALSE(runs_direct(strided, pass));
     CHECK_FALSE(runs_winograd(narrow_16, pass));  // 16 tiles per image
     CHECK(runs_winograd(wide, pass));
     CHECK_FALSE(runs_winograd(few_tiles, pass));  // 32 tiles in the batch
     CHECK_FALSE(runs_winograd(eight, pass));
     CHECK_FALSE(runs_winograd(strided, pass));
   }
-  // The passes as ops::conv2d calls them, one shape per mix: im2col forward and input gradient with a
-  // Winograd weight gradient (one image of 64 tiles), and all three by im2col on 16×16 planes.
-  const std::vector<Conv2dShape> mixed = {{1, 16, 32, 32, 16, 3, 3, 1, 1, 1, 1}, {3, 16, 16, 16, 17, 3, 3, 1, 1, 1, 1}};
+  // The passes as ops::conv2d calls them, one shape per mix: the direct forward and input gradient with
+  // a Winograd weight gradient (AVX-512; im2col forward and input gradient otherwise), and all three by
+  // im2col (17 output channels).
+  const std::vector<Conv2dShape> mixed = {{1, 24, 32, 32, 24, 3, 3, 1, 1, 1, 1}, {3, 16, 16, 16, 17, 3, 3, 1, 1, 1, 1}};
   CHECK(runs_winograd(mixed[0], ConvPass::weight_gradient));
   check_conv<T>(mixed, qx::kernels::conv2d_forward_auto<T>, qx::kernels::conv2d_backward_input_auto<T>,
                 qx::kernels::conv2d_backward_weight_auto<T>, std::is_same_v<T, float> ? 4e-4 : 1e-11);

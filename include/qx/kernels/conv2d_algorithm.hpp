@@ -33,23 +33,26 @@ inline Conv2dAlgorithm conv2d_algorithm() { return detail::conv2d_algorithm_sett
 enum class ConvPass { forward, input_gradient, weight_gradient };
 
 /**
- * Whether pass `pass` of shape `s` runs by the direct 3×3 kernel (kernels/direct_conv3x3.hpp): its
- * forward pass and input gradient, on AVX-512 builds under `automatic`, for layers of at most 32 input
- * and output channels whose shape it takes (3×3, stride 1, padding 1, rows of 16k outputs, channels of
- * 8k). Measured against the faster of im2col and Winograd, batch 32, 2 threads: 16 channels on 32×32
- * planes 2.2–2.6×, on 16×16 1.9–2.0×; 32 channels on 16×16 1.4–1.7×; at 64 channels Winograd is as fast
- * or faster (docs/kernels.md). Its weight gradient is not written: that pass stays with the others.
+ * Whether pass `pass` of shape `s` runs by the direct 3×3 kernel (kernels/direct_conv3x3.hpp), on
+ * AVX-512 builds under `automatic`, for shapes it takes (3×3, stride 1, padding 1, rows of 16k outputs,
+ * channels of 8k): the forward pass and input gradient of layers of at most 32 input and output
+ * channels, the weight gradient of layers of at most 16. Measured against the faster of im2col and
+ * Winograd, batch 32, 2 threads: forward and input gradient 2.2–2.6× at 16 channels on 32×32 planes,
+ * 1.9–2.0× on 16×16, 1.4–1.7× at 32 channels, slower than Winograd from 64; weight gradient 1.3× at 16
+ * channels on 32×32, 1.05–1.1× on 16×16, 0.7× at 32 channels (docs/kernels.md).
  */
 inline bool runs_direct(const Conv2dShape& s, ConvPass pass = ConvPass::forward) {
-  if (pass == ConvPass::weight_gradient || !direct3x3::applies(s)) return false;
+  if (!direct3x3::applies(s)) return false;
   switch (conv2d_algorithm()) {
     case Conv2dAlgorithm::direct: return true;
     case Conv2dAlgorithm::automatic: break;
     default: return false;
   }
 #if defined(__AVX512F__)
-  return std::max(s.c_in, s.c_out) <= 32;
+  const Index widest = std::max(s.c_in, s.c_out);
+  return widest <= (pass == ConvPass::weight_gradient ? 16 : 32);
 #else
+  (void)pass;
   return false;  // its 24 accumulators are AVX-512's registers; with 16 registers they would spill
 #endif
 }
@@ -99,7 +102,8 @@ void conv2d_backward_input_auto(const Conv2dShape& s, const T* grad_y, const T* 
 }
 template <class T>
 void conv2d_backward_weight_auto(const Conv2dShape& s, const T* x, const T* grad_y, T* grad_weight, T* grad_bias) {
-  if (runs_winograd(s, ConvPass::weight_gradient))
+  if (runs_direct(s, ConvPass::weight_gradient)) direct3x3::conv2d_backward_weight(s, x, grad_y, grad_weight, grad_bias);
+  else if (runs_winograd(s, ConvPass::weight_gradient))
     winograd::conv2d_backward_weight(s, x, grad_y, grad_weight, grad_bias);
   else conv2d_backward_weight(s, x, grad_y, grad_weight, grad_bias);
 }
