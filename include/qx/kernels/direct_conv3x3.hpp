@@ -120,7 +120,7 @@ void convolve(const T* input, Index n, Index c_in, Index c_out, Index h, Index w
   const Index tiles = (vectors + tile - 1) / tile;
   parallel_for(0, n * blocks * tiles, [&](Index task) {
     const Index t = task % tiles, block = (task / tiles) % blocks, image = task / (tiles * blocks);
-    const T* input = padded + image * c_in * plane_padded;
+    const T* image_planes = padded + image * c_in * plane_padded;
     const T* block_filters = filters + block * c_in * 9 * channel_block;
     const Index first = t * tile, count = std::min(tile, vectors - first);
     Index origin[tile], at[tile];
@@ -134,15 +134,15 @@ void convolve(const T* input, Index n, Index c_in, Index c_out, Index h, Index w
     };
     if (count == 3) {
       LaneVector<T> acc[channel_block][3] = {};
-      accumulate<3>(input, c_in, plane_padded, wp, block_filters, origin, acc);
+      accumulate<3>(image_planes, c_in, plane_padded, wp, block_filters, origin, acc);
       finish(acc, 3);
     } else if (count == 2) {
       LaneVector<T> acc[channel_block][2] = {};
-      accumulate<2>(input, c_in, plane_padded, wp, block_filters, origin, acc);
+      accumulate<2>(image_planes, c_in, plane_padded, wp, block_filters, origin, acc);
       finish(acc, 2);
     } else {
       LaneVector<T> acc[channel_block][1] = {};
-      accumulate<1>(input, c_in, plane_padded, wp, block_filters, origin, acc);
+      accumulate<1>(image_planes, c_in, plane_padded, wp, block_filters, origin, acc);
       finish(acc, 1);
     }
   }, c_in * 9 * channel_block * tile * lanes);
