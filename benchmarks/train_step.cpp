@@ -1,6 +1,6 @@
 // Training step (forward + class-weighted cross-entropy + backward + Adam) of resnet18 on 1×128×128,
 // batch 32, resnet50 on 3×224×224, batch 16, and the model `qx reproduce` trains by default (resnet18 of
-// base width 16 on 1×128×128, batch 32): milliseconds per image, peak memory and minor page
+// base width 16 on 1×64×64, batch 32): milliseconds per image, peak memory and minor page
 // faults per steady-state step (getrusage: the memory the step asked the system for), beside PyTorch
 // 1.13 (benchmarks/train_step_torch.py, tuned) on the same machine in the same run. Each configuration
 // runs in its own process so that peak memory is its own.
@@ -76,7 +76,7 @@ int main(int argc, char** argv) {
     int channels, size, batch, width;
   };
   // The last is `qx reproduce`'s default model: what the main job spends its training time on.
-  const Config configs[] = {{"resnet18", 1, 128, 32, 64}, {"resnet50", 3, 224, 16, 64}, {"resnet18", 1, 128, 32, 16}};
+  const Config configs[] = {{"resnet18", 1, 128, 32, 64}, {"resnet50", 3, 224, 16, 64}, {"resnet18", 1, 64, 32, 16}};
   const int steps = quick ? 1 : 3;
   std::printf("training step (forward + weighted CE + backward + Adam), float32, %d threads, best of %d steps\n", qx::num_threads(), steps);
   std::printf("%-22s %10s %7s %9s %12s %9s %9s %-14s %8s\n", "config", "qx ms/img", "qx MiB", "qx flt/st", "torch ms/img",

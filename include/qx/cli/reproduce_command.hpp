@@ -46,7 +46,7 @@ struct ReproduceArgs {
   std::string mitdb = "../shared/data/mitdb", out = "runs/reproduce", arch = "resnet18", protocol = "qx",
               device = "cpu";
   std::string init_weights, gradcam_layer = "auto", augment = "auto", average_decay = "auto", auxiliary_label = "auto";
-  Index size = 128, width = 16, epochs = 8, batch = 32, train_limit = 0, test_limit = 0, explain_limit = 2000, data_limit = 0;
+  Index size = 64, width = 16, epochs = 8, batch = 32, train_limit = 0, test_limit = 0, explain_limit = 2000, data_limit = 0;
   Index bootstrap = 1000;
   double lr = 1e-3, weight_decay = 1e-4;
   std::vector<int> datasets{1, 2};
@@ -776,7 +776,7 @@ inline CLI::App* add_reproduce_command(CLI::App& root) {
   cmd->add_option("--datasets", a->datasets, "which datasets: 1 (last beat labelled), 2 (first)")->capture_default_str();
   cmd->add_option("--seed", a->seed, "seed of initialisation, shuffling and the bootstrap")->capture_default_str();
   cmd->add_option("--gradcam-layer", a->gradcam_layer,
-                  "Grad-CAM's layer; auto: the deepest stage with at least 7 cells across the image (layer4 at 224, layer3 at the default 128, layer2 at 64)")
+                  "Grad-CAM's layer; auto: the deepest stage with at least 7 cells across the image (layer4 at 224, layer3 at 128, layer2 at the default 64)")
       ->capture_default_str();
   cmd->add_option("--bootstrap", a->bootstrap, "bootstrap resamples of test records for the intervals")
       ->capture_default_str()->check(CLI::PositiveNumber);
