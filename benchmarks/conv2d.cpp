@@ -1,5 +1,6 @@
 // conv2d forward, backward_input and backward_weight on ResNet layer shapes, float32, batch 32, on 1
-// and 2 threads, with the algorithm qx picks per pass (im2col + GEMM, or Winograd F(4×4, 3×3): column "algo"):
+// and 2 threads, with the algorithm qx picks per pass (im2col + GEMM, Winograd F(4×4, 3×3) or the direct
+// 3×3 kernel of narrow layers: column "algo"):
 // milliseconds, GFLOP/s counted as a direct convolution's (2·N·C_out·H_out·W_out·C_in·k² per pass, so
 // Winograd rows can exceed 100 %) and the fraction of the fp32 FMA peak measured by the same chains as
 // qx_bench_fma_peak. When /usr/bin/python3 has torch, the
@@ -44,10 +45,12 @@ const std::vector<Case> narrow_cases = {
     {"3x3_128to128_2", 128, 128, 2, 3, 1, 1},     {"1x1s2_64to128_4", 64, 128, 4, 1, 2, 0},
 };
 
-// The algorithm of one pass, or of the three ("mixed" when they differ: kernels::runs_winograd).
+// The algorithm of one pass, or of the three ("mixed" when they differ), as conv2d_*_auto picks it.
 const char* algorithm_name(const Conv2dShape& s, const char* pass) {
   using qx::kernels::ConvPass;
-  const auto name = [&](ConvPass p) { return qx::kernels::runs_winograd(s, p) ? "winograd" : "im2col"; };
+  const auto name = [&](ConvPass p) {
+    return qx::kernels::runs_direct(s, p) ? "direct" : qx::kernels::runs_winograd(s, p) ? "winograd" : "im2col";
+  };
   if (!std::strcmp(pass, "forward")) return name(ConvPass::forward);
   if (!std::strcmp(pass, "backward_input")) return name(ConvPass::input_gradient);
   if (!std::strcmp(pass, "backward_weight")) return name(ConvPass::weight_gradient);

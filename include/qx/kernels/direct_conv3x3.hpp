@@ -18,7 +18,6 @@
 
 #include <algorithm>
 #include <cstring>
-#include <vector>
 
 QX_NAMESPACE_BEGIN
 namespace kernels {
@@ -128,23 +127,15 @@ void convolve(const T* input, Index n, Index c_in, Index c_out, Index h, Index w
       at[v] = (first + v) * lanes;  // row at / w, column at % w: the tap (0, 0) is padded (row, column)
       origin[v] = (at[v] / w) * wp + at[v] % w;
     }
-    auto finish = [&](auto& acc, Index used) {
+    auto run = [&]<int Vectors>() {
+      LaneVector<T> acc[channel_block][Vectors] = {};
+      accumulate<Vectors>(image_planes, c_in, plane_padded, wp, block_filters, origin, acc);
       for (Index o = 0; o < channel_block; ++o)
-        for (Index v = 0; v < used; ++v) store(image, block * channel_block + o, at[v], acc[o][v]);
+        for (int v = 0; v < Vectors; ++v) store(image, block * channel_block + o, at[v], acc[o][v]);
     };
-    if (count == 3) {
-      LaneVector<T> acc[channel_block][3] = {};
-      accumulate<3>(image_planes, c_in, plane_padded, wp, block_filters, origin, acc);
-      finish(acc, 3);
-    } else if (count == 2) {
-      LaneVector<T> acc[channel_block][2] = {};
-      accumulate<2>(image_planes, c_in, plane_padded, wp, block_filters, origin, acc);
-      finish(acc, 2);
-    } else {
-      LaneVector<T> acc[channel_block][1] = {};
-      accumulate<1>(image_planes, c_in, plane_padded, wp, block_filters, origin, acc);
-      finish(acc, 1);
-    }
+    if (count == 3) run.template operator()<3>();
+    else if (count == 2) run.template operator()<2>();
+    else run.template operator()<1>();
   }, c_in * 9 * channel_block * tile * lanes);
 }
 }  // namespace detail
@@ -183,73 +174,61 @@ void conv2d_backward_input(const Conv2dShape& s, const T* grad_y, const T* weigh
 
 /**
  * grad_weight (and grad_bias when not null) of the convolution; assigned. Requires applies(s).
- * Each thread takes a share of the images and keeps, for every (output-channel block, input channel,
- * tap row), the 8 × 3 products' 16-lane partial sums in memory between images (its "lanes" buffer):
- * per output vector it loads 8 vectors of ∂y and 3 shifted vectors of the padded input for 24 FMAs.
- * The lanes are summed once at the end, in a fixed order, so a thread count gives one result.
+ * The images are shared among threads (kernels::detail::for_each_block, one image per block); each
+ * thread keeps, for every (output-channel block, input channel, tap row), the 8 × 3 products' 16-lane
+ * partial sums in its part of a PerThreadSums between images: per output vector it loads 8 vectors of
+ * ∂y and 3 shifted vectors of the padded input for 24 FMAs. The parts and lanes are summed once at the
+ * end, in a fixed order, so a thread count gives one result.
  */
 template <class T>
 void conv2d_backward_weight(const Conv2dShape& s, const T* x, const T* grad_y, T* grad_weight, T* grad_bias) {
   const Index wp = s.w + 2, plane_padded = (s.h + 2) * wp, plane = s.h * s.w, vectors = plane / lanes;
   const Index blocks = s.c_out / channel_block, groups = blocks * s.c_in * 3;  // (block, c, p)
-  const Index threads = std::max<Index>(1, std::min<Index>(num_threads(), s.n));
-  const Index per_thread = (s.n + threads - 1) / threads;
-  // lanes[t][group][o][q]: thread t's 16-lane partial sums of ∂w[block·8 + o, c, p, q]
-  const Index lanes_per_thread = groups * channel_block * 3;
-  std::vector<memory::Buffer<LaneVector<T>>> partial(static_cast<std::size_t>(threads));
-  auto work = [&](Index t) {
-    auto& sums = partial[static_cast<std::size_t>(t)];
-    sums = memory::Buffer<LaneVector<T>>(static_cast<std::size_t>(lanes_per_thread));
-    std::fill_n(sums.data(), lanes_per_thread, LaneVector<T>{});
-    memory::Buffer<T> padded(static_cast<std::size_t>(s.c_in * plane_padded));
-    memory::Buffer<T> interleaved(static_cast<std::size_t>(channel_block * plane));
-    for (Index image = t * per_thread; image < std::min(s.n, (t + 1) * per_thread); ++image) {
-      for (Index c = 0; c < s.c_in; ++c)  // on this thread: the threads already split the images
-        detail::pad_plane(x + (image * s.c_in + c) * plane, s.h, s.w, padded.data() + c * plane_padded);
-      for (Index block = 0; block < blocks; ++block) {
-        // The block's 8 gradient planes interleaved by vector, [vector][o][16]: the 8 loads of an output
-        // vector read 512 consecutive bytes. Read in place, planes 4 KB apart (32 × 32) fell into the same
-        // L1 sets and the kernel ran at a quarter of the peak.
-        const T* g_planes = grad_y + (image * s.c_out + block * channel_block) * plane;
-        for (Index v = 0; v < vectors; ++v)
-          for (Index o = 0; o < channel_block; ++o)
-            std::memcpy(interleaved.data() + (v * channel_block + o) * lanes, g_planes + o * plane + v * lanes,
-                        lanes * sizeof(T));
-        const T* g = interleaved.data();
+  constexpr Index group_size = channel_block * 3 * lanes;                       // [o][q][lane]
+  kernels::detail::PerThreadSums<T> partial(groups * group_size);
+  // Scratch per image: its padded input planes, then one block's gradient planes interleaved by vector.
+  kernels::detail::for_each_block<T>(
+      s.n, 1, s.c_in * plane_padded + channel_block * plane, [&](Index image, Index, T* scratch, int thread) {
+        T* padded = scratch;
+        T* interleaved = scratch + s.c_in * plane_padded;
         for (Index c = 0; c < s.c_in; ++c)
-          for (Index p = 0; p < 3; ++p) {
-            LaneVector<T>* group = sums.data() + ((block * s.c_in + c) * 3 + p) * channel_block * 3;
-            LaneVector<T> acc[channel_block][3] = {};
-            detail::correlate(padded.data() + c * plane_padded + p * wp, g, s.h, s.w, wp, acc);
-            for (int o = 0; o < channel_block; ++o)
-              for (int q = 0; q < 3; ++q) group[o * 3 + q] += acc[o][q];
-          }
-      }
-    }
-  };
-#if defined(QX_USE_OPENMP) && QX_USE_OPENMP
-  if (threads > 1 && !omp_in_parallel()) {
-#pragma omp parallel for schedule(static, 1) num_threads(static_cast<int>(threads))
-    for (Index t = 0; t < threads; ++t) work(t);
-  } else {
-    for (Index t = 0; t < threads; ++t) work(t);
-  }
-#else
-  for (Index t = 0; t < threads; ++t) work(t);
-#endif
-  // ∂w[o, c, p, q] = Σ_t Σ_lanes partial[t][(block, c, p)][o % 8][q]
+          detail::pad_plane(x + (image * s.c_in + c) * plane, s.h, s.w, padded + c * plane_padded);
+        for (Index block = 0; block < blocks; ++block) {
+          // [vector][o][16]: the 8 loads of an output vector read 512 consecutive bytes. Read in place,
+          // planes 4 KB apart (32 × 32) fell into the same L1 sets and the kernel ran at a quarter of the
+          // peak.
+          const T* g_planes = grad_y + (image * s.c_out + block * channel_block) * plane;
+          for (Index v = 0; v < vectors; ++v)
+            for (Index o = 0; o < channel_block; ++o)
+              std::memcpy(interleaved + (v * channel_block + o) * lanes, g_planes + o * plane + v * lanes,
+                          lanes * sizeof(T));
+          for (Index c = 0; c < s.c_in; ++c)
+            for (Index p = 0; p < 3; ++p) {
+              LaneVector<T> acc[channel_block][3] = {};
+              detail::correlate(padded + c * plane_padded + p * wp, interleaved, s.h, s.w, wp, acc);
+              T* group = partial[thread] + ((block * s.c_in + c) * 3 + p) * group_size;
+              for (int o = 0; o < channel_block; ++o)
+                for (int q = 0; q < 3; ++q) {
+                  LaneVector<T> sum;
+                  std::memcpy(&sum, group + (o * 3 + q) * lanes, sizeof(sum));
+                  sum += acc[o][q];
+                  std::memcpy(group + (o * 3 + q) * lanes, &sum, sizeof(sum));
+                }
+            }
+        }
+      });
+  // ∂w[block·8 + o, c, p, q] = Σ_lanes total[(block, c, p)][o][q]
+  const T* total = partial.total();
   parallel_for(0, groups, [&](Index gi) {
     const Index block = gi / (s.c_in * 3), c = (gi / 3) % s.c_in, p = gi % 3;
     for (Index o = 0; o < channel_block; ++o)
       for (Index q = 0; q < 3; ++q) {
-        T total = T(0);
-        for (Index t = 0; t < threads; ++t) {
-          const LaneVector<T>& v = partial[static_cast<std::size_t>(t)].data()[(gi * channel_block + o) * 3 + q];
-          for (int l = 0; l < lanes; ++l) total += v[l];
-        }
-        grad_weight[((block * channel_block + o) * s.c_in + c) * 9 + p * 3 + q] = total;
+        const T* lane = total + gi * group_size + (o * 3 + q) * lanes;
+        T sum = T(0);
+        for (int l = 0; l < lanes; ++l) sum += lane[l];
+        grad_weight[((block * channel_block + o) * s.c_in + c) * 9 + p * 3 + q] = sum;
       }
-  }, channel_block * 3 * threads * lanes);
+  }, group_size);
   if (grad_bias) kernels::conv2d_backward_bias(s, grad_y, grad_bias);
 }
 
