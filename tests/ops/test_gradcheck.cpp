@@ -10,6 +10,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <limits>
 #include <string>
 
 using qx::Index;
@@ -228,13 +229,13 @@ TEST_CASE("relu, add, mul, flatten, reshape gradcheck") {
   expect_ok(qx::gradcheck([](Inputs& t) { return qx::ops::mean(qx::ops::relu(t[0])); }, {distinct({3, 7}, rng)}));
 }
 
-TEST_CASE("max_pool2d against a naive loop: ties to the first maximum in scan order, NaN propagates") {
+TEST_CASE("max_pool2d against a naive loop: ties to the first maximum in scan order, NaN propagates, windows of -inf") {
   struct Case {
     Index h, w, kernel, stride, pad;
   };
-  // The wide cases have more interior columns than one 16-column group of the vectorised path.
+  // The wide cases have more columns than one vector; stride 3 takes the path without a constant stride.
   for (const Case c : {Case{9, 7, 3, 2, 1}, Case{8, 8, 2, 2, 0}, Case{6, 11, 3, 1, 1}, Case{5, 5, 3, 1, 0}, Case{12, 10, 3, 2, 0},
-                       Case{7, 45, 3, 2, 1}, Case{5, 38, 3, 1, 1}, Case{4, 70, 2, 2, 0}}) {
+                       Case{7, 45, 3, 2, 1}, Case{5, 38, 3, 1, 1}, Case{4, 70, 2, 2, 0}, Case{9, 13, 3, 3, 1}, Case{6, 9, 2, 1, 1}}) {
     CAPTURE(c.kernel);
     CAPTURE(c.stride);
     CAPTURE(c.pad);
@@ -243,6 +244,9 @@ TEST_CASE("max_pool2d against a naive loop: ties to the first maximum in scan or
     for (double& v : x.span()) v = static_cast<double>(rng.below(4));  // many ties
     x.data()[5] = std::nan("");
     x.data()[(c.h / 2) * c.w + c.w / 2] = std::nan("");  // inside the interior columns
+    for (Index r = 0; r < 3; ++r)  // a corner of −∞: the clipped windows there keep their first pixel
+      for (Index q = 0; q < 3; ++q) x.data()[(c.h + r) * c.w + q] = -std::numeric_limits<double>::infinity();
+    const auto y_without_grad = qx::ops::max_pool2d(x, c.kernel, c.stride, c.pad);  // keeps no argmax
     x.requires_grad_();
     auto y = qx::ops::max_pool2d(x, c.kernel, c.stride, c.pad);
     qx::autograd::backward(qx::ops::sum(y));
@@ -259,8 +263,9 @@ TEST_CASE("max_pool2d against a naive loop: ties to the first maximum in scan or
               const double v = x.data()[(p * c.h + r) * c.w + q];
               if (at < 0 || v > best || std::isnan(v)) best = v, at = (p * c.h + r) * c.w + q;
             }
-          const double got = y.data()[(p * oh + i) * ow + j];
+          const double got = y.data()[(p * oh + i) * ow + j], got_without_grad = y_without_grad.data()[(p * oh + i) * ow + j];
           CHECK((std::isnan(best) ? std::isnan(got) : got == best));
+          CHECK((std::isnan(best) ? std::isnan(got_without_grad) : got_without_grad == best));
           routed[static_cast<std::size_t>(at)] += 1.0;
         }
     for (Index k = 0; k < x.numel(); ++k) CHECK(x.grad().data()[k] == routed[static_cast<std::size_t>(k)]);

@@ -12,10 +12,116 @@
 #include "qx/core/tensor.hpp"
 
 #include <algorithm>
+#include <cstdint>
+#include <limits>
+#include <type_traits>
+#include <vector>
 
 QX_NAMESPACE_BEGIN
 namespace ops {
 namespace detail {
+/// Per-thread scratch of max_pool_plane: its row maxima, one padded row split by phase, and the argmax of a
+/// plane whose argmax nobody keeps. It only grows, so steady state allocates nothing.
+template <class T>
+struct MaxPoolScratch {
+  std::vector<T> value, padded_row, phases;
+  std::vector<std::int32_t> column;
+  std::vector<Index> unkept_argmax;
+  static MaxPoolScratch& of_this_thread(Index maxima, Index row, Index outputs) {
+    thread_local MaxPoolScratch scratch;
+    if (static_cast<Index>(scratch.unkept_argmax.size()) < outputs) scratch.unkept_argmax.resize(static_cast<std::size_t>(outputs));
+    if (static_cast<Index>(scratch.value.size()) < maxima) {
+      scratch.value.resize(static_cast<std::size_t>(maxima));
+      scratch.column.resize(static_cast<std::size_t>(maxima));
+    }
+    if (static_cast<Index>(scratch.padded_row.size()) < row) {
+      scratch.padded_row.resize(static_cast<std::size_t>(row));
+      scratch.phases.resize(static_cast<std::size_t>(2 * row));  // stride · ⌈row / stride⌉ ≤ 2·row
+    }
+    return scratch;
+  }
+};
+
+// One (H, W) plane of max_pool2d, separably. First each input row's maxima over every output column's
+// window columns:   m[r, j] = max_{c ∈ window_j} x[r, c]   (with its column c*[r, j]),
+// then each output row's maximum over its window rows:   y[i, j] = max_{r ∈ window_i} m[r, j].
+// Both passes scan in ascending order and take a value when it is greater than the best so far or NaN,
+// the rule of one row-major scan over the whole window, so they pick the same element: the first maximum
+// in scan order (smallest row, then smallest column), or the last NaN. A row shared by two windows
+// (stride < kernel) has its maxima computed once instead of once per window.
+// Every loop runs over all output columns, reads contiguous memory and selects without branching, so
+// the compiler vectorises it: the row is copied between −∞ pads and split into `stride` phases
+// (phase m holds padded columns m, m + stride, …), so tap q of window j is element j + ⌊q/stride⌋ of
+// phase q mod stride. Each window starts at (−∞, its first pixel inside the image): a pad never replaces
+// it (−∞ is greater than nothing and not NaN), the first pixel greater than −∞ does, and a window of −∞
+// pixels keeps its first one, as the clipped window of the definition requires.
+// out_arg null: the argmax goes to per-thread scratch (a forward without autograd keeps none: it would be
+// two thirds of the bytes the pass writes).
+template <class T>
+void max_pool_plane(const T* src, Index h, Index w, Index oh, Index ow, Index kernel, Index stride, Index padding, T* out,
+                    Index* out_arg) {
+  const Index span = w + 2 * padding, per_phase = (span + stride - 1) / stride;
+  MaxPoolScratch<T>& scratch = MaxPoolScratch<T>::of_this_thread(h * ow, span, out_arg ? 0 : oh * ow);
+  if (!out_arg) out_arg = scratch.unkept_argmax.data();
+  T* padded = scratch.padded_row.data();
+  std::fill_n(padded, padding, -std::numeric_limits<T>::infinity());
+  std::fill_n(padded + padding + w, padding, -std::numeric_limits<T>::infinity());
+  auto row_pass = [&]<Index fixed_stride>(std::integral_constant<Index, fixed_stride>) {
+    const Index step = fixed_stride > 0 ? fixed_stride : stride;  // a constant lets the compiler vectorise the split
+    for (Index r = 0; r < h; ++r) {
+      std::copy_n(src + r * w, w, padded + padding);
+      const T* phases = padded;
+      if (step > 1) {
+        for (Index m = 0; m < step; ++m)
+          for (Index t = 0; t < (span - m + step - 1) / step; ++t) scratch.phases[static_cast<std::size_t>(m * per_phase + t)] = padded[t * step + m];
+        phases = scratch.phases.data();
+      }
+      T* best = scratch.value.data() + r * ow;
+      std::int32_t* column = scratch.column.data() + r * ow;
+      for (Index j = 0; j < ow; ++j) {
+        best[j] = -std::numeric_limits<T>::infinity();
+        column[j] = static_cast<std::int32_t>(std::max<Index>(0, j * step - padding));  // the window's first pixel
+      }
+      for (Index q = 0; q < kernel; ++q) {
+        const T* tap = phases + (q % step) * per_phase + q / step;
+        for (Index j = 0; j < ow; ++j) {
+          const T v = tap[j];  // column j·stride − padding + q of the image
+          const bool take = v > best[j] || v != v;
+          best[j] = take ? v : best[j];
+          column[j] = take ? static_cast<std::int32_t>(j * step - padding + q) : column[j];
+        }
+      }
+    }
+  };
+  if (stride == 2)
+    row_pass(std::integral_constant<Index, 2>{});
+  else if (stride == 1)
+    row_pass(std::integral_constant<Index, 1>{});
+  else
+    row_pass(std::integral_constant<Index, 0>{});
+  for (Index i = 0; i < oh; ++i) {
+    const Index r0 = std::max<Index>(0, i * stride - padding), r1 = std::min(h, i * stride - padding + kernel);
+    T* best = out + i * ow;
+    Index* at = out_arg + i * ow;
+    const T* first = scratch.value.data() + r0 * ow;
+    const std::int32_t* first_column = scratch.column.data() + r0 * ow;
+    for (Index j = 0; j < ow; ++j) {
+      best[j] = first[j];
+      at[j] = r0 * w + first_column[j];
+    }
+    for (Index r = r0 + 1; r < r1; ++r) {
+      const T* value = scratch.value.data() + r * ow;
+      const std::int32_t* column = scratch.column.data() + r * ow;
+      for (Index j = 0; j < ow; ++j) {
+        const T v = value[j];
+        const bool take = v > best[j] || v != v;
+        best[j] = take ? v : best[j];
+        at[j] = take ? r * w + column[j] : at[j];
+      }
+    }
+  }
+}
+
 template <class T>
 class MaxPool2dNode final : public autograd::Node<T> {
  public:
@@ -32,9 +138,10 @@ class MaxPool2dNode final : public autograd::Node<T> {
     const Index out_plane = g.numel() / (planes * this->replicas());
     auto gx = Tensor<T>::empty(this->replicated(input_shape_), g.device());
     dispatch(g.device(), "max_pool2d", [&] {
-      gx.fill_(T(0));
+      // Each plane is zeroed just before its scatter, while it is in cache, rather than in a pass of its own.
       parallel_for(0, planes * this->replicas(), [&](Index p) {
         T* dst = gx.data() + p * in_plane;
+        std::fill_n(dst, in_plane, T(0));
         const T* src = g.data() + p * out_plane;
         const Index* arg = argmax_.data() + (p % planes) * out_plane;
         for (Index k = 0; k < out_plane; ++k) dst[arg[k]] += src[k];
@@ -110,74 +217,20 @@ Tensor<T> max_pool2d(const Tensor<T>& x, Index kernel, Index stride = 0, Index p
   const Tensor<T> xc = x.contiguous();
   const Index planes = x.size(0) * x.size(1);
   auto y = Tensor<T>::empty({x.size(0), x.size(1), oh, ow}, x.device());
-  auto argmax = Tensor<Index>::empty(y.shape(), x.device());  // every entry is written below
+  const bool keep_argmax = autograd::any_requires_grad<T>({&x});
+  Tensor<Index> argmax;  // every entry is written below
   dispatch(x.device(), "max_pool2d", [&] {
+    if (keep_argmax) argmax = Tensor<Index>::empty(y.shape());
     parallel_for(0, planes, [&](Index p) {
-      const T* src = xc.data() + p * h * w;
-      T* dst = y.data() + p * oh * ow;
-      Index* arg = argmax.data() + p * oh * ow;
-      // Output columns whose window lies inside the image's columns: j·stride − padding ≥ 0 and
-      // j·stride − padding + kernel ≤ w. Their loop runs over the window's taps outermost and the
-      // columns innermost, in the taps' scan order, with selects instead of branches: the compiler
-      // vectorises it across columns, and the data-dependent branch of a per-window scan (taken about
-      // half the time) no longer stalls it. The columns at the edges keep the clipped scalar scan.
-      const Index j_lo = std::min(ow, (padding + stride - 1) / stride);
-      const Index j_hi = std::max(j_lo, w + padding - kernel < 0 ? Index{0} : std::min(ow, (w + padding - kernel) / stride + 1));
-      for (Index i = 0; i < oh; ++i) {
-        // The window clipped to the image once per row: no bounds test per element, and padding (−∞)
-        // never wins because every window holds at least one pixel.
-        const Index r0 = std::max<Index>(0, i * stride - padding), r1 = std::min(h, i * stride - padding + kernel);
-        T* out = dst + i * ow;
-        Index* out_arg = arg + i * ow;
-        auto scan = [&](Index j) {
-          const Index c0 = std::max<Index>(0, j * stride - padding), c1 = std::min(w, j * stride - padding + kernel);
-          Index best_at = r0 * w + c0;
-          T best = src[best_at];
-          for (Index r = r0; r < r1; ++r)
-            for (Index c = c0; c < c1; ++c) {
-              const T v = src[r * w + c];
-              if (v > best || v != v) {  // a NaN wins, as in PyTorch
-                best = v;
-                best_at = r * w + c;
-              }
-            }
-          out[j] = best;
-          out_arg[j] = best_at;
-        };
-        for (Index j = 0; j < j_lo; ++j) scan(j);
-        constexpr Index lanes = 16;  // columns per group, held in registers across the taps
-        for (Index j0 = j_lo; j0 < j_hi; j0 += lanes) {
-          const Index count = std::min(lanes, j_hi - j0);
-          T best[lanes];
-          Index best_at[lanes];
-          // Lanes past `count` repeat the group's last column, so every lane reads inside the plane and
-          // the lane loops keep a fixed trip count; only `count` results are stored.
-          for (Index l = 0; l < lanes; ++l) {
-            best_at[l] = r0 * w + (j0 + std::min(l, count - 1)) * stride - padding;
-            best[l] = src[best_at[l]];
-          }
-          for (Index r = r0; r < r1; ++r)
-            for (Index q = 0; q < kernel; ++q) {
-              const Index at = r * w + j0 * stride + q - padding;  // lane l reads src[at + l·stride]
-              for (Index l = 0; l < lanes; ++l) {
-                const Index here = at + std::min(l, count - 1) * stride;
-                const T v = src[here];
-                const bool take = v > best[l] || v != v;  // a NaN wins, as in PyTorch
-                best[l] = take ? v : best[l];
-                best_at[l] = take ? here : best_at[l];
-              }
-            }
-          std::copy_n(best, count, out + j0);
-          std::copy_n(best_at, count, out_arg + j0);
-        }
-        for (Index j = j_hi; j < ow; ++j) scan(j);
-      }
+      detail::max_pool_plane(xc.data() + p * h * w, h, w, oh, ow, kernel, stride, padding, y.data() + p * oh * ow,
+                             keep_argmax ? argmax.data() + p * oh * ow : nullptr);
     }, oh * ow * kernel * kernel, 4096);
   }, [&] {
+    argmax = Tensor<Index>::empty(y.shape(), x.device());
     backends::cuda::launch_on_device(
         backends::cuda::MaxPoolForward<T>{xc.data(), y.data(), argmax.data(), {planes, h, w, oh, ow}, kernel, stride, padding});
   });
-  if (!autograd::any_requires_grad<T>({&x})) return y;
+  if (!keep_argmax) return y;
   return autograd::make_result(y, {&x},
                                std::make_shared<detail::MaxPool2dNode<T>>(x.shape(), std::move(argmax), kernel, stride, padding));
 }
