@@ -65,6 +65,10 @@ TEST_CASE("qx reproduce, tiny, both protocols: every table, figure and JSON fiel
     CHECK(report["datasets"][0]["auxiliary_label"].is_null());
     if (protocol == "qx") CHECK(report["datasets"][1]["auxiliary_label"] == "last beat");
     else CHECK(report["datasets"][1]["auxiliary_label"].is_null());
+    // Mixup (auto): dataset 2 under the clean protocol only, alpha 0.2.
+    CHECK(report["settings"]["mixup"] == "auto");
+    CHECK(report["datasets"][0]["mixup_alpha"] == 0.0);
+    CHECK(report["datasets"][1]["mixup_alpha"] == (protocol == "qx" ? 0.2 : 0.0));
     CHECK(report["data"]["test"]["counts"]["dataset1_windows"].get<long>() > 0);
     CHECK(report["timing"]["total_seconds"].get<double>() > 0);
     CHECK(report["software"].contains("version"));
@@ -142,4 +146,20 @@ TEST_CASE("qx reproduce: a malformed --average-decay is refused in one line, bef
     CHECK(err.find("--average-decay '" + bad + "': expected auto, off or a number in (0, 1)") != std::string::npos);
     CHECK_FALSE(fs::exists(out / "data"));
   }
+}
+
+TEST_CASE("qx reproduce: a malformed --mixup, or mixup with the authors' protocol, is refused in one line, before any work") {
+  const auto out = qx_test::temp_path("cli_reproduce_mixup");
+  fs::remove_all(out);
+  for (const std::string bad : {"0", "-0.2", "0.2x", "much", "inf"}) {
+    CAPTURE(bad);
+    const auto [code, err] = run_reproduce("--mixup " + bad + " --out " + out.string());
+    CHECK(code == 2);
+    CHECK(err.find("--mixup '" + bad + "': expected auto, off or a positive number") != std::string::npos);
+    CHECK_FALSE(fs::exists(out / "data"));
+  }
+  const auto [code, err] = run_reproduce("--protocol authors --mixup 0.4 --out " + out.string());
+  CHECK(code == 2);
+  CHECK(err.find("--mixup 0.4 needs --protocol qx") != std::string::npos);
+  CHECK_FALSE(fs::exists(out / "data"));
 }

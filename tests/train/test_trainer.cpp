@@ -62,6 +62,21 @@ void check_same_state(qx::nn::Module<float>& a_model, qx::nn::Module<float>& b_m
     CHECK(a[i].tensor->to_vector() == b[i].tensor->to_vector());
   }
 }
+
+/// `o` stopped after one epoch in the fresh folder `name`, then resumed by a new process (a model with other
+/// initial weights) to `o.epochs`: the resumed model.
+auto resumed_after_one_epoch(TensorDataset<float>& train, TensorDataset<float>& val, qx::train::TrainOptions o,
+                             const std::string& name) {
+  o.out_dir = fresh_dir(name);
+  const Index epochs = o.epochs;
+  o.epochs = 1;
+  auto first = qx::nn::resnet18<float>(1, 2, 4, 7);
+  qx::train::fit(*first, train, val, o);
+  o.epochs = epochs;
+  auto second = qx::nn::resnet18<float>(1, 2, 4, 99);
+  CHECK(qx::train::fit(*second, train, val, o).resumed);
+  return second;
+}
 }  // namespace
 
 TEST_CASE("a small ResNet learns the blob task to at least 95 % test accuracy") {
@@ -150,15 +165,8 @@ TEST_CASE("an auxiliary label trains a second head on a layer's output, reaches 
   CHECK(state.shape("auxiliary.weight") == qx::Shape{2, 32});  // avgpool of a width-4 resnet18: 32 features
 
   // Interrupted after one epoch, resumed by a new process: the uninterrupted run's weights.
-  o.out_dir = fresh_dir("aux_resumed");
-  o.epochs = 1;
-  auto first = qx::nn::resnet18<float>(1, 2, 4, 7);
-  qx::train::fit(*first, train, val, o);
-  o.epochs = 2;
-  auto second_run = qx::nn::resnet18<float>(1, 2, 4, 99);
-  const auto result = qx::train::fit(*second_run, train, val, o);
-  CHECK(result.resumed);
-  check_same_state(*straight, *second_run);
+  check_same_state(*straight, *resumed_after_one_epoch(train, val, o, "aux_resumed"));
+  o.out_dir = qx_test::temp_path("train_aux_resumed");  // holds that run's state, with the head
 
   // A state written with the head is not resumed without one (fit checks the reverse the same way).
   auto without = o;
@@ -378,4 +386,66 @@ TEST_CASE("with a weight average, fit validates, checkpoints and returns the ave
                        qx::Error);
   fs::remove_all(plain.out_dir);
   fs::remove_all(qx_test::temp_path("train_averaged_straight"));
+}
+
+TEST_CASE("mixup: lambda from Beta(a, a) folded to [1/2, 1], a permutation of the batch, and the mixed pictures") {
+  // Rng::beta's first two moments: mean a / (a + b), variance ab / ((a + b)^2 (a + b + 1)).
+  qx::Rng rng(3);
+  for (const auto& [a, b] : {std::pair{0.2, 0.2}, std::pair{2.0, 5.0}}) {
+    double sum = 0, squares = 0;
+    const int n = 200000;
+    for (int i = 0; i < n; ++i) {
+      const double x = rng.beta(a, b);
+      REQUIRE((x >= 0 && x <= 1));
+      sum += x;
+      squares += x * x;
+    }
+    const double mean = sum / n, variance = squares / n - mean * mean;
+    CHECK(mean == doctest::Approx(a / (a + b)).epsilon(0.01));
+    CHECK(variance == doctest::Approx(a * b / ((a + b) * (a + b) * (a + b + 1))).epsilon(0.02));
+  }
+  // One batch's draw: folded, a permutation, and the same for the same (seed, epoch, batch).
+  const auto m = qx::train::detail::draw_mixup(0.2, 7, 2, 5, 6);
+  CHECK(m.lambda >= 0.5);
+  CHECK(m.lambda <= 1.0);
+  auto sorted = m.partner;
+  std::sort(sorted.begin(), sorted.end());
+  CHECK(sorted == std::vector<Index>{0, 1, 2, 3, 4, 5});
+  const auto again = qx::train::detail::draw_mixup(0.2, 7, 2, 5, 6);
+  CHECK(again.lambda == m.lambda);
+  CHECK(again.partner == m.partner);
+  CHECK(qx::train::detail::draw_mixup(0.2, 7, 2, 6, 6).lambda != m.lambda);
+  // λ·x_i + (1 − λ)·x_π(i), sample by sample: samples are constant pictures of value i.
+  auto images = Tensor<float>::empty({3, 1, 2, 2});
+  for (Index i = 0; i < 3; ++i)
+    for (Index e = 0; e < 4; ++e) images.data()[i * 4 + e] = static_cast<float>(i);
+  qx::train::detail::Mixup fixed{0.75, {2, 0, 1}};
+  qx::train::detail::mix_images(images, fixed);
+  for (Index e = 0; e < 4; ++e) {
+    CHECK(images.data()[0 * 4 + e] == doctest::Approx(0.75 * 0 + 0.25 * 2));
+    CHECK(images.data()[1 * 4 + e] == doctest::Approx(0.75 * 1 + 0.25 * 0));
+    CHECK(images.data()[2 * 4 + e] == doctest::Approx(0.75 * 2 + 0.25 * 1));
+  }
+}
+
+TEST_CASE("fit with mixup trains elsewhere than without and resumes exactly") {
+  auto train = blobs(64, 16, 4), val = blobs(32, 16, 5);
+  auto o = quiet_options(2, "mix_none");
+  o.lr = 1e-3;
+  auto plain = qx::nn::resnet18<float>(1, 2, 4, 7);
+  qx::train::fit(*plain, train, val, o);
+
+  o.mixup = 0.2;
+  o.out_dir = fresh_dir("mix_straight");
+  auto straight = qx::nn::resnet18<float>(1, 2, 4, 7);
+  qx::train::fit(*straight, train, val, o);
+  CHECK(straight->conv1->weight.to_vector() != plain->conv1->weight.to_vector());
+
+  // Interrupted after one epoch, resumed by a new process: the uninterrupted run's weights.
+  check_same_state(*straight, *resumed_after_one_epoch(train, val, o, "mix_resumed"));
+
+  auto bad = quiet_options(1, "mix_bad");
+  bad.mixup = -0.5;
+  CHECK_THROWS_WITH_AS(qx::train::fit(*straight, train, val, bad), doctest::Contains("mixup alpha -0.5"), qx::Error);
+  for (const char* dir : {"mix_none", "mix_straight", "mix_resumed", "mix_bad"}) fs::remove_all(qx_test::temp_path(std::string("train_") + dir));
 }

@@ -11,6 +11,7 @@
 #pragma once
 #include "qx/config.hpp"
 #include "qx/autograd/engine.hpp"
+#include "qx/core/random.hpp"
 #include "qx/io/atomic_file.hpp"
 #include "qx/io/progress.hpp"
 #include "qx/io/safetensors.hpp"
@@ -112,6 +113,11 @@ struct TrainOptions {
   /// d of the exponential moving average of the weights (train/weight_average.hpp), updated after every
   /// step; validation, the checkpoint and the model `fit` returns are then the average. 0: off.
   double average_decay = 0;
+  /// α of mixup (Zhang et al. 2018), 0: off. Each training batch becomes λ·x + (1 − λ)·x[π] for a
+  /// permutation π of the batch and λ ~ Beta(α, α) folded to [½, 1] (the batch's own labels stay the
+  /// larger part), and its loss λ·CE(y) + (1 − λ)·CE(y[π]) — the auxiliary loss likewise. The draws are
+  /// a function of (seed, epoch, batch), so a resumed run mixes what an uninterrupted one did.
+  double mixup = 0;
   Index num_classes = 2;
   Index positive_class = 1;    ///< the class whose precision / recall / F1 are reported (abnormal)
   bool early_stop = true;
@@ -151,6 +157,48 @@ struct TrainResult {
 };
 
 namespace detail {
+/// One batch's mixup: the weight λ of the batch's own samples and the partner π(i) of each sample.
+struct Mixup {
+  double lambda = 1;
+  std::vector<Index> partner;
+};
+
+/// λ ~ Beta(α, α) folded to max(λ, 1 − λ), and a uniform permutation of the batch, from an Rng seeded by
+/// (seed, epoch, batch).
+inline Mixup draw_mixup(double alpha, std::uint64_t seed, Index epoch, Index batch, Index size) {
+  Rng rng((seed * 1000003ULL + static_cast<std::uint64_t>(epoch)) * 1000003ULL + static_cast<std::uint64_t>(batch) + 0x6d69787570ULL);
+  Mixup m;
+  const double lambda = rng.beta(alpha, alpha);
+  m.lambda = std::max(lambda, 1 - lambda);
+  m.partner.resize(static_cast<std::size_t>(size));
+  std::iota(m.partner.begin(), m.partner.end(), Index{0});
+  for (std::size_t i = m.partner.size(); i > 1; --i) std::swap(m.partner[i - 1], m.partner[rng.below(i)]);
+  return m;
+}
+
+/// images[i] ← λ·images[i] + (1 − λ)·images[π(i)] for a host batch (N, …).
+template <class T>
+void mix_images(Tensor<T>& images, const Mixup& m) {
+  const Index n = images.size(0), per_sample = n > 0 ? images.numel() / n : 0;
+  check(static_cast<Index>(m.partner.size()) == n, "fit: mixup drawn for ", m.partner.size(), " samples, batch has ", n);
+  const Tensor<T> source = images.contiguous();
+  auto mixed = Tensor<T>::empty(images.shape());
+  const T own = static_cast<T>(m.lambda), other = static_cast<T>(1 - m.lambda);
+  for (Index i = 0; i < n; ++i) {
+    const T* a = source.data() + i * per_sample;
+    const T* b = source.data() + m.partner[static_cast<std::size_t>(i)] * per_sample;
+    T* out = mixed.data() + i * per_sample;
+    for (Index e = 0; e < per_sample; ++e) out[e] = own * a[e] + other * b[e];
+  }
+  images = mixed;
+}
+
+/// factor · loss, a scalar on `device`.
+template <class T>
+Tensor<T> scaled(const Tensor<T>& loss, double factor, Device device) {
+  return ops::mul(loss, Tensor<T>::full({}, static_cast<T>(factor)).to(device));
+}
+
 inline nlohmann::json to_json(const EpochRecord& r) {
   return {{"epoch", r.epoch},           {"train_loss", r.train_loss},   {"train_accuracy", r.train_accuracy},
           {"val_accuracy", r.val_accuracy}, {"val_precision", r.val_precision}, {"val_recall", r.val_recall},
@@ -324,6 +372,7 @@ TrainResult fit(nn::Module<T>& model, Train& train_data, Val& val_data, const Tr
   optim::StepLR<T> schedule(optimizer, o.lr_step, o.lr_gamma);
   check(o.average_decay == 0 || (o.average_decay > 0 && o.average_decay < 1), "fit: average decay ", o.average_decay,
         " outside (0, 1) (0 turns the weight average off)");
+  check(o.mixup >= 0 && std::isfinite(o.mixup), "fit: mixup alpha ", o.mixup, " must be positive (0 turns mixup off)");
   std::optional<WeightAverage<T>> average;
   if (o.average_decay > 0) average.emplace(model, o.average_decay);
   // The model fit returns: the average when there is one (what validation measured).
@@ -461,17 +510,30 @@ TrainResult fit(nn::Module<T>& model, Train& train_data, Val& val_data, const Tr
       const auto last = order.begin() + std::min<Index>((b + 1) * o.batch_size, train_data.size());
       const std::vector<Index> indices(first, last);
       train_data.template get_batch<T>(indices, images, labels);
+      const std::optional<detail::Mixup> mix =
+          o.mixup > 0 ? std::optional(detail::draw_mixup(o.mixup, o.seed, epoch, b, static_cast<Index>(indices.size())))
+                      : std::nullopt;
+      if (mix) detail::mix_images(images, *mix);
       aux_capture = static_cast<bool>(aux_head);
       const Tensor<T> logits = model(images.to(o.device));
       aux_capture = false;
-      Tensor<T> loss = ops::cross_entropy(logits, labels, weights);
+      // CE(y), or under mixup λ·CE(y) + (1 − λ)·CE(y[π]).
+      auto mixed_loss = [&](const Tensor<T>& scores, const std::vector<Index>& targets, const Tensor<T>& class_weights) {
+        const Tensor<T> own = ops::cross_entropy(scores, targets, class_weights);
+        if (!mix) return own;
+        std::vector<Index> partners;
+        for (Index i : mix->partner) partners.push_back(targets[static_cast<std::size_t>(i)]);
+        return ops::add(detail::scaled(own, mix->lambda, o.device),
+                        detail::scaled(ops::cross_entropy(scores, partners, class_weights), 1 - mix->lambda, o.device));
+      };
+      Tensor<T> loss = mixed_loss(logits, labels, weights);
       if (aux_head) {
         check(aux_features.defined(), "fit: auxiliary layer '", o.auxiliary->layer, "' did not run in the training forward pass");
         std::vector<Index> aux_labels;
         aux_labels.reserve(indices.size());
         for (Index i : indices) aux_labels.push_back(o.auxiliary->labels[static_cast<std::size_t>(i)]);
-        const Tensor<T> aux_loss = ops::cross_entropy((*aux_head)(ops::flatten(aux_features)), aux_labels, aux_weights);
-        loss = ops::add(loss, ops::mul(aux_loss, Tensor<T>::full({}, static_cast<T>(o.auxiliary->weight)).to(o.device)));
+        const Tensor<T> aux_loss = mixed_loss((*aux_head)(ops::flatten(aux_features)), aux_labels, aux_weights);
+        loss = ops::add(loss, detail::scaled(aux_loss, o.auxiliary->weight, o.device));
         aux_features = {};
       }
       const double value = static_cast<double>(loss.item());
