@@ -36,7 +36,7 @@ struct MaxPoolScratch {
     }
     if (static_cast<Index>(scratch.padded_row.size()) < row) {
       scratch.padded_row.resize(static_cast<std::size_t>(row));
-      scratch.phases.resize(static_cast<std::size_t>(2 * row));  // stride · ⌈row / stride⌉ ≤ 2·row
+      scratch.phases.resize(static_cast<std::size_t>(2 * row));  // min(stride, row) phases of ⌈row / stride⌉: < 2·row
     }
     return scratch;
   }
