@@ -33,6 +33,7 @@
 #include <fstream>
 #include <functional>
 #include <map>
+#include <optional>
 #include <memory>
 #include <sstream>
 #include <string>
@@ -404,6 +405,19 @@ inline void draw_figure2(const std::vector<std::map<std::string, std::vector<std
   canvas.write(path);
 }
 
+/// The whole of `text` as a finite number, or nothing (an option's value: "0.99x" and "inf" are not numbers).
+inline std::optional<double> number_in(const std::string& text) {
+  std::size_t used = 0;
+  double value = 0;
+  try {
+    value = std::stod(text, &used);
+  } catch (const std::exception&) {
+    return std::nullopt;
+  }
+  if (used != text.size() || !std::isfinite(value)) return std::nullopt;
+  return value;
+}
+
 inline std::string p_text(double p) { return p < 1e-4 ? "< 0.0001" : format("%.4f", p); }
 
 inline std::string report_markdown(const nlohmann::json& r) {
@@ -611,27 +625,16 @@ inline nlohmann::json run_reproduce(ReproduceArgs a) {
   if (a.average_decay == "auto") {
     average_decay = protocol == ecg::Protocol::qx && !a.paper ? 0.999 : 0.0;
   } else if (a.average_decay != "off") {
-    std::size_t used = 0;
-    try {
-      average_decay = std::stod(a.average_decay, &used);
-    } catch (const std::exception&) {
-      used = 0;
-    }
-    check(used == a.average_decay.size() && average_decay > 0 && average_decay < 1, "--average-decay '", a.average_decay,
+    average_decay = detail::number_in(a.average_decay).value_or(0);
+    check(average_decay > 0 && average_decay < 1, "--average-decay '", a.average_decay,
           "': expected auto, off or a number in (0, 1)");
   }
   // Mixup (train::TrainOptions::mixup) mixes ink pictures, so it belongs to the clean recipe too; by
   // default it trains dataset 2 only, where it measured better (docs/reproduction.md).
   double mixup_alpha = 0.2;
   if (a.mixup != "auto" && a.mixup != "off") {
-    std::size_t used = 0;
-    try {
-      mixup_alpha = std::stod(a.mixup, &used);
-    } catch (const std::exception&) {
-      used = 0;
-    }
-    check(used == a.mixup.size() && mixup_alpha > 0 && std::isfinite(mixup_alpha), "--mixup '", a.mixup,
-          "': expected auto, off or a positive number (the Beta distribution's alpha)");
+    mixup_alpha = detail::number_in(a.mixup).value_or(0);
+    check(mixup_alpha > 0, "--mixup '", a.mixup, "': expected auto, off or a positive number (the Beta distribution's alpha)");
     check(protocol == ecg::Protocol::qx, "--mixup ", a.mixup, " needs --protocol qx: mixup works on ink pictures");
   }
   auto mixup_for = [&](int dataset) {

@@ -20,16 +20,14 @@
 QX_NAMESPACE_BEGIN
 namespace ops {
 namespace detail {
-/// Per-thread scratch of max_pool_plane: its row maxima, one padded row split by phase, and the argmax of a
-/// plane whose argmax nobody keeps. It only grows, so steady state allocates nothing.
+/// Per-thread scratch of max_pool_plane: its row maxima and one padded row split by phase. It only grows,
+/// so steady state allocates nothing.
 template <class T>
 struct MaxPoolScratch {
   std::vector<T> value, padded_row, phases;
   std::vector<std::int32_t> column;
-  std::vector<Index> unkept_argmax;
-  static MaxPoolScratch& of_this_thread(Index maxima, Index row, Index outputs) {
+  static MaxPoolScratch& of_this_thread(Index maxima, Index row) {
     thread_local MaxPoolScratch scratch;
-    if (static_cast<Index>(scratch.unkept_argmax.size()) < outputs) scratch.unkept_argmax.resize(static_cast<std::size_t>(outputs));
     if (static_cast<Index>(scratch.value.size()) < maxima) {
       scratch.value.resize(static_cast<std::size_t>(maxima));
       scratch.column.resize(static_cast<std::size_t>(maxima));
@@ -55,14 +53,13 @@ struct MaxPoolScratch {
 // phase q mod stride. Each window starts at (−∞, its first pixel inside the image): a pad never replaces
 // it (−∞ is greater than nothing and not NaN), the first pixel greater than −∞ does, and a window of −∞
 // pixels keeps its first one, as the clipped window of the definition requires.
-// out_arg null: the argmax goes to per-thread scratch (a forward without autograd keeps none: it would be
-// two thirds of the bytes the pass writes).
+// out_arg null: no argmax is tracked or written (a forward without autograd keeps none: it would be two
+// thirds of the bytes the pass writes).
 template <class T>
 void max_pool_plane(const T* src, Index h, Index w, Index oh, Index ow, Index kernel, Index stride, Index padding, T* out,
                     Index* out_arg) {
   const Index span = w + 2 * padding, per_phase = (span + stride - 1) / stride;
-  MaxPoolScratch<T>& scratch = MaxPoolScratch<T>::of_this_thread(h * ow, span, out_arg ? 0 : oh * ow);
-  if (!out_arg) out_arg = scratch.unkept_argmax.data();
+  MaxPoolScratch<T>& scratch = MaxPoolScratch<T>::of_this_thread(h * ow, span);
   T* padded = scratch.padded_row.data();
   std::fill_n(padded, padding, -std::numeric_limits<T>::infinity());
   std::fill_n(padded + padding + w, padding, -std::numeric_limits<T>::infinity());
@@ -86,7 +83,7 @@ void max_pool_plane(const T* src, Index h, Index w, Index oh, Index ow, Index ke
         const T* tap = phases + (q % step) * per_phase + q / step;
         for (Index j = 0; j < ow; ++j) {
           const T v = tap[j];  // column j·stride − padding + q of the image
-          const bool take = v > best[j] || v != v;
+          const bool take = backends::cuda::pool_takes(v, best[j]);
           best[j] = take ? v : best[j];
           column[j] = take ? static_cast<std::int32_t>(j * step - padding + q) : column[j];
         }
@@ -99,27 +96,30 @@ void max_pool_plane(const T* src, Index h, Index w, Index oh, Index ow, Index ke
     row_pass(std::integral_constant<Index, 1>{});
   else
     row_pass(std::integral_constant<Index, 0>{});
-  for (Index i = 0; i < oh; ++i) {
-    const Index r0 = std::max<Index>(0, i * stride - padding), r1 = std::min(h, i * stride - padding + kernel);
-    T* best = out + i * ow;
-    Index* at = out_arg + i * ow;
-    const T* first = scratch.value.data() + r0 * ow;
-    const std::int32_t* first_column = scratch.column.data() + r0 * ow;
-    for (Index j = 0; j < ow; ++j) {
-      best[j] = first[j];
-      at[j] = r0 * w + first_column[j];
-    }
-    for (Index r = r0 + 1; r < r1; ++r) {
-      const T* value = scratch.value.data() + r * ow;
-      const std::int32_t* column = scratch.column.data() + r * ow;
-      for (Index j = 0; j < ow; ++j) {
-        const T v = value[j];
-        const bool take = v > best[j] || v != v;
-        best[j] = take ? v : best[j];
-        at[j] = take ? r * w + column[j] : at[j];
+  // The window rows of each output row; with the argmax (`with_argmax`) or values only.
+  auto column_pass = [&]<bool with_argmax>(std::bool_constant<with_argmax>) {
+    for (Index i = 0; i < oh; ++i) {
+      const Index r0 = std::max<Index>(0, i * stride - padding), r1 = std::min(h, i * stride - padding + kernel);
+      T* best = out + i * ow;
+      Index* at = with_argmax ? out_arg + i * ow : nullptr;
+      std::copy_n(scratch.value.data() + r0 * ow, ow, best);
+      if constexpr (with_argmax)
+        for (Index j = 0; j < ow; ++j) at[j] = r0 * w + scratch.column[static_cast<std::size_t>(r0 * ow + j)];
+      for (Index r = r0 + 1; r < r1; ++r) {
+        const T* value = scratch.value.data() + r * ow;
+        const std::int32_t* column = scratch.column.data() + r * ow;
+        for (Index j = 0; j < ow; ++j) {
+          const bool take = backends::cuda::pool_takes(value[j], best[j]);
+          best[j] = take ? value[j] : best[j];
+          if constexpr (with_argmax) at[j] = take ? r * w + column[j] : at[j];
+        }
       }
     }
-  }
+  };
+  if (out_arg)
+    column_pass(std::true_type{});
+  else
+    column_pass(std::false_type{});
 }
 
 template <class T>

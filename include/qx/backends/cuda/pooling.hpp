@@ -11,6 +11,12 @@ namespace backends::cuda {
 
 QX_HOST_DEVICE inline Index pool_min(Index a, Index b) { return a < b ? a : b; }
 QX_HOST_DEVICE inline Index pool_max(Index a, Index b) { return a < b ? b : a; }
+/// max_pool2d's scan rule: a value replaces the best so far when it is greater, or NaN (so the first
+/// maximum in scan order wins a tie, and a NaN propagates). Also the CPU path's (ops/pooling.hpp).
+template <class T>
+QX_HOST_DEVICE bool pool_takes(T value, T best) {
+  return value > best || value != value;
+}
 
 /// y and argmax (flat index in the input plane) of the window of each output element; the first maximum
 /// in scan order wins, a NaN wins, the window is clipped to the image (padding is −∞).
@@ -33,7 +39,7 @@ struct MaxPoolForward {
     for (Index r = r0; r < r1; ++r)
       for (Index c = c0; c < c1; ++c) {
         const T v = src[r * w + c];
-        if (v > best || v != v) {
+        if (pool_takes(v, best)) {
           best = v;
           best_at = r * w + c;
         }
