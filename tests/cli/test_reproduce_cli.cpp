@@ -70,6 +70,13 @@ TEST_CASE("qx reproduce, tiny, both protocols: every table, figure and JSON fiel
     CHECK(report["datasets"][0]["mixup_alpha"] == 0.0);
     CHECK(report["datasets"][1]["mixup_alpha"] == (protocol == "qx" ? 0.2 : 0.0));
     CHECK(report["data"]["test"]["counts"]["dataset1_windows"].get<long>() > 0);
+    // An explicit --size serves both datasets: one data folder, Grad-CAM's automatic layer from that size.
+    CHECK(report["settings"]["size"] == "16");
+    for (const auto& d : report["datasets"]) {
+      CHECK(d["size"] == 16);
+      CHECK(d["gradcam_layer"] == "layer1");  // 16 px / 4 = 4 cells: no stage has 7, the finest is used
+    }
+    CHECK(fs::is_directory(out / "data" / "16px"));
     CHECK(report["timing"]["total_seconds"].get<double>() > 0);
     CHECK(report["software"].contains("version"));
     CHECK(report["machine"].contains("threads"));
@@ -102,6 +109,53 @@ TEST_CASE("qx reproduce, tiny, both protocols: every table, figure and JSON fiel
       for (const char* key : {"train_seconds", "test_seconds", "explain_seconds"}) CHECK(d["timing"].contains(key));
     }
     fs::remove_all(out);
+  }
+}
+
+TEST_CASE("qx reproduce --size auto: dataset 1 at 128 px, dataset 2 at 64 px, each with its own Grad-CAM layer and shift") {
+  const auto out = qx_test::temp_path("cli_reproduce_size_auto");
+  fs::remove_all(out);
+  const auto [code, err] = run_reproduce("--mitdb " + std::string(QX_MITDB_DIR) + " --data-limit 24 --width 4 --epochs 1 --batch 8 "
+                                         "--explain-limit 4 --bootstrap 5 --out " + out.string());
+  REQUIRE_MESSAGE(code == 0, err);
+  const auto report = nlohmann::json::parse(read_text(out / "report.json"));
+  CHECK(report["settings"]["size"] == "auto");
+  REQUIRE(report["datasets"].size() == 2);
+  const auto& d1 = report["datasets"][0];
+  const auto& d2 = report["datasets"][1];
+  CHECK(d1["size"] == 128);
+  CHECK(d1["gradcam_layer"] == "layer3");  // 128 / 16 = 8 cells across
+  CHECK(d1["augment_max_shift"] == 6);     // ±3 rows per 64 px
+  CHECK(d1["explain"]["figures"]["gradcam_cells"] == 8);
+  CHECK(d2["size"] == 64);
+  CHECK(d2["gradcam_layer"] == "layer2");  // 64 / 8 = 8 cells across
+  CHECK(d2["augment_max_shift"] == 3);
+  CHECK(d2["explain"]["figures"]["gradcam_cells"] == 8);
+  CHECK(fs::is_directory(out / "data" / "128px"));
+  CHECK(fs::is_directory(out / "data" / "64px"));
+  CHECK(read_text(out / "report.md").find("dataset 1 (128 px, Grad-CAM at layer3)") != std::string::npos);
+  // The authors' protocol keeps one size for both datasets.
+  const auto out_authors = qx_test::temp_path("cli_reproduce_size_auto_authors");
+  fs::remove_all(out_authors);
+  const auto [code_authors, err_authors] =
+      run_reproduce("--mitdb " + std::string(QX_MITDB_DIR) + " --protocol authors --datasets 1 --data-limit 24 --width 4 --epochs 1 "
+                    "--batch 8 --explain-limit 4 --bootstrap 5 --out " + out_authors.string());
+  REQUIRE_MESSAGE(code_authors == 0, err_authors);
+  const auto authors = nlohmann::json::parse(read_text(out_authors / "report.json"));
+  CHECK(authors["datasets"][0]["size"] == 64);
+  fs::remove_all(out);
+  fs::remove_all(out_authors);
+}
+
+TEST_CASE("qx reproduce: a malformed --size is refused in one line, before any work") {
+  const auto out = qx_test::temp_path("cli_reproduce_size");
+  fs::remove_all(out);
+  for (const std::string bad : {"15", "1025", "64.5", "big", "-64", "64px"}) {
+    CAPTURE(bad);
+    const auto [code, err] = run_reproduce("--size " + bad + " --out " + out.string());
+    CHECK(code == 2);
+    CHECK(err.find("--size '" + bad + "': expected auto or a whole number of pixels in [16, 1024]") != std::string::npos);
+    CHECK_FALSE(fs::exists(out / "data"));
   }
 }
 

@@ -24,6 +24,7 @@
 #include <CLI/CLI.hpp>
 #include <nlohmann/json.hpp>
 
+#include <algorithm>
 #include <array>
 #include <chrono>
 #include <cmath>
@@ -48,8 +49,8 @@ struct ReproduceArgs {
   std::string mitdb = "../shared/data/mitdb", out = "runs/reproduce", arch = "resnet18", protocol = "qx",
               device = "cpu";
   std::string init_weights, gradcam_layer = "auto", augment = "auto", average_decay = "auto", auxiliary_label = "auto",
-              mixup = "auto";
-  Index size = 64, width = 16, epochs = 8, batch = 32, train_limit = 0, test_limit = 0, explain_limit = 2000, data_limit = 0;
+              mixup = "auto", size = "auto";
+  Index width = 16, epochs = 8, batch = 32, train_limit = 0, test_limit = 0, explain_limit = 2000, data_limit = 0;
   Index bootstrap = 1000;
   double lr = 1e-3, weight_decay = 1e-4;
   std::vector<int> datasets{1, 2};
@@ -162,6 +163,15 @@ inline std::string gradcam_layer_for(Index size) {
     stride /= 2;
   }
   return "layer1";
+}
+
+/// The image side of a dataset's pictures. `--size auto` is the clean recipe's measured choice: 128 px for
+/// dataset 1 (its balanced accuracy gains about a point over 64 px) and 64 px for dataset 2 (which loses
+/// at 128 px), docs/reproduction.md; 64 px for the authors' protocol and 224 px with --paper.
+inline Index picture_size(const std::string& size, ecg::Protocol protocol, bool paper, int dataset) {
+  if (size != "auto") return static_cast<Index>(std::stol(size));
+  if (paper) return 224;
+  return protocol == ecg::Protocol::qx && dataset == 1 ? 128 : 64;
 }
 
 /// Per test window of the explained subset: what the statistics need.
@@ -389,17 +399,23 @@ inline void draw_figure1(const nlohmann::json& report, const std::filesystem::pa
 
 /// Figure 2: per model two rows (a correctly classified abnormal, then normal window): the input with the
 /// ROI, saliency, Grad-CAM, guided backprop, guided Grad-CAM.
-inline void draw_figure2(const std::vector<std::map<std::string, std::vector<std::vector<std::uint8_t>>>>& tiles, Index size,
-                         const std::filesystem::path& path) {
-  const Index scale = std::max<Index>(1, 160 / size), tile = size * scale, gap = 8;
+/// Each model's pictures (of side sizes[m]) are magnified by a whole factor to about 160 px.
+inline void draw_figure2(const std::vector<std::map<std::string, std::vector<std::vector<std::uint8_t>>>>& tiles,
+                         const std::vector<Index>& sizes, const std::filesystem::path& path) {
+  check(tiles.size() == sizes.size(), "draw_figure2: ", tiles.size(), " models and ", sizes.size(), " picture sizes");
+  auto scale_of = [](Index size) { return std::max<Index>(1, 160 / size); };
+  const Index gap = 8;
+  Index tile = 1;
+  for (Index size : sizes) tile = std::max(tile, size * scale_of(size));
   const Index rows = 2 * static_cast<Index>(tiles.size());
   io::RgbCanvas canvas(5 * (tile + gap) + gap, std::max<Index>(1, rows) * (tile + gap) + gap);
   Index row = 0;
-  for (const auto& model : tiles)
+  for (std::size_t m = 0; m < tiles.size(); ++m)
     for (const char* kind : {"abnormal", "normal"}) {
-      if (model.count(kind))
-        for (std::size_t c = 0; c < model.at(kind).size(); ++c)
-          canvas.paste(model.at(kind)[c], size, size, gap + static_cast<Index>(c) * (tile + gap), gap + row * (tile + gap), scale);
+      if (tiles[m].count(kind))
+        for (std::size_t c = 0; c < tiles[m].at(kind).size(); ++c)
+          canvas.paste(tiles[m].at(kind)[c], sizes[m], sizes[m], gap + static_cast<Index>(c) * (tile + gap),
+                       gap + row * (tile + gap), scale_of(sizes[m]));
       ++row;
     }
   canvas.write(path);
@@ -433,7 +449,8 @@ inline std::string report_markdown(const nlohmann::json& r) {
      << "Settings: `" << s.dump() << "`\n\n";
   md << "Time per stage: data " << seconds_text(r["timing"]["data_seconds"].get<double>());
   for (const auto& d : r["datasets"])
-    md << "; dataset " << d["dataset"] << ": training " << seconds_text(d["timing"]["train_seconds"].get<double>()) << ", test "
+    md << "; dataset " << d["dataset"] << " (" << d.value("size", Index{0}) << " px, Grad-CAM at "
+       << d.value("gradcam_layer", std::string("?")) << "): training " << seconds_text(d["timing"]["train_seconds"].get<double>()) << ", test "
        << seconds_text(d["timing"]["test_seconds"].get<double>()) << ", explanation "
        << seconds_text(d["timing"]["explain_seconds"].get<double>());
   md << ".\n\n";
@@ -592,15 +609,23 @@ inline nlohmann::json run_reproduce(ReproduceArgs a) {
   const auto started = clock::now();
   const ecg::Protocol protocol = ecg::parse_protocol(a.protocol);
   if (a.paper) {  // the paper's settings (authors' code): hours to days on a CPU
-    a.arch = "resnet50", a.size = 224, a.width = 64, a.batch = 16, a.epochs = 20, a.lr = 1e-4, a.weight_decay = 0.1;
+    a.arch = "resnet50", a.size = "224", a.width = 64, a.batch = 16, a.epochs = 20, a.lr = 1e-4, a.weight_decay = 0.1;
     a.train_limit = a.test_limit = a.explain_limit = 0;
     if (a.init_weights.empty())
       std::fprintf(stderr, "warning: --paper uses the authors' per-stage learning rates (1e-6 for layer1-2, stem frozen), chosen to "
                            "fine-tune ImageNet weights; without --init-weights the network starts from random weights and barely trains\n");
   }
   const Device device = device_option(a.device);
-  if (a.gradcam_layer == "auto") a.gradcam_layer = detail::gradcam_layer_for(a.size);
+  if (a.size != "auto") {
+    const auto side = detail::number_in(a.size);
+    check(side && *side == std::floor(*side) && *side >= 16 && *side <= 1024, "--size '", a.size,
+          "': expected auto or a whole number of pixels in [16, 1024]");
+  }
   for (int d : a.datasets) check(d == 1 || d == 2, "--datasets takes 1 and/or 2, got ", d);
+  auto size_for = [&](int dataset) { return detail::picture_size(a.size, protocol, a.paper, dataset); };
+  auto gradcam_layer_for = [&](int dataset) {
+    return a.gradcam_layer == "auto" ? detail::gradcam_layer_for(size_for(dataset)) : a.gradcam_layer;
+  };
   // Augmentation (ecg/augment.hpp) is defined on the ink pictures of the clean protocol; the paper's
   // recipe and the authors' protocol had none.
   check(!(a.augment == "on" && protocol == ecg::Protocol::authors),
@@ -614,11 +639,16 @@ inline nlohmann::json run_reproduce(ReproduceArgs a) {
   auto auxiliary_for = [&](int dataset) {
     return a.auxiliary_label == "on" || (a.auxiliary_label == "auto" && dataset == 2 && protocol == ecg::Protocol::qx && !a.paper);
   };
-  // Off is the identity change (no flip, no shift), so one training path serves both.
-  ecg::AugmentOptions augment_options;
-  augment_options.flip_probability = augment ? 0.5 : 0.0;
-  augment_options.max_shift = augment ? std::max<Index>(1, static_cast<Index>(std::lround(3.0 * static_cast<double>(a.size) / 64))) : 0;
-  augment_options.seed = a.seed;
+  // Off is the identity change (no flip, no shift), so one training path serves both. The shift is
+  // ±3 rows at 64 px, scaled with the picture.
+  auto augment_options_for = [&](int dataset) {
+    ecg::AugmentOptions o;
+    o.flip_probability = augment ? 0.5 : 0.0;
+    const double rows = 3.0 * static_cast<double>(size_for(dataset)) / 64;
+    o.max_shift = augment ? std::max<Index>(1, static_cast<Index>(std::lround(rows))) : 0;
+    o.seed = a.seed;
+    return o;
+  };
   // The weight average (train/weight_average.hpp) belongs to the clean recipe, like the augmentation; the
   // paper's recipe and the authors' protocol had none. docs/training.md gives the measured effect.
   double average_decay = 0;
@@ -652,37 +682,54 @@ inline nlohmann::json run_reproduce(ReproduceArgs a) {
                         {"data_limit", a.data_limit}, {"init_weights", a.init_weights}, {"gradcam_layer", a.gradcam_layer}, {"bootstrap_resamples", a.bootstrap},
                         {"average_decay", average_decay}, {"auxiliary_label", a.auxiliary_label},
                         {"mixup", a.mixup}};
+  const ecg::AugmentOptions augment_options = augment_options_for(1);  // flip and scale are the same for both
   report["settings"]["augment"] = augment ? nlohmann::json{{"flip_probability", augment_options.flip_probability},
                                                           {"min_vertical_scale", augment_options.min_vertical_scale},
-                                                          {"max_shift", augment_options.max_shift}}
+                                                          {"max_shift_at_64px", 3}}
                                           : nlohmann::json(false);
   const auto info = build_info();
   report["software"] = {{"version", info.version}, {"abi_namespace", info.abi_namespace}};
   report["machine"] = {{"isa", info.isa}, {"openmp", info.openmp}, {"cuda", info.cuda}, {"threads", num_threads()},
                        {"hardware_threads", std::thread::hardware_concurrency()}};
 
-  // 1. Data: both datasets' shards (resumable).
+  // 1. Data: both datasets' shards at each picture size the datasets use (resumable). The windows and
+  // labels are the same at every size; only the pictures differ.
   auto stage = clock::now();
-  ecg::BuildOptions build;
-  build.mitdb = a.mitdb;
-  build.out = out / "data";
-  build.protocol = protocol;
-  build.render.size = a.size;
-  build.limit_per_split = a.data_limit;
-  build.render.channels = (a.arch == "resnet50" && a.paper) || protocol == ecg::Protocol::authors ? 3 : 1;
-  const auto card = build_datasets_with_progress(build, "data");
-  report["data"] = card["splits"];
+  auto build_for = [&](int dataset) {
+    ecg::BuildOptions build;
+    build.mitdb = a.mitdb;
+    build.out = out / "data" / (std::to_string(size_for(dataset)) + "px");
+    build.protocol = protocol;
+    build.render.size = size_for(dataset);
+    build.limit_per_split = a.data_limit;
+    build.render.channels = (a.arch == "resnet50" && a.paper) || protocol == ecg::Protocol::authors ? 3 : 1;
+    return build;
+  };
+  std::vector<Index> built_sizes;
+  for (int dataset : a.datasets) {
+    const auto build = build_for(dataset);
+    if (std::find(built_sizes.begin(), built_sizes.end(), build.render.size) != built_sizes.end()) continue;
+    built_sizes.push_back(build.render.size);
+    const auto card = build_datasets_with_progress(build, "data " + std::to_string(build.render.size) + " px");
+    if (!report.contains("data")) report["data"] = card["splits"];
+  }
   report["timing"]["data_seconds"] = detail::since(stage);
 
   std::vector<std::map<std::string, std::vector<std::vector<std::uint8_t>>>> figure2;
+  std::vector<Index> figure2_sizes;
   std::vector<std::uint8_t> figure3;
+  Index figure3_size = 0;
   for (int dataset : a.datasets) {
     const fs::path run = out / ("dataset" + std::to_string(dataset));
+    const auto build = build_for(dataset);
     std::fprintf(stderr, "== dataset %d (label of the %s beat) ==\n", dataset, dataset == 1 ? "last" : "first");
     ecg::ShardedDataset train_full(build.out, "train", dataset), val(build.out, "validation", dataset), test(build.out, "test", dataset);
     Subset<ecg::ShardedDataset> train(train_full, a.train_limit);
     auto model = nn::make_resnet<float>(a.arch, build.render.channels, 2, a.width, a.seed + static_cast<std::uint64_t>(dataset));
-    nlohmann::json entry = {{"dataset", dataset}};
+    nlohmann::json entry = {{"dataset", dataset},
+                            {"size", build.render.size},
+                            {"gradcam_layer", gradcam_layer_for(dataset)},
+                            {"augment_max_shift", augment_options_for(dataset).max_shift}};
     if (!a.init_weights.empty()) {
       const auto init = nn::load_matching(*model, io::SafetensorsFile::open(a.init_weights));
       entry["init_weights"] = {{"loaded", init.loaded}, {"skipped", init.skipped}, {"summed_first_conv", init.summed_first_conv}};
@@ -720,7 +767,7 @@ inline nlohmann::json run_reproduce(ReproduceArgs a) {
       entry["auxiliary_label"] = dataset == 1 ? "first beat" : "last beat";
     }
     stage = clock::now();
-    ecg::AugmentedDataset<Subset<ecg::ShardedDataset>> augmented(train, augment_options);
+    ecg::AugmentedDataset<Subset<ecg::ShardedDataset>> augmented(train, augment_options_for(dataset));
     const auto result = train::fit(*model, augmented, val, options);
     if (result.best_epoch >= 0) nn::load_safetensors(*model, run / "checkpoint.safetensors");
     // Training time from the epoch log, so that a resumed run still reports what training cost.
@@ -755,8 +802,11 @@ inline nlohmann::json run_reproduce(ReproduceArgs a) {
     stage = clock::now();
     nlohmann::json figures;
     figure2.emplace_back();
-    const auto rows = detail::explain_test_set(*model, test, a.explain_limit, 16, a.gradcam_layer, dataset, figures, figure2.back(),
-                                               figure3, device);
+    figure2_sizes.push_back(build.render.size);
+    const bool had_figure3 = !figure3.empty();
+    const auto rows = detail::explain_test_set(*model, test, a.explain_limit, 16, gradcam_layer_for(dataset), dataset, figures,
+                                               figure2.back(), figure3, device);
+    if (!had_figure3 && !figure3.empty()) figure3_size = build.render.size;
     entry["explain"] = detail::focus_json(rows, a.bootstrap, a.seed);
     entry["explain"]["samples"] = static_cast<Index>(rows.size());
     entry["explain"]["figures"] = figures;
@@ -764,11 +814,11 @@ inline nlohmann::json run_reproduce(ReproduceArgs a) {
     report["datasets"].push_back(entry);
   }
   detail::draw_figure1(report, out / "figures" / "figure1_histograms.png");
-  detail::draw_figure2(figure2, a.size, out / "figures" / "figure2_examples.png");
+  detail::draw_figure2(figure2, figure2_sizes, out / "figures" / "figure2_examples.png");
   if (!figure3.empty()) {
-    const Index scale = std::max<Index>(1, 320 / a.size);
-    io::RgbCanvas canvas(a.size * scale, a.size * scale);
-    canvas.paste(figure3, a.size, a.size, 0, 0, scale);
+    const Index scale = std::max<Index>(1, 320 / figure3_size);
+    io::RgbCanvas canvas(figure3_size * scale, figure3_size * scale);
+    canvas.paste(figure3, figure3_size, figure3_size, 0, 0, scale);
     canvas.write(out / "figures" / "figure3_roi.png");
   }
   report["figures"] = {"figures/figure1_histograms.png", "figures/figure2_examples.png", "figures/figure3_roi.png"};
@@ -789,7 +839,10 @@ inline CLI::App* add_reproduce_command(CLI::App& root) {
   cmd->add_option("--protocol", a->protocol, "qx (the conventions' clean rules) or authors (the authors' code to the letter)")
       ->capture_default_str()->check(CLI::IsMember({"qx", "authors"}));
   cmd->add_option("--arch", a->arch, "resnet18, resnet34 or resnet50")->capture_default_str();
-  cmd->add_option("--size", a->size, "image side in pixels")->capture_default_str()->check(CLI::Range(16, 1024));
+  cmd->add_option("--size", a->size,
+                  "image side in pixels, or auto: 128 for dataset 1 and 64 for dataset 2 (--protocol qx), 64 (--protocol authors), "
+                  "224 (--paper)")
+      ->capture_default_str();
   cmd->add_option("--width", a->width, "ResNet base width (torchvision: 64)")->capture_default_str()->check(CLI::PositiveNumber);
   cmd->add_option("--epochs", a->epochs, "at most this many epochs (early stop may end sooner)")->capture_default_str();
   cmd->add_option("--batch", a->batch, "batch size")->capture_default_str()->check(CLI::PositiveNumber);
@@ -803,7 +856,7 @@ inline CLI::App* add_reproduce_command(CLI::App& root) {
   cmd->add_option("--datasets", a->datasets, "which datasets: 1 (last beat labelled), 2 (first)")->capture_default_str();
   cmd->add_option("--seed", a->seed, "seed of initialisation, shuffling and the bootstrap")->capture_default_str();
   cmd->add_option("--gradcam-layer", a->gradcam_layer,
-                  "Grad-CAM's layer; auto: the deepest stage with at least 7 cells across the image (layer4 at 224, layer3 at 128, layer2 at the default 64)")
+                  "Grad-CAM's layer; auto: the deepest stage with at least 7 cells across the image (layer4 at 224, layer3 at 128, layer2 at 64)")
       ->capture_default_str();
   cmd->add_option("--bootstrap", a->bootstrap, "bootstrap resamples of test records for the intervals")
       ->capture_default_str()->check(CLI::PositiveNumber);
