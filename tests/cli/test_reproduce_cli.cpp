@@ -133,7 +133,10 @@ TEST_CASE("qx reproduce --size auto: dataset 1 at 128 px, dataset 2 at 64 px, ea
   CHECK(d2["explain"]["figures"]["gradcam_cells"] == 8);
   CHECK(fs::is_directory(out / "data" / "128px"));
   CHECK(fs::is_directory(out / "data" / "64px"));
-  CHECK(read_text(out / "report.md").find("dataset 1 (128 px, Grad-CAM at layer3)") != std::string::npos);
+  const std::string md = read_text(out / "report.md");
+  CHECK(md.find("dataset 1 (128 px, Grad-CAM at layer3)") != std::string::npos);
+  CHECK(md.find("Dataset 1 (128 px): Grad-CAM at `layer3` is a 8 × 8 grid") != std::string::npos);
+  CHECK(md.find("Dataset 2 (64 px): Grad-CAM at `layer2` is a 8 × 8 grid") != std::string::npos);
   // The authors' protocol keeps one size for both datasets.
   const auto out_authors = qx_test::temp_path("cli_reproduce_size_auto_authors");
   fs::remove_all(out_authors);

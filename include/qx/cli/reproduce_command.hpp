@@ -577,8 +577,9 @@ inline std::string report_markdown(const nlohmann::json& r) {
   }
   md << "\n## Figures\n\n";
   for (const auto& d : r["datasets"])
-    md << "Dataset " << d["dataset"] << ": Grad-CAM at `" << s["gradcam_layer"].get<std::string>() << "` is a "
-       << d["explain"]["figures"].value("gradcam_cells", 0) << " × " << d["explain"]["figures"].value("gradcam_cells", 0)
+    md << "Dataset " << d["dataset"] << " (" << d.value("size", Index{0}) << " px): Grad-CAM at `"
+       << d.value("gradcam_layer", std::string("?")) << "` is a " << d["explain"]["figures"].value("gradcam_cells", 0) << " × "
+       << d["explain"]["figures"].value("gradcam_cells", 0)
        << " grid (a six-beat window spans it; fewer than 7 cells across means one cell covers about a beat or more).\n\n";
   md << "**Figure 1** — focus histograms, one row per model (dataset 1 on top), one panel per method (saliency, Grad-CAM, guided "
         "backprop, guided Grad-CAM); 20 bins of 5 % from 0 to 100 %; the red bar at the left counts null values (focus 0); "
