@@ -150,6 +150,19 @@ TEST_CASE("qx reproduce --size auto: dataset 1 at 128 px, dataset 2 at 64 px, ea
   fs::remove_all(out_authors);
 }
 
+TEST_CASE("qx reproduce: a folder of the older one-size layout is refused in one line, not resumed at another size") {
+  const auto out = qx_test::temp_path("cli_reproduce_old_layout");
+  fs::remove_all(out);
+  fs::create_directories(out / "data");
+  std::ofstream(out / "data" / "dataset_card.json") << "{}\n";
+  const auto [code, err] = run_reproduce("--mitdb " + std::string(QX_MITDB_DIR) + " --data-limit 24 --out " + out.string());
+  CHECK(code == 2);
+  CHECK(err.find("holds the shards of an older qx") != std::string::npos);
+  CHECK(err.find((out / "data").string()) != std::string::npos);
+  CHECK_FALSE(fs::exists(out / "figures"));
+  fs::remove_all(out);
+}
+
 TEST_CASE("qx reproduce: a malformed --size is refused in one line, before any work") {
   const auto out = qx_test::temp_path("cli_reproduce_size");
   fs::remove_all(out);

@@ -190,6 +190,21 @@ TEST_CASE("an auxiliary label trains a second head on a layer's output, reaches 
   for (const char* dir : {"aux_none", "aux_straight", "aux_resumed", "aux_bad"}) fs::remove_all(qx_test::temp_path(std::string("train_") + dir));
 }
 
+TEST_CASE("a state written on samples of one shape is not resumed on another's, and says both shapes") {
+  auto small_train = blobs(32, 16, 4), small_val = blobs(16, 16, 5);
+  auto large_train = blobs(32, 24, 4), large_val = blobs(16, 24, 5);
+  auto o = quiet_options(1, "sample_shape");
+  auto model = qx::nn::resnet18<float>(1, 2, 4, 7);
+  qx::train::fit(*model, small_train, small_val, o);
+  o.epochs = 2;
+  // A convolutional network takes either size, so only the state's record can tell.
+  CHECK_THROWS_WITH_AS(qx::train::fit(*model, large_train, large_val, o),
+                       doctest::Contains("written training on samples of shape (1, 16, 16) and this run's are (1, 24, 24)"),
+                       qx::Error);
+  CHECK(qx::train::fit(*model, small_train, small_val, o).resumed);  // the same data resumes
+  fs::remove_all(o.out_dir);
+}
+
 namespace {
 /// A training set that records the epochs `fit` announces.
 struct EpochRecorder {

@@ -624,7 +624,7 @@ inline nlohmann::json run_reproduce(ReproduceArgs a) {
   }
   for (int d : a.datasets) check(d == 1 || d == 2, "--datasets takes 1 and/or 2, got ", d);
   auto size_for = [&](int dataset) { return detail::picture_size(a.size, protocol, a.paper, dataset); };
-  auto gradcam_layer_for = [&](int dataset) {
+  auto layer_for = [&](int dataset) {
     return a.gradcam_layer == "auto" ? detail::gradcam_layer_for(size_for(dataset)) : a.gradcam_layer;
   };
   // Augmentation (ecg/augment.hpp) is defined on the ink pictures of the clean protocol; the paper's
@@ -674,6 +674,11 @@ inline nlohmann::json run_reproduce(ReproduceArgs a) {
     return mixup_alpha;
   };
   const fs::path out = a.out;
+  // Before --size auto, one set of shards sat in <out>/data itself and both datasets were trained on it;
+  // such a folder's training states may be of another picture size than this run's.
+  check(!fs::exists(out / "data" / "dataset_card.json"), "reproduce: '", (out / "data").string(),
+        "' holds the shards of an older qx (one picture size for both datasets, now data/<size>px/): use another --out, or "
+        "remove '", out.string(), "' to start again");
   fs::create_directories(out / "figures");
   nlohmann::json report;
   report["started"] = detail::utc_now();
@@ -729,7 +734,7 @@ inline nlohmann::json run_reproduce(ReproduceArgs a) {
     auto model = nn::make_resnet<float>(a.arch, build.render.channels, 2, a.width, a.seed + static_cast<std::uint64_t>(dataset));
     nlohmann::json entry = {{"dataset", dataset},
                             {"size", build.render.size},
-                            {"gradcam_layer", gradcam_layer_for(dataset)},
+                            {"gradcam_layer", layer_for(dataset)},
                             {"augment_max_shift", augment_options_for(dataset).max_shift}};
     if (!a.init_weights.empty()) {
       const auto init = nn::load_matching(*model, io::SafetensorsFile::open(a.init_weights));
@@ -805,7 +810,7 @@ inline nlohmann::json run_reproduce(ReproduceArgs a) {
     figure2.emplace_back();
     figure2_sizes.push_back(build.render.size);
     const bool had_figure3 = !figure3.empty();
-    const auto rows = detail::explain_test_set(*model, test, a.explain_limit, 16, gradcam_layer_for(dataset), dataset, figures,
+    const auto rows = detail::explain_test_set(*model, test, a.explain_limit, 16, layer_for(dataset), dataset, figures,
                                                figure2.back(), figure3, device);
     if (!had_figure3 && !figure3.empty()) figure3_size = build.render.size;
     entry["explain"] = detail::focus_json(rows, a.bootstrap, a.seed);

@@ -392,6 +392,15 @@ TrainResult fit(nn::Module<T>& model, Train& train_data, Val& val_data, const Tr
   const bool persist = !o.out_dir.empty();
   if (persist) fs::create_directories(o.out_dir);
   const fs::path state_path = o.out_dir / "state.safetensors";
+  // One sample's shape, kept in the state: a convolutional network accepts pictures of any size, so
+  // without it a run resumed on other data (64-px pictures, then 128) would continue silently.
+  Shape sample_shape;
+  if (persist) {
+    Tensor<T> probe;
+    std::vector<Index> probe_labels;
+    train_data.template get_batch<T>({0}, probe, probe_labels);
+    sample_shape.assign(probe.shape().begin() + 1, probe.shape().end());
+  }
   if (persist && o.resume && fs::exists(state_path)) {
     const auto state = io::SafetensorsFile::open(state_path);
     io::SafetensorsWriter model_part, aux_part;
@@ -426,6 +435,12 @@ TrainResult fit(nn::Module<T>& model, Train& train_data, Val& val_data, const Tr
     if (aux_head) load_part(*aux_head, aux_part);
     optimizer.load_state_dict(optimizer_state);
     const auto meta = nlohmann::json::parse(state.metadata().at("trainer"));
+    if (meta.contains("sample_shape")) {  // states written before the field existed have none
+      const auto written = meta.at("sample_shape").get<Shape>();
+      check(written == sample_shape, "fit: '", state_path.string(), "' was written training on samples of shape ",
+            shape_str(written), " and this run's are ", shape_str(sample_shape),
+            ": resume with the same data, or start in an empty output folder");
+    }
     for (const auto& r : meta.at("history")) result.history.push_back(detail::from_json(r));
     start_epoch = meta.at("next_epoch");
     if (meta.contains("partial")) {  // written inside an epoch: continue with its next batch
@@ -463,7 +478,8 @@ TrainResult fit(nn::Module<T>& model, Train& train_data, Val& val_data, const Tr
       for (const auto& [name, t] : average->state_dict()) state.add("average." + name, t);
     nlohmann::json meta = {{"next_epoch", next_epoch},   {"best_accuracy", best_accuracy},
                            {"best_f1", best_f1},       {"best_epoch", result.best_epoch},
-                           {"stopped_early", result.stopped_early}, {"history", nlohmann::json::array()}};
+                           {"stopped_early", result.stopped_early}, {"history", nlohmann::json::array()},
+                           {"sample_shape", sample_shape}};
     if (partial)
       meta["partial"] = {{"next_batch", partial->next_batch}, {"loss_sum", partial->loss_sum}, {"seen", partial->seen},
                          {"correct", partial->correct},       {"seconds", partial->seconds}};
