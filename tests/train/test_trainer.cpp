@@ -198,9 +198,12 @@ TEST_CASE("a state written on samples of one shape is not resumed on another's, 
   qx::train::fit(*model, small_train, small_val, o);
   o.epochs = 2;
   // A convolutional network takes either size, so only the state's record can tell.
-  CHECK_THROWS_WITH_AS(qx::train::fit(*model, large_train, large_val, o),
+  auto other = qx::nn::resnet18<float>(1, 2, 4, 99);
+  const auto other_before = other->conv1->weight.to_vector();
+  CHECK_THROWS_WITH_AS(qx::train::fit(*other, large_train, large_val, o),
                        doctest::Contains("written training on samples of shape (1, 16, 16) and this run's are (1, 24, 24)"),
                        qx::Error);
+  CHECK(other->conv1->weight.to_vector() == other_before);  // refused before the state reached the model
   CHECK(qx::train::fit(*model, small_train, small_val, o).resumed);  // the same data resumes
   fs::remove_all(o.out_dir);
 }

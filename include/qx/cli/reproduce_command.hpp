@@ -168,8 +168,8 @@ inline std::string gradcam_layer_for(Index size) {
 /// The image side of a dataset's pictures. `--size auto` is the clean recipe's measured choice: 128 px for
 /// dataset 1 (its balanced accuracy gains about a point over 64 px) and 64 px for dataset 2 (which loses
 /// at 128 px), docs/reproduction.md; 64 px for the authors' protocol and 224 px with --paper.
-inline Index picture_size(const std::string& size, ecg::Protocol protocol, bool paper, int dataset) {
-  if (size != "auto") return static_cast<Index>(std::stol(size));
+inline Index picture_size(std::optional<Index> fixed, ecg::Protocol protocol, bool paper, int dataset) {
+  if (fixed) return *fixed;
   if (paper) return 224;
   return protocol == ecg::Protocol::qx && dataset == 1 ? 128 : 64;
 }
@@ -314,11 +314,20 @@ std::vector<std::vector<std::uint8_t>> figure2_tiles(const explain::Attributions
   return tiles;
 }
 
+/// RGB pictures drawn from square model inputs of side `side` (the datasets may differ in size).
+struct Figure2Tiles {
+  Index side = 0;
+  std::map<std::string, std::vector<std::vector<std::uint8_t>>> by_kind;  ///< "abnormal" / "normal": input, then four maps
+};
+struct Figure3Picture {
+  Index side = 0;
+  std::vector<std::uint8_t> rgb;
+};
+
 /// Focus of every explained test window, and the pictures of Figures 2 and 3.
 inline std::vector<ExplainedWindow> explain_test_set(nn::Module<float>& model, ecg::ShardedDataset& test, Index limit, Index batch,
                                                      const std::string& layer, int dataset, nlohmann::json& figures_out,
-                                                     std::map<std::string, std::vector<std::vector<std::uint8_t>>>& figure2,
-                                                     std::vector<std::uint8_t>& figure3, Device device = Device::cpu) {
+                                                     Figure2Tiles& figure2, Figure3Picture& figure3, Device device = Device::cpu) {
   Subset<ecg::ShardedDataset> subset(test, limit);
   const Index n = subset.size();
   const std::vector<explain::Method> methods{explain::Method::saliency, explain::Method::gradcam, explain::Method::guided_backprop,
@@ -352,15 +361,17 @@ inline std::vector<ExplainedWindow> explain_test_set(nn::Module<float>& model, e
       rows.push_back(row);
       // Figure 2: the first correctly classified abnormal and normal window; Figure 3: the first window.
       const std::string kind = labels[k] ? "abnormal" : "normal";
-      if (!empty_roi && row.predicted == row.label && !figure2.count(kind)) {
-        figure2[kind] = figure2_tiles(maps, images, static_cast<Index>(k), roi, test.imagenet_normalised());
+      if (!empty_roi && row.predicted == row.label && !figure2.by_kind.count(kind)) {
+        figure2.side = h;
+        figure2.by_kind[kind] = figure2_tiles(maps, images, static_cast<Index>(k), roi, test.imagenet_normalised());
         figures_out["figure2_" + kind] = {{"test_window", at}, {"record", row.record}};
       }
-      if (figure3.empty() && !empty_roi) {
+      if (figure3.rgb.empty() && !empty_roi) {
         explain::PictureOptions plain;
         plain.overlay_alpha = 0;
         plain.input_is_ink = !test.imagenet_normalised();
-        figure3 = explain::map_picture_rgb(maps.saliency, explain::Method::saliency, static_cast<Index>(k), images, roi, plain);
+        figure3.side = h;
+        figure3.rgb = explain::map_picture_rgb(maps.saliency, explain::Method::saliency, static_cast<Index>(k), images, roi, plain);
         figures_out["figure3"] = {{"test_window", at}, {"record", row.record}, {"roi", {roi.x0, roi.y0, roi.x1, roi.y1}}};
       }
     }
@@ -399,23 +410,21 @@ inline void draw_figure1(const nlohmann::json& report, const std::filesystem::pa
 
 /// Figure 2: per model two rows (a correctly classified abnormal, then normal window): the input with the
 /// ROI, saliency, Grad-CAM, guided backprop, guided Grad-CAM.
-/// Each model's pictures (of side sizes[m]) are magnified by a whole factor to about 160 px.
-inline void draw_figure2(const std::vector<std::map<std::string, std::vector<std::vector<std::uint8_t>>>>& tiles,
-                         const std::vector<Index>& sizes, const std::filesystem::path& path) {
-  check(tiles.size() == sizes.size(), "draw_figure2: ", tiles.size(), " models and ", sizes.size(), " picture sizes");
-  auto scale_of = [](Index size) { return std::max<Index>(1, 160 / size); };
+/// Each model's pictures are magnified by a whole factor to about 160 px.
+inline void draw_figure2(const std::vector<Figure2Tiles>& models, const std::filesystem::path& path) {
+  auto scale_of = [](Index side) { return std::max<Index>(1, 160 / std::max<Index>(1, side)); };
   const Index gap = 8;
   Index tile = 1;
-  for (Index size : sizes) tile = std::max(tile, size * scale_of(size));
-  const Index rows = 2 * static_cast<Index>(tiles.size());
+  for (const auto& model : models) tile = std::max(tile, model.side * scale_of(model.side));
+  const Index rows = 2 * static_cast<Index>(models.size());
   io::RgbCanvas canvas(5 * (tile + gap) + gap, std::max<Index>(1, rows) * (tile + gap) + gap);
   Index row = 0;
-  for (std::size_t m = 0; m < tiles.size(); ++m)
+  for (const auto& model : models)
     for (const char* kind : {"abnormal", "normal"}) {
-      if (tiles[m].count(kind))
-        for (std::size_t c = 0; c < tiles[m].at(kind).size(); ++c)
-          canvas.paste(tiles[m].at(kind)[c], sizes[m], sizes[m], gap + static_cast<Index>(c) * (tile + gap),
-                       gap + row * (tile + gap), scale_of(sizes[m]));
+      if (model.by_kind.count(kind))
+        for (std::size_t c = 0; c < model.by_kind.at(kind).size(); ++c)
+          canvas.paste(model.by_kind.at(kind)[c], model.side, model.side, gap + static_cast<Index>(c) * (tile + gap),
+                       gap + row * (tile + gap), scale_of(model.side));
       ++row;
     }
   canvas.write(path);
@@ -617,13 +626,15 @@ inline nlohmann::json run_reproduce(ReproduceArgs a) {
                            "fine-tune ImageNet weights; without --init-weights the network starts from random weights and barely trains\n");
   }
   const Device device = device_option(a.device);
+  std::optional<Index> fixed_size;  // --size N; none for auto
   if (a.size != "auto") {
     const auto side = detail::number_in(a.size);
     check(side && *side == std::floor(*side) && *side >= 16 && *side <= 1024, "--size '", a.size,
           "': expected auto or a whole number of pixels in [16, 1024]");
+    fixed_size = static_cast<Index>(*side);
   }
   for (int d : a.datasets) check(d == 1 || d == 2, "--datasets takes 1 and/or 2, got ", d);
-  auto size_for = [&](int dataset) { return detail::picture_size(a.size, protocol, a.paper, dataset); };
+  auto size_for = [&](int dataset) { return detail::picture_size(fixed_size, protocol, a.paper, dataset); };
   auto layer_for = [&](int dataset) {
     return a.gradcam_layer == "auto" ? detail::gradcam_layer_for(size_for(dataset)) : a.gradcam_layer;
   };
@@ -642,10 +653,11 @@ inline nlohmann::json run_reproduce(ReproduceArgs a) {
   };
   // Off is the identity change (no flip, no shift), so one training path serves both. The shift is
   // ±3 rows at 64 px, scaled with the picture.
+  constexpr Index shift_rows_at_64px = 3;
   auto augment_options_for = [&](int dataset) {
     ecg::AugmentOptions o;
     o.flip_probability = augment ? 0.5 : 0.0;
-    const double rows = 3.0 * static_cast<double>(size_for(dataset)) / 64;
+    const double rows = static_cast<double>(shift_rows_at_64px * size_for(dataset)) / 64;
     o.max_shift = augment ? std::max<Index>(1, static_cast<Index>(std::lround(rows))) : 0;
     o.seed = a.seed;
     return o;
@@ -691,7 +703,7 @@ inline nlohmann::json run_reproduce(ReproduceArgs a) {
   const ecg::AugmentOptions augment_options = augment_options_for(1);  // flip and scale are the same for both
   report["settings"]["augment"] = augment ? nlohmann::json{{"flip_probability", augment_options.flip_probability},
                                                           {"min_vertical_scale", augment_options.min_vertical_scale},
-                                                          {"max_shift_at_64px", 3}}
+                                                          {"max_shift_at_64px", shift_rows_at_64px}}
                                           : nlohmann::json(false);
   const auto info = build_info();
   report["software"] = {{"version", info.version}, {"abi_namespace", info.abi_namespace}};
@@ -721,10 +733,8 @@ inline nlohmann::json run_reproduce(ReproduceArgs a) {
   }
   report["timing"]["data_seconds"] = detail::since(stage);
 
-  std::vector<std::map<std::string, std::vector<std::vector<std::uint8_t>>>> figure2;
-  std::vector<Index> figure2_sizes;
-  std::vector<std::uint8_t> figure3;
-  Index figure3_size = 0;
+  std::vector<detail::Figure2Tiles> figure2;
+  detail::Figure3Picture figure3;
   for (int dataset : a.datasets) {
     const fs::path run = out / ("dataset" + std::to_string(dataset));
     const auto build = build_for(dataset);
@@ -808,11 +818,8 @@ inline nlohmann::json run_reproduce(ReproduceArgs a) {
     stage = clock::now();
     nlohmann::json figures;
     figure2.emplace_back();
-    figure2_sizes.push_back(build.render.size);
-    const bool had_figure3 = !figure3.empty();
     const auto rows = detail::explain_test_set(*model, test, a.explain_limit, 16, layer_for(dataset), dataset, figures,
                                                figure2.back(), figure3, device);
-    if (!had_figure3 && !figure3.empty()) figure3_size = build.render.size;
     entry["explain"] = detail::focus_json(rows, a.bootstrap, a.seed);
     entry["explain"]["samples"] = static_cast<Index>(rows.size());
     entry["explain"]["figures"] = figures;
@@ -820,11 +827,11 @@ inline nlohmann::json run_reproduce(ReproduceArgs a) {
     report["datasets"].push_back(entry);
   }
   detail::draw_figure1(report, out / "figures" / "figure1_histograms.png");
-  detail::draw_figure2(figure2, figure2_sizes, out / "figures" / "figure2_examples.png");
-  if (!figure3.empty()) {
-    const Index scale = std::max<Index>(1, 320 / figure3_size);
-    io::RgbCanvas canvas(figure3_size * scale, figure3_size * scale);
-    canvas.paste(figure3, figure3_size, figure3_size, 0, 0, scale);
+  detail::draw_figure2(figure2, out / "figures" / "figure2_examples.png");
+  if (!figure3.rgb.empty()) {
+    const Index scale = std::max<Index>(1, 320 / figure3.side);
+    io::RgbCanvas canvas(figure3.side * scale, figure3.side * scale);
+    canvas.paste(figure3.rgb, figure3.side, figure3.side, 0, 0, scale);
     canvas.write(out / "figures" / "figure3_roi.png");
   }
   report["figures"] = {"figures/figure1_histograms.png", "figures/figure2_examples.png", "figures/figure3_roi.png"};

@@ -327,6 +327,17 @@ TrainResult fit(nn::Module<T>& model, Train& train_data, Val& val_data, const Tr
       groups.push_back(std::move(g));
     }
   }
+  const bool persist = !o.out_dir.empty();
+  // One training sample: its shape is kept in the state (a convolutional network accepts pictures of any
+  // size, so without it a run resumed on other data — 64-px pictures, then 128 — would go on silently),
+  // and its forward pass gives the auxiliary head its input width.
+  Tensor<T> probe;
+  Shape sample_shape;
+  if (persist || o.auxiliary) {
+    std::vector<Index> probe_labels;
+    train_data.template get_batch<T>({0}, probe, probe_labels);
+    sample_shape.assign(probe.shape().begin() + 1, probe.shape().end());
+  }
   // The auxiliary head: its input width from one training sample's pass (eval mode, no graph), then a
   // parameter group of its own at the base learning rate.
   std::shared_ptr<nn::Linear<T>> aux_head;
@@ -350,9 +361,6 @@ TrainResult fit(nn::Module<T>& model, Train& train_data, Val& val_data, const Tr
       NoGradGuard no_grad;
       const bool was_training = model.is_training();
       model.eval();
-      Tensor<T> probe;
-      std::vector<Index> probe_labels;
-      train_data.template get_batch<T>({0}, probe, probe_labels);
       aux_capture = true;
       model(probe.to(o.device));
       aux_capture = false;
@@ -389,20 +397,18 @@ TrainResult fit(nn::Module<T>& model, Train& train_data, Val& val_data, const Tr
   double best_accuracy = -1, best_f1 = -1;
   Index start_epoch = 0, start_batch = 0, start_seen = 0, start_correct = 0;
   double start_loss_sum = 0, start_seconds = 0;
-  const bool persist = !o.out_dir.empty();
   if (persist) fs::create_directories(o.out_dir);
   const fs::path state_path = o.out_dir / "state.safetensors";
-  // One sample's shape, kept in the state: a convolutional network accepts pictures of any size, so
-  // without it a run resumed on other data (64-px pictures, then 128) would continue silently.
-  Shape sample_shape;
-  if (persist) {
-    Tensor<T> probe;
-    std::vector<Index> probe_labels;
-    train_data.template get_batch<T>({0}, probe, probe_labels);
-    sample_shape.assign(probe.shape().begin() + 1, probe.shape().end());
-  }
   if (persist && o.resume && fs::exists(state_path)) {
     const auto state = io::SafetensorsFile::open(state_path);
+    // Checked before anything of the state reaches the model, so a refused resume leaves it as it was.
+    const auto meta = nlohmann::json::parse(state.metadata().at("trainer"));
+    if (meta.contains("sample_shape")) {  // states written before the field existed have none
+      const auto written = meta.at("sample_shape").get<Shape>();
+      check(written == sample_shape, "fit: '", state_path.string(), "' was written training on samples of shape ",
+            shape_str(written), " and this run's are ", shape_str(sample_shape),
+            ": resume with the same data, or start in an empty output folder");
+    }
     io::SafetensorsWriter model_part, aux_part;
     std::map<std::string, Tensor<T>> optimizer_state, average_state;
     bool has_aux = false;
@@ -434,13 +440,6 @@ TrainResult fit(nn::Module<T>& model, Train& train_data, Val& val_data, const Tr
     load_part(model, model_part);
     if (aux_head) load_part(*aux_head, aux_part);
     optimizer.load_state_dict(optimizer_state);
-    const auto meta = nlohmann::json::parse(state.metadata().at("trainer"));
-    if (meta.contains("sample_shape")) {  // states written before the field existed have none
-      const auto written = meta.at("sample_shape").get<Shape>();
-      check(written == sample_shape, "fit: '", state_path.string(), "' was written training on samples of shape ",
-            shape_str(written), " and this run's are ", shape_str(sample_shape),
-            ": resume with the same data, or start in an empty output folder");
-    }
     for (const auto& r : meta.at("history")) result.history.push_back(detail::from_json(r));
     start_epoch = meta.at("next_epoch");
     if (meta.contains("partial")) {  // written inside an epoch: continue with its next batch
