@@ -5,9 +5,12 @@
 // Winograd rows can exceed 100 %) and the fraction of the fp32 FMA peak measured by the same chains as
 // qx_bench_fma_peak. When /usr/bin/python3 has torch, the
 // same work in PyTorch 1.13 (benchmarks/conv2d_torch.py, tuned) is printed beside it with the ratio.
-// Usage: qx_bench_conv2d [--quick] [--no-torch] [--narrow] [--peak GFLOPS_PER_CORE]
+// Usage: qx_bench_conv2d [--quick] [--no-torch] [--narrow | --resnet18] [--peak GFLOPS_PER_CORE]
+//                        [--algorithm im2col|winograd|direct]
 // (--peak fixes the denominator, e.g. to the figure qx_bench_fma_peak measured on an idle machine;
-// --narrow times the main job's narrow model's layers instead of resnet50/resnet18's.)
+// --narrow times the main job's narrow model's layers instead of resnet50/resnet18's; --resnet18 the
+// distinct convolutions of issue 8's resnet18 on 1×128², each with how many times the model holds it;
+// --algorithm forces one algorithm where it applies, to compare it with what `automatic` picks.)
 #include <qx/core/parallel.hpp>
 #include <qx/core/random.hpp>
 #include <qx/kernels/conv2d_algorithm.hpp>
@@ -30,6 +33,7 @@ namespace {
 struct Case {
   const char* name;
   Index c_in, c_out, size, kernel, stride, pad;
+  int in_model = 1;  // how many convolutions of the model have this shape (--resnet18's total)
 };
 const std::vector<Case> wide_cases = {
     {"stem7x7s2_3to64_224", 3, 64, 224, 7, 2, 3},  {"3x3_64to64_56", 64, 64, 56, 3, 1, 1},
@@ -43,6 +47,15 @@ const std::vector<Case> narrow_cases = {
     {"3x3s2_16to32_16", 16, 32, 16, 3, 2, 1},     {"3x3s2_32to64_8", 32, 64, 8, 3, 2, 1},
     {"3x3_64to64_4", 64, 64, 4, 3, 1, 1},         {"3x3s2_64to128_4", 64, 128, 4, 3, 2, 1},
     {"3x3_128to128_2", 128, 128, 2, 3, 1, 1},     {"1x1s2_64to128_4", 64, 128, 4, 1, 2, 0},
+};
+// --resnet18: torchvision's resnet18 with a 1-channel stem on 1×128² (qx_bench_train_step's first model).
+const std::vector<Case> resnet18_cases = {
+    {"stem7x7s2_1to64_128", 1, 64, 128, 7, 2, 3, 1},  {"3x3_64to64_32", 64, 64, 32, 3, 1, 1, 4},
+    {"3x3s2_64to128_32", 64, 128, 32, 3, 2, 1, 1},    {"1x1s2_64to128_32", 64, 128, 32, 1, 2, 0, 1},
+    {"3x3_128to128_16", 128, 128, 16, 3, 1, 1, 3},    {"3x3s2_128to256_16", 128, 256, 16, 3, 2, 1, 1},
+    {"1x1s2_128to256_16", 128, 256, 16, 1, 2, 0, 1},  {"3x3_256to256_8", 256, 256, 8, 3, 1, 1, 3},
+    {"3x3s2_256to512_8", 256, 512, 8, 3, 2, 1, 1},    {"1x1s2_256to512_8", 256, 512, 8, 1, 2, 0, 1},
+    {"3x3_512to512_4", 512, 512, 4, 3, 1, 1, 3},
 };
 
 // The algorithm of one pass, or of the three ("mixed" when they differ), as conv2d_*_auto picks it.
@@ -84,13 +97,25 @@ std::map<std::string, double> run_torch(Index batch, int repeats, const std::str
 }  // namespace
 
 int main(int argc, char** argv) {
-  bool quick = false, torch = true, narrow = false;
+  bool quick = false, torch = true, narrow = false, resnet18 = false;
   double fixed_peak = 0;
   for (int i = 1; i < argc; ++i) {
     if (!std::strcmp(argv[i], "--quick")) quick = true;
     if (!std::strcmp(argv[i], "--no-torch")) torch = false;
     if (!std::strcmp(argv[i], "--narrow")) narrow = true;
+    if (!std::strcmp(argv[i], "--resnet18")) resnet18 = true;
     if (!std::strcmp(argv[i], "--peak") && i + 1 < argc) fixed_peak = std::atof(argv[++i]);
+    if (!std::strcmp(argv[i], "--algorithm") && i + 1 < argc) {
+      const std::string name = argv[++i];
+      using qx::kernels::Conv2dAlgorithm;
+      if (name == "im2col") qx::kernels::set_conv2d_algorithm(Conv2dAlgorithm::im2col_gemm);
+      else if (name == "winograd") qx::kernels::set_conv2d_algorithm(Conv2dAlgorithm::winograd);
+      else if (name == "direct") qx::kernels::set_conv2d_algorithm(Conv2dAlgorithm::direct);
+      else {
+        std::fprintf(stderr, "qx_bench_conv2d: --algorithm takes im2col, winograd or direct, not '%s'\n", name.c_str());
+        return 2;
+      }
+    }
   }
   const Index batch = quick ? 8 : 32;
   const int repeats = quick ? 2 : 3;
@@ -98,7 +123,7 @@ int main(int argc, char** argv) {
   const double peak1 = fixed_peak > 0 ? fixed_peak : bench::fma_peak_per_thread();
   std::printf("conv2d, float32, batch %lld, best of %d; fp32 FMA peak %.1f GFLOP/s per thread\n",
               static_cast<long long>(batch), repeats, peak1);
-  const std::vector<Case>& cases = narrow ? narrow_cases : wide_cases;
+  const std::vector<Case>& cases = narrow ? narrow_cases : resnet18 ? resnet18_cases : wide_cases;
   std::string names;
   for (const auto& c : cases) names += (names.empty() ? "" : ",") + std::string(c.name);
   const auto reference = torch ? run_torch(batch, repeats, names) : std::map<std::string, double>{};
@@ -108,6 +133,8 @@ int main(int argc, char** argv) {
   qx::Rng rng(0);
   for (int threads = 1; threads <= std::min(2, max_threads); ++threads) {
     qx::set_num_threads(threads);
+    double model_ms = 0, model_torch = 0;  // Σ over the model's convolutions (--resnet18)
+    bool model_torch_complete = true;
     for (const auto& c : cases) {
       const Conv2dShape s{batch, c.c_in, c.size, c.size, c.c_out, c.kernel, c.kernel, c.stride, c.stride, c.pad, c.pad};
       std::vector<float> x(static_cast<std::size_t>(s.n * s.c_in * s.h * s.w)), w(static_cast<std::size_t>(s.c_out * s.patch()));
@@ -138,6 +165,15 @@ int main(int argc, char** argv) {
         if (it != reference.end()) total_torch += it->second, ++torch_found;
       }
       print("total", total_ms, 3 * gflop, torch_found == 3 ? total_torch : 0.0);
+      model_ms += c.in_model * total_ms;
+      model_torch += c.in_model * total_torch;
+      model_torch_complete = model_torch_complete && torch_found == 3;
+    }
+    if (resnet18) {
+      std::printf("resnet18 1x128 b%lld, all convolutions' three passes, %d thread(s): qx %.2f ms", static_cast<long long>(batch),
+                  threads, model_ms);
+      if (model_torch_complete && model_torch > 0) std::printf(", torch %.2f ms, qx/torch %.2fx", model_torch, model_torch / model_ms);
+      std::printf("\n");
     }
   }
   std::printf("qx/torch > 1 means qx is faster (ratio of PyTorch's time to qx's).\n");

@@ -24,7 +24,7 @@ int main(int argc, char** argv) {
     int channels, size, batch;
   };
   const Config configs[] = {{"resnet18", 1, 128, 1}, {"resnet18", 1, 128, 16}, {"resnet50", 3, 224, 1}, {"resnet50", 3, 224, 16}};
-  const int repeats = quick ? 1 : 3;
+  const int repeats = quick ? 1 : 8;  // best of 8 on both sides, as qx_bench_train_step
   std::printf("five attribution maps, eval mode, float32, %d threads, best of %d\n", qx::num_threads(), repeats);
   std::printf("%-24s %12s %10s %14s %-14s %9s\n", "config", "qx ms/img", "qx flt/pass", "torch ms/img", "torch layout", "speed-up");
   for (const auto& c : configs) {

@@ -261,15 +261,26 @@ TEST_CASE_TEMPLATE("Winograd F(4x4, 3x3) matches the naive loops on 3x3 stride-1
       {2, 5, 30, 29, 6, 3, 3, 1, 1, 1, 1},   // 64 tiles per image: products of whole column tiles
       {1, 3, 40, 36, 4, 3, 3, 1, 1, 1, 1},   // 90 tiles, a partial lane group
       {1, 62, 32, 30, 62, 3, 3, 1, 1, 1, 1}, // 64 tiles; float: filters packed for the GEMMs, rows not a multiple of 6
+      {32, 48, 4, 4, 80, 3, 3, 1, 1, 1, 1},  // one tile per image, 32 in one block: float's products transposed
+                                             // with whole 16×16 blocks, 80 columns of filters in two panels
   };
   for (const auto& s : shapes) CHECK(wino::applies(s));
 #if defined(__AVX512F__)
-  // Float's GEMMs take the transformed filters packed once (both orientations) for 62 → 62 channels on 64
-  // tiles, and U as it is for 70 → 67 on blocks of 20 tiles (gemm computes those products transposed).
+  // Float's GEMMs take the transformed filters packed once (both orientations): as their A for 62 → 62
+  // channels on 64 tiles and 70 → 67 on 36, as their B for 48 → 80 on 32 (gemm computes those products
+  // transposed). Few tiles make the whole batch one block, its 36 products shared by the threads: 9 images
+  // of 4 tiles (blocks of 5 images would have had 20 columns), 32 of one tile.
   if constexpr (std::is_same_v<T, float>) {
     const std::vector<float> w(static_cast<std::size_t>(70 * 67 * 9), 0.5f);
-    for (bool transpose : {false, true}) REQUIRE(wino::detail::TransformedFilters<float>(shapes[7], w.data(), transpose).packed);
-    REQUIRE_FALSE(wino::detail::TransformedFilters<float>(shapes[3], w.data(), false).packed);
+    for (bool transpose : {false, true}) {
+      REQUIRE(wino::detail::TransformedFilters<float>(shapes[7], w.data(), transpose).packed);
+      REQUIRE(wino::detail::TransformedFilters<float>(shapes[3], w.data(), transpose).packed);
+      const wino::detail::TransformedFilters<float> u(shapes[8], w.data(), transpose);
+      REQUIRE(u.b_panels);
+      REQUIRE_FALSE(u.packed);
+    }
+    REQUIRE(wino::detail::images_per_tile_block(shapes[3], wino::Tiling(shapes[3])) == 9);
+    REQUIRE(wino::detail::images_per_tile_block(shapes[8], wino::Tiling(shapes[8])) == 32);
   }
 #endif
   CHECK_FALSE(wino::applies({1, 3, 8, 8, 4, 3, 3, 2, 2, 1, 1}));
@@ -308,6 +319,7 @@ TEST_CASE_TEMPLATE("the convolution algorithm is chosen per shape and pass", T, 
   REQUIRE(qx::kernels::conv2d_algorithm() == qx::kernels::Conv2dAlgorithm::automatic);
   const Conv2dShape narrow_32{32, 16, 32, 32, 16, 3, 3, 1, 1, 1, 1}, narrow_16{32, 16, 16, 16, 16, 3, 3, 1, 1, 1, 1};
   const Conv2dShape wide{32, 64, 16, 16, 64, 3, 3, 1, 1, 1, 1}, few_tiles{2, 256, 14, 14, 256, 3, 3, 1, 1, 1, 1};
+  const Conv2dShape deep_4x4{32, 512, 4, 4, 512, 3, 3, 1, 1, 1, 1}, fewer_tiles{4, 256, 8, 8, 256, 3, 3, 1, 1, 1, 1};
   const Conv2dShape eight{32, 8, 32, 32, 8, 3, 3, 1, 1, 1, 1}, strided{32, 16, 32, 32, 16, 3, 3, 2, 2, 1, 1};
   const Conv2dShape mid_32{32, 24, 32, 32, 24, 3, 3, 1, 1, 1, 1}, odd_rows{32, 16, 32, 40, 16, 3, 3, 1, 1, 1, 1};
   const std::vector<ConvPass> passes = {ConvPass::forward, ConvPass::input_gradient, ConvPass::weight_gradient};
@@ -326,7 +338,18 @@ TEST_CASE_TEMPLATE("the convolution algorithm is chosen per shape and pass", T, 
   CHECK(runs_winograd(mid_32, ConvPass::weight_gradient));
   CHECK(runs_winograd(odd_rows, ConvPass::weight_gradient));  // rows of 40: not the direct kernel's
   CHECK_FALSE(runs_winograd(odd_rows, ConvPass::forward));
+  // Fewer than 48 tiles: forward and input gradient from 8192 channel-tiles (32 tiles of 256 and of 512
+  // channels), the weight gradient never.
+  for (const Conv2dShape& s : {few_tiles, deep_4x4}) {
+    CHECK(runs_winograd(s, ConvPass::forward));
+    CHECK(runs_winograd(s, ConvPass::input_gradient));
+    CHECK_FALSE(runs_winograd(s, ConvPass::weight_gradient));
+  }
 #else
+  for (ConvPass pass : passes) {
+    CHECK_FALSE(runs_winograd(few_tiles, pass));
+    CHECK_FALSE(runs_winograd(deep_4x4, pass));
+  }
   for (ConvPass pass : passes) CHECK_FALSE(runs_direct(narrow_32, pass));
   CHECK_FALSE(runs_winograd(narrow_32, ConvPass::forward));
   CHECK_FALSE(runs_winograd(narrow_32, ConvPass::input_gradient));
@@ -337,7 +360,7 @@ TEST_CASE_TEMPLATE("the convolution algorithm is chosen per shape and pass", T, 
     CHECK_FALSE(runs_direct(strided, pass));
     CHECK_FALSE(runs_winograd(narrow_16, pass));  // 16 tiles per image
     CHECK(runs_winograd(wide, pass));
-    CHECK_FALSE(runs_winograd(few_tiles, pass));  // 32 tiles in the batch
+    CHECK_FALSE(runs_winograd(fewer_tiles, pass));  // 16 tiles of 256 channels
     CHECK_FALSE(runs_winograd(eight, pass));
     CHECK_FALSE(runs_winograd(strided, pass));
   }

@@ -19,6 +19,7 @@
 
 #include <algorithm>
 #include <array>
+#include <cstdint>
 #include <cstring>
 #include <type_traits>
 #include <utility>
@@ -172,6 +173,9 @@ void for_each_lane_group(Index columns, Body&& body) {
 /// the filter o·C_in + c stored there (or −1: a padding position, stored as zero).
 template <class T, class FilterAt>
 void transform_filters(const T* weight, Index size, T* u, FilterAt&& filter_at) {
+  // U larger than the caches goes to memory whatever we do; streaming stores skip reading each line
+  // before overwriting it (a third of the traffic; 512 → 512 channels have 37.7 MB of U).
+  [[maybe_unused]] const bool stream = points * size * Index{sizeof(T)} > (Index{16} << 20);
   parallel_for(0, (size + lanes - 1) / lanes, [&](Index group) {
     LaneVector<T> in[r * r], out[points];
     const Index first = group * lanes, count = std::min<Index>(lanes, size - first);
@@ -181,8 +185,18 @@ void transform_filters(const T* weight, Index size, T* u, FilterAt&& filter_at) 
       for (int e = 0; e < r * r; ++e) in[e][lane] = f < 0 ? T(0) : weight[f * r * r + e];
     }
     sandwich<t, r, g>(in, out);
+#if defined(__AVX512F__)
+    if constexpr (std::is_same_v<T, float>)
+      if (stream && count == lanes && reinterpret_cast<std::uintptr_t>(u + first) % 64 == 0 && size % lanes == 0) {
+        for (int xi = 0; xi < points; ++xi) _mm512_stream_ps(u + xi * size + first, out[xi]);
+        return;
+      }
+#endif
     for (int xi = 0; xi < points; ++xi) store_first_lanes(out[xi], count, u + xi * size + first);
   }, lanes * points * r * t);
+#if defined(__AVX512F__)
+  if (stream) _mm_sfence();  // the streamed lines reach memory before the GEMMs read them
+#endif
 }
 
 /**
@@ -240,18 +254,36 @@ void transform_output_grads(const Conv2dShape& s, const Tiling& tiling, const T*
 /// that writes it and the GEMM that reads it.
 inline constexpr Index winograd_columns = 128;
 
-/// Images per block of for_each_tile_block.
+/// Whether blocks of `columns` tiles have their products computed transposed (kernels/gemm.hpp) in both
+/// passes that multiply by the transformed filters: few tiles, the filters on the 64-column side.
+inline bool few_tiles(const Conv2dShape& s, Index columns) {
+  return kernels::detail::computes_transposed(s.c_out, columns) && kernels::detail::computes_transposed(s.c_in, columns);
+}
+
+/**
+ * Images per block of for_each_tile_block: kernels/conv2d.hpp's blocking (a block per thread when there
+ * are enough images) — except for few tiles, where the batch is one block if it fits (up to
+ * winograd_columns tiles, within the per-thread scratch budget) and the threads share its 36 products:
+ * the filters' transform then outweighs the tiles' (a 4×4 plane is one tile; 512 → 512 channels have 9.4
+ * MB of filters and 37.7 MB transformed), and a block per thread would have each thread stream all of it.
+ */
 inline Index images_per_tile_block(const Conv2dShape& s, const Tiling& tiling) {
   const Index per_image = points * (s.c_in + s.c_out) * tiling.per_image();
-  return kernels::detail::images_per_block(s.n, per_image, tiling.per_image(), winograd_columns);
+  const Index shared = kernels::detail::images_per_block(s.n, per_image, tiling.per_image(), winograd_columns);
+  if (!few_tiles(s, shared * tiling.per_image())) return shared;
+  constexpr Index budget = Index{1} << 22;  // images_per_block's
+  return std::clamp<Index>(std::min(budget / per_image, winograd_columns / tiling.per_image()), 1, s.n);
 }
 
 /**
  * The transformed filters as the 36 GEMMs take them, in a buffer from the cache: op(U_ξ) = U_ξ for the
- * forward pass, U_ξᵀ for the input gradient (`transposed`). With AVX-512 in float, op(U_ξ) already in the
- * GEMM's panels, one packed matrix per point, so that no product packs its A again
- * (detail::packed::pack_a_whole's layout) — unless gemm would compute the products of a block of
- * for_each_tile_block transposed (few columns: then U_ξ is their B). Otherwise U (36, C_out, C_in).
+ * forward pass, U_ξᵀ for the input gradient (`transposed`). With AVX-512 in float, already in the GEMM's
+ * panels so that no product packs them again: op(U_ξ) as A (`packed`: detail::packed::pack_a_whole's
+ * layout, one packed matrix per point), or — when gemm would compute the products of a block of
+ * for_each_tile_block transposed (few tile columns) — op(U_ξ)ᵀ as B (`b_panels`: 64-column panels,
+ * detail::packed::panel_offset's layout), the product then being out_ξᵀ = in_ξᵀ · op(U_ξ)ᵀ. Packing
+ * op(U_ξ)ᵀ per product (a 16×16 register transpose per block) had been a sixth of a 512-channel layer's
+ * forward pass on 4×4 planes. Otherwise (double, or no AVX-512) U (36, C_out, C_in).
  */
 template <class T>
 struct TransformedFilters {
@@ -259,12 +291,44 @@ struct TransformedFilters {
   bool transposed;
   Index rows, depth;  // op(U_ξ)'s shape
   bool packed = false;
+  bool b_panels = false;
   TransformedFilters(const Conv2dShape& s, const T* weight, bool transpose)
       : transposed(transpose), rows(transpose ? s.c_in : s.c_out), depth(transpose ? s.c_out : s.c_in) {
 #if defined(__AVX512F__)
     if constexpr (std::is_same_v<T, float>) {
       const Tiling tiling(s);
-      if (!kernels::detail::computes_transposed(rows, images_per_tile_block(s, tiling) * tiling.per_image())) {
+      if (kernels::detail::computes_transposed(rows, images_per_tile_block(s, tiling) * tiling.per_image())) {
+        b_panels = true;
+        // Positions in panel_offset's layout of op(U_ξ)ᵀ (depth × rows) from position q: panel by panel
+        // of 64 columns, depth by depth, column by column; a column ≥ rows is padding. Counters, not
+        // divisions: the walk runs once per stored value.
+        constexpr Index nr = kernels::detail::packed::nr;
+        struct Walk {
+          Index panel, row, lane;  // column = panel + lane
+          Index depth, rows, c_in;
+          bool transpose;
+          Index filter() const {
+            const Index column = panel + lane;
+            if (column >= rows) return -1;
+            // op(U)ᵀ[row][column] = op(U)[column][row]: U[column][row] forward, U[row][column] transposed.
+            return transpose ? row * c_in + column : column * c_in + row;
+          }
+          void advance() {
+            if (++lane < nr) return;
+            lane = 0;
+            if (++row < depth) return;
+            row = 0;
+            panel += nr;
+          }
+        };
+        values = memory::Buffer<T>(static_cast<std::size_t>(points * size()));
+        transform_filters(weight, size(), values.data(), [&](Index q) {
+          const Index within = q % (depth * nr);
+          return Walk{q / (depth * nr) * nr, within / nr, within % nr, depth, rows, s.c_in, transpose};
+        });
+        return;
+      }
+      {
         packed = true;
         // Positions in pack_a_whole's layout of op(U_ξ), with the filter each holds.
         struct Walk {
@@ -298,6 +362,7 @@ struct TransformedFilters {
   Index size() const {
 #if defined(__AVX512F__)
     if (packed) return kernels::detail::packed::packed_a_size(rows, depth);
+    if (b_panels) return kernels::detail::whole_panels(rows) * depth;
 #endif
     return rows * depth;
   }
@@ -314,6 +379,19 @@ void for_each_tile_block(const Conv2dShape& s, const Tiling& tiling, Body&& body
                                      });
 }
 
+#if defined(__AVX512F__)
+/// to (columns × rows) = fromᵀ for from (rows × columns), both row-major: 16×16 register transposes, the
+/// edges element by element.
+inline void transpose_into(const float* from, Index rows, Index columns, float* to) {
+  const Index whole_rows = rows / 16 * 16, whole_columns = columns / 16 * 16;
+  for (Index i = 0; i < whole_rows; i += 16)
+    for (Index j = 0; j < whole_columns; j += 16)
+      kernels::detail::packed::transpose_16x16(from + i * columns + j, columns, to + j * rows + i, rows);
+  for (Index i = 0; i < rows; ++i)
+    for (Index j = i < whole_rows ? whole_columns : 0; j < columns; ++j) to[j * rows + i] = from[i * columns + j];
+}
+#endif
+
 /// out_ξ (rows, ld) = op(U_ξ) · in_ξ (depth, ld) for the 36 points: U_ξ (C_out, C_in) itself (forward:
 /// rows = C_out) or transposed (backward_input: rows = C_in). The GEMMs run on the threads side by side.
 template <class T>
@@ -322,11 +400,19 @@ void multiply_points(const TransformedFilters<T>& u, const T* in, T* out, Index 
   parallel_for(0, points, [&](Index xi) {
     const T* u_xi = u.values.data() + xi * u.size();
 #if defined(__AVX512F__)
-    if constexpr (std::is_same_v<T, float>)
+    if constexpr (std::is_same_v<T, float>) {
       if (u.packed) {
         gemm(PackedA{u_xi, rows, depth}, false, ld, 1.0f, in + xi * depth * ld, ld, 0.0f, out + xi * rows * ld, ld);
         return;
       }
+      if (u.b_panels) {  // out_ξᵀ (ld × rows) = in_ξᵀ · op(U_ξ)ᵀ into the thread's scratch, then transposed
+        float* product = kernels::detail::packed::c_buffer().get(ld * rows);
+        kernels::detail::packed::gemm_b_panels(true, ld, rows, depth, 1.0f, in + xi * depth * ld, ld, u_xi, 0.0f, product,
+                                               rows);
+        transpose_into(product, ld, rows, out + xi * rows * ld);
+        return;
+      }
+    }
 #endif
     gemm(u.transposed, false, rows, ld, depth, T(1), u_xi, u.transposed ? rows : depth, in + xi * depth * ld, ld, T(0),
          out + xi * rows * ld, ld);
@@ -358,6 +444,34 @@ void conv2d_forward(const Conv2dShape& s, const T* x, const T* weight, const T* 
         detail::load_lanes(mm, s.c_out, o, ld, first_column, count, tile);
         sandwich<m, t, at>(tile, out);
         auto where = tiling.locate(first_column);
+#if defined(__AVX512F__)
+        if constexpr (std::is_same_v<T, float>) {
+          // One register transpose puts each tile's 16 outputs side by side; a whole tile's four rows are
+          // then four 4-float stores (not 16 scalar ones read out of 16 vectors).
+          LaneVector<float> biased[m * m];
+          for (int e = 0; e < m * m; ++e) biased[e] = out[e] + add;
+          alignas(64) float by_tile[lanes][m * m];
+          kernels::detail::packed::transpose_16x16(reinterpret_cast<const float*>(biased), lanes, by_tile[0], m * m);
+          for (Index lane = 0; lane < count; ++lane, tiling.advance(where)) {
+            float* plane = y + ((first + where.image) * s.c_out + o) * tiling.out_h * tiling.out_w;
+            const int rows = static_cast<int>(std::min<Index>(m, tiling.out_h - where.ty * m));
+            const int cols = static_cast<int>(std::min<Index>(m, tiling.out_w - where.tx * m));
+            for (int i = 0; i < rows; ++i) {
+              float* to = plane + (where.ty * m + i) * tiling.out_w + where.tx * m;
+              const float* from = by_tile[lane] + i * m;
+              if (cols == m) {
+                __m128 row = _mm_loadu_ps(from);
+                if (stage.residual) row = _mm_add_ps(row, _mm_loadu_ps(stage.residual + (to - y)));
+                if (stage.relu) row = _mm_max_ps(_mm_setzero_ps(), row);  // a NaN passes, as Relu lets it
+                _mm_storeu_ps(to, row);
+              } else {
+                for (int j = 0; j < cols; ++j) to[j] = stage.active() ? stage(from[j], &to[j] - y) : from[j];
+              }
+            }
+          }
+          return;
+        }
+#endif
         for (Index lane = 0; lane < count; ++lane, tiling.advance(where)) {
           T* plane = y + ((first + where.image) * s.c_out + o) * tiling.out_h * tiling.out_w;
           const int rows = static_cast<int>(std::min<Index>(m, tiling.out_h - where.ty * m));
