@@ -340,6 +340,30 @@ TEST_CASE("WeightAverage: the warmed-up moving average of parameters and running
   CHECK_THROWS_AS(qx::train::WeightAverage<double>(model, 0.0), qx::Error);
 }
 
+TEST_CASE("WeightAverage: the warm-up, not the decay, sets the average of runs shorter than (10d - 1)/(1 - d) steps") {
+  // docs/training.md: for d = 0.999 the warm-up (1 + t)/(10 + t) stays below d until t = 8991, so a
+  // 0.9995 average is the same as a 0.999 one until then, to the last bit; from t = 8991 on 0.999 binds.
+  qx::nn::Sequential<double> model;
+  qx::Rng rng(5);
+  auto linear = model.push_back(std::make_shared<qx::nn::Linear<double>>(1, 1, rng));
+  qx::train::WeightAverage<double> nominal(model, 0.999), longer(model, 0.9995);
+  int first_different = 0;
+  for (int t = 1; t <= 8990; ++t) {
+    if (!first_different && nominal.next_decay() != longer.next_decay()) first_different = t;
+    linear->weight.data()[0] = std::cos(0.01 * t);
+    nominal.update();
+    longer.update();
+  }
+  CHECK(first_different == 0);
+  CHECK(nominal.next_decay() == 0.999);          // t = 8991: 8992/9001 > 0.999
+  CHECK(longer.next_decay() == 8992.0 / 9001.0);  // still the warm-up
+  nominal.swap();
+  const double a = linear->weight.data()[0];
+  nominal.swap();
+  longer.swap();
+  CHECK(linear->weight.data()[0] == a);
+}
+
 TEST_CASE("with a weight average, fit validates, checkpoints and returns the average, and resumes it exactly") {
   auto train = blobs(64, 16, 4), val = blobs(32, 16, 5);
   auto o = quiet_options(3, "averaged_straight");

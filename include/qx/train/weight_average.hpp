@@ -3,12 +3,13 @@
 // t = 1, 2, …, with decay d:
 //   θ̄ ← d_t·θ̄ + (1 − d_t)·θ,        d_t = min(d, (1 + t) / (10 + t))
 // θ̄ starts as the weights at construction; the warm-up d_t forgets them within a few dozen steps
-// instead of 1/(1 − d). Parameters and floating-point buffers (batch norm's running mean and variance)
+// instead of 1/(1 − d). It stays below d until t = (10d − 1)/(1 − d) (8,991 steps for d = 0.999): a
+// shorter run's average has a mean age of t/10 steps whatever d is (docs/training.md). Parameters and floating-point buffers (batch norm's running mean and variance)
 // are averaged alike; integer buffers (num_batches_tracked) are counters and stay the model's.
 //
 // Why: on the inter-patient ECG split, the test score of the raw weights swings by several points from
-// one epoch to the next, and the checkpoint rule then picks a swing, not a model. The average over the
-// last ~1/(1 − d) steps is a smoother, usually better model (docs/training.md has the measurement).
+// one epoch to the next, and the checkpoint rule then picks a swing, not a model. The average of the
+// recent steps is a smoother, usually better model (docs/training.md has the measurement).
 #pragma once
 #include "qx/config.hpp"
 #include "qx/core/error.hpp"
