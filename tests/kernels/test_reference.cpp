@@ -263,6 +263,7 @@ TEST_CASE_TEMPLATE("Winograd F(4x4, 3x3) matches the naive loops on 3x3 stride-1
       {1, 62, 32, 30, 62, 3, 3, 1, 1, 1, 1}, // 64 tiles; float: filters packed for the GEMMs, rows not a multiple of 6
       {32, 48, 4, 4, 80, 3, 3, 1, 1, 1, 1},  // one tile per image, 32 in one block: float's products transposed
                                              // with whole 16×16 blocks, 80 columns of filters in two panels
+      {2, 320, 4, 4, 448, 3, 3, 1, 1, 1, 1}, // float: transformed filters over 16 MB, written by streaming stores
   };
   for (const auto& s : shapes) CHECK(wino::applies(s));
 #if defined(__AVX512F__)
@@ -271,13 +272,19 @@ TEST_CASE_TEMPLATE("Winograd F(4x4, 3x3) matches the naive loops on 3x3 stride-1
   // transposed). Few tiles make the whole batch one block, its 36 products shared by the threads: 9 images
   // of 4 tiles (blocks of 5 images would have had 20 columns), 32 of one tile.
   if constexpr (std::is_same_v<T, float>) {
-    const std::vector<float> w(static_cast<std::size_t>(70 * 67 * 9), 0.5f);
+    const std::vector<float> w(static_cast<std::size_t>(320 * 448 * 9), 0.5f);
     for (bool transpose : {false, true}) {
       REQUIRE(wino::detail::TransformedFilters<float>(shapes[7], w.data(), transpose).packed);
       REQUIRE(wino::detail::TransformedFilters<float>(shapes[3], w.data(), transpose).packed);
-      const wino::detail::TransformedFilters<float> u(shapes[8], w.data(), transpose);
-      REQUIRE(u.b_panels);
-      REQUIRE_FALSE(u.packed);
+      for (std::size_t k : {8, 9}) {
+        const wino::detail::TransformedFilters<float> u(shapes[k], w.data(), transpose);
+        REQUIRE(u.b_panels);
+        REQUIRE_FALSE(u.packed);
+      }
+      // 320 × 448 filters in whole 64-column panels, 36 points, 4 bytes: 20.6 MB, past the streaming bound.
+      const wino::detail::TransformedFilters<float> big(shapes[9], w.data(), transpose);
+      REQUIRE(wino::points * big.size() * 4 == 36 * 320 * 448 * 4);
+      REQUIRE(wino::points * big.size() * 4 > wino::detail::streamed_filter_bytes);
     }
     REQUIRE(wino::detail::images_per_tile_block(shapes[3], wino::Tiling(shapes[3])) == 9);
     REQUIRE(wino::detail::images_per_tile_block(shapes[8], wino::Tiling(shapes[8])) == 32);

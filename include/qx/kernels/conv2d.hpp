@@ -258,13 +258,15 @@ void col2im(const Conv2dShape& s, const T* col, Index ld, T* x) {
 
 /// Images per GEMM: enough columns (images · columns_per_image ≥ enough_columns) to keep the GEMM
 /// efficient when an image has few (deep layers), within a scratch of about 4 M elements (16 MB in
-/// float) per thread.
-inline Index images_per_block(Index n, Index scratch_per_image, Index columns_per_image, Index enough_columns = 512) {
+/// float) per thread; blocks shared evenly among `block_threads` threads (1: the batch in as few blocks
+/// as fit, for a caller whose threads share each block's work instead).
+inline Index images_per_block(Index n, Index scratch_per_image, Index columns_per_image, Index enough_columns = 512,
+                              Index block_threads = num_threads()) {
   constexpr Index budget = Index{1} << 22;
   Index b = std::max<Index>(1, budget / std::max<Index>(1, scratch_per_image));
   b = std::min(b, std::max<Index>(1, enough_columns / std::max<Index>(1, columns_per_image)));
   // Keep every thread busy with its own blocks rather than splitting one GEMM across threads.
-  const Index threads = std::max<Index>(1, num_threads());
+  const Index threads = std::max<Index>(1, block_threads);
   b = std::min(std::min(b, std::max<Index>(1, (n + threads - 1) / threads)), std::max<Index>(1, n));
   // Equal shares: round the block count up to a multiple of the threads, then even out the blocks
   // (32 images in blocks of 10 would give one thread 20 images and the other 12).

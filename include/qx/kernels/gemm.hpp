@@ -53,17 +53,17 @@ inline void gemm_packed_oriented(bool trans_a, bool trans_b, Index m, Index n, I
   // op(B)ᵀ is B read the other way: stored k×n untransposed, it is an n×k operand "transposed".
   float* ct = packed::c_buffer().get(m * n);  // Cᵀ (n×m)
   packed::gemm_packed(!trans_b, !trans_a, n, m, k, alpha, b, ldb, a, lda, 0.0f, ct, m);
-  // C = Cᵀᵀ (+ β·C), 16 rows of C per pass: 16 consecutive reads of a Cᵀ row are one cache line.
-  auto transpose_into_c = [&](auto combine) {
-    constexpr Index block = 16;
-    for (Index i0 = 0; i0 < m; i0 += block) {
-      const Index i1 = std::min(m, i0 + block);
-      for (Index j = 0; j < n; ++j)
-        for (Index i = i0; i < i1; ++i) c[i * ldc + j] = combine(ct[j * m + i], c[i * ldc + j]);
-    }
-  };
-  if (beta == 0.0f) transpose_into_c([](float t, float) { return t; });  // C is never read
-  else transpose_into_c([beta](float t, float old) { return t + beta * old; });
+  if (beta == 0.0f) {  // C = Cᵀᵀ, never read
+    packed::transpose(ct, n, m, c, ldc);
+    return;
+  }
+  // C = Cᵀᵀ + β·C, 16 rows of C per pass: 16 consecutive reads of a Cᵀ row are one cache line.
+  constexpr Index block = 16;
+  for (Index i0 = 0; i0 < m; i0 += block) {
+    const Index i1 = std::min(m, i0 + block);
+    for (Index j = 0; j < n; ++j)
+      for (Index i = i0; i < i1; ++i) c[i * ldc + j] = ct[j * m + i] + beta * c[i * ldc + j];
+  }
 }
 #endif
 

@@ -128,6 +128,16 @@ inline void transpose_16x16(const float* in, Index ld_in, float* out, Index ld_o
   }
   for (int i = 0; i < 16; ++i) _mm512_storeu_ps(out + i * ld_out, r[i]);
 }
+
+/// to (columns × rows, leading dimension ld_to) = fromᵀ for from (rows × columns) row-major: 16×16
+/// register transposes, the edges element by element.
+inline void transpose(const float* from, Index rows, Index columns, float* to, Index ld_to) {
+  const Index whole_rows = rows / 16 * 16, whole_columns = columns / 16 * 16;
+  for (Index i = 0; i < whole_rows; i += 16)
+    for (Index j = 0; j < whole_columns; j += 16) transpose_16x16(from + i * columns + j, columns, to + j * ld_to + i, ld_to);
+  for (Index i = 0; i < rows; ++i)
+    for (Index j = i < whole_rows ? whole_columns : 0; j < columns; ++j) to[j * ld_to + i] = from[i * columns + j];
+}
 #endif
 
 /// Packs op(B) depth [p0, p0+k) × columns [j0, j0+n) into micro-panels of NR columns: panel[p·NR + c],

@@ -168,14 +168,19 @@ void for_each_lane_group(Index columns, Body&& body) {
   for (Index first = 0; first < columns; first += lanes) body(first, std::min<Index>(lanes, columns - first));
 }
 
+/// Transformed filters larger than this (bytes) are written by streaming stores (transform_filters).
+inline constexpr Index streamed_filter_bytes = Index{16} << 20;
+
 /// U (36, size) ← (G g Gᵀ)_ξ of every filter g of weight (C_out, C_in, 3, 3), 16 positions of U at a time
 /// so that the stores are contiguous: filter_at(q) walks positions [q, ·) and gives, position by position,
 /// the filter o·C_in + c stored there (or −1: a padding position, stored as zero).
 template <class T, class FilterAt>
 void transform_filters(const T* weight, Index size, T* u, FilterAt&& filter_at) {
   // U larger than the caches goes to memory whatever we do; streaming stores skip reading each line
-  // before overwriting it (a third of the traffic; 512 → 512 channels have 37.7 MB of U).
-  [[maybe_unused]] const bool stream = points * size * Index{sizeof(T)} > (Index{16} << 20);
+  // before overwriting it (a third of the traffic; 512 → 512 channels have 37.7 MB of U). Every whole
+  // lane group's 36 destinations are then 64-byte aligned: u is, and so is each point's start.
+  [[maybe_unused]] const bool stream = std::is_same_v<T, float> && points * size * Index{sizeof(T)} > streamed_filter_bytes &&
+                                       size % lanes == 0 && reinterpret_cast<std::uintptr_t>(u) % 64 == 0;
   parallel_for(0, (size + lanes - 1) / lanes, [&](Index group) {
     LaneVector<T> in[r * r], out[points];
     const Index first = group * lanes, count = std::min<Index>(lanes, size - first);
@@ -187,7 +192,7 @@ void transform_filters(const T* weight, Index size, T* u, FilterAt&& filter_at) 
     sandwich<t, r, g>(in, out);
 #if defined(__AVX512F__)
     if constexpr (std::is_same_v<T, float>)
-      if (stream && count == lanes && reinterpret_cast<std::uintptr_t>(u + first) % 64 == 0 && size % lanes == 0) {
+      if (stream && count == lanes) {
         for (int xi = 0; xi < points; ++xi) _mm512_stream_ps(u + xi * size + first, out[xi]);
         return;
       }
@@ -269,10 +274,9 @@ inline bool few_tiles(const Conv2dShape& s, Index columns) {
  */
 inline Index images_per_tile_block(const Conv2dShape& s, const Tiling& tiling) {
   const Index per_image = points * (s.c_in + s.c_out) * tiling.per_image();
-  const Index shared = kernels::detail::images_per_block(s.n, per_image, tiling.per_image(), winograd_columns);
-  if (!few_tiles(s, shared * tiling.per_image())) return shared;
-  constexpr Index budget = Index{1} << 22;  // images_per_block's
-  return std::clamp<Index>(std::min(budget / per_image, winograd_columns / tiling.per_image()), 1, s.n);
+  const Index per_thread = kernels::detail::images_per_block(s.n, per_image, tiling.per_image(), winograd_columns);
+  if (!few_tiles(s, per_thread * tiling.per_image())) return per_thread;
+  return kernels::detail::images_per_block(s.n, per_image, tiling.per_image(), winograd_columns, 1);
 }
 
 /**
@@ -379,19 +383,6 @@ void for_each_tile_block(const Conv2dShape& s, const Tiling& tiling, Body&& body
                                      });
 }
 
-#if defined(__AVX512F__)
-/// to (columns × rows) = fromᵀ for from (rows × columns), both row-major: 16×16 register transposes, the
-/// edges element by element.
-inline void transpose_into(const float* from, Index rows, Index columns, float* to) {
-  const Index whole_rows = rows / 16 * 16, whole_columns = columns / 16 * 16;
-  for (Index i = 0; i < whole_rows; i += 16)
-    for (Index j = 0; j < whole_columns; j += 16)
-      kernels::detail::packed::transpose_16x16(from + i * columns + j, columns, to + j * rows + i, rows);
-  for (Index i = 0; i < rows; ++i)
-    for (Index j = i < whole_rows ? whole_columns : 0; j < columns; ++j) to[j * rows + i] = from[i * columns + j];
-}
-#endif
-
 /// out_ξ (rows, ld) = op(U_ξ) · in_ξ (depth, ld) for the 36 points: U_ξ (C_out, C_in) itself (forward:
 /// rows = C_out) or transposed (backward_input: rows = C_in). The GEMMs run on the threads side by side.
 template <class T>
@@ -409,7 +400,7 @@ void multiply_points(const TransformedFilters<T>& u, const T* in, T* out, Index 
         float* product = kernels::detail::packed::c_buffer().get(ld * rows);
         kernels::detail::packed::gemm_b_panels(true, ld, rows, depth, 1.0f, in + xi * depth * ld, ld, u_xi, 0.0f, product,
                                                rows);
-        transpose_into(product, ld, rows, out + xi * rows * ld);
+        kernels::detail::packed::transpose(product, ld, rows, out + xi * rows * ld, ld);
         return;
       }
     }
@@ -443,45 +434,38 @@ void conv2d_forward(const Conv2dShape& s, const T* x, const T* weight, const T* 
       detail::for_each_lane_group(ld, [&](Index first_column, Index count) {
         detail::load_lanes(mm, s.c_out, o, ld, first_column, count, tile);
         sandwich<m, t, at>(tile, out);
-        auto where = tiling.locate(first_column);
+        for (int e = 0; e < m * m; ++e) out[e] += add;
+        // With AVX-512 in float, one register transpose puts each tile's 16 outputs side by side, and a
+        // whole tile row is then one 4-float store (not four scalars read out of four vectors).
+        [[maybe_unused]] alignas(64) T by_tile[lanes][m * m];
 #if defined(__AVX512F__)
-        if constexpr (std::is_same_v<T, float>) {
-          // One register transpose puts each tile's 16 outputs side by side; a whole tile's four rows are
-          // then four 4-float stores (not 16 scalar ones read out of 16 vectors).
-          LaneVector<float> biased[m * m];
-          for (int e = 0; e < m * m; ++e) biased[e] = out[e] + add;
-          alignas(64) float by_tile[lanes][m * m];
-          kernels::detail::packed::transpose_16x16(reinterpret_cast<const float*>(biased), lanes, by_tile[0], m * m);
-          for (Index lane = 0; lane < count; ++lane, tiling.advance(where)) {
-            float* plane = y + ((first + where.image) * s.c_out + o) * tiling.out_h * tiling.out_w;
-            const int rows = static_cast<int>(std::min<Index>(m, tiling.out_h - where.ty * m));
-            const int cols = static_cast<int>(std::min<Index>(m, tiling.out_w - where.tx * m));
-            for (int i = 0; i < rows; ++i) {
-              float* to = plane + (where.ty * m + i) * tiling.out_w + where.tx * m;
-              const float* from = by_tile[lane] + i * m;
-              if (cols == m) {
-                __m128 row = _mm_loadu_ps(from);
-                if (stage.residual) row = _mm_add_ps(row, _mm_loadu_ps(stage.residual + (to - y)));
-                if (stage.relu) row = _mm_max_ps(_mm_setzero_ps(), row);  // a NaN passes, as Relu lets it
-                _mm_storeu_ps(to, row);
-              } else {
-                for (int j = 0; j < cols; ++j) to[j] = stage.active() ? stage(from[j], &to[j] - y) : from[j];
-              }
-            }
-          }
-          return;
-        }
+        constexpr bool vector_rows = std::is_same_v<T, float>;
+        if constexpr (vector_rows) kernels::detail::packed::transpose_16x16(reinterpret_cast<const float*>(out), lanes, by_tile[0], m * m);
+#else
+        constexpr bool vector_rows = false;
 #endif
+        auto where = tiling.locate(first_column);
         for (Index lane = 0; lane < count; ++lane, tiling.advance(where)) {
           T* plane = y + ((first + where.image) * s.c_out + o) * tiling.out_h * tiling.out_w;
           const int rows = static_cast<int>(std::min<Index>(m, tiling.out_h - where.ty * m));
           const int cols = static_cast<int>(std::min<Index>(m, tiling.out_w - where.tx * m));
-          for (int i = 0; i < rows; ++i)
+          for (int i = 0; i < rows; ++i) {
+            T* to = plane + (where.ty * m + i) * tiling.out_w + where.tx * m;
+#if defined(__AVX512F__)
+            if constexpr (vector_rows)
+              if (cols == m) {
+                __m128 row = _mm_loadu_ps(by_tile[lane] + i * m);
+                if (stage.residual) row = _mm_add_ps(row, _mm_loadu_ps(stage.residual + (to - y)));
+                if (stage.relu) row = _mm_max_ps(_mm_setzero_ps(), row);  // a NaN passes, as Relu lets it
+                _mm_storeu_ps(to, row);
+                continue;
+              }
+#endif
             for (int j = 0; j < cols; ++j) {
-              T& to = plane[(where.ty * m + i) * tiling.out_w + where.tx * m + j];
-              const T biased = out[i * m + j][lane] + add;
-              to = stage.active() ? stage(biased, &to - y) : biased;
+              const T biased = vector_rows ? by_tile[lane][i * m + j] : out[i * m + j][lane];
+              to[j] = stage.active() ? stage(biased, &to[j] - y) : biased;
             }
+          }
         }
       });
     }, ld * points * m * 2);
