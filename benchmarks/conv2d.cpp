@@ -5,12 +5,14 @@
 // Winograd rows can exceed 100 %) and the fraction of the fp32 FMA peak measured by the same chains as
 // qx_bench_fma_peak. When /usr/bin/python3 has torch, the
 // same work in PyTorch 1.13 (benchmarks/conv2d_torch.py, tuned) is printed beside it with the ratio.
-// Usage: qx_bench_conv2d [--quick] [--no-torch] [--narrow | --resnet18] [--peak GFLOPS_PER_CORE]
-//                        [--algorithm im2col|winograd|direct]
+// Usage: qx_bench_conv2d [--quick] [--no-torch] [--narrow | --resnet18 | --resnet50] [--peak GFLOPS_PER_CORE]
+//                        [--algorithm im2col|winograd|direct] [--threads N]
 // (--peak fixes the denominator, e.g. to the figure qx_bench_fma_peak measured on an idle machine;
 // --narrow times the main job's narrow model's layers instead of resnet50/resnet18's; --resnet18 the
-// distinct convolutions of issue 8's resnet18 on 1×128², each with how many times the model holds it;
-// --algorithm forces one algorithm where it applies, to compare it with what `automatic` picks.)
+// distinct convolutions of issue 8's resnet18 on 1×128², each with how many times the model holds it, and
+// their total; --resnet50 the same for resnet50 on 3×224² at batch 16;
+// --algorithm forces one algorithm where it applies, to compare it with what `automatic` picks; --threads
+// times only that many threads instead of 1 and 2.)
 #include <qx/core/parallel.hpp>
 #include <qx/core/random.hpp>
 #include <qx/kernels/conv2d_algorithm.hpp>
@@ -33,7 +35,7 @@ namespace {
 struct Case {
   const char* name;
   Index c_in, c_out, size, kernel, stride, pad;
-  int in_model = 1;  // how many convolutions of the model have this shape (--resnet18's total)
+  int in_model = 1;  // how many convolutions of the model have this shape (--resnet18's and --resnet50's total)
 };
 const std::vector<Case> wide_cases = {
     {"stem7x7s2_3to64_224", 3, 64, 224, 7, 2, 3},  {"3x3_64to64_56", 64, 64, 56, 3, 1, 1},
@@ -56,6 +58,22 @@ const std::vector<Case> resnet18_cases = {
     {"1x1s2_128to256_16", 128, 256, 16, 1, 2, 0, 1},  {"3x3_256to256_8", 256, 256, 8, 3, 1, 1, 3},
     {"3x3s2_256to512_8", 256, 512, 8, 3, 2, 1, 1},    {"1x1s2_256to512_8", 256, 512, 8, 1, 2, 0, 1},
     {"3x3_512to512_4", 512, 512, 4, 3, 1, 1, 3},
+};
+// --resnet50: torchvision's resnet50 (stride on the 3×3 of a bottleneck) on 3×224² (qx_bench_train_step's
+// second model): 53 convolutions, 23 distinct.
+const std::vector<Case> resnet50_cases = {
+    {"stem7x7s2_3to64_224", 3, 64, 224, 7, 2, 3, 1},    {"1x1_64to64_56", 64, 64, 56, 1, 1, 0, 1},
+    {"3x3_64to64_56", 64, 64, 56, 3, 1, 1, 3},          {"1x1_64to256_56", 64, 256, 56, 1, 1, 0, 4},
+    {"1x1_256to64_56", 256, 64, 56, 1, 1, 0, 2},        {"1x1_256to128_56", 256, 128, 56, 1, 1, 0, 1},
+    {"3x3s2_128to128_56", 128, 128, 56, 3, 2, 1, 1},    {"1x1_128to512_28", 128, 512, 28, 1, 1, 0, 4},
+    {"1x1s2_256to512_56", 256, 512, 56, 1, 2, 0, 1},    {"1x1_512to128_28", 512, 128, 28, 1, 1, 0, 3},
+    {"3x3_128to128_28", 128, 128, 28, 3, 1, 1, 3},      {"1x1_512to256_28", 512, 256, 28, 1, 1, 0, 1},
+    {"3x3s2_256to256_28", 256, 256, 28, 3, 2, 1, 1},    {"1x1_256to1024_14", 256, 1024, 14, 1, 1, 0, 6},
+    {"1x1s2_512to1024_28", 512, 1024, 28, 1, 2, 0, 1},  {"1x1_1024to256_14", 1024, 256, 14, 1, 1, 0, 5},
+    {"3x3_256to256_14", 256, 256, 14, 3, 1, 1, 5},      {"1x1_1024to512_14", 1024, 512, 14, 1, 1, 0, 1},
+    {"3x3s2_512to512_14", 512, 512, 14, 3, 2, 1, 1},    {"1x1_512to2048_7", 512, 2048, 7, 1, 1, 0, 3},
+    {"1x1s2_1024to2048_14", 1024, 2048, 14, 1, 2, 0, 1}, {"1x1_2048to512_7", 2048, 512, 7, 1, 1, 0, 2},
+    {"3x3_512to512_7", 512, 512, 7, 3, 1, 1, 2},
 };
 
 // The algorithm of one pass, or of the three ("mixed" when they differ), as conv2d_*_auto picks it.
@@ -97,14 +115,17 @@ std::map<std::string, double> run_torch(Index batch, int repeats, const std::str
 }  // namespace
 
 int main(int argc, char** argv) {
-  bool quick = false, torch = true, narrow = false, resnet18 = false;
+  bool quick = false, torch = true, narrow = false, resnet18 = false, resnet50 = false;
   double fixed_peak = 0;
+  int only_threads = 0;
   for (int i = 1; i < argc; ++i) {
     if (!std::strcmp(argv[i], "--quick")) quick = true;
     if (!std::strcmp(argv[i], "--no-torch")) torch = false;
     if (!std::strcmp(argv[i], "--narrow")) narrow = true;
     if (!std::strcmp(argv[i], "--resnet18")) resnet18 = true;
+    if (!std::strcmp(argv[i], "--resnet50")) resnet50 = true;
     if (!std::strcmp(argv[i], "--peak") && i + 1 < argc) fixed_peak = std::atof(argv[++i]);
+    if (!std::strcmp(argv[i], "--threads") && i + 1 < argc) only_threads = std::atoi(argv[++i]);
     if (!std::strcmp(argv[i], "--algorithm") && i + 1 < argc) {
       const std::string name = argv[++i];
       using qx::kernels::Conv2dAlgorithm;
@@ -117,13 +138,13 @@ int main(int argc, char** argv) {
       }
     }
   }
-  const Index batch = quick ? 8 : 32;
+  const Index batch = resnet50 ? (quick ? 4 : 16) : quick ? 8 : 32;
   const int repeats = quick ? 2 : 3;
   const int max_threads = qx::num_threads();
   const double peak1 = fixed_peak > 0 ? fixed_peak : bench::fma_peak_per_thread();
   std::printf("conv2d, float32, batch %lld, best of %d; fp32 FMA peak %.1f GFLOP/s per thread\n",
               static_cast<long long>(batch), repeats, peak1);
-  const std::vector<Case>& cases = narrow ? narrow_cases : resnet18 ? resnet18_cases : wide_cases;
+  const std::vector<Case>& cases = narrow ? narrow_cases : resnet18 ? resnet18_cases : resnet50 ? resnet50_cases : wide_cases;
   std::string names;
   for (const auto& c : cases) names += (names.empty() ? "" : ",") + std::string(c.name);
   const auto reference = torch ? run_torch(batch, repeats, names) : std::map<std::string, double>{};
@@ -132,8 +153,9 @@ int main(int argc, char** argv) {
               "torch ms", "qx/torch");
   qx::Rng rng(0);
   for (int threads = 1; threads <= std::min(2, max_threads); ++threads) {
+    if (only_threads > 0 && threads != only_threads) continue;
     qx::set_num_threads(threads);
-    double model_ms = 0, model_torch = 0;  // Σ over the model's convolutions (--resnet18)
+    double model_ms = 0, model_torch = 0;  // Σ over the model's convolutions (--resnet18, --resnet50)
     bool model_torch_complete = true;
     for (const auto& c : cases) {
       const Conv2dShape s{batch, c.c_in, c.size, c.size, c.c_out, c.kernel, c.kernel, c.stride, c.stride, c.pad, c.pad};
@@ -169,9 +191,9 @@ int main(int argc, char** argv) {
       model_torch += c.in_model * total_torch;
       model_torch_complete = model_torch_complete && torch_found == 3;
     }
-    if (resnet18) {
-      std::printf("resnet18 1x128 b%lld, all convolutions' three passes, %d thread(s): qx %.2f ms", static_cast<long long>(batch),
-                  threads, model_ms);
+    if (resnet18 || resnet50) {
+      std::printf("%s b%lld, all convolutions' three passes, %d thread(s): qx %.2f ms", resnet18 ? "resnet18 1x128" : "resnet50 3x224",
+                  static_cast<long long>(batch), threads, model_ms);
       if (model_torch_complete && model_torch > 0) std::printf(", torch %.2f ms, qx/torch %.2fx", model_torch, model_torch / model_ms);
       std::printf("\n");
     }
