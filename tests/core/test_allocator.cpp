@@ -9,6 +9,10 @@
 #include <cstdint>
 #include <thread>
 #include <vector>
+#if defined(__linux__)
+#include <sys/mman.h>
+#include <unistd.h>
+#endif
 
 namespace mem = qx::memory;
 
@@ -41,6 +45,26 @@ TEST_CASE("a freed block is handed out again without a system allocation") {
   CHECK(after.in_use_bytes == before.in_use_bytes + mem::size_class(bytes));
   mem::deallocate(again, bytes + 100);
 }
+
+#if defined(__linux__)
+TEST_CASE("a block from the system has every page mapped before anyone writes it") {
+  // A block's later user may write pages its first user never did; mapped on arrival, they cannot fault
+  // in a step after the warm-up. mincore() tells which pages of a range are resident.
+  mem::set_cache_limit(std::size_t{1} << 30);
+  const std::size_t bytes = 5 * 1024 * 1024 + 123;  // a class no other test uses: from the system
+  const auto before = mem::stats();
+  void* block = mem::allocate(bytes);
+  REQUIRE(mem::stats().system_allocations == before.system_allocations + 1);
+  const auto page = static_cast<std::size_t>(sysconf(_SC_PAGESIZE));
+  const auto first = reinterpret_cast<std::uintptr_t>(block) / page * page;
+  const std::size_t span = reinterpret_cast<std::uintptr_t>(block) + bytes - first;
+  std::vector<unsigned char> resident((span + page - 1) / page);
+  REQUIRE(mincore(reinterpret_cast<void*>(first), span, resident.data()) == 0);
+  const auto missing = std::count_if(resident.begin(), resident.end(), [](unsigned char r) { return (r & 1) == 0; });
+  CHECK_MESSAGE(missing == 0, missing, " of ", resident.size(), " pages not resident");
+  mem::deallocate(block, bytes);
+}
+#endif
 
 TEST_CASE("tensors reuse their storage across iterations: steady state asks the system for nothing") {
   auto step = [] {

@@ -214,6 +214,43 @@ TEST_CASE_TEMPLATE("conv2d kernels match the naive loops", T, float, double) {
                 qx::kernels::conv2d_backward_weight<T>, tolerance<T>());
 }
 
+TEST_CASE("per-thread sums: a part's first use assigns, the sum lands in the destination, unused parts add nothing") {
+  const qx_test::ThreadCount count(3);  // threads 0 and 2 add, thread 1 never begins (with OpenMP)
+  const int last = qx::num_threads() - 1;
+  constexpr Index size = 5;
+  // Stale values where the parts will be: a part is not zeroed, so a first use that added would show them.
+  std::vector<double> destination(size, 1e9);
+  {
+    qx::kernels::detail::PerThreadSums<double> sums(size, destination.data());
+    const auto add = [&](int thread, double value) {
+      const auto part = sums.begin(thread);
+      for (Index i = 0; i < size; ++i) part.data[i] = part.first ? value * double(i + 1) : part.data[i] + value * double(i + 1);
+      return part.first;
+    };
+    CHECK(add(0, 1.0));        // thread 0's part is the destination itself
+    CHECK_FALSE(add(0, 2.0));  // its second use adds
+    if (last > 0) CHECK(add(last, 10.0));  // the threads between never begin: their parts add nothing
+    CHECK(sums.begin(0).data == destination.data());
+    REQUIRE(sums.finish() == destination.data());
+  }
+  const double per_element = last > 0 ? 13.0 : 3.0;
+  for (Index i = 0; i < size; ++i) CHECK(destination[static_cast<std::size_t>(i)] == per_element * double(i + 1));
+  // Thread 0 began nothing (no work reached it): its part counts as zero, not as the destination's stale values.
+  std::vector<double> stale(size, 1e9);
+  qx::kernels::detail::PerThreadSums<double> others(size, stale.data());
+  if (last > 0) {
+    const auto part = others.begin(last);
+    REQUIRE(part.first);
+    for (Index i = 0; i < size; ++i) part.data[i] = 4.0;
+  }
+  REQUIRE(others.finish() == stale.data());
+  for (const double v : stale) CHECK(v == (last > 0 ? 4.0 : 0.0));
+  // Without a destination the sum is in an owned part; no part begun at all is zero.
+  qx::kernels::detail::PerThreadSums<double> none(size);
+  const double* zero = none.finish();
+  for (Index i = 0; i < size; ++i) CHECK(zero[i] == 0.0);
+}
+
 TEST_CASE_TEMPLATE("conv2d packs its weights once for blocks of one image", T, float, double) {
   // Large planes run blocks of one image; their products do not take panels, and each one would pack
   // W (forward) or Wᵀ (input gradient) again. Float with AVX-512 packs it once per call instead.

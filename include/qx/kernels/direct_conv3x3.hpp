@@ -193,6 +193,7 @@ void conv2d_backward_weight(const Conv2dShape& s, const T* x, const T* grad_y, T
         T* interleaved = scratch + s.c_in * plane_padded;
         for (Index c = 0; c < s.c_in; ++c)
           detail::pad_plane(x + (image * s.c_in + c) * plane, s.h, s.w, padded + c * plane_padded);
+        const auto part = partial.begin(thread);  // first: this image's sums are assigned
         for (Index block = 0; block < blocks; ++block) {
           // [vector][o][16]: the 8 loads of an output vector read 512 consecutive bytes. Read in place,
           // planes 4 KB apart (32 × 32) fell into the same L1 sets and the kernel ran at a quarter of the
@@ -206,19 +207,22 @@ void conv2d_backward_weight(const Conv2dShape& s, const T* x, const T* grad_y, T
             for (Index p = 0; p < 3; ++p) {
               LaneVector<T> acc[channel_block][3] = {};
               detail::correlate(padded + c * plane_padded + p * wp, interleaved, s.h, s.w, wp, acc);
-              T* group = partial[thread] + ((block * s.c_in + c) * 3 + p) * group_size;
+              T* group = part.data + ((block * s.c_in + c) * 3 + p) * group_size;
               for (int o = 0; o < channel_block; ++o)
                 for (int q = 0; q < 3; ++q) {
-                  LaneVector<T> sum;
-                  std::memcpy(&sum, group + (o * 3 + q) * lanes, sizeof(sum));
-                  sum += acc[o][q];
+                  LaneVector<T> sum = acc[o][q];
+                  if (!part.first) {
+                    LaneVector<T> before;
+                    std::memcpy(&before, group + (o * 3 + q) * lanes, sizeof(before));
+                    sum += before;
+                  }
                   std::memcpy(group + (o * 3 + q) * lanes, &sum, sizeof(sum));
                 }
             }
         }
       });
   // ∂w[block·8 + o, c, p, q] = Σ_lanes total[(block, c, p)][o][q]
-  const T* total = partial.total();
+  const T* total = partial.finish();
   parallel_for(0, groups, [&](Index gi) {
     const Index block = gi / (s.c_in * 3), c = (gi / 3) % s.c_in, p = gi % 3;
     for (Index o = 0; o < channel_block; ++o)

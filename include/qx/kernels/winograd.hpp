@@ -525,13 +525,13 @@ void conv2d_backward_weight(const Conv2dShape& s, const T* x, const T* grad_y, T
     T* dm = scratch + points * s.c_in * ld;  // (36, C_out, ld)
     detail::transform_inputs(s, tiling, x + first * s.c_in * s.h * s.w, images, v, ld);
     detail::transform_output_grads(s, tiling, grad_y + first * s.c_out * tiling.out_h * tiling.out_w, images, dm, ld);
-    T* du = partial[thread];
+    const auto du = partial.begin(thread);
     parallel_for(0, points, [&](Index xi) {
-      gemm(false, true, s.c_out, s.c_in, ld, T(1), dm + xi * s.c_out * ld, ld, v + xi * s.c_in * ld, ld, T(1),
-           du + xi * filters, s.c_in);
+      gemm(false, true, s.c_out, s.c_in, ld, T(1), dm + xi * s.c_out * ld, ld, v + xi * s.c_in * ld, ld,
+           du.first ? T(0) : T(1), du.data + xi * filters, s.c_in);
     }, s.c_out * s.c_in * ld);
   });
-  const T* du_total = partial.total();
+  const T* du_total = partial.finish();
   // ∂g = Gᵀ ∂U G per filter.
   parallel_for(0, (filters + lanes - 1) / lanes, [&](Index group) {
     LaneVector<T> du[points], out[r * r];
