@@ -224,7 +224,7 @@ TEST_CASE("per-thread sums: a part's first use assigns, the sum lands in the des
     qx::kernels::detail::PerThreadSums<double> sums(size, destination.data());
     const auto add = [&](int thread, double value) {
       const auto part = sums.begin(thread);
-      for (Index i = 0; i < size; ++i) part.data[i] = part.first ? value * double(i + 1) : part.data[i] + value * double(i + 1);
+      for (Index i = 0; i < size; ++i) part.data[i] = (part.first ? 0.0 : part.data[i]) + value * double(i + 1);
       return part.first;
     };
     CHECK(add(0, 1.0));        // thread 0's part is the destination itself

@@ -323,19 +323,16 @@ void for_each_block(Index n, Index block, Index per_image_scratch, Body&& body) 
  * reproducible for a given thread count. Parts are not zeroed: a thread's first accumulation into its
  * part assigns instead of adding (begin() says which), which spares a pass of writes over every part —
  * 37.7 MB per thread for a 512-channel Winograd weight gradient. Part 0 is the caller's destination when
- * it gives one, so the sum lands there without a copy. The other parts come from the caching allocator
- * here, on the calling thread: taken inside the parallel region, the order in which threads asked for
- * blocks varied from step to step and now and then sent a step to the system for a thousand pages.
+ * it gives one, so the sum lands there without a copy; another thread's part is taken from the caching
+ * allocator when that thread begins, so a thread that gets no work (a batch that is one shared block)
+ * costs no memory.
  */
 template <class T>
 class PerThreadSums {
  public:
   explicit PerThreadSums(Index size, T* destination = nullptr)
-      : size_(size), owned_(static_cast<std::size_t>(std::max(1, num_threads()))), parts_(owned_.size()),
-        begun_(owned_.size(), 0) {
-    for (std::size_t t = 0; t < parts_.size(); ++t)
-      parts_[t] = t == 0 && destination ? destination : (owned_[t] = memory::Buffer<T>(static_cast<std::size_t>(size))).data();
-  }
+      : size_(size), destination_(destination), owned_(static_cast<std::size_t>(std::max(1, num_threads()))),
+        parts_(owned_.size(), nullptr) {}
   struct Part {
     T* data;
     bool first;  // the thread's first use: every element must be assigned (β = 0), not added to
@@ -343,28 +340,28 @@ class PerThreadSums {
   /// Thread `thread`'s part (threads call this concurrently, each with its own index).
   Part begin(int thread) {
     const auto t = static_cast<std::size_t>(thread);
-    const bool first = !begun_[t];
-    begun_[t] = 1;
-    return {parts_[t], first};
+    if (parts_[t]) return {parts_[t], false};
+    parts_[t] = t == 0 && destination_ ? destination_ : (owned_[t] = memory::Buffer<T>(static_cast<std::size_t>(size_))).data();
+    return {parts_[t], true};
   }
   /// Σ over the parts that were begun, in thread order, into part 0 (zero where none was); valid until this
   /// object goes.
   T* finish() {
+    if (!parts_[0]) {  // no work reached thread 0: its part is zero
+      T* zero = begin(0).data;
+      parallel_for(0, size_, [&](Index i) { zero[i] = T(0); });
+    }
     T* sum = parts_[0];
-    if (!begun_[0]) parallel_for(0, size_, [&](Index i) { sum[i] = T(0); });  // no work reached thread 0
     for (std::size_t t = 1; t < parts_.size(); ++t)
-      if (begun_[t]) {
-        const T* part = parts_[t];
-        parallel_for(0, size_, [&](Index i) { sum[i] += part[i]; });
-      }
+      if (const T* part = parts_[t]) parallel_for(0, size_, [&](Index i) { sum[i] += part[i]; });
     return sum;
   }
 
  private:
   Index size_;
+  T* destination_;
   std::vector<memory::Buffer<T>> owned_;
-  std::vector<T*> parts_;
-  std::vector<char> begun_;  // char, not bool: threads set their own entries concurrently
+  std::vector<T*> parts_;  // null until its thread begins; each thread sets only its own entry
 };
 
 #if defined(__AVX512F__)
