@@ -76,6 +76,14 @@ const std::vector<Case> resnet50_cases = {
     {"3x3_512to512_7", 512, 512, 7, 3, 1, 1, 2},
 };
 
+// What one run times: the wide layers (the default), or a model's convolutions — `model` named, whose
+// weighted total is printed after the layers.
+struct CaseSet {
+  const std::vector<Case>* cases;
+  const char* model;
+  Index batch, quick_batch;
+};
+
 // The algorithm of one pass, or of the three ("mixed" when they differ), as conv2d_*_auto picks it.
 const char* algorithm_name(const Conv2dShape& s, const char* pass) {
   using qx::kernels::ConvPass;
@@ -115,15 +123,16 @@ std::map<std::string, double> run_torch(Index batch, int repeats, const std::str
 }  // namespace
 
 int main(int argc, char** argv) {
-  bool quick = false, torch = true, narrow = false, resnet18 = false, resnet50 = false;
+  bool quick = false, torch = true;
+  CaseSet set{&wide_cases, nullptr, 32, 8};
   double fixed_peak = 0;
   int only_threads = 0;
   for (int i = 1; i < argc; ++i) {
     if (!std::strcmp(argv[i], "--quick")) quick = true;
     if (!std::strcmp(argv[i], "--no-torch")) torch = false;
-    if (!std::strcmp(argv[i], "--narrow")) narrow = true;
-    if (!std::strcmp(argv[i], "--resnet18")) resnet18 = true;
-    if (!std::strcmp(argv[i], "--resnet50")) resnet50 = true;
+    if (!std::strcmp(argv[i], "--narrow")) set = {&narrow_cases, nullptr, 32, 8};
+    if (!std::strcmp(argv[i], "--resnet18")) set = {&resnet18_cases, "resnet18 1x128", 32, 8};
+    if (!std::strcmp(argv[i], "--resnet50")) set = {&resnet50_cases, "resnet50 3x224", 16, 4};
     if (!std::strcmp(argv[i], "--peak") && i + 1 < argc) fixed_peak = std::atof(argv[++i]);
     if (!std::strcmp(argv[i], "--threads") && i + 1 < argc) only_threads = std::atoi(argv[++i]);
     if (!std::strcmp(argv[i], "--algorithm") && i + 1 < argc) {
@@ -138,13 +147,13 @@ int main(int argc, char** argv) {
       }
     }
   }
-  const Index batch = resnet50 ? (quick ? 4 : 16) : quick ? 8 : 32;
+  const Index batch = quick ? set.quick_batch : set.batch;
   const int repeats = quick ? 2 : 3;
   const int max_threads = qx::num_threads();
   const double peak1 = fixed_peak > 0 ? fixed_peak : bench::fma_peak_per_thread();
   std::printf("conv2d, float32, batch %lld, best of %d; fp32 FMA peak %.1f GFLOP/s per thread\n",
               static_cast<long long>(batch), repeats, peak1);
-  const std::vector<Case>& cases = narrow ? narrow_cases : resnet18 ? resnet18_cases : resnet50 ? resnet50_cases : wide_cases;
+  const std::vector<Case>& cases = *set.cases;
   std::string names;
   for (const auto& c : cases) names += (names.empty() ? "" : ",") + std::string(c.name);
   const auto reference = torch ? run_torch(batch, repeats, names) : std::map<std::string, double>{};
@@ -191,9 +200,9 @@ int main(int argc, char** argv) {
       model_torch += c.in_model * total_torch;
       model_torch_complete = model_torch_complete && torch_found == 3;
     }
-    if (resnet18 || resnet50) {
-      std::printf("%s b%lld, all convolutions' three passes, %d thread(s): qx %.2f ms", resnet18 ? "resnet18 1x128" : "resnet50 3x224",
-                  static_cast<long long>(batch), threads, model_ms);
+    if (set.model) {
+      std::printf("%s b%lld, all convolutions' three passes, %d thread(s): qx %.2f ms", set.model, static_cast<long long>(batch),
+                  threads, model_ms);
       if (model_torch_complete && model_torch > 0) std::printf(", torch %.2f ms, qx/torch %.2fx", model_torch, model_torch / model_ms);
       std::printf("\n");
     }
