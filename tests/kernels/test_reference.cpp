@@ -301,14 +301,19 @@ TEST_CASE_TEMPLATE("Winograd F(4x4, 3x3) matches the naive loops on 3x3 stride-1
       {32, 48, 4, 4, 80, 3, 3, 1, 1, 1, 1},  // one tile per image, 32 in one block: float's products transposed
                                              // with whole 16×16 blocks, 80 columns of filters in two panels
       {2, 320, 4, 4, 448, 3, 3, 1, 1, 1, 1}, // float: transformed filters over 16 MB, written by streaming stores
+      {2, 3, 9, 66, 5, 3, 3, 1, 1, 1, 1},    // 17 tiles per row: float's gather and scatter cut a row into runs
+                                             // of 7, 7 and 3, runs that begin inside a lane group and cross images
   };
   for (const auto& s : shapes) CHECK(wino::applies(s));
 #if defined(__AVX512F__)
   // Float's GEMMs take the transformed filters packed once (both orientations): as their A for 62 → 62
   // channels on 64 tiles and 70 → 67 on 36, as their B for 48 → 80 on 32 (gemm computes those products
   // transposed). Few tiles make the whole batch one block, its 36 products shared by the threads: 9 images
-  // of 4 tiles (blocks of 5 images would have had 20 columns), 32 of one tile.
+  // of 4 tiles (blocks of 5 images would have had 20 columns), 32 of one tile. The windows are gathered
+  // and scattered by rows on planes of 2 or more tiles per row (all shapes but the two of 4×4 planes).
   if constexpr (std::is_same_v<T, float>) {
+    for (std::size_t k = 0; k < shapes.size(); ++k)
+      CHECK(wino::detail::gathers_by_rows(wino::Tiling(shapes[k]).tiles_w) == (k != 8 && k != 9));
     const std::vector<float> w(static_cast<std::size_t>(320 * 448 * 9), 0.5f);
     for (bool transpose : {false, true}) {
       REQUIRE(wino::detail::TransformedFilters<float>(shapes[7], w.data(), transpose).packed);

@@ -204,6 +204,159 @@ void transform_filters(const T* weight, Index size, T* u, FilterAt&& filter_at) 
 #endif
 }
 
+#if defined(__AVX512F__)
+/// Whether the windows of a plane of this many tiles per row are gathered and scattered by rows
+/// (gather_windows, scatter_add_windows, store_tiles): a run is at most a tile row long, and with one tile
+/// per row (4×4 planes) each lane is a run of its own, a full set of permutations — measured no faster
+/// than the scalar lane loops (docs/kernels.md, "Windows by rows").
+inline bool gathers_by_rows(Index tiles_w) { return tiles_w >= 2; }
+
+/**
+ * d[Side·Side] ← the Side×Side windows of channel c of the group's tiles (lane ℓ < count is tile first + ℓ;
+ * zero outside the plane and in lanes ≥ count), by vectors instead of one scalar per lane and element.
+ * The group is cut into runs of consecutive tiles of one tile row. A run of n tiles reads, in each window
+ * row, the 4(n − 1) + Side columns from its first tile's: at most 32 for n ≤ max_run, two masked loads
+ * (columns outside the plane read as zero). Element (i, j) of lane ℓ of a run starting at lane ℓ₀ is
+ * column 4(ℓ − ℓ₀) + j of window row i: one permutation of the two vectors, blended into the run's lanes.
+ */
+template <int Side>
+inline void gather_windows(const Tiling& tiling, const float* planes, Index channels, Index c, Index height, Index width,
+                           Index pad_h, Index pad_w, Index first, Index count, LaneVector<float>* d) {
+  constexpr Index max_run = (32 - Side) / m + 1;  // 7 tiles for the 6×6 input windows, 8 for 4×4 ones
+  const __m512i four_lanes = _mm512_slli_epi32(_mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15), 2);
+  auto tile = tiling.locate(first);
+  for (Index lane = 0; lane < count;) {
+    const Index run = std::min({max_run, count - lane, tiling.tiles_w - tile.tx});
+    const __mmask16 run_lanes = kernels::detail::lane_mask(lane, lane + run);
+    const float* plane = planes + (tile.image * channels + c) * height * width;
+    const Index col0 = tile.tx * m - pad_w;
+    auto inside = [&](Index from) {  // lanes of the vector loaded at column col0 + from that lie in [0, width)
+      return kernels::detail::lane_mask(std::clamp<Index>(-col0 - from, 0, 16), std::clamp<Index>(width - col0 - from, 0, 16));
+    };
+    const __mmask16 inside_low = inside(0), inside_high = (run - 1) * m + Side > 16 ? inside(16) : __mmask16{0};
+    const __m512i column_of_lane = _mm512_sub_epi32(four_lanes, _mm512_set1_epi32(static_cast<int>(m * lane)));
+    for (int i = 0; i < Side; ++i) {
+      const Index row = tile.ty * m - pad_h + i;
+      if (row < 0 || row >= height) {  // a padding row: zero (the first run writes every lane, later runs keep them)
+        if (lane == 0)
+          for (int j = 0; j < Side; ++j) d[i * Side + j] = (LaneVector<float>)_mm512_setzero_ps();
+        continue;
+      }
+      const float* src = plane + row * width + col0;
+      _mm_prefetch(reinterpret_cast<const char*>(src + height * width), _MM_HINT_T0);
+      _mm_prefetch(reinterpret_cast<const char*>(src + height * width + 16), _MM_HINT_T0);
+      // Whole vectors load unmasked: on AMD's cores a masked load costs several plain ones.
+      const __m512 low = inside_low == 0xFFFF ? _mm512_loadu_ps(src) : _mm512_maskz_loadu_ps(inside_low, src);
+      const __m512 high = inside_high == 0xFFFF ? _mm512_loadu_ps(src + 16) : _mm512_maskz_loadu_ps(inside_high, src + 16);
+      for (int j = 0; j < Side; ++j) {
+        const __m512 picked = _mm512_permutex2var_ps(low, _mm512_add_epi32(column_of_lane, _mm512_set1_epi32(j)), high);
+        d[i * Side + j] = (LaneVector<float>)(lane == 0 ? _mm512_maskz_mov_ps(run_lanes, picked)
+                                                       : _mm512_mask_mov_ps((__m512)d[i * Side + j], run_lanes, picked));
+      }
+    }
+    lane += run;
+    for (Index k = 0; k < run; ++k) tiling.advance(tile);
+  }
+}
+
+/**
+ * The adjoint of gather_windows<6> (the input gradient's scatter): adds dd[36]'s lanes ℓ < count, the
+ * 6×6 windows of tiles first + ℓ, into channel c of `planes` where they lie inside. Per run and window
+ * row, the run's lanes are laid along the 32 columns from its first tile's by one permutation per window
+ * column j (lane ℓ₀ + k goes to column 4k + j: injective for each j), the six summed — the windows'
+ * overlapping columns add here — and the row is read, added to and written back once, by two vectors.
+ */
+inline void scatter_add_windows(const Tiling& tiling, const LaneVector<float>* dd, Index channels, Index c, Index height, Index width,
+                                Index pad_h, Index pad_w, Index first, Index count, float* planes) {
+  constexpr Index max_run = (32 - t) / m + 1;
+  const __m512i columns = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
+  auto tile = tiling.locate(first);
+  for (Index lane = 0; lane < count;) {
+    const Index run = std::min({max_run, count - lane, tiling.tiles_w - tile.tx});
+    float* plane = planes + (tile.image * channels + c) * height * width;
+    const Index col0 = tile.tx * m - pad_w;
+    auto inside = [&](Index from) {
+      return kernels::detail::lane_mask(std::clamp<Index>(-col0 - from, 0, 16), std::clamp<Index>(width - col0 - from, 0, 16));
+    };
+    const __mmask16 inside_low = inside(0), inside_high = (run - 1) * m + t > 16 ? inside(16) : __mmask16{0};
+    // Column x (of the 32) takes lane ℓ₀ + (x − j)/4 for window column j, when x − j ∈ {0, 4, …, 4(run − 1)}.
+    __m512i from_low[t], from_high[t];
+    __mmask16 takes_low[t], takes_high[t];
+    const std::uint32_t every_fourth = 0x11111111u & static_cast<std::uint32_t>((std::uint64_t{1} << (m * run)) - 1);
+    for (int j = 0; j < t; ++j) {
+      const __m512i shift = _mm512_set1_epi32(j), base = _mm512_set1_epi32(static_cast<int>(lane));
+      from_low[j] = _mm512_add_epi32(_mm512_srai_epi32(_mm512_sub_epi32(columns, shift), 2), base);
+      from_high[j] = _mm512_add_epi32(_mm512_srai_epi32(_mm512_sub_epi32(_mm512_add_epi32(columns, _mm512_set1_epi32(16)), shift), 2), base);
+      const std::uint32_t takes = every_fourth << j;
+      takes_low[j] = static_cast<__mmask16>(takes & 0xFFFF);
+      takes_high[j] = static_cast<__mmask16>(takes >> 16);
+    }
+    for (int i = 0; i < t; ++i) {
+      const Index row = tile.ty * m - pad_h + i;
+      if (row < 0 || row >= height) continue;
+      __m512 low = _mm512_setzero_ps(), high = _mm512_setzero_ps();
+      for (int j = 0; j < t; ++j) {
+        const __m512 values = (__m512)dd[i * t + j];
+        low = _mm512_add_ps(low, _mm512_maskz_permutexvar_ps(takes_low[j], from_low[j], values));
+        high = _mm512_add_ps(high, _mm512_maskz_permutexvar_ps(takes_high[j], from_high[j], values));
+      }
+      float* dst = plane + row * width + col0;
+      _mm512_mask_storeu_ps(dst, inside_low, _mm512_add_ps(_mm512_maskz_loadu_ps(inside_low, dst), low));
+      if (inside_high) _mm512_mask_storeu_ps(dst + 16, inside_high, _mm512_add_ps(_mm512_maskz_loadu_ps(inside_high, dst + 16), high));
+    }
+    lane += run;
+    for (Index k = 0; k < run; ++k) tiling.advance(tile);
+  }
+}
+
+/**
+ * The forward pass's store by rows: out[16] holds the 4×4 output tiles of lanes ℓ < count (tiles first + ℓ
+ * of the block whose output channel o starts at `planes`; bias added); each is written where it lies
+ * inside the plane, through the output stage (residual offsets count from `origin`, the whole output).
+ * Per run of at most 8 tiles of one tile row (32 columns) and tile row i, column x of the run's row is
+ * lane ℓ₀ + ⌊x/4⌋ of out[4i + x mod 4]: four permutations merged, stored as two vectors.
+ */
+inline void store_tiles(const Tiling& tiling, const LaneVector<float>* out, Index channels, Index o, Index first, Index count,
+                        float* planes, const float* origin, const ConvOutputStage<float>& stage) {
+  constexpr Index max_run = 32 / m;
+  const __m512i quarter = _mm512_setr_epi32(0, 0, 0, 0, 1, 1, 1, 1, 2, 2, 2, 2, 3, 3, 3, 3);
+  constexpr __mmask16 column_j[m] = {0x1111, 0x2222, 0x4444, 0x8888};  // the columns x with x mod 4 = j
+  auto tile = tiling.locate(first);
+  for (Index lane = 0; lane < count;) {
+    const Index run = std::min({max_run, count - lane, tiling.tiles_w - tile.tx});
+    float* plane = planes + (tile.image * channels + o) * tiling.out_h * tiling.out_w;
+    const Index col0 = tile.tx * m, columns = std::min(m * run, tiling.out_w - col0);
+    const __mmask16 store_low = kernels::detail::lane_mask(0, std::min<Index>(16, columns));
+    const __mmask16 store_high = kernels::detail::lane_mask(0, std::clamp<Index>(columns - 16, 0, 16));
+    const __m512i from_low = _mm512_add_epi32(quarter, _mm512_set1_epi32(static_cast<int>(lane)));
+    const __m512i from_high = _mm512_add_epi32(from_low, _mm512_set1_epi32(4));
+    for (int i = 0; i < m; ++i) {
+      const Index row = tile.ty * m + i;
+      if (row >= tiling.out_h) break;
+      __m512 low = _mm512_permutexvar_ps(from_low, (__m512)out[i * m]), high = _mm512_permutexvar_ps(from_high, (__m512)out[i * m]);
+      for (int j = 1; j < m; ++j) {
+        low = _mm512_mask_permutexvar_ps(low, column_j[j], from_low, (__m512)out[i * m + j]);
+        high = _mm512_mask_permutexvar_ps(high, column_j[j], from_high, (__m512)out[i * m + j]);
+      }
+      float* dst = plane + row * tiling.out_w + col0;
+      if (stage.residual) {
+        const float* residual = stage.residual + (dst - origin);
+        low = _mm512_add_ps(low, _mm512_maskz_loadu_ps(store_low, residual));
+        high = _mm512_add_ps(high, _mm512_maskz_loadu_ps(store_high, residual + 16));
+      }
+      if (stage.relu) {  // max(0, v) lets a NaN through, as Relu does
+        low = _mm512_max_ps(_mm512_setzero_ps(), low);
+        high = _mm512_max_ps(_mm512_setzero_ps(), high);
+      }
+      _mm512_mask_storeu_ps(dst, store_low, low);
+      if (store_high) _mm512_mask_storeu_ps(dst + 16, store_high, high);
+    }
+    lane += run;
+    for (Index k = 0; k < run; ++k) tiling.advance(tile);
+  }
+}
+#endif
+
 /**
  * dst (36, channels, ld) columns [0, images·tiles) ← L d Lᵀ for every tile's Side×Side window d of
  * `planes` (images, channels, height, width), zero outside the plane; the window of tile (ty, tx) starts
@@ -216,6 +369,15 @@ void transform_windows(const Tiling& tiling, const T* planes, Index images, Inde
   parallel_for(0, channels, [&](Index c) {
     LaneVector<T> d[Side * Side], out[points];
     for_each_lane_group(images * tiling.per_image(), [&](Index first, Index count) {
+#if defined(__AVX512F__)
+      if constexpr (std::is_same_v<T, float>)
+        if (gathers_by_rows(tiling.tiles_w)) {
+          gather_windows<Side>(tiling, planes, channels, c, height, width, pad_h, pad_w, first, count, d);
+          sandwich<t, Side, L>(d, out);
+          for (int xi = 0; xi < points; ++xi) store_first_lanes(out[xi], count, dst + (xi * channels + c) * ld + first);
+          return;
+        }
+#endif
       auto tile = tiling.locate(first);
       for (Index lane = 0; lane < lanes; ++lane, tiling.advance(tile)) {
         if (lane >= count) {
@@ -435,6 +597,13 @@ void conv2d_forward(const Conv2dShape& s, const T* x, const T* weight, const T* 
         detail::load_lanes(mm, s.c_out, o, ld, first_column, count, tile);
         sandwich<m, t, at>(tile, out);
         for (int e = 0; e < m * m; ++e) out[e] += add;
+#if defined(__AVX512F__)
+        if constexpr (std::is_same_v<T, float>)
+          if (detail::gathers_by_rows(tiling.tiles_w)) {
+            detail::store_tiles(tiling, out, s.c_out, o, first_column, count, y + first * s.c_out * tiling.out_h * tiling.out_w, y, stage);
+            return;
+          }
+#endif
         // With AVX-512 in float, one register transpose puts each tile's 16 outputs side by side, and a
         // whole tile row is then one 4-float store (not four scalars read out of four vectors).
         [[maybe_unused]] alignas(64) T by_tile[lanes][m * m];
@@ -490,6 +659,14 @@ void conv2d_backward_input(const Conv2dShape& s, const T* grad_y, const T* weigh
       detail::for_each_lane_group(ld, [&](Index first_column, Index count) {
         detail::load_lanes(dv, s.c_in, c, ld, first_column, count, tile);
         sandwich<t, t, b>(tile, dd);
+#if defined(__AVX512F__)
+        if constexpr (std::is_same_v<T, float>)
+          if (detail::gathers_by_rows(tiling.tiles_w)) {
+            detail::scatter_add_windows(tiling, dd, s.c_in, c, s.h, s.w, s.pad_h, s.pad_w, first_column, count,
+                                        grad_x + first * s.c_in * s.h * s.w);
+            return;
+          }
+#endif
         auto where = tiling.locate(first_column);
         for (Index lane = 0; lane < count; ++lane, tiling.advance(where)) {
           T* plane = grad_x + ((first + where.image) * s.c_in + c) * s.h * s.w;
