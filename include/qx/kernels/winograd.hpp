@@ -219,21 +219,24 @@ inline bool gathers_by_rows(Index tiles_w) { return tiles_w >= 2; }
  * (columns outside the plane read as zero). Element (i, j) of lane ℓ of a run starting at lane ℓ₀ is
  * column 4(ℓ − ℓ₀) + j of window row i: one permutation of the two vectors, blended into the run's lanes.
  */
+/// Lanes of a 16-float vector loaded at column `from` of a row of `width` columns that lie inside it.
+inline __mmask16 columns_inside(Index from, Index width) {
+  return kernels::detail::lane_mask(std::clamp<Index>(-from, 0, 16), std::clamp<Index>(width - from, 0, 16));
+}
+
 template <int Side>
 inline void gather_windows(const Tiling& tiling, const float* planes, Index channels, Index c, Index height, Index width,
                            Index pad_h, Index pad_w, Index first, Index count, LaneVector<float>* d) {
   constexpr Index max_run = (32 - Side) / m + 1;  // 7 tiles for the 6×6 input windows, 8 for 4×4 ones
-  const __m512i four_lanes = _mm512_slli_epi32(_mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15), 2);
+  const __m512i four_lanes = _mm512_setr_epi32(0, 4, 8, 12, 16, 20, 24, 28, 32, 36, 40, 44, 48, 52, 56, 60);
   auto tile = tiling.locate(first);
   for (Index lane = 0; lane < count;) {
     const Index run = std::min({max_run, count - lane, tiling.tiles_w - tile.tx});
     const __mmask16 run_lanes = kernels::detail::lane_mask(lane, lane + run);
     const float* plane = planes + (tile.image * channels + c) * height * width;
     const Index col0 = tile.tx * m - pad_w;
-    auto inside = [&](Index from) {  // lanes of the vector loaded at column col0 + from that lie in [0, width)
-      return kernels::detail::lane_mask(std::clamp<Index>(-col0 - from, 0, 16), std::clamp<Index>(width - col0 - from, 0, 16));
-    };
-    const __mmask16 inside_low = inside(0), inside_high = (run - 1) * m + Side > 16 ? inside(16) : __mmask16{0};
+    const __mmask16 inside_low = columns_inside(col0, width);
+    const __mmask16 inside_high = (run - 1) * m + Side > 16 ? columns_inside(col0 + 16, width) : __mmask16{0};
     const __m512i column_of_lane = _mm512_sub_epi32(four_lanes, _mm512_set1_epi32(static_cast<int>(m * lane)));
     for (int i = 0; i < Side; ++i) {
       const Index row = tile.ty * m - pad_h + i;
@@ -246,12 +249,15 @@ inline void gather_windows(const Tiling& tiling, const float* planes, Index chan
       _mm_prefetch(reinterpret_cast<const char*>(src + height * width), _MM_HINT_T0);
       _mm_prefetch(reinterpret_cast<const char*>(src + height * width + 16), _MM_HINT_T0);
       // Whole vectors load unmasked: on AMD's cores a masked load costs several plain ones.
-      const __m512 low = inside_low == 0xFFFF ? _mm512_loadu_ps(src) : _mm512_maskz_loadu_ps(inside_low, src);
-      const __m512 high = inside_high == 0xFFFF ? _mm512_loadu_ps(src + 16) : _mm512_maskz_loadu_ps(inside_high, src + 16);
+      auto load = [](__mmask16 inside, const float* from) {
+        return inside == 0xFFFF ? _mm512_loadu_ps(from) : _mm512_maskz_loadu_ps(inside, from);
+      };
+      const __m512 low = load(inside_low, src), high = load(inside_high, src + 16);
       for (int j = 0; j < Side; ++j) {
-        const __m512 picked = _mm512_permutex2var_ps(low, _mm512_add_epi32(column_of_lane, _mm512_set1_epi32(j)), high);
-        d[i * Side + j] = (LaneVector<float>)(lane == 0 ? _mm512_maskz_mov_ps(run_lanes, picked)
-                                                       : _mm512_mask_mov_ps((__m512)d[i * Side + j], run_lanes, picked));
+        const __m512i column = _mm512_add_epi32(column_of_lane, _mm512_set1_epi32(j));
+        const __m512 picked = _mm512_permutex2var_ps(low, column, high);
+        __m512& element = reinterpret_cast<__m512&>(d[i * Side + j]);
+        element = lane == 0 ? _mm512_maskz_mov_ps(run_lanes, picked) : _mm512_mask_mov_ps(element, run_lanes, picked);
       }
     }
     lane += run;
@@ -266,8 +272,8 @@ inline void gather_windows(const Tiling& tiling, const float* planes, Index chan
  * column j (lane ℓ₀ + k goes to column 4k + j: injective for each j), the six summed — the windows'
  * overlapping columns add here — and the row is read, added to and written back once, by two vectors.
  */
-inline void scatter_add_windows(const Tiling& tiling, const LaneVector<float>* dd, Index channels, Index c, Index height, Index width,
-                                Index pad_h, Index pad_w, Index first, Index count, float* planes) {
+inline void scatter_add_windows(const Tiling& tiling, const LaneVector<float>* dd, Index channels, Index c, Index height,
+                                Index width, Index pad_h, Index pad_w, Index first, Index count, float* planes) {
   constexpr Index max_run = (32 - t) / m + 1;
   const __m512i columns = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
   auto tile = tiling.locate(first);
@@ -275,18 +281,17 @@ inline void scatter_add_windows(const Tiling& tiling, const LaneVector<float>* d
     const Index run = std::min({max_run, count - lane, tiling.tiles_w - tile.tx});
     float* plane = planes + (tile.image * channels + c) * height * width;
     const Index col0 = tile.tx * m - pad_w;
-    auto inside = [&](Index from) {
-      return kernels::detail::lane_mask(std::clamp<Index>(-col0 - from, 0, 16), std::clamp<Index>(width - col0 - from, 0, 16));
-    };
-    const __mmask16 inside_low = inside(0), inside_high = (run - 1) * m + t > 16 ? inside(16) : __mmask16{0};
+    const __mmask16 inside_low = columns_inside(col0, width);
+    const __mmask16 inside_high = (run - 1) * m + t > 16 ? columns_inside(col0 + 16, width) : __mmask16{0};
     // Column x (of the 32) takes lane ℓ₀ + (x − j)/4 for window column j, when x − j ∈ {0, 4, …, 4(run − 1)}.
     __m512i from_low[t], from_high[t];
     __mmask16 takes_low[t], takes_high[t];
     const std::uint32_t every_fourth = 0x11111111u & static_cast<std::uint32_t>((std::uint64_t{1} << (m * run)) - 1);
+    const __m512i first_lane = _mm512_set1_epi32(static_cast<int>(lane));
     for (int j = 0; j < t; ++j) {
-      const __m512i shift = _mm512_set1_epi32(j), base = _mm512_set1_epi32(static_cast<int>(lane));
-      from_low[j] = _mm512_add_epi32(_mm512_srai_epi32(_mm512_sub_epi32(columns, shift), 2), base);
-      from_high[j] = _mm512_add_epi32(_mm512_srai_epi32(_mm512_sub_epi32(_mm512_add_epi32(columns, _mm512_set1_epi32(16)), shift), 2), base);
+      const __m512i low_minus_j = _mm512_sub_epi32(columns, _mm512_set1_epi32(j));
+      from_low[j] = _mm512_add_epi32(_mm512_srai_epi32(low_minus_j, 2), first_lane);
+      from_high[j] = _mm512_add_epi32(_mm512_srai_epi32(_mm512_add_epi32(low_minus_j, _mm512_set1_epi32(16)), 2), first_lane);
       const std::uint32_t takes = every_fourth << j;
       takes_low[j] = static_cast<__mmask16>(takes & 0xFFFF);
       takes_high[j] = static_cast<__mmask16>(takes >> 16);
@@ -302,7 +307,8 @@ inline void scatter_add_windows(const Tiling& tiling, const LaneVector<float>* d
       }
       float* dst = plane + row * width + col0;
       _mm512_mask_storeu_ps(dst, inside_low, _mm512_add_ps(_mm512_maskz_loadu_ps(inside_low, dst), low));
-      if (inside_high) _mm512_mask_storeu_ps(dst + 16, inside_high, _mm512_add_ps(_mm512_maskz_loadu_ps(inside_high, dst + 16), high));
+      if (inside_high)
+        _mm512_mask_storeu_ps(dst + 16, inside_high, _mm512_add_ps(_mm512_maskz_loadu_ps(inside_high, dst + 16), high));
     }
     lane += run;
     for (Index k = 0; k < run; ++k) tiling.advance(tile);
@@ -316,8 +322,8 @@ inline void scatter_add_windows(const Tiling& tiling, const LaneVector<float>* d
  * Per run of at most 8 tiles of one tile row (32 columns) and tile row i, column x of the run's row is
  * lane ℓ₀ + ⌊x/4⌋ of out[4i + x mod 4]: four permutations merged, stored as two vectors.
  */
-inline void store_tiles(const Tiling& tiling, const LaneVector<float>* out, Index channels, Index o, Index first, Index count,
-                        float* planes, const float* origin, const ConvOutputStage<float>& stage) {
+inline void store_tiles(const Tiling& tiling, const LaneVector<float>* out, Index channels, Index o, Index first,
+                        Index count, float* planes, const float* origin, const ConvOutputStage<float>& stage) {
   constexpr Index max_run = 32 / m;
   const __m512i quarter = _mm512_setr_epi32(0, 0, 0, 0, 1, 1, 1, 1, 2, 2, 2, 2, 3, 3, 3, 3);
   constexpr __mmask16 column_j[m] = {0x1111, 0x2222, 0x4444, 0x8888};  // the columns x with x mod 4 = j
@@ -333,7 +339,8 @@ inline void store_tiles(const Tiling& tiling, const LaneVector<float>* out, Inde
     for (int i = 0; i < m; ++i) {
       const Index row = tile.ty * m + i;
       if (row >= tiling.out_h) break;
-      __m512 low = _mm512_permutexvar_ps(from_low, (__m512)out[i * m]), high = _mm512_permutexvar_ps(from_high, (__m512)out[i * m]);
+      __m512 low = _mm512_permutexvar_ps(from_low, (__m512)out[i * m]);
+      __m512 high = _mm512_permutexvar_ps(from_high, (__m512)out[i * m]);
       for (int j = 1; j < m; ++j) {
         low = _mm512_mask_permutexvar_ps(low, column_j[j], from_low, (__m512)out[i * m + j]);
         high = _mm512_mask_permutexvar_ps(high, column_j[j], from_high, (__m512)out[i * m + j]);
@@ -600,7 +607,8 @@ void conv2d_forward(const Conv2dShape& s, const T* x, const T* weight, const T* 
 #if defined(__AVX512F__)
         if constexpr (std::is_same_v<T, float>)
           if (detail::gathers_by_rows(tiling.tiles_w)) {
-            detail::store_tiles(tiling, out, s.c_out, o, first_column, count, y + first * s.c_out * tiling.out_h * tiling.out_w, y, stage);
+            T* block_output = y + first * s.c_out * tiling.out_h * tiling.out_w;
+            detail::store_tiles(tiling, out, s.c_out, o, first_column, count, block_output, y, stage);
             return;
           }
 #endif
