@@ -209,7 +209,26 @@ void transform_filters(const T* weight, Index size, T* u, FilterAt&& filter_at) 
 /// (gather_windows, scatter_add_windows, store_tiles): a run is at most a tile row long, and with one tile
 /// per row (4×4 planes) each lane is a run of its own, a full set of permutations — measured no faster
 /// than the scalar lane loops (docs/kernels.md, "Windows by rows").
-inline bool gathers_by_rows(Index tiles_w) { return tiles_w >= 2; }
+inline bool tiles_by_rows(Index tiles_w) { return tiles_w >= 2; }
+
+/// Lanes of a 16-float vector loaded at column `from` of a row of `width` columns that lie inside it.
+inline __mmask16 columns_inside(Index from, Index width) {
+  return kernels::detail::lane_mask(std::clamp<Index>(-from, 0, 16), std::clamp<Index>(width - from, 0, 16));
+}
+
+/// Calls body(lane, run, tile) for the runs of a lane group (lanes [0, count) are the tiles first, first + 1,
+/// …): maximal stretches of at most max_run consecutive tiles of one tile row, `lane` the run's first lane and
+/// `tile` its first tile.
+template <class Body>
+inline void for_each_run(const Tiling& tiling, Index first, Index count, Index max_run, Body&& body) {
+  auto tile = tiling.locate(first);
+  for (Index lane = 0; lane < count;) {
+    const Index run = std::min({max_run, count - lane, tiling.tiles_w - tile.tx});
+    body(lane, run, tile);
+    lane += run;
+    for (Index k = 0; k < run; ++k) tiling.advance(tile);
+  }
+}
 
 /**
  * d[Side·Side] ← the Side×Side windows of channel c of the group's tiles (lane ℓ < count is tile first + ℓ;
@@ -219,19 +238,12 @@ inline bool gathers_by_rows(Index tiles_w) { return tiles_w >= 2; }
  * (columns outside the plane read as zero). Element (i, j) of lane ℓ of a run starting at lane ℓ₀ is
  * column 4(ℓ − ℓ₀) + j of window row i: one permutation of the two vectors, blended into the run's lanes.
  */
-/// Lanes of a 16-float vector loaded at column `from` of a row of `width` columns that lie inside it.
-inline __mmask16 columns_inside(Index from, Index width) {
-  return kernels::detail::lane_mask(std::clamp<Index>(-from, 0, 16), std::clamp<Index>(width - from, 0, 16));
-}
-
 template <int Side>
 inline void gather_windows(const Tiling& tiling, const float* planes, Index channels, Index c, Index height, Index width,
                            Index pad_h, Index pad_w, Index first, Index count, LaneVector<float>* d) {
   constexpr Index max_run = (32 - Side) / m + 1;  // 7 tiles for the 6×6 input windows, 8 for 4×4 ones
   const __m512i four_lanes = _mm512_setr_epi32(0, 4, 8, 12, 16, 20, 24, 28, 32, 36, 40, 44, 48, 52, 56, 60);
-  auto tile = tiling.locate(first);
-  for (Index lane = 0; lane < count;) {
-    const Index run = std::min({max_run, count - lane, tiling.tiles_w - tile.tx});
+  for_each_run(tiling, first, count, max_run, [&](Index lane, Index run, const Tiling::Tile& tile) {
     const __mmask16 run_lanes = kernels::detail::lane_mask(lane, lane + run);
     const float* plane = planes + (tile.image * channels + c) * height * width;
     const Index col0 = tile.tx * m - pad_w;
@@ -260,9 +272,7 @@ inline void gather_windows(const Tiling& tiling, const float* planes, Index chan
         element = lane == 0 ? _mm512_maskz_mov_ps(run_lanes, picked) : _mm512_mask_mov_ps(element, run_lanes, picked);
       }
     }
-    lane += run;
-    for (Index k = 0; k < run; ++k) tiling.advance(tile);
-  }
+  });
 }
 
 /**
@@ -276,9 +286,7 @@ inline void scatter_add_windows(const Tiling& tiling, const LaneVector<float>* d
                                 Index width, Index pad_h, Index pad_w, Index first, Index count, float* planes) {
   constexpr Index max_run = (32 - t) / m + 1;
   const __m512i columns = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
-  auto tile = tiling.locate(first);
-  for (Index lane = 0; lane < count;) {
-    const Index run = std::min({max_run, count - lane, tiling.tiles_w - tile.tx});
+  for_each_run(tiling, first, count, max_run, [&](Index lane, Index run, const Tiling::Tile& tile) {
     float* plane = planes + (tile.image * channels + c) * height * width;
     const Index col0 = tile.tx * m - pad_w;
     const __mmask16 inside_low = columns_inside(col0, width);
@@ -310,9 +318,7 @@ inline void scatter_add_windows(const Tiling& tiling, const LaneVector<float>* d
       if (inside_high)
         _mm512_mask_storeu_ps(dst + 16, inside_high, _mm512_add_ps(_mm512_maskz_loadu_ps(inside_high, dst + 16), high));
     }
-    lane += run;
-    for (Index k = 0; k < run; ++k) tiling.advance(tile);
-  }
+  });
 }
 
 /**
@@ -327,9 +333,7 @@ inline void store_tiles(const Tiling& tiling, const LaneVector<float>* out, Inde
   constexpr Index max_run = 32 / m;
   const __m512i quarter = _mm512_setr_epi32(0, 0, 0, 0, 1, 1, 1, 1, 2, 2, 2, 2, 3, 3, 3, 3);
   constexpr __mmask16 column_j[m] = {0x1111, 0x2222, 0x4444, 0x8888};  // the columns x with x mod 4 = j
-  auto tile = tiling.locate(first);
-  for (Index lane = 0; lane < count;) {
-    const Index run = std::min({max_run, count - lane, tiling.tiles_w - tile.tx});
+  for_each_run(tiling, first, count, max_run, [&](Index lane, Index run, const Tiling::Tile& tile) {
     float* plane = planes + (tile.image * channels + o) * tiling.out_h * tiling.out_w;
     const Index col0 = tile.tx * m, columns = std::min(m * run, tiling.out_w - col0);
     const __mmask16 store_low = kernels::detail::lane_mask(0, std::min<Index>(16, columns));
@@ -358,9 +362,7 @@ inline void store_tiles(const Tiling& tiling, const LaneVector<float>* out, Inde
       _mm512_mask_storeu_ps(dst, store_low, low);
       if (store_high) _mm512_mask_storeu_ps(dst + 16, store_high, high);
     }
-    lane += run;
-    for (Index k = 0; k < run; ++k) tiling.advance(tile);
-  }
+  });
 }
 #endif
 
@@ -375,16 +377,19 @@ void transform_windows(const Tiling& tiling, const T* planes, Index images, Inde
                        Index pad_h, Index pad_w, T* dst, Index ld) {
   parallel_for(0, channels, [&](Index c) {
     LaneVector<T> d[Side * Side], out[points];
-    for_each_lane_group(images * tiling.per_image(), [&](Index first, Index count) {
+    // d ← the windows by rows of the plane (float with AVX-512), false where that path does not apply.
+    auto gather_by_rows = [&]([[maybe_unused]] Index first, [[maybe_unused]] Index count) {
 #if defined(__AVX512F__)
       if constexpr (std::is_same_v<T, float>)
-        if (gathers_by_rows(tiling.tiles_w)) {
+        if (tiles_by_rows(tiling.tiles_w)) {
           gather_windows<Side>(tiling, planes, channels, c, height, width, pad_h, pad_w, first, count, d);
-          sandwich<t, Side, L>(d, out);
-          for (int xi = 0; xi < points; ++xi) store_first_lanes(out[xi], count, dst + (xi * channels + c) * ld + first);
-          return;
+          return true;
         }
 #endif
+      return false;
+    };
+    // d ← the windows one scalar per lane and element.
+    auto gather_by_lanes = [&](Index first, Index count) {
       auto tile = tiling.locate(first);
       for (Index lane = 0; lane < lanes; ++lane, tiling.advance(tile)) {
         if (lane >= count) {
@@ -405,6 +410,9 @@ void transform_windows(const Tiling& tiling, const T* planes, Index images, Inde
             d[i * Side + j][lane] = (row >= 0 && row < height && col >= 0 && col < width) ? plane[row * width + col] : T(0);
           }
       }
+    };
+    for_each_lane_group(images * tiling.per_image(), [&](Index first, Index count) {
+      if (!gather_by_rows(first, count)) gather_by_lanes(first, count);
       sandwich<t, Side, L>(d, out);
       for (int xi = 0; xi < points; ++xi) store_first_lanes(out[xi], count, dst + (xi * channels + c) * ld + first);
     });
@@ -606,7 +614,7 @@ void conv2d_forward(const Conv2dShape& s, const T* x, const T* weight, const T* 
         for (int e = 0; e < m * m; ++e) out[e] += add;
 #if defined(__AVX512F__)
         if constexpr (std::is_same_v<T, float>)
-          if (detail::gathers_by_rows(tiling.tiles_w)) {
+          if (detail::tiles_by_rows(tiling.tiles_w)) {
             T* block_output = y + first * s.c_out * tiling.out_h * tiling.out_w;
             detail::store_tiles(tiling, out, s.c_out, o, first_column, count, block_output, y, stage);
             return;
@@ -669,7 +677,7 @@ void conv2d_backward_input(const Conv2dShape& s, const T* grad_y, const T* weigh
         sandwich<t, t, b>(tile, dd);
 #if defined(__AVX512F__)
         if constexpr (std::is_same_v<T, float>)
-          if (detail::gathers_by_rows(tiling.tiles_w)) {
+          if (detail::tiles_by_rows(tiling.tiles_w)) {
             detail::scatter_add_windows(tiling, dd, s.c_in, c, s.h, s.w, s.pad_h, s.pad_w, first_column, count,
                                         grad_x + first * s.c_in * s.h * s.w);
             return;
