@@ -7,6 +7,7 @@
 #include "qx/nn/nn.hpp"
 
 #include <cmath>
+#include <cstring>
 #include <memory>
 
 using qx::Index;
@@ -199,4 +200,61 @@ TEST_CASE("the one-walk maps equal the maps of separate walks through the unfold
     CAPTURE(qx::explain::to_string(m));
     CHECK(map_error(together.map(m), apart.map(m)) <= 1e-10);
   }
+}
+
+TEST_CASE("a weight cache gives the same maps bit for bit, folds once, and folds again when a parameter changes") {
+  // resnet18 of width 64 on batch 4 of 64×64: its 64-channel layers run by Winograd in float with
+  // AVX-512, whose transformed filters the cache keeps too.
+  auto model = qx::nn::resnet18<float>(1, 2, 64, 21);
+  qx::Rng rng(9);
+  for (auto& [name, t] : model->named_buffers())
+    if (name.find("running_var") != std::string::npos) for (float& v : t->span()) v = static_cast<float>(rng.uniform(0.5, 2.0));
+  const auto x = Tensor<float>::randn({4, 1, 64, 64}, rng);
+  auto same = [](const qx::explain::Attributions<float>& a, const qx::explain::Attributions<float>& b) {
+    for (Method m : qx::explain::all_methods()) {
+      CAPTURE(qx::explain::to_string(m));
+      REQUIRE(a.map(m).shape() == b.map(m).shape());
+      CHECK(std::memcmp(a.map(m).data(), b.map(m).data(), sizeof(float) * static_cast<std::size_t>(a.map(m).numel())) == 0);
+    }
+  };
+  const auto before = qx::explain::explain(*model, x);
+  qx::nn::WeightCache<float> cache;
+  constexpr std::size_t pairs = 20;  // conv → batch norm pairs of resnet18: the stem, 16 in blocks, 3 shortcuts
+  qx::explain::Attributions<float> changed;
+  {
+    const qx::nn::WeightCache<float>::Scope use(cache);
+    CHECK(qx::nn::WeightCache<float>::active() == &cache);
+    same(qx::explain::explain(*model, x), before);
+    CHECK(cache.stats().folds == pairs);
+    CHECK(cache.stats().folded == pairs);
+    CHECK(cache.stats().reused == 0);
+    const auto derived = cache.stats().derived.made;
+#if defined(__AVX512F__)
+    CHECK(derived > 0);  // Winograd's filters of the folded weights
+#endif
+    same(qx::explain::explain(*model, x), before);
+    CHECK(cache.stats().folded == pairs);
+    CHECK(cache.stats().reused == pairs);
+    CHECK(cache.stats().derived.made == derived);  // nothing transformed again
+    CHECK(cache.stats().derived.reuses == derived);
+    // A weight written through data() and a running mean changed: those two pairs fold again (and their
+    // filters are transformed again), and the maps are the changed model's.
+    dynamic_cast<qx::nn::Conv2d<float>&>(model->submodule("layer1.0.conv1")).weight.data()[5] += 0.25f;
+    dynamic_cast<qx::nn::BatchNorm2d<float>&>(model->submodule("layer2.0.bn1")).running_mean.data()[3] += 0.5f;
+    const auto values = cache.stats().derived.values;
+    changed = qx::explain::explain(*model, x);
+    CHECK(cache.stats().folded == pairs + 2);
+    CHECK(cache.stats().folds == pairs);
+    CHECK(cache.stats().derived.values == values);  // the old weights' filters dropped, the new ones kept
+#if defined(__AVX512F__)
+    CHECK(cache.stats().derived.made > derived);  // layer1.0.conv1 runs by Winograd: its filters made anew
+#endif
+    CHECK(std::memcmp(changed.saliency.data(), before.saliency.data(), sizeof(float) * static_cast<std::size_t>(x.numel())) != 0);
+  }
+  CHECK(qx::nn::WeightCache<float>::active() == nullptr);  // the scope ended
+  same(changed, qx::explain::explain(*model, x));          // the changed model explained without a cache
+  CHECK(cache.stats().bytes > 0);
+  cache.clear();
+  CHECK(cache.stats().bytes == 0);
+  CHECK(cache.stats().folds == 0);
 }

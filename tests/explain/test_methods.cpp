@@ -75,6 +75,28 @@ TEST_CASE("SmoothGrad: zero noise gives the saliency, and it is seeded") {
   CHECK(a.to_vector() != c.to_vector());
 }
 
+TEST_CASE("integrated gradients and SmoothGrad fold batch norm once for all their passes") {
+  auto model = small_model();
+  qx::Rng rng(4);
+  const auto x = Tensor<double>::randn({2, 1, 20, 18}, rng);
+  constexpr std::size_t pairs = 20;  // resnet18's conv → batch norm pairs
+  // Without a cache of the caller's, each call keeps one of its own while it runs.
+  const auto ig = qx::explain::integrated_gradients(*model, x, 5, {}, {0, 1});
+  const auto sg = qx::explain::smoothgrad(*model, x, 3, 0.1, 7, {0, 1});
+  CHECK(qx::nn::WeightCache<double>::active() == nullptr);
+  // With the caller's: 5 steps and the two ends' forward passes, 3 noisy copies — each pair folded once.
+  qx::nn::WeightCache<double> cache;
+  const qx::nn::WeightCache<double>::Scope use(cache);
+  const auto ig_cached = qx::explain::integrated_gradients(*model, x, 5, {}, {0, 1});
+  CHECK(cache.stats().folded == pairs);
+  CHECK(cache.stats().reused == pairs * (5 + 2 - 1));
+  const auto sg_cached = qx::explain::smoothgrad(*model, x, 3, 0.1, 7, {0, 1});
+  CHECK(cache.stats().folded == pairs);
+  CHECK(cache.stats().reused == pairs * (5 + 2 - 1 + 3));
+  CHECK(ig_cached.attribution.to_vector() == ig.attribution.to_vector());  // the same arithmetic
+  CHECK(sg_cached.to_vector() == sg.to_vector());
+}
+
 TEST_CASE("Grad-CAM++ on a network whose score is linear in the activation") {
   // y_c = Σ_k W[c,k]·mean_ij A_kij + b: the gradient g = W[c,k]/(h·w) is constant over a channel.
   struct Head final : qx::nn::Module<double> {

@@ -339,6 +339,81 @@ TEST_CASE_TEMPLATE("Winograd F(4x4, 3x3) matches the naive loops on 3x3 stride-1
                 std::is_same_v<T, float> ? 4e-4 : 1e-11);
 }
 
+TEST_CASE_TEMPLATE("Winograd keeps the transformed filters of a weight declared constant, and only those", T, float, double) {
+  namespace wino = qx::kernels::winograd;
+  using qx::kernels::ConstantWeights;
+  const Conv2dShape s{3, 7, 13, 5, 9, 3, 3, 1, 1, 1, 1};
+  const auto size = [](Index n) { return static_cast<std::size_t>(n); };
+  qx::Rng rng(3);
+  const auto x = random_vector<T>(size(s.n * s.c_in * s.h * s.w), rng), w = random_vector<T>(size(s.c_out * s.c_in * 9), rng);
+  const auto g = random_vector<T>(size(s.n * s.c_out * s.positions()), rng);
+  std::vector<T> y_plain(g.size()), gx_plain(x.size());
+  wino::conv2d_forward<T>(s, x.data(), w.data(), nullptr, y_plain.data());
+  wino::conv2d_backward_input<T>(s, g.data(), w.data(), gx_plain.data());
+  auto run = [&] {  // both passes, each result the uncached one bit for bit
+    std::vector<T> y(g.size()), gx(x.size());
+    wino::conv2d_forward<T>(s, x.data(), w.data(), nullptr, y.data());
+    wino::conv2d_backward_input<T>(s, g.data(), w.data(), gx.data());
+    CHECK(std::memcmp(y.data(), y_plain.data(), sizeof(T) * y.size()) == 0);
+    CHECK(std::memcmp(gx.data(), gx_plain.data(), sizeof(T) * gx.size()) == 0);
+  };
+  ConstantWeights constant;
+  {
+    const ConstantWeights::Scope active(constant);
+    run();  // not declared: a parameter the caller may change; nothing is kept
+    CHECK(constant.stats().values == 0);
+    constant.declare(w.data());
+    run();
+    CHECK(constant.stats().values == 2);  // the forward pass's U_ξ and the input gradient's U_ξᵀ
+    CHECK(constant.stats().made == 2);
+    CHECK(constant.stats().bytes >= size(2 * wino::points * s.c_in * s.c_out) * sizeof(T));
+    run();
+    CHECK(constant.stats().made == 2);
+    CHECK(constant.stats().reuses == 2);
+    const Conv2dShape more_images{4, 7, 13, 5, 9, 3, 3, 1, 1, 1, 1};  // another shape: another entry
+    const auto x4 = random_vector<T>(size(4 * s.c_in * s.h * s.w), rng);
+    std::vector<T> y4(size(4 * s.c_out * s.positions()));
+    wino::conv2d_forward<T>(more_images, x4.data(), w.data(), nullptr, y4.data());
+    CHECK(constant.stats().values == 3);
+  }
+  run();  // no registry active on this thread: nothing is looked up
+  CHECK(constant.stats().reuses == 2);
+  constant.forget(w.data());
+  CHECK(constant.stats().values == 0);
+  CHECK(constant.stats().bytes == 0);
+}
+
+TEST_CASE_TEMPLATE("im2col convolutions keep the packed weights of a weight declared constant", T, float, double) {
+  using qx::kernels::ConstantWeights;
+  const auto size = [](Index n) { return static_cast<std::size_t>(n); };
+  for (const Conv2dShape& s : {Conv2dShape{2, 5, 9, 8, 4, 3, 3, 2, 2, 1, 1}, Conv2dShape{1, 70, 6, 6, 67, 3, 3, 2, 2, 1, 1}}) {
+    CAPTURE(s.c_in);
+    qx::Rng rng(4);
+    const auto x = random_vector<T>(size(s.n * s.c_in * s.h * s.w), rng), w = random_vector<T>(size(s.c_out * s.patch()), rng);
+    const auto g = random_vector<T>(size(s.n * s.c_out * s.positions()), rng);
+    auto run = [&] {
+      std::pair<std::vector<T>, std::vector<T>> out{std::vector<T>(g.size()), std::vector<T>(x.size())};
+      qx::kernels::conv2d_forward<T>(s, x.data(), w.data(), nullptr, out.first.data());
+      qx::kernels::conv2d_backward_input<T>(s, g.data(), w.data(), out.second.data());
+      return out;
+    };
+    const auto plain = run();
+    ConstantWeights constant;
+    const ConstantWeights::Scope active(constant);
+    constant.declare(w.data());
+    for (int call = 0; call < 2; ++call) {
+      const auto kept = run();
+      CHECK(std::memcmp(kept.first.data(), plain.first.data(), sizeof(T) * g.size()) == 0);
+      CHECK(std::memcmp(kept.second.data(), plain.second.data(), sizeof(T) * x.size()) == 0);
+    }
+#if defined(__AVX512F__)
+    // Float: W packed for the forward pass and Wᵀ for the input gradient, once.
+    CHECK(constant.stats().made == (std::is_same_v<T, float> ? 2u : 0u));
+    CHECK(constant.stats().reuses == (std::is_same_v<T, float> ? 2u : 0u));
+#endif
+  }
+}
+
 TEST_CASE_TEMPLATE("the direct 3x3 kernel matches the naive loops (forward with the output stage, both gradients)", T,
                    float, double) {
   namespace direct = qx::kernels::direct3x3;

@@ -334,6 +334,7 @@ inline std::vector<ExplainedWindow> explain_test_set(nn::Module<float>& model, e
                                              explain::Method::guided_gradcam};
   std::vector<ExplainedWindow> rows;
   io::ProgressBar bar("explain dataset " + std::to_string(dataset), n);
+  const nn::ScopedWeightCache<float> folded_once;  // every batch explains the same model
   Tensor<float> images;
   std::vector<Index> labels;
   for (Index first = 0; first < n; first += batch) {

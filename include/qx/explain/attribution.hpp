@@ -186,6 +186,8 @@ void check_targets(const std::vector<Index>& targets, Index n, Index k) {
  * auto maps = qx::explain::explain(*model, images);           // all five maps, predicted classes
  * auto cam = qx::explain::explain(*model, images, {{Method::gradcam}, "layer3"}).gradcam;
  * @endcode
+ * Explaining batch after batch with the same model, keep an nn::WeightCache active (nn/weight_cache.hpp):
+ * batch norm is then folded, and Winograd's filters transformed, once rather than for every call.
  */
 template <class T>
 Attributions<T> explain(nn::Module<T>& model, const Tensor<T>& x, const ExplainOptions& options = {}) {

@@ -8,6 +8,7 @@
 #pragma once
 #include "qx/config.hpp"
 #include "qx/explain/attribution.hpp"
+#include "qx/nn/weight_cache.hpp"
 
 #include <cmath>
 #include <vector>
@@ -63,6 +64,7 @@ IntegratedGradients<T> integrated_gradients(nn::Module<T>& model, const Tensor<T
   const Tensor<T> base = baseline.defined() ? baseline.contiguous() : Tensor<T>::zeros(x.shape());
   check(base.shape() == x.shape(), "integrated_gradients: baseline ", shape_str(base.shape()), " differs from input ",
         shape_str(x.shape()));
+  const nn::ScopedWeightCache<T> folded_once;  // every step runs the same frozen model
   if (targets.empty()) targets = input_gradient(model, x).targets;
   auto total = Tensor<T>::zeros(x.shape());
   auto point = Tensor<T>::empty(x.shape());
@@ -103,6 +105,7 @@ Tensor<T> smoothgrad(nn::Module<T>& model, const Tensor<T>& x, Index samples = 2
   check(samples > 0 && noise_level >= 0, "smoothgrad: samples (", samples, ") must be positive and noise level (",
         noise_level, ") non-negative");
   const Tensor<T> xc = x.contiguous();
+  const nn::ScopedWeightCache<T> folded_once;  // every noisy copy runs the same frozen model
   if (targets.empty()) targets = input_gradient(model, x).targets;
   const Index n = x.size(0), per = x.numel() / n;
   std::vector<double> sigma(static_cast<std::size_t>(n));

@@ -7,6 +7,7 @@
 #include "qx/config.hpp"
 #include "qx/explain/attribution.hpp"
 #include "qx/explain/reduce.hpp"
+#include "qx/nn/weight_cache.hpp"
 
 #include <algorithm>
 #include <cmath>
@@ -62,6 +63,7 @@ template <class T>
 std::vector<SanityRow> cascading_randomization(nn::Module<T>& model, const Tensor<T>& x, const std::vector<std::string>& layers,
                                                ExplainOptions options = {}, std::uint64_t seed = 0) {
   options.methods.erase(Method::gradcam_raw);
+  const nn::ScopedWeightCache<T> folded_once;  // each step changes one layer: only its pairs fold again
   const auto original = explain(model, x, options);
   options.targets = original.targets;  // explain the same classes throughout
   auto state = model.named_state();

@@ -17,6 +17,7 @@
 #include "qx/core/allocator.hpp"
 #include "qx/core/parallel.hpp"
 #include "qx/core/shape.hpp"
+#include "qx/kernels/constant_weights.hpp"
 #include "qx/kernels/conv2d_shape.hpp"
 #include "qx/kernels/functors.hpp"
 #include "qx/kernels/gemm.hpp"
@@ -584,6 +585,20 @@ std::optional<PackedMatrix> weight_packed_once(const Conv2dShape& s, Index block
   if (!panels && direct < 2) return std::nullopt;
   return std::optional<PackedMatrix>(std::in_place, trans, weight, s.patch(), rows, depth);
 }
+
+/// op(W) packed, kept from call to call, when the calling thread's ConstantWeights registry holds W as
+/// constant (nn::WeightCache's folded weights; the layout does not depend on the batch); else null.
+inline std::shared_ptr<const PackedMatrix> kept_packed_weight(const Conv2dShape& s, bool trans, const float* weight,
+                                                              Index rows, Index depth) {
+  ConstantWeights* constant = ConstantWeights::active();
+  if (!constant) return nullptr;
+  Conv2dShape any_batch = s;
+  any_batch.n = 0;
+  const Derived kind = trans ? Derived::packed_weight_transposed : Derived::packed_weight;
+  return constant->derived<PackedMatrix>(weight, any_batch, kind, [&] {
+    return std::make_shared<const PackedMatrix>(trans, weight, s.patch(), rows, depth);
+  });
+}
 #endif
 
 /// out (rows × n) = op(W) (rows × depth) · B (depth × n), B and out of leading dimension n: by the call's
@@ -611,9 +626,14 @@ void conv2d_forward(const Conv2dShape& s, const T* x, const T* weight, const T* 
   const PackedA* packed = nullptr;  // W packed once, for the blocks that multiply it packed
 #if defined(__AVX512F__)
   std::optional<PackedMatrix> packed_weight;
-  if constexpr (std::is_same_v<T, float>)
-    packed_weight = detail::weight_packed_once(s, block, [&](Index images) { return detail::forward_in_panels<T>(s, images); },
-                                               false, weight, s.c_out, k);
+  std::shared_ptr<const PackedMatrix> kept;  // constant weights: packed by an earlier call
+  if constexpr (std::is_same_v<T, float>) {
+    kept = detail::kept_packed_weight(s, false, weight, s.c_out, k);
+    if (!kept)
+      packed_weight = detail::weight_packed_once(s, block, [&](Index images) { return detail::forward_in_panels<T>(s, images); },
+                                                 false, weight, s.c_out, k);
+  }
+  if (kept) packed = &kept->view;
   if (packed_weight) packed = &packed_weight->view;
 #endif
   // Scratch: the columns (rows or panels), then the block's output (C_out·P) before it is scattered to NCHW.
@@ -659,9 +679,14 @@ void conv2d_backward_input(const Conv2dShape& s, const T* grad_y, const T* weigh
   const PackedA* packed = nullptr;  // Wᵀ packed once, for the blocks that multiply it packed
 #if defined(__AVX512F__)
   std::optional<PackedMatrix> packed_weight;
-  if constexpr (std::is_same_v<T, float>)
-    packed_weight = detail::weight_packed_once(s, block, [&](Index images) { return detail::gradients_in_panels<T>(s, images); },
-                                               true, weight, k, s.c_out);
+  std::shared_ptr<const PackedMatrix> kept;  // constant weights: packed by an earlier call
+  if constexpr (std::is_same_v<T, float>) {
+    kept = detail::kept_packed_weight(s, true, weight, k, s.c_out);
+    if (!kept)
+      packed_weight = detail::weight_packed_once(s, block, [&](Index images) { return detail::gradients_in_panels<T>(s, images); },
+                                                 true, weight, k, s.c_out);
+  }
+  if (kept) packed = &kept->view;
   if (packed_weight) packed = &packed_weight->view;
 #endif
   // Scratch: several images' grad_y gathered (rows, or panels: one copy instead of a gather and a pack),

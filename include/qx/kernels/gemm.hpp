@@ -177,6 +177,7 @@ struct PackedMatrix {
       : storage(static_cast<std::size_t>(detail::packed::packed_a_size(m, k))), view{storage.data(), m, k} {
     detail::packed::pack_a_whole(trans, a, lda, m, k, storage.data());
   }
+  std::size_t bytes() const { return storage.size() * sizeof(float); }
 };
 
 /// C (m×n) = α·A·op(B) + β·C with A (m×k) packed; split over threads as gemm splits.

@@ -13,6 +13,7 @@
 #include "qx/config.hpp"
 #include "qx/core/allocator.hpp"
 #include "qx/core/parallel.hpp"
+#include "qx/kernels/constant_weights.hpp"
 #include "qx/kernels/conv2d.hpp"
 #include "qx/kernels/functors.hpp"
 #include "qx/kernels/gemm.hpp"
@@ -21,6 +22,7 @@
 #include <array>
 #include <cstdint>
 #include <cstring>
+#include <memory>
 #include <type_traits>
 #include <utility>
 #include <vector>
@@ -547,7 +549,19 @@ struct TransformedFilters {
 #endif
     return rows * depth;
   }
+  std::size_t bytes() const { return values.size() * sizeof(T); }
 };
+
+/// The transformed filters of `weight` for s: kept from call to call when the calling thread's
+/// ConstantWeights registry holds `weight` as constant (nn::WeightCache's folded weights), else made here.
+template <class T>
+std::shared_ptr<const TransformedFilters<T>> transformed_filters(const Conv2dShape& s, const T* weight, bool transpose) {
+  auto make = [&] { return std::make_shared<const TransformedFilters<T>>(s, weight, transpose); };
+  const Derived kind = transpose ? Derived::winograd_filters_transposed : Derived::winograd_filters;
+  if (ConstantWeights* constant = ConstantWeights::active())
+    if (auto kept = constant->derived<TransformedFilters<T>>(weight, s, kind, make)) return kept;
+  return make();
+}
 
 /// Runs body(first_image, images, ld, scratch, thread) over blocks of images (kernels/conv2d.hpp's
 /// blocking), scratch holding 36·(C_in + C_out) rows of ld = images·tiles columns.
@@ -598,7 +612,8 @@ void load_lanes(const T* matrix, Index rows, Index row, Index ld, Index first, I
 template <class T>
 void conv2d_forward(const Conv2dShape& s, const T* x, const T* weight, const T* bias, T* y, const ConvOutputStage<T>& stage = {}) {
   const Tiling tiling(s);
-  const detail::TransformedFilters<T> u(s, weight, false);
+  const auto filters = detail::transformed_filters(s, weight, false);
+  const detail::TransformedFilters<T>& u = *filters;
   detail::for_each_tile_block<T>(s, tiling, [&](Index first, Index images, Index ld, T* scratch, int) {
     T* v = scratch;                          // (36, C_in, ld)
     T* mm = scratch + points * s.c_in * ld;  // (36, C_out, ld)
@@ -661,7 +676,8 @@ void conv2d_forward(const Conv2dShape& s, const T* x, const T* weight, const T* 
 template <class T>
 void conv2d_backward_input(const Conv2dShape& s, const T* grad_y, const T* weight, T* grad_x) {
   const Tiling tiling(s);
-  const detail::TransformedFilters<T> u(s, weight, true);
+  const auto filters = detail::transformed_filters(s, weight, true);
+  const detail::TransformedFilters<T>& u = *filters;
   detail::for_each_tile_block<T>(s, tiling, [&](Index first, Index images, Index ld, T* scratch, int) {
     T* dm = scratch;                          // (36, C_out, ld)
     T* dv = scratch + points * s.c_out * ld;  // (36, C_in, ld)

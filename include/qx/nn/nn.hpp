@@ -4,3 +4,4 @@
 #include "qx/nn/module.hpp"
 #include "qx/nn/resnet.hpp"
 #include "qx/nn/serialize.hpp"
+#include "qx/nn/weight_cache.hpp"

@@ -19,6 +19,7 @@
 #include "qx/nn/layers.hpp"
 #include "qx/nn/module.hpp"
 #include "qx/nn/serialize.hpp"
+#include "qx/nn/weight_cache.hpp"
 #include "qx/ops/add.hpp"
 #include "qx/ops/flatten.hpp"
 #include "qx/ops/softmax.hpp"
@@ -269,6 +270,7 @@ std::vector<Index> predict(nn::Module<T>& model, D& data, Index batch_size, Inde
   const bool was_training = model.is_training();
   model.eval();
   NoGradGuard no_grad;
+  const nn::ScopedWeightCache<T> folded_once;  // every batch runs the same folded model
   const Index n = limit > 0 ? std::min(limit, data.size()) : data.size();
   std::vector<Index> predicted;
   Tensor<T> images;
