@@ -54,7 +54,8 @@ int main(int argc, char** argv) {
     const double cached = best_of();
     char name[128];
     std::snprintf(name, sizeof name, "%s_%dx%d_b%d", c.arch, c.channels, c.size, c.batch);
-    std::printf("%-24s %10.2f %12.2f %9.0f %11.0f", name, ms, cached, static_cast<double>(cache.stats().bytes) / (1 << 20), faults);
+    const double cache_mb = static_cast<double>(cache.stats().bytes) / (1 << 20);
+    std::printf("%-24s %10.2f %12.2f %9.0f %11.0f", name, ms, cached, cache_mb, faults);
     if (torch) {
       const std::string cmd = std::string(bench::torch_env) +
                               "/usr/bin/python3 " QX_BENCH_DIR "/explain_torch.py " + std::string(c.arch) + " " +

@@ -564,14 +564,17 @@ std::shared_ptr<const TransformedFilters<T>> transformed_filters(const Conv2dSha
 }
 
 /// Runs body(first_image, images, ld, scratch, thread) over blocks of images (kernels/conv2d.hpp's
-/// blocking), scratch holding 36·(C_in + C_out) rows of ld = images·tiles columns.
+/// blocking, handed to threads in `order`), scratch holding 36·(C_in + C_out) rows of ld = images·tiles
+/// columns.
 template <class T, class Body>
-void for_each_tile_block(const Conv2dShape& s, const Tiling& tiling, Body&& body) {
+void for_each_tile_block(const Conv2dShape& s, const Tiling& tiling, kernels::detail::BlockOrder order, Body&& body) {
   const Index per_image = points * (s.c_in + s.c_out) * tiling.per_image();
-  kernels::detail::for_each_block<T>(s.n, images_per_tile_block(s, tiling), per_image,
-                                     [&](Index first, Index images, T* scratch, int thread) {
-                                       body(first, images, images * tiling.per_image(), scratch, thread);
-                                     });
+  kernels::detail::for_each_block<T>(
+      s.n, images_per_tile_block(s, tiling), per_image,
+      [&](Index first, Index images, T* scratch, int thread) {
+        body(first, images, images * tiling.per_image(), scratch, thread);
+      },
+      order);
 }
 
 /// out_ξ (rows, ld) = op(U_ξ) · in_ξ (depth, ld) for the 36 points: U_ξ (C_out, C_in) itself (forward:
@@ -614,7 +617,8 @@ void conv2d_forward(const Conv2dShape& s, const T* x, const T* weight, const T* 
   const Tiling tiling(s);
   const auto filters = detail::transformed_filters(s, weight, false);
   const detail::TransformedFilters<T>& u = *filters;
-  detail::for_each_tile_block<T>(s, tiling, [&](Index first, Index images, Index ld, T* scratch, int) {
+  constexpr auto any_thread = kernels::detail::BlockOrder::any_thread;  // each block writes its own images
+  detail::for_each_tile_block<T>(s, tiling, any_thread, [&](Index first, Index images, Index ld, T* scratch, int) {
     T* v = scratch;                          // (36, C_in, ld)
     T* mm = scratch + points * s.c_in * ld;  // (36, C_out, ld)
     detail::transform_inputs(s, tiling, x + first * s.c_in * s.h * s.w, images, v, ld);
@@ -678,7 +682,8 @@ void conv2d_backward_input(const Conv2dShape& s, const T* grad_y, const T* weigh
   const Tiling tiling(s);
   const auto filters = detail::transformed_filters(s, weight, true);
   const detail::TransformedFilters<T>& u = *filters;
-  detail::for_each_tile_block<T>(s, tiling, [&](Index first, Index images, Index ld, T* scratch, int) {
+  constexpr auto any_thread = kernels::detail::BlockOrder::any_thread;  // each block writes its own images
+  detail::for_each_tile_block<T>(s, tiling, any_thread, [&](Index first, Index images, Index ld, T* scratch, int) {
     T* dm = scratch;                          // (36, C_out, ld)
     T* dv = scratch + points * s.c_out * ld;  // (36, C_in, ld)
     detail::transform_output_grads(s, tiling, grad_y + first * s.c_out * tiling.out_h * tiling.out_w, images, dm, ld);
@@ -729,7 +734,8 @@ void conv2d_backward_weight(const Conv2dShape& s, const T* x, const T* grad_y, T
   const Tiling tiling(s);
   const Index filters = s.c_out * s.c_in;
   kernels::detail::PerThreadSums<T> partial(points * filters);  // ∂U (36, C_out, C_in) per thread
-  detail::for_each_tile_block<T>(s, tiling, [&](Index first, Index images, Index ld, T* scratch, int thread) {
+  constexpr auto fixed = kernels::detail::BlockOrder::fixed;  // per-thread sums: the same blocks per thread
+  detail::for_each_tile_block<T>(s, tiling, fixed, [&](Index first, Index images, Index ld, T* scratch, int thread) {
     T* v = scratch;                          // (36, C_in, ld)
     T* dm = scratch + points * s.c_in * ld;  // (36, C_out, ld)
     detail::transform_inputs(s, tiling, x + first * s.c_in * s.h * s.w, images, v, ld);
