@@ -1,6 +1,6 @@
 // What convolution kernels derive from weights that stay constant between calls — Winograd's transformed
-// filters U = G g Gᵀ, four times the weights' size and rewritten by every call that does not keep them —
-// kept for the next call. A weight qualifies only while its owner has declared it constant (`declare`,
+// filters U = G g Gᵀ (four times the weights' size), the im2col products' packed weights — kept for the
+// next call instead of derived again by every call. A weight qualifies only while its owner has declared it constant (`declare`,
 // until `forget`), and only on a thread where the registry is active (`ConstantWeights::Scope`):
 // nn::WeightCache (nn/weight_cache.hpp) is that owner for the batch-norm-folded weights it holds, which
 // nothing else can write. Any other weight — a parameter the caller may change — is never kept.
