@@ -82,6 +82,19 @@ TEST_CASE("integrated gradients and SmoothGrad fold batch norm once for all thei
   constexpr std::size_t pairs = 20;  // resnet18's conv → batch norm pairs
   // Without a cache of the caller's, each call keeps one of its own while it runs.
   const auto ig = qx::explain::integrated_gradients(*model, x, 5, {}, {0, 1});
+  // The same sum from uncached input gradients (no cache is active here), operation for operation as
+  // integrated_gradients writes it with a zero baseline: the cache changes no bit.
+  {
+    auto total = Tensor<double>::zeros(x.shape()), point = Tensor<double>::empty(x.shape());
+    for (Index k = 1; k <= 5; ++k) {
+      const double alpha = (static_cast<double>(k) - 0.5) / 5.0;
+      for (Index i = 0; i < x.numel(); ++i) point.data()[i] = 0.0 + alpha * (x.data()[i] - 0.0);
+      const auto g = qx::explain::input_gradient(*model, point, {0, 1});
+      for (Index i = 0; i < x.numel(); ++i) total.data()[i] += g.grad.data()[i];
+    }
+    for (Index i = 0; i < x.numel(); ++i) total.data()[i] *= (x.data()[i] - 0.0) / 5.0;
+    CHECK(ig.attribution.to_vector() == total.to_vector());
+  }
   const auto sg = qx::explain::smoothgrad(*model, x, 3, 0.1, 7, {0, 1});
   CHECK(qx::nn::WeightCache<double>::active() == nullptr);
   // With the caller's: 5 steps and the two ends' forward passes, 3 noisy copies — each pair folded once.

@@ -9,7 +9,6 @@
 #include <algorithm>
 #include <cstdint>
 #include <memory>
-#include <optional>
 #include <type_traits>
 #include <vector>
 
@@ -582,33 +581,29 @@ bool gradients_in_panels([[maybe_unused]] const Conv2dShape& s, [[maybe_unused]]
 }
 
 #if defined(__AVX512F__)
-/// op(W) (rows × depth; W stored (C_out, K) row-major) packed once for the whole call, when some block
-/// multiplies panels (in_panels(images) of a whole block or of the shorter last one: those products take
-/// A packed), or when at least two blocks multiply it directly — each block's product would pack it
-/// again (a resnet50 layer on 56×56 planes runs blocks of one image, 16 packs of W per batch of 16). A
-/// product that gemm computes transposed cannot use it (op(W) is then its B), and a single direct
-/// product packs its slices on its own threads, faster than one packing thread.
+/// op(W) (rows × depth; W stored (C_out, K) row-major) packed for the whole call, or null when the call's
+/// products pack what they need themselves. Packed when W is declared constant in the calling thread's
+/// ConstantWeights registry (nn::WeightCache's folded weights: kept from call to call, per layer — the
+/// layout does not depend on the batch); else packed here when some block multiplies panels
+/// (in_panels(images) of a whole block or of the shorter last one: those products take A packed), or when
+/// at least two blocks multiply it directly — each block's product would pack it again (a resnet50 layer
+/// on 56×56 planes runs blocks of one image, 16 packs of W per batch of 16). A product that gemm computes
+/// transposed cannot use it (op(W) is then its B), and a single direct product packs its slices on its
+/// own threads, faster than one packing thread.
 template <class InPanels>
-std::optional<PackedMatrix> weight_packed_once(const Conv2dShape& s, Index block, InPanels&& in_panels, bool trans,
-                                               const float* weight, Index rows, Index depth) {
+std::shared_ptr<const PackedMatrix> weight_packed_once(const Conv2dShape& s, Index block, InPanels&& in_panels, bool trans,
+                                                       const float* weight, Index rows, Index depth) {
+  auto pack = [&] { return std::make_shared<const PackedMatrix>(trans, weight, s.patch(), rows, depth); };
+  if (ConstantWeights* constant = ConstantWeights::active()) {
+    Conv2dShape any_batch = s;
+    any_batch.n = 0;
+    const Derived kind = trans ? Derived::packed_weight_transposed : Derived::packed_weight;
+    if (auto kept = constant->derived<PackedMatrix>(weight, any_batch, kind, pack)) return kept;
+  }
   const Index whole = s.n / block, last = s.n % block, p = s.positions();
   const bool panels = in_panels(block) || (last && in_panels(last));
   const Index direct = (!computes_transposed(rows, block * p) ? whole : 0) + (last && !computes_transposed(rows, last * p) ? 1 : 0);
-  if (!panels && direct < 2) return std::nullopt;
-  return std::optional<PackedMatrix>(std::in_place, trans, weight, s.patch(), rows, depth);
-}
-
-/// op(W) packed, kept from call to call, when the calling thread's ConstantWeights registry holds W as
-/// constant (nn::WeightCache's folded weights; the layout does not depend on the batch); else null.
-inline std::shared_ptr<const PackedMatrix> kept_packed_weight(const Conv2dShape& s, bool trans, const float* weight,
-                                                              Index rows, Index depth) {
-  ConstantWeights* constant = ConstantWeights::active();
-  if (!constant) return nullptr;
-  Conv2dShape any_batch = s;
-  any_batch.n = 0;
-  const Derived kind = trans ? Derived::packed_weight_transposed : Derived::packed_weight;
-  return constant->derived<PackedMatrix>(
-      weight, any_batch, kind, [&] { return std::make_shared<const PackedMatrix>(trans, weight, s.patch(), rows, depth); });
+  return panels || direct >= 2 ? pack() : nullptr;
 }
 #endif
 
@@ -636,15 +631,10 @@ void conv2d_forward(const Conv2dShape& s, const T* x, const T* weight, const T* 
   const Index k = s.patch(), p = s.positions(), block = detail::images_per_block(s);
   const PackedA* packed = nullptr;  // W packed once, for the blocks that multiply it packed
 #if defined(__AVX512F__)
-  std::optional<PackedMatrix> packed_weight;
-  std::shared_ptr<const PackedMatrix> kept;  // constant weights: packed by an earlier call
-  if constexpr (std::is_same_v<T, float>) {
-    kept = detail::kept_packed_weight(s, false, weight, s.c_out, k);
-    if (!kept)
-      packed_weight = detail::weight_packed_once(s, block, [&](Index images) { return detail::forward_in_panels<T>(s, images); },
-                                                 false, weight, s.c_out, k);
-  }
-  if (kept) packed = &kept->view;
+  std::shared_ptr<const PackedMatrix> packed_weight;
+  if constexpr (std::is_same_v<T, float>)
+    packed_weight = detail::weight_packed_once(s, block, [&](Index images) { return detail::forward_in_panels<T>(s, images); },
+                                               false, weight, s.c_out, k);
   if (packed_weight) packed = &packed_weight->view;
 #endif
   // Scratch: the columns (rows or panels), then the block's output (C_out·P) before it is scattered to NCHW.
@@ -689,15 +679,10 @@ void conv2d_backward_input(const Conv2dShape& s, const T* grad_y, const T* weigh
   const Index k = s.patch(), p = s.positions(), block = detail::images_per_block(s);
   const PackedA* packed = nullptr;  // Wᵀ packed once, for the blocks that multiply it packed
 #if defined(__AVX512F__)
-  std::optional<PackedMatrix> packed_weight;
-  std::shared_ptr<const PackedMatrix> kept;  // constant weights: packed by an earlier call
-  if constexpr (std::is_same_v<T, float>) {
-    kept = detail::kept_packed_weight(s, true, weight, k, s.c_out);
-    if (!kept)
-      packed_weight = detail::weight_packed_once(s, block, [&](Index images) { return detail::gradients_in_panels<T>(s, images); },
-                                                 true, weight, k, s.c_out);
-  }
-  if (kept) packed = &kept->view;
+  std::shared_ptr<const PackedMatrix> packed_weight;
+  if constexpr (std::is_same_v<T, float>)
+    packed_weight = detail::weight_packed_once(s, block, [&](Index images) { return detail::gradients_in_panels<T>(s, images); },
+                                               true, weight, k, s.c_out);
   if (packed_weight) packed = &packed_weight->view;
 #endif
   // Scratch: several images' grad_y gathered (rows, or panels: one copy instead of a gather and a pack),
