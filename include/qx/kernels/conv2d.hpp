@@ -20,6 +20,7 @@
 #include "qx/kernels/conv2d_shape.hpp"
 #include "qx/kernels/functors.hpp"
 #include "qx/kernels/gemm.hpp"
+#include "qx/kernels/prefetch.hpp"
 
 #if defined(__AVX512F__)
 #include <immintrin.h>
@@ -85,6 +86,8 @@ void im2col_row_windows(const Conv2dShape& s, const float* x, const Layout& col,
   parallel_for(
       0, s.c_in,
       [&](Index c) {
+        PrefetchAhead next_channel(c + 1 < s.c_in ? x + (c + 1) * s.h * s.w : nullptr, s.h * s.w * Index{sizeof(float)},
+                                   chunks * s.kh * oh);
         for (Index m = 0; m < chunks; ++m) {
           const Index base = 16 * m * s.stride_w - s.pad_w;
           // Vectors of the window that any tap reads inside the row (two suffice for a 16-wide row).
@@ -105,6 +108,7 @@ void im2col_row_windows(const Conv2dShape& s, const float* x, const Layout& col,
           for (Index p = 0; p < s.kh; ++p) {
             const Index tap_row = (c * s.kh + p) * s.kw;  // the rows of taps (c, p, 0 … kW−1)
             for (Index i = 0; i < oh; ++i) {
+              next_channel.step();
               float* out = col.column(column0 + i * ow + 16 * m);
               const Index r = i * s.stride_h + p - s.pad_h;
               // A row outside the image reads nothing: its window is all zeros, so every tap stores zeros.
