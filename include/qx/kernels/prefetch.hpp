@@ -3,6 +3,7 @@
 #pragma once
 #include "qx/config.hpp"
 
+#include <algorithm>
 #include <cstdint>
 
 #include "qx/core/shape.hpp"
@@ -31,7 +32,7 @@ class PrefetchAhead {
 
   /// Asks for the next slice of lines; after the last step every line has been asked for once.
   void step() {
-    const Index target = (++steps_done_ * lines_) / steps_;
+    const Index target = std::min(lines_, (++steps_done_ * lines_) / steps_);  // extra calls ask for nothing
     for (; issued_ < target; ++issued_, line_ += line_bytes) {
 #if defined(__GNUC__)
       __builtin_prefetch(line_, 0, 3);
