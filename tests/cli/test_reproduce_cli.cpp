@@ -13,6 +13,8 @@
 #include <fstream>
 #include <sstream>
 #include <string>
+#include <utility>
+#include <vector>
 
 namespace fs = std::filesystem;
 
@@ -59,11 +61,11 @@ TEST_CASE("qx reproduce, tiny, both protocols: every table, figure and JSON fiel
     CHECK(report["settings"]["augment"].is_object() == (protocol == "qx"));
     // So is the weight average (auto: 0.999 for the clean protocol, off for the authors').
     CHECK(report["settings"]["average_decay"] == (protocol == "qx" ? 0.999 : 0.0));
-    // The auxiliary label (auto): dataset 2 learns its window's last beat too, under the clean protocol only.
+    // The auxiliary label (auto): dataset 2 learns its window's five other beats too, under the clean protocol only.
     CHECK(report["settings"]["auxiliary_label"] == "auto");
     REQUIRE(report["datasets"].size() == 2);
     CHECK(report["datasets"][0]["auxiliary_label"].is_null());
-    if (protocol == "qx") CHECK(report["datasets"][1]["auxiliary_label"] == "last beat");
+    if (protocol == "qx") CHECK(report["datasets"][1]["auxiliary_label"] == "other five beats");
     else CHECK(report["datasets"][1]["auxiliary_label"].is_null());
     // Mixup (auto): dataset 2 under the clean protocol only, alpha 0.2.
     CHECK(report["settings"]["mixup"] == "auto");
@@ -201,9 +203,31 @@ TEST_CASE("qx reproduce: --auxiliary-label on with the authors' protocol is refu
   CHECK(code == 2);
   CHECK(err.find("--auxiliary-label on needs --protocol qx") != std::string::npos);
   CHECK_FALSE(fs::exists(out / "data"));
+  std::tie(code, err) = run_reproduce("--protocol authors --auxiliary-label beats --out " + out.string());
+  CHECK(code == 2);
+  CHECK(err.find("--auxiliary-label beats needs --protocol qx") != std::string::npos);
+  CHECK_FALSE(fs::exists(out / "data"));
   std::tie(code, err) = run_reproduce("--auxiliary-label sometimes --out " + out.string());
   CHECK(code == 2);
   CHECK(err.find("--auxiliary-label") != std::string::npos);
+}
+
+TEST_CASE("qx reproduce --auxiliary-label beats | on: both datasets learn the five other beats, or the other end's") {
+  const auto out = qx_test::temp_path("cli_reproduce_beats");
+  for (const auto& [option, learned] : {std::pair{"beats", std::vector<std::string>{"other five beats", "other five beats"}},
+                                        std::pair{"on", std::vector<std::string>{"first beat", "last beat"}}}) {
+    CAPTURE(option);
+    fs::remove_all(out);
+    const auto [code, err] = run_reproduce("--mitdb " + std::string(QX_MITDB_DIR) + " --auxiliary-label " + option +
+                                           " --data-limit 40 --size 16 --width 4 --epochs 1 --batch 8 --explain-limit 12 "
+                                           "--bootstrap 20 --out " + out.string());
+    REQUIRE_MESSAGE(code == 0, err);
+    const auto report = nlohmann::json::parse(read_text(out / "report.json"));
+    CHECK(report["settings"]["auxiliary_label"] == option);
+    REQUIRE(report["datasets"].size() == 2);
+    for (int d = 0; d < 2; ++d) CHECK(report["datasets"][d]["auxiliary_label"] == learned[static_cast<std::size_t>(d)]);
+  }
+  fs::remove_all(out);
 }
 
 TEST_CASE("qx reproduce: a malformed --average-decay is refused in one line, before any work") {

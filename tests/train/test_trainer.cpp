@@ -190,6 +190,37 @@ TEST_CASE("an auxiliary label trains a second head on a layer's output, reaches 
   for (const char* dir : {"aux_none", "aux_straight", "aux_resumed", "aux_bad"}) fs::remove_all(qx_test::temp_path(std::string("train_") + dir));
 }
 
+TEST_CASE("several auxiliary labels per sample: one head of tasks × classes scores, mixed pairs, exact resume, named errors") {
+  auto train = blobs(64, 16, 4), val = blobs(32, 16, 5);
+  // Three tasks per sample (sample i's labels at [3i, 3i + 3)): runs of four, runs of eight, and i mod 3 of 3 classes.
+  std::vector<Index> labels;
+  for (Index i = 0; i < 64; ++i) labels.insert(labels.end(), {(i / 4) % 2, (i / 8) % 2, i % 3});
+  auto o = quiet_options(2, "aux_tasks");
+  o.lr = 1e-3;
+  o.mixup = 0.2;  // partners' labels are picked task by task
+  o.auxiliary = qx::train::AuxiliaryLabels{"avgpool", labels, 0.5, 3, 3};
+  auto straight = qx::nn::resnet18<float>(1, 2, 4, 7);
+  qx::train::fit(*straight, train, val, o);
+  const auto state = qx::io::SafetensorsFile::open(o.out_dir / "state.safetensors");
+  CHECK(state.shape("auxiliary.weight") == qx::Shape{9, 32});  // 3 tasks × 3 classes, 32 pooled features
+  CHECK(state.shape("auxiliary.bias") == qx::Shape{9});
+  check_same_state(*straight, *resumed_after_one_epoch(train, val, o, "aux_tasks_resumed"));
+
+  auto bad = quiet_options(1, "aux_tasks_bad");
+  auto third = qx::nn::resnet18<float>(1, 2, 4, 7);
+  bad.auxiliary = qx::train::AuxiliaryLabels{"avgpool", std::vector<Index>(64, 0), 1.0, 2, 3};
+  CHECK_THROWS_WITH_AS(qx::train::fit(*third, train, val, bad),
+                       doctest::Contains("64 auxiliary labels for 64 training samples and 3 task(s)"), qx::Error);
+  bad.auxiliary = qx::train::AuxiliaryLabels{"avgpool", labels, 1.0, 3, 0};
+  CHECK_THROWS_WITH_AS(qx::train::fit(*third, train, val, bad), doctest::Contains("at least 1 task"), qx::Error);
+  labels[3 * 5 + 2] = 3;
+  bad.auxiliary = qx::train::AuxiliaryLabels{"avgpool", labels, 1.0, 3, 3};
+  CHECK_THROWS_WITH_AS(qx::train::fit(*third, train, val, bad),
+                       doctest::Contains("auxiliary label 3 of sample 5 (task 2) is outside [0, 3)"), qx::Error);
+  for (const char* dir : {"aux_tasks", "aux_tasks_resumed", "aux_tasks_bad"})
+    fs::remove_all(qx_test::temp_path(std::string("train_") + dir));
+}
+
 TEST_CASE("a state written on samples of one shape is not resumed on another's, and says both shapes") {
   auto small_train = blobs(32, 16, 4), small_val = blobs(16, 16, 5);
   auto large_train = blobs(32, 24, 4), large_val = blobs(16, 24, 5);

@@ -644,14 +644,19 @@ inline nlohmann::json run_reproduce(ReproduceArgs a) {
   check(!(a.augment == "on" && protocol == ecg::Protocol::authors),
         "--augment on needs --protocol qx: augmentation works on ink pictures, the authors' protocol normalises like ImageNet");
   const bool augment = a.augment == "on" || (a.augment == "auto" && protocol == ecg::Protocol::qx && !a.paper);
-  // The auxiliary label (train::AuxiliaryLabels): the window's other end beat, learned by a second head on
-  // the pooled features. It needs every training window in both datasets, which only the clean protocol
-  // gives; by default it trains dataset 2 only, where it measured better (docs/reproduction.md).
-  check(!(a.auxiliary_label == "on" && protocol == ecg::Protocol::authors),
-        "--auxiliary-label on needs --protocol qx: the authors' windows of dataset 1 and 2 differ");
+  // The auxiliary label (train::AuxiliaryLabels): each of the window's five other beats (`beats`, and
+  // `auto` on dataset 2), or its other end beat alone (`on`), learned by a second head on the pooled
+  // features. Only the clean protocol's windows are all beats; by default it trains dataset 2 only, where
+  // it measured better (docs/training.md, "Auxiliary label"). The five beats' labels are their symbols under
+  // the dataset's label rule; the other end's comes from the other dataset's same window.
+  check(!((a.auxiliary_label == "on" || a.auxiliary_label == "beats") && protocol == ecg::Protocol::authors),
+        "--auxiliary-label ", a.auxiliary_label,
+        " needs --protocol qx: the authors' windows hold annotations that are not beats");
   auto auxiliary_for = [&](int dataset) {
-    return a.auxiliary_label == "on" || (a.auxiliary_label == "auto" && dataset == 2 && protocol == ecg::Protocol::qx && !a.paper);
+    return a.auxiliary_label == "on" || a.auxiliary_label == "beats" ||
+           (a.auxiliary_label == "auto" && dataset == 2 && protocol == ecg::Protocol::qx && !a.paper);
   };
+  const bool five_beats = a.auxiliary_label == "beats" || a.auxiliary_label == "auto";
   // Off is the identity change (no flip, no shift), so one training path serves both. The shift is
   // ±3 rows at 64 px, scaled with the picture.
   constexpr Index shift_rows_at_64px = 3;
@@ -768,7 +773,25 @@ inline nlohmann::json run_reproduce(ReproduceArgs a) {
     if (a.paper) options.group_lrs = {{"layer1", 1e-6}, {"layer2", 1e-6}, {"layer3", 1e-5}, {"layer4", 1e-4}, {"fc", 1e-4}};
     entry["mixup_alpha"] = options.mixup;
     entry["auxiliary_label"] = nullptr;
-    if (auxiliary_for(dataset)) {
+    if (auxiliary_for(dataset) && five_beats) {
+      train::AuxiliaryLabels aux;
+      aux.layer = "avgpool";
+      aux.tasks = ecg::beats_per_window - 1;
+      const int labelled = ecg::labelled_beat(dataset);
+      for (Index i = 0; i < train.size(); ++i) {
+        const Index at = train.base_index(i);
+        for (Index beat = 0; beat < ecg::beats_per_window; ++beat) {
+          if (beat == labelled) continue;
+          const char symbol = train_full.beat_symbol(at, beat);
+          const int label = ecg::binary_label(symbol, train_full.label_rule());
+          check(label != ecg::label_dropped, "reproduce: training window ", at, " has beat ", beat, " of symbol '",
+                std::string(1, symbol), "', which is no N, S, V or F beat");
+          aux.labels.push_back(label);
+        }
+      }
+      options.auxiliary = std::move(aux);
+      entry["auxiliary_label"] = "other five beats";
+    } else if (auxiliary_for(dataset)) {
       const ecg::ShardedDataset other(build.out, "train", 3 - dataset);
       check(other.size() == train_full.size(), "reproduce: the training split has ", train_full.size(), " windows in dataset ",
             dataset, " and ", other.size(), " in dataset ", 3 - dataset, "; the auxiliary label needs the same windows");
@@ -887,9 +910,10 @@ inline CLI::App* add_reproduce_command(CLI::App& root) {
                   "auto: 0.999 for --protocol qx without --paper, off otherwise")
       ->capture_default_str();
   cmd->add_option("--auxiliary-label", a->auxiliary_label,
-                  "also learn the label of the window's other end beat with a second head on the pooled features, dropped "
-                  "after training (docs/training.md); auto: dataset 2 only, for --protocol qx without --paper")
-      ->capture_default_str()->check(CLI::IsMember({"auto", "on", "off"}));
+                  "also learn the labels of the window's five other beats (beats; on: of its other end beat alone) with a "
+                  "second head on the pooled features, dropped after training (docs/training.md); auto: the five beats, "
+                  "dataset 2 only, for --protocol qx without --paper")
+      ->capture_default_str()->check(CLI::IsMember({"auto", "on", "beats", "off"}));
   cmd->add_option("--mixup", a->mixup,
                   "train on mixed pairs of pictures, lambda ~ Beta(alpha, alpha) folded to [1/2, 1], and the pair's mixed loss "
                   "(docs/training.md); auto: alpha 0.2 on dataset 2 only, for --protocol qx without --paper; off; or alpha")

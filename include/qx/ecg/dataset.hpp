@@ -324,7 +324,8 @@ class ShardedDataset {
         rois_.push_back(roi);
         random_.push_back(random.data()[i]);
         records_.push_back(records.data()[i]);
-        symbols_.push_back(static_cast<char>(symbols.data()[i * beats_per_window + labelled_beat(dataset)]));
+        for (int beat = 0; beat < beats_per_window; ++beat)
+          beat_symbols_.push_back(static_cast<char>(symbols.data()[i * beats_per_window + beat]));
       }
     }
     size_ = static_cast<Index>(labels_.size());
@@ -340,7 +341,16 @@ class ShardedDataset {
   /// The random focus of window i as the protocol defines it (ROI area / image area).
   double random_focus(Index i) const { return random_.at(static_cast<std::size_t>(i)); }
   /// The annotation symbol of window i's labelled beat (its AAMI class: aami_class).
-  char symbol(Index i) const { return symbols_.at(static_cast<std::size_t>(i)); }
+  char symbol(Index i) const { return beat_symbol(i, labelled_beat(dataset_)); }
+  /// The annotation symbol of beat `beat` (0 … 5, in time order) of window i.
+  char beat_symbol(Index i, Index beat) const {
+    check(beat >= 0 && beat < beats_per_window, "ECG dataset: beat ", beat, " of a window outside [0, ", beats_per_window, ")");
+    return beat_symbols_.at(static_cast<std::size_t>(i * beats_per_window + beat));
+  }
+  /// The rule the dataset's labels were made by (the card's "label_rule"; AAMI when an older card has none).
+  LabelRule label_rule() const {
+    return settings_.value("label_rule", std::string("aami")) == "strict" ? LabelRule::strict : LabelRule::aami;
+  }
   /// Whether inputs are ImageNet-normalised RGB values (the authors' protocol) rather than ink.
   bool imagenet_normalised() const noexcept { return imagenet_; }
   const std::vector<Index>& labels() const noexcept { return labels_; }
@@ -403,7 +413,7 @@ class ShardedDataset {
   std::vector<Index> positions_, labels_, records_;  // positions_: this dataset's window → stored window
   std::vector<RoiBox> rois_;
   std::vector<double> random_;
-  std::vector<char> symbols_;
+  std::vector<char> beat_symbols_;  // beats_per_window per window
   std::map<std::size_t, Tensor<std::uint8_t>> cache_;
   std::vector<std::size_t> order_;
 };

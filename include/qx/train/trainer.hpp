@@ -86,18 +86,21 @@ class TensorDataset {
 };
 
 /**
- * A second label per training sample, learned by a linear head on the output of one module of the model
- * (flattened per sample) beside the model's own output:
- *   loss = CE_w(model(x), y) + weight · CE_w'(W_aux · flatten(layer(x)) + b_aux, y_aux)
- * with class weights w' from the auxiliary labels when `TrainOptions::class_weights`. The head is not part
- * of the model: it shapes the features the model's own classifier reads, and is dropped afterwards (the
- * training state keeps it under "auxiliary." so that a resumed run continues it). docs/training.md.
+ * Further labels per training sample — `tasks` of them, each of `num_classes` classes — learned by a
+ * linear head on the output of one module of the model (flattened per sample) beside the model's own
+ * output. With z = W_aux · flatten(layer(x)) + b_aux cut into `tasks` consecutive groups z_t of
+ * num_classes scores:
+ *   loss = CE_w(model(x), y) + weight · (1/T) Σ_t CE_w'(z_t, y_aux,t)      (CE: the batch mean)
+ * with class weights w' from all the auxiliary labels when `TrainOptions::class_weights`. The head is not
+ * part of the model: it shapes the features the model's own classifier reads, and is dropped afterwards
+ * (the training state keeps it under "auxiliary." so that a resumed run continues it). docs/training.md.
  */
 struct AuxiliaryLabels {
   std::string layer;          ///< the module whose output feeds the head, e.g. "avgpool"
-  std::vector<Index> labels;  ///< one per training sample, in [0, num_classes)
+  std::vector<Index> labels;  ///< `tasks` per training sample (sample i's are [i·tasks, (i + 1)·tasks)), in [0, num_classes)
   double weight = 1.0;        ///< the auxiliary loss's weight (> 0)
   Index num_classes = 2;
+  Index tasks = 1;            ///< labels per sample (e.g. one per other beat of an ECG window)
 };
 
 struct TrainOptions {
@@ -349,12 +352,15 @@ TrainResult fit(nn::Module<T>& model, Train& train_data, Val& val_data, const Tr
   Tensor<T> aux_weights;
   if (o.auxiliary) {
     const auto& aux = *o.auxiliary;
-    check(static_cast<Index>(aux.labels.size()) == train_data.size(), "fit: ", aux.labels.size(),
-          " auxiliary labels for ", train_data.size(), " training samples");
+    check(aux.tasks >= 1, "fit: auxiliary labels need at least 1 task, got ", aux.tasks);
+    check(static_cast<Index>(aux.labels.size()) == train_data.size() * aux.tasks, "fit: ", aux.labels.size(),
+          " auxiliary labels for ", train_data.size(), " training samples and ", aux.tasks, " task(s)");
     check(aux.weight > 0 && std::isfinite(aux.weight), "fit: auxiliary loss weight ", aux.weight, " must be positive");
     check(aux.num_classes >= 2, "fit: auxiliary labels need at least 2 classes, got ", aux.num_classes);
     for (std::size_t i = 0; i < aux.labels.size(); ++i)
-      check(aux.labels[i] >= 0 && aux.labels[i] < aux.num_classes, "fit: auxiliary label ", aux.labels[i], " of sample ", i,
+      check(aux.labels[i] >= 0 && aux.labels[i] < aux.num_classes, "fit: auxiliary label ", aux.labels[i], " of sample ",
+            static_cast<Index>(i) / aux.tasks,
+            aux.tasks > 1 ? " (task " + std::to_string(static_cast<Index>(i) % aux.tasks) + ")" : std::string(),
             " is outside [0, ", aux.num_classes, ")");
     aux_hook.emplace(model.submodule(aux.layer), [&](nn::Module<T>&, const Tensor<T>&, Tensor<T>& out) {
       if (aux_capture) aux_features = out;
@@ -371,7 +377,7 @@ TrainResult fit(nn::Module<T>& model, Train& train_data, Val& val_data, const Tr
     check(aux_features.defined() && aux_features.dim() >= 1 && aux_features.size(0) == 1, "fit: auxiliary layer '", aux.layer,
           "' did not run in the model's forward pass with a batch of one");
     Rng aux_rng(o.seed * 1000003ULL + 0x61757869ULL);
-    aux_head = std::make_shared<nn::Linear<T>>(aux_features.numel(), aux.num_classes, aux_rng);
+    aux_head = std::make_shared<nn::Linear<T>>(aux_features.numel(), aux.num_classes * aux.tasks, aux_rng);
     aux_head->to(o.device);
     aux_features = {};
     groups.push_back({aux_head->parameters(), o.lr, o.weight_decay, "auxiliary"});
@@ -535,21 +541,29 @@ TrainResult fit(nn::Module<T>& model, Train& train_data, Val& val_data, const Tr
       const Tensor<T> logits = model(images.to(o.device));
       aux_capture = false;
       // CE(y), or under mixup λ·CE(y) + (1 − λ)·CE(y[π]).
-      auto mixed_loss = [&](const Tensor<T>& scores, const std::vector<Index>& targets, const Tensor<T>& class_weights) {
+      // (Rows of `tasks` per sample: row i·tasks + t's partner is row partner(i)·tasks + t.)
+      auto mixed_loss = [&](const Tensor<T>& scores, const std::vector<Index>& targets, const Tensor<T>& class_weights,
+                            Index tasks = 1) {
         const Tensor<T> own = ops::cross_entropy(scores, targets, class_weights);
         if (!mix) return own;
         std::vector<Index> partners;
-        for (Index i : mix->partner) partners.push_back(targets[static_cast<std::size_t>(i)]);
+        for (Index i : mix->partner)
+          for (Index t = 0; t < tasks; ++t) partners.push_back(targets[static_cast<std::size_t>(i * tasks + t)]);
         return ops::add(detail::scaled(own, mix->lambda, o.device),
                         detail::scaled(ops::cross_entropy(scores, partners, class_weights), 1 - mix->lambda, o.device));
       };
       Tensor<T> loss = mixed_loss(logits, labels, weights);
       if (aux_head) {
         check(aux_features.defined(), "fit: auxiliary layer '", o.auxiliary->layer, "' did not run in the training forward pass");
+        // The head's (batch, T·C) scores as (batch·T, C) rows, sample by sample: one cross-entropy's batch
+        // mean is then the mean over samples and tasks; a mixed pair's partner row is task t of the partner.
+        const Index tasks = o.auxiliary->tasks, rows = static_cast<Index>(indices.size()) * tasks;
         std::vector<Index> aux_labels;
-        aux_labels.reserve(indices.size());
-        for (Index i : indices) aux_labels.push_back(o.auxiliary->labels[static_cast<std::size_t>(i)]);
-        const Tensor<T> aux_loss = mixed_loss((*aux_head)(ops::flatten(aux_features)), aux_labels, aux_weights);
+        aux_labels.reserve(static_cast<std::size_t>(rows));
+        for (Index i : indices)
+          for (Index t = 0; t < tasks; ++t) aux_labels.push_back(o.auxiliary->labels[static_cast<std::size_t>(i * tasks + t)]);
+        const Tensor<T> scores = ops::reshape((*aux_head)(ops::flatten(aux_features)), Shape{rows, o.auxiliary->num_classes});
+        const Tensor<T> aux_loss = mixed_loss(scores, aux_labels, aux_weights, tasks);
         loss = ops::add(loss, detail::scaled(aux_loss, o.auxiliary->weight, o.device));
         aux_features = {};
       }
