@@ -89,9 +89,10 @@ class TensorDataset {
  * Further labels per training sample — `tasks` of them, each of `num_classes` classes — learned by a
  * linear head on the output of one module of the model (flattened per sample) beside the model's own
  * output. With z = W_aux · flatten(layer(x)) + b_aux cut into `tasks` consecutive groups z_t of
- * num_classes scores:
- *   loss = CE_w(model(x), y) + weight · (1/T) Σ_t CE_w'(z_t, y_aux,t)      (CE: the batch mean)
- * with class weights w' from all the auxiliary labels when `TrainOptions::class_weights`. The head is not
+ * num_classes scores, sample n's T rows (z_t, y_aux,t) are cross-entropy rows of their own:
+ *   loss = CE_w(model(x), y) + weight · Σ_{n,t} w'_{y_aux,n,t} ℓ(z_{n,t}, y_aux,n,t) / Σ_{n,t} w'_{y_aux,n,t}
+ * (ℓ = −log softmax at the label; PyTorch's weighted mean — the plain mean over samples and tasks when
+ * unweighted) with class weights w' from all the auxiliary labels when `TrainOptions::class_weights`. The head is not
  * part of the model: it shapes the features the model's own classifier reads, and is dropped afterwards
  * (the training state keeps it under "auxiliary." so that a resumed run continues it). docs/training.md.
  */
