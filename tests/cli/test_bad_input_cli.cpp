@@ -8,6 +8,8 @@
 #include "qx/io/safetensors.hpp"
 #include "qx/nn/nn.hpp"
 
+#include <nlohmann/json.hpp>
+
 #include <algorithm>
 #include <filesystem>
 #include <fstream>
@@ -142,6 +144,13 @@ TEST_CASE("qx ecg png: a corrupt dataset card or a truncated shard is one line n
   check_clear_error(run(png), "qx ecg png", "dataset_card.json");
   write_bytes(data / "dataset_card.json", "{\"splits\": {\"test\": {\"shards\": 7}}, \"settings\": 1}");
   check_clear_error(run(png), "qx ecg png", "dataset_card.json");
+  // A label rule the reader does not know, or not a string (the five-beat auxiliary labels follow it).
+  for (const nlohmann::json rule : {nlohmann::json("loose"), nlohmann::json(5)}) {
+    auto edited = nlohmann::json::parse(card);
+    edited["settings"]["label_rule"] = rule;
+    write_bytes(data / "dataset_card.json", edited.dump());
+    check_clear_error(run(png), "qx ecg png", "dataset_card.json");
+  }
   CHECK_FALSE(fs::exists(picture));
   write_bytes(data / "dataset_card.json", card);
 

@@ -288,6 +288,10 @@ class ShardedDataset {
       }
       size_image_ = settings_.at("size").get<Index>();
       channels_ = settings_.at("channels").get<Index>();
+      const auto rule = settings_.value("label_rule", std::string("aami"));  // an older card has none: AAMI
+      check(rule == "aami" || rule == "strict", "ECG dataset: '", card_path, "' gives the label rule '", rule,
+            "', not aami or strict");
+      label_rule_ = rule == "strict" ? LabelRule::strict : LabelRule::aami;
     } catch (const nlohmann::json::exception& e) {
       fail("ECG dataset: '", card_path, "' is not a valid dataset card (", e.what(), ")");
     }
@@ -348,9 +352,7 @@ class ShardedDataset {
     return beat_symbols_.at(static_cast<std::size_t>(i * beats_per_window + beat));
   }
   /// The rule the dataset's labels were made by (the card's "label_rule"; AAMI when an older card has none).
-  LabelRule label_rule() const {
-    return settings_.value("label_rule", std::string("aami")) == "strict" ? LabelRule::strict : LabelRule::aami;
-  }
+  LabelRule label_rule() const noexcept { return label_rule_; }
   /// Whether inputs are ImageNet-normalised RGB values (the authors' protocol) rather than ink.
   bool imagenet_normalised() const noexcept { return imagenet_; }
   const std::vector<Index>& labels() const noexcept { return labels_; }
@@ -414,6 +416,7 @@ class ShardedDataset {
   std::vector<RoiBox> rois_;
   std::vector<double> random_;
   std::vector<char> beat_symbols_;  // beats_per_window per window
+  LabelRule label_rule_ = LabelRule::aami;
   std::map<std::size_t, Tensor<std::uint8_t>> cache_;
   std::vector<std::size_t> order_;
 };
