@@ -145,7 +145,7 @@ TEST_CASE("qx ecg png: a corrupt dataset card or a truncated shard is one line n
   write_bytes(data / "dataset_card.json", "{\"splits\": {\"test\": {\"shards\": 7}}, \"settings\": 1}");
   check_clear_error(run(png), "qx ecg png", "dataset_card.json");
   // A label rule the reader does not know, or not a string (the five-beat auxiliary labels follow it).
-  for (const nlohmann::json rule : {nlohmann::json("loose"), nlohmann::json(5)}) {
+  for (const nlohmann::json& rule : {nlohmann::json("loose"), nlohmann::json(5)}) {
     auto edited = nlohmann::json::parse(card);
     edited["settings"]["label_rule"] = rule;
     write_bytes(data / "dataset_card.json", edited.dump());

@@ -328,8 +328,8 @@ class ShardedDataset {
         rois_.push_back(roi);
         random_.push_back(random.data()[i]);
         records_.push_back(records.data()[i]);
-        for (int beat = 0; beat < beats_per_window; ++beat)
-          beat_symbols_.push_back(static_cast<char>(symbols.data()[i * beats_per_window + beat]));
+        for (int j = 0; j < beats_per_window; ++j)
+          beat_symbols_.push_back(static_cast<char>(symbols.data()[i * beats_per_window + j]));
       }
     }
     size_ = static_cast<Index>(labels_.size());
