@@ -646,17 +646,25 @@ inline nlohmann::json run_reproduce(ReproduceArgs a) {
   const bool augment = a.augment == "on" || (a.augment == "auto" && protocol == ecg::Protocol::qx && !a.paper);
   // The auxiliary label (train::AuxiliaryLabels): each of the window's five other beats (`beats`, and
   // `auto` on dataset 2), or its other end beat alone (`on`), learned by a second head on the pooled
-  // features. Only the clean protocol's windows are all beats; by default it trains dataset 2 only, where
-  // it measured better (docs/training.md, "Auxiliary label"). The five beats' labels are their symbols under
-  // the dataset's label rule; the other end's comes from the other dataset's same window.
+  // features; the labels are the beats' symbols under the dataset's label rule. Only the clean protocol's
+  // windows are all beats; by default it trains dataset 2 only, where it measured better
+  // (docs/training.md, "Auxiliary label").
   check(!((a.auxiliary_label == "on" || a.auxiliary_label == "beats") && protocol == ecg::Protocol::authors),
         "--auxiliary-label ", a.auxiliary_label,
         " needs --protocol qx: the authors' windows hold annotations that are not beats");
-  auto auxiliary_for = [&](int dataset) {
-    return a.auxiliary_label == "on" || a.auxiliary_label == "beats" ||
-           (a.auxiliary_label == "auto" && dataset == 2 && protocol == ecg::Protocol::qx && !a.paper);
+  // The beats of a window whose labels dataset `dataset` learns beside its own (none: no auxiliary label).
+  auto auxiliary_beats = [&](int dataset) {
+    const int own = ecg::labelled_beat(dataset);
+    std::vector<Index> beats;
+    if (a.auxiliary_label == "on") {
+      beats.push_back(ecg::beats_per_window - 1 - own);  // the other end
+    } else if (a.auxiliary_label == "beats" ||
+               (a.auxiliary_label == "auto" && dataset == 2 && protocol == ecg::Protocol::qx && !a.paper)) {
+      for (Index beat = 0; beat < ecg::beats_per_window; ++beat)
+        if (beat != own) beats.push_back(beat);
+    }
+    return beats;
   };
-  const bool five_beats = a.auxiliary_label == "beats" || a.auxiliary_label == "auto";
   // Off is the identity change (no flip, no shift), so one training path serves both. The shift is
   // ±3 rows at 64 px, scaled with the picture.
   constexpr Index shift_rows_at_64px = 3;
@@ -773,15 +781,13 @@ inline nlohmann::json run_reproduce(ReproduceArgs a) {
     if (a.paper) options.group_lrs = {{"layer1", 1e-6}, {"layer2", 1e-6}, {"layer3", 1e-5}, {"layer4", 1e-4}, {"fc", 1e-4}};
     entry["mixup_alpha"] = options.mixup;
     entry["auxiliary_label"] = nullptr;
-    if (auxiliary_for(dataset) && five_beats) {
+    if (const auto beats = auxiliary_beats(dataset); !beats.empty()) {
       train::AuxiliaryLabels aux;
       aux.layer = "avgpool";
-      aux.tasks = ecg::beats_per_window - 1;
-      const int labelled = ecg::labelled_beat(dataset);
+      aux.tasks = static_cast<Index>(beats.size());
       for (Index i = 0; i < train.size(); ++i) {
         const Index at = train.base_index(i);
-        for (Index beat = 0; beat < ecg::beats_per_window; ++beat) {
-          if (beat == labelled) continue;
+        for (Index beat : beats) {
           const char symbol = train_full.beat_symbol(at, beat);
           const int label = ecg::binary_label(symbol, train_full.label_rule());
           check(label != ecg::label_dropped, "reproduce: training window ", at, " has beat ", beat, " of symbol '",
@@ -790,21 +796,7 @@ inline nlohmann::json run_reproduce(ReproduceArgs a) {
         }
       }
       options.auxiliary = std::move(aux);
-      entry["auxiliary_label"] = "other five beats";
-    } else if (auxiliary_for(dataset)) {
-      const ecg::ShardedDataset other(build.out, "train", 3 - dataset);
-      check(other.size() == train_full.size(), "reproduce: the training split has ", train_full.size(), " windows in dataset ",
-            dataset, " and ", other.size(), " in dataset ", 3 - dataset, "; the auxiliary label needs the same windows");
-      train::AuxiliaryLabels aux;
-      aux.layer = "avgpool";
-      for (Index i = 0; i < train.size(); ++i) {
-        const Index at = train.base_index(i);
-        check(other.record(at) == train_full.record(at), "reproduce: training window ", at, " comes from different records in ",
-              "datasets 1 and 2; the auxiliary label needs the same windows");
-        aux.labels.push_back(other.label(at));
-      }
-      options.auxiliary = std::move(aux);
-      entry["auxiliary_label"] = dataset == 1 ? "first beat" : "last beat";
+      entry["auxiliary_label"] = beats.size() > 1 ? "other five beats" : beats[0] == 0 ? "first beat" : "last beat";
     }
     stage = clock::now();
     ecg::AugmentedDataset<Subset<ecg::ShardedDataset>> augmented(train, augment_options_for(dataset));

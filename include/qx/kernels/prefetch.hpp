@@ -3,7 +3,6 @@
 #pragma once
 #include "qx/config.hpp"
 
-#include <algorithm>
 #include <cstdint>
 
 #include "qx/core/shape.hpp"
@@ -30,10 +29,11 @@ class PrefetchAhead {
     lines_ = static_cast<Index>((first + static_cast<std::uintptr_t>(bytes) - aligned + line_bytes - 1) / line_bytes);
   }
 
-  /// Asks for the next slice of lines; after the last step every line has been asked for once.
+  /// Asks for the next slice of lines: after step k, ⌊k·lines / steps⌋ of them (no division: the step
+  /// runs once per row of an inner loop); after the last step every line has been asked for once, and
+  /// further calls ask for nothing.
   void step() {
-    const Index target = std::min(lines_, (++steps_done_ * lines_) / steps_);  // extra calls ask for nothing
-    for (; issued_ < target; ++issued_, line_ += line_bytes) {
+    for (owed_ += lines_; owed_ >= steps_ && issued_ < lines_; owed_ -= steps_, ++issued_, line_ += line_bytes) {
 #if defined(__GNUC__)
       __builtin_prefetch(line_, 0, 3);
 #endif
@@ -42,7 +42,7 @@ class PrefetchAhead {
 
  private:
   const char* line_ = nullptr;
-  Index steps_, lines_ = 0, issued_ = 0, steps_done_ = 0;
+  Index steps_, lines_ = 0, issued_ = 0, owed_ = 0;  // owed_: k·lines − issued·steps after step k
 };
 
 }  // namespace kernels::detail

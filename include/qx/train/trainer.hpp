@@ -168,6 +168,16 @@ struct Mixup {
   std::vector<Index> partner;
 };
 
+/// The targets of the mixed partners, for rows of `tasks` per sample: row i·tasks + t's partner row is
+/// partner(i)·tasks + t (tasks = 1: the partner's own target).
+inline std::vector<Index> partner_targets(const std::vector<Index>& targets, const std::vector<Index>& partner, Index tasks = 1) {
+  std::vector<Index> partners;
+  partners.reserve(targets.size());
+  for (Index i : partner)
+    for (Index t = 0; t < tasks; ++t) partners.push_back(targets[static_cast<std::size_t>(i * tasks + t)]);
+  return partners;
+}
+
 /// λ ~ Beta(α, α) folded to max(λ, 1 − λ), and a uniform permutation of the batch, from an Rng seeded by
 /// (seed, epoch, batch).
 inline Mixup draw_mixup(double alpha, std::uint64_t seed, Index epoch, Index batch, Index size) {
@@ -542,14 +552,11 @@ TrainResult fit(nn::Module<T>& model, Train& train_data, Val& val_data, const Tr
       const Tensor<T> logits = model(images.to(o.device));
       aux_capture = false;
       // CE(y), or under mixup λ·CE(y) + (1 − λ)·CE(y[π]).
-      // (Rows of `tasks` per sample: row i·tasks + t's partner is row partner(i)·tasks + t.)
       auto mixed_loss = [&](const Tensor<T>& scores, const std::vector<Index>& targets, const Tensor<T>& class_weights,
                             Index tasks = 1) {
         const Tensor<T> own = ops::cross_entropy(scores, targets, class_weights);
         if (!mix) return own;
-        std::vector<Index> partners;
-        for (Index i : mix->partner)
-          for (Index t = 0; t < tasks; ++t) partners.push_back(targets[static_cast<std::size_t>(i * tasks + t)]);
+        const auto partners = detail::partner_targets(targets, mix->partner, tasks);
         return ops::add(detail::scaled(own, mix->lambda, o.device),
                         detail::scaled(ops::cross_entropy(scores, partners, class_weights), 1 - mix->lambda, o.device));
       };
