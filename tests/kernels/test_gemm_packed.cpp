@@ -239,6 +239,28 @@ TEST_CASE("gemm on A packed once matches the naive loop, and the packed layout i
 }
 #endif
 
+#if defined(__AVX512F__)
+// B read in place (kernels::gemm_b_rows): whole 64-column tiles and a row's last tile under a mask, depth
+// over several KC slices (β on the first only), on one thread and split over two by rows and columns.
+// B's copy ends with its last row's n-th column: a read past it is out of bounds, which the sanitized
+// build reports (a masked load reads nothing under its zero lanes).
+TEST_CASE("gemm reading B in place matches the naive loop and reads nothing past a row") {
+  for (const int threads : {1, 2}) {
+    CAPTURE(threads);
+    const qx_test::ThreadCount count(threads);
+    for (const auto& cs : {cases[0], cases[1], cases[2], cases[3], cases[4], cases[5], cases[6], cases[7], cases[8],
+                           Case{300, 70, 300}, Case{64, 2300, 64}})
+      for (float beta : {0.0f, -0.5f})
+        check_product(false, false, cs, beta, [](bool, bool, Index m, Index n, Index k, float alpha, const float* a, Index lda,
+                                                 const float* b, Index ldb, float beta_, float* c, Index ldc) {
+          const std::vector<float> exact(b, b + (k - 1) * ldb + n);
+          const qx::kernels::PackedMatrix a_packed(false, a, lda, m, k);
+          qx::kernels::gemm_b_rows(a_packed.view, n, alpha, exact.data(), ldb, beta_, c, ldc);
+        });
+  }
+}
+#endif
+
 TEST_CASE("packed gemm with k = 0 scales C by beta, and zeroes it for beta = 0 without reading it") {
   std::vector<float> c = {1.0f, 2.0f, 3.0f, 4.0f};
   qx::kernels::detail::packed::gemm_packed(false, false, 2, 2, 0, 1.0f, nullptr, 0, nullptr, 0, 2.0f, c.data(), 2);

@@ -251,23 +251,31 @@ TEST_CASE("per-thread sums: a part's first use assigns, the sum lands in the des
   for (Index i = 0; i < size; ++i) CHECK(zero[i] == 0.0);
 }
 
-TEST_CASE_TEMPLATE("conv2d packs its weights once for blocks of one image", T, float, double) {
+TEST_CASE_TEMPLATE("conv2d packs its weights once for blocks of one image, and reads large pointwise images in place", T,
+                   float, double) {
   // Large planes run blocks of one image; their products do not take panels, and each one would pack
-  // W (forward) or Wᵀ (input gradient) again. Float with AVX-512 packs it once per call instead.
+  // W (forward) or Wᵀ (input gradient) again. Float with AVX-512 packs it once per call instead. A
+  // pointwise convolution with ≥ 2,048 positions per image also reads its image (forward) and grad_y
+  // (input gradient) in place instead of packing them, W packed once even for a single image: 46×47
+  // ends each row with a tile of 50 columns (read under a mask), 300 input channels make two KC slices
+  // of depth in the forward product and 300 rows in the input gradient's.
   const std::vector<Conv2dShape> shapes = {
-      {4, 48, 30, 30, 40, 1, 1, 1, 1, 0, 0},  // 1×1 on 30×30: four blocks of one image
-      {3, 16, 40, 38, 24, 3, 3, 2, 2, 1, 1},  // 3×3 stride 2, W_out = 19: three blocks of one image
+      {4, 48, 30, 30, 40, 1, 1, 1, 1, 0, 0},   // 1×1 on 30×30: four blocks of one image
+      {3, 16, 40, 38, 24, 3, 3, 2, 2, 1, 1},   // 3×3 stride 2, W_out = 19: three blocks of one image
+      {2, 300, 46, 47, 13, 1, 1, 1, 1, 0, 0},  // 1×1, 2,162 positions: B in place
   };
+  const std::vector<Conv2dShape> one_image = {{1, 20, 48, 48, 70, 1, 1, 1, 1, 0, 0}};  // in place, columns split over threads
   for (const int threads : {1, 2}) {
     CAPTURE(threads);
     const qx_test::ThreadCount count(threads);
 #if defined(__AVX512F__)
     if constexpr (std::is_same_v<T, float>) {
       namespace kd = qx::kernels::detail;
-      const std::vector<float> w(static_cast<std::size_t>(48 * 40 * 9), 0.5f);
+      const std::vector<float> w(static_cast<std::size_t>(300 * 70), 0.5f);
       for (const auto& s : shapes) {
         const Index block = kd::images_per_block(s);
         REQUIRE(block == 1);
+        CHECK(kd::reads_b_in_place<float>(s, block) == (s.c_in == 300));
         const auto forward_panels = [&](Index images) { return kd::forward_in_panels<float>(s, images); };
         const auto gradient_panels = [&](Index images) { return kd::gradients_in_panels<float>(s, images); };
         REQUIRE_FALSE(forward_panels(block));
@@ -280,10 +288,18 @@ TEST_CASE_TEMPLATE("conv2d packs its weights once for blocks of one image", T, f
       one.n = 1;
       REQUIRE_FALSE(kd::weight_packed_once(one, 1, [&](Index images) { return kd::forward_in_panels<float>(one, images); },
                                            false, w.data(), one.c_out, one.patch()) != nullptr);
+      // …unless it reads its image in place: that product takes W packed.
+      const Conv2dShape& large = one_image[0];
+      REQUIRE(kd::reads_b_in_place<float>(large, 1));
+      REQUIRE(kd::weight_packed_once(large, 1, [&](Index images) { return kd::reads_b_in_place<float>(large, images); },
+                                     false, w.data(), large.c_out, large.patch()) != nullptr);
+      CHECK_FALSE(kd::reads_b_in_place<float>(shapes[2], 2));                           // a block of two images
+      CHECK_FALSE(kd::reads_b_in_place<float>({1, 8, 48, 48, 8, 3, 3, 1, 1, 1, 1}, 1));  // not pointwise
     }
 #endif
-    check_conv<T>(shapes, qx::kernels::conv2d_forward<T>, qx::kernels::conv2d_backward_input<T>,
-                  qx::kernels::conv2d_backward_weight<T>, tolerance<T>());
+    for (const auto& tested : {shapes, one_image})
+      check_conv<T>(tested, qx::kernels::conv2d_forward<T>, qx::kernels::conv2d_backward_input<T>,
+                    qx::kernels::conv2d_backward_weight<T>, tolerance<T>());
   }
 }
 

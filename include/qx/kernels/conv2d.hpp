@@ -574,6 +574,20 @@ bool forward_in_panels([[maybe_unused]] const Conv2dShape& s, [[maybe_unused]] I
   return false;
 }
 
+/// Whether a block's product reads its B — the image in the forward pass, grad_y in the input gradient —
+/// in place, row by row (gemm_b_rows), instead of copying it into panels: one image of a pointwise
+/// convolution whose planes hold at least b_rows_positions positions (float with AVX-512). The copy is a
+/// pass over the whole of B that long rows do not need; on 28×28 planes the two measured the same
+/// (docs/kernels.md, "B read in place").
+constexpr Index b_rows_positions = 2048;
+template <class T>
+bool reads_b_in_place([[maybe_unused]] const Conv2dShape& s, [[maybe_unused]] Index images) {
+#if defined(__AVX512F__)
+  if constexpr (std::is_same_v<T, float>) return images == 1 && is_pointwise(s) && s.positions() >= b_rows_positions;
+#endif
+  return false;
+}
+
 /// Whether the input gradient of a block gathers grad_y as panels (float with AVX-512): when it gathers at
 /// all (one image's grad_y is used in place), and the GEMM would not compute the product transposed.
 template <class T>
@@ -588,12 +602,12 @@ bool gradients_in_panels([[maybe_unused]] const Conv2dShape& s, [[maybe_unused]]
 /// op(W) (rows × depth; W stored (C_out, K) row-major) packed for the whole call, or null when the call's
 /// products pack what they need themselves. Packed when W is declared constant in the calling thread's
 /// ConstantWeights registry (nn::WeightCache's folded weights: kept from call to call, per layer — the
-/// layout does not depend on the batch); else packed here when some block multiplies panels
-/// (in_panels(images) of a whole block or of the shorter last one: those products take A packed), or when
-/// at least two blocks multiply it directly — each block's product would pack it again (a resnet50 layer
-/// on 56×56 planes runs blocks of one image, 16 packs of W per batch of 16). A product that gemm computes
-/// transposed cannot use it (op(W) is then its B), and a single direct product packs its slices on its
-/// own threads, faster than one packing thread.
+/// layout does not depend on the batch); else packed here when some block multiplies panels or reads its
+/// B in place (in_panels(images) of a whole block or of the shorter last one: those products take A
+/// packed), or when at least two blocks multiply it directly — each block's product would pack it again
+/// (a resnet50 layer on 28×28 planes runs blocks of one image, 16 packs of W per batch of 16). A product
+/// that gemm computes transposed cannot use it (op(W) is then its B), and a single direct product packs
+/// its slices on its own threads, faster than one packing thread.
 template <class InPanels>
 std::shared_ptr<const PackedMatrix> weight_packed_once(const Conv2dShape& s, Index block, InPanels&& in_panels, bool trans,
                                                        const float* weight, Index rows, Index depth) {
@@ -613,14 +627,16 @@ std::shared_ptr<const PackedMatrix> weight_packed_once(const Conv2dShape& s, Ind
 
 /// out (rows × n) = op(W) (rows × depth) · B (depth × n), B and out of leading dimension n: by the call's
 /// op(W) packed once (`packed`, null when the call did not pack it) unless gemm computes this product
-/// transposed, otherwise by gemm, which packs what it needs.
+/// transposed — reading B in place when `b_rows` (reads_b_in_place), else packing it —, otherwise by
+/// gemm, which packs what it needs.
 template <class T>
 void weight_product([[maybe_unused]] const PackedA* packed, bool trans, Index rows, Index n, Index depth, const T* weight,
-                    const T* b, T* out) {
+                    const T* b, T* out, [[maybe_unused]] bool b_rows = false) {
 #if defined(__AVX512F__)
   if constexpr (std::is_same_v<T, float>)
     if (packed && !computes_transposed(rows, n)) {
-      gemm(*packed, false, n, 1.0f, b, n, 0.0f, out, n);
+      if (b_rows) gemm_b_rows(*packed, n, 1.0f, b, n, 0.0f, out, n);
+      else gemm(*packed, false, n, 1.0f, b, n, 0.0f, out, n);
       return;
     }
 #endif
@@ -637,8 +653,9 @@ void conv2d_forward(const Conv2dShape& s, const T* x, const T* weight, const T* 
 #if defined(__AVX512F__)
   std::shared_ptr<const PackedMatrix> packed_weight;
   if constexpr (std::is_same_v<T, float>)
-    packed_weight = detail::weight_packed_once(s, block, [&](Index images) { return detail::forward_in_panels<T>(s, images); },
-                                               false, weight, s.c_out, k);
+    packed_weight = detail::weight_packed_once(
+        s, block, [&](Index images) { return detail::forward_in_panels<T>(s, images) || detail::reads_b_in_place<T>(s, images); },
+        false, weight, s.c_out, k);
   if (packed_weight) packed = &packed_weight->view;
 #endif
   // Scratch: the columns (rows or panels), then the block's output (C_out·P) before it is scattered to NCHW.
@@ -657,7 +674,8 @@ void conv2d_forward(const Conv2dShape& s, const T* x, const T* weight, const T* 
       }
 #endif
     } else {
-      detail::weight_product(packed, false, s.c_out, ld, k, weight, detail::columns_of_block(s, image, images, scratch), out);
+      detail::weight_product(packed, false, s.c_out, ld, k, weight, detail::columns_of_block(s, image, images, scratch), out,
+                             detail::reads_b_in_place<T>(s, images));
     }
     // to[i] = stage(from[i] + bias[o]) over one output plane; the loop without a stage stays a plain add.
     auto store_plane = [&](T* to, const T* from, Index o) {
@@ -685,8 +703,9 @@ void conv2d_backward_input(const Conv2dShape& s, const T* grad_y, const T* weigh
 #if defined(__AVX512F__)
   std::shared_ptr<const PackedMatrix> packed_weight;
   if constexpr (std::is_same_v<T, float>)
-    packed_weight = detail::weight_packed_once(s, block, [&](Index images) { return detail::gradients_in_panels<T>(s, images); },
-                                               true, weight, k, s.c_out);
+    packed_weight = detail::weight_packed_once(
+        s, block, [&](Index images) { return detail::gradients_in_panels<T>(s, images) || detail::reads_b_in_place<T>(s, images); },
+        true, weight, k, s.c_out);
   if (packed_weight) packed = &packed_weight->view;
 #endif
   // Scratch: several images' grad_y gathered (rows, or panels: one copy instead of a gather and a pack),
@@ -715,7 +734,7 @@ void conv2d_backward_input(const Conv2dShape& s, const T* grad_y, const T* weigh
       if constexpr (std::is_same_v<T, float>) gemm_b_panels(*packed, ld, 1.0f, g, 0.0f, product, ld);
 #endif
     } else {
-      detail::weight_product(packed, true, k, ld, s.c_out, weight, g, product);
+      detail::weight_product(packed, true, k, ld, s.c_out, weight, g, product, detail::reads_b_in_place<T>(s, images));
     }
     if (product == col) detail::col2im_block(s, col, images, x);
   }, detail::BlockOrder::any_thread);

@@ -203,6 +203,19 @@ inline void gemm_b_panels(const PackedA& a, Index n, float alpha, const float* b
                                        b_panels + detail::packed::panel_offset(a.depth, 0, c0), beta, c + r0 * ldc + c0, ldc);
   });
 }
+
+/**
+ * C (m×n) = α·A·B + β·C in float with A packed and B (k×n, row-major, ldb) read in place, unpacked
+ * (detail::packed::gemm_b_rows_with): for a B whose rows are long enough that copying it into panels
+ * costs more than reading its rows strided — a pointwise convolution on large planes (docs/kernels.md,
+ * "B read in place"). Split over threads as gemm splits.
+ */
+inline void gemm_b_rows(const PackedA& a, Index n, float alpha, const float* b, Index ldb, float beta, float* c, Index ldc) {
+  if (a.rows == 0 || n == 0) return;
+  detail::split_over_threads(a.rows, n, a.depth, [&](Index r0, Index rows, Index c0, Index cols) {
+    detail::packed::gemm_b_rows_with(a.slices(r0), rows, cols, a.depth, alpha, b + c0, ldb, beta, c + r0 * ldc + c0, ldc);
+  });
+}
 #endif
 
 }  // namespace kernels

@@ -183,34 +183,44 @@ inline void pack_b(bool trans, const float* b, Index ldb, Index p0, Index k, Ind
   }
 }
 
+/// Where the micro-kernel's B comes from: a packed panel (NR floats per k step, aligned, zero past the
+/// last column, the next steps prefetched), or op(B)'s own rows, ldb apart, read in place (gemm_b_rows):
+/// a whole 64-column tile, or a row's last tile of fewer columns under a mask, which reads nothing past
+/// the row.
+enum class BTile { panel, rows, rows_masked };
+
 #if defined(__AVX512F__)
-/// C tile (rows ≤ MR, cols ≤ NR) = α·Σ_p a[p·MR + r]·b[p·NR + c] + β·C: 24 accumulators, one FMA per
-/// (row, zmm) per k step; the A element is broadcast straight from memory.
-inline void micro_kernel(Index k, const float* a, const float* b, float* c, Index ldc, Index rows, Index cols, float alpha,
-                         float beta) {
+/// C tile (rows ≤ MR, cols ≤ NR) = α·Σ_p a[p·MR + r]·b[p·ldb + c] + β·C: 24 accumulators, one FMA per
+/// (row, zmm) per k step; the A element is broadcast straight from memory. ldb is NR for a panel.
+template <BTile From = BTile::panel>
+inline void micro_kernel(Index k, const float* a, const float* b, Index ldb, float* c, Index ldc, Index rows, Index cols,
+                         float alpha, float beta) {
   __m512 acc[mr][4];
 #pragma GCC unroll 6
   for (int r = 0; r < mr; ++r)
 #pragma GCC unroll 4
     for (int v = 0; v < 4; ++v) acc[r][v] = _mm512_setzero_ps();
+  __mmask16 mask[4];
+  for (int v = 0; v < 4; ++v) mask[v] = lane_mask(0, std::clamp<Index>(cols - 16 * v, 0, 16));
   for (Index p = 0; p < k; ++p) {
-    const __m512 b0 = _mm512_load_ps(b), b1 = _mm512_load_ps(b + 16), b2 = _mm512_load_ps(b + 32),
-                 b3 = _mm512_load_ps(b + 48);
-    _mm_prefetch(reinterpret_cast<const char*>(b + 8 * nr), _MM_HINT_T0);
+    __m512 bv[4];
+#pragma GCC unroll 4
+    for (int v = 0; v < 4; ++v) {
+      if constexpr (From == BTile::panel) bv[v] = _mm512_load_ps(b + 16 * v);
+      else if constexpr (From == BTile::rows) bv[v] = _mm512_loadu_ps(b + 16 * v);
+      else bv[v] = _mm512_maskz_loadu_ps(mask[v], b + 16 * v);
+    }
+    if constexpr (From == BTile::panel) _mm_prefetch(reinterpret_cast<const char*>(b + 8 * nr), _MM_HINT_T0);
 #pragma GCC unroll 6
     for (int r = 0; r < mr; ++r) {
       const __m512 av = _mm512_set1_ps(a[r]);
-      acc[r][0] = _mm512_fmadd_ps(av, b0, acc[r][0]);
-      acc[r][1] = _mm512_fmadd_ps(av, b1, acc[r][1]);
-      acc[r][2] = _mm512_fmadd_ps(av, b2, acc[r][2]);
-      acc[r][3] = _mm512_fmadd_ps(av, b3, acc[r][3]);
+#pragma GCC unroll 4
+      for (int v = 0; v < 4; ++v) acc[r][v] = _mm512_fmadd_ps(av, bv[v], acc[r][v]);
     }
     a += mr;
-    b += nr;
+    b += From == BTile::panel ? nr : ldb;
   }
   const __m512 va = _mm512_set1_ps(alpha), vb = _mm512_set1_ps(beta);
-  __mmask16 mask[4];
-  for (int v = 0; v < 4; ++v) mask[v] = lane_mask(0, std::clamp<Index>(cols - 16 * v, 0, 16));
   for (Index r = 0; r < rows; ++r) {
     float* row = c + r * ldc;
 #pragma GCC unroll 4
@@ -268,7 +278,7 @@ void loop_nest(Index m, Index n, Index k, float alpha, float beta, float* c, Ind
           const Index rows = std::min(mr, m - ir), cols = std::min(nr, ncols - jr);
 #if defined(__AVX512F__)
           if constexpr (!Portable)
-            micro_kernel(depth, panel_a, pb + jr * panel_stride, tile, ldc, rows, cols, alpha, slice_beta);
+            micro_kernel(depth, panel_a, pb + jr * panel_stride, nr, tile, ldc, rows, cols, alpha, slice_beta);
           else
 #endif
             micro_kernel_portable(depth, panel_a, pb + jr * panel_stride, tile, ldc, rows, cols, alpha, slice_beta);
@@ -392,6 +402,49 @@ void gemm_b_panels(bool trans_a, Index m, Index n, Index k, float alpha, const f
   if (m <= 0 || n <= 0) return;
   gemm_b_panels_with<Portable>(a_packed_per_slice(trans_a, a, lda, m), m, n, k, alpha, b_panels, beta, c, ldc);
 }
+
+#if defined(__AVX512F__)
+/**
+ * C (m×n) = α·A·B + β·C with A's panels from a_slice and B (k×n, row-major, leading dimension ldb) read
+ * where it is — no packing of B (a pointwise convolution's image or gradient, whose rows are long):
+ *   for each KC slice, for each 64-column tile of B (the slice's rows, ≤ 64 KiB, stay in L1/L2),
+ *     for each MR panel of A: micro-kernel on the tile's rows, ldb apart.
+ * BLIS's order rather than loop_nest's: the tile of B, read from memory once, serves every panel of A,
+ * and the next tile's lines are requested a few per panel while this one is used. The last tile of a
+ * row is read under a mask, never past n.
+ */
+template <class ASlice>
+void gemm_b_rows_with(ASlice&& a_slice, Index m, Index n, Index k, float alpha, const float* b, Index ldb, float beta,
+                      float* c, Index ldc) {
+  if (m <= 0 || n <= 0) return;
+  check(k > 0, "gemm_b_rows: depth ", k, " must be positive");
+  const Index panels = (m + mr - 1) / mr;
+  for (Index pc = 0; pc < k; pc += kc) {
+    const Index depth = std::min(kc, k - pc);
+    const float slice_beta = pc == 0 ? beta : 1.0f;
+    const float* pa = a_slice(pc, depth);
+    for (Index jr = 0; jr < n; jr += nr) {
+      const Index cols = std::min(nr, n - jr);
+      const float* tile_b = b + pc * ldb + jr;
+      // The next tile's depth × 4 lines, spread over this tile's panels of A (issued after panel q: the
+      // first ⌊(q + 1)·lines / panels⌋).
+      const float* next = jr + nr < n ? tile_b + nr : nullptr;
+      const Index lines = next ? depth * 4 : 0;
+      Index issued = 0;
+      for (Index ir = 0, q = 0; ir < m; ir += mr, ++q) {
+        for (const Index upto = (q + 1) * lines / panels; issued < upto; ++issued)
+          _mm_prefetch(reinterpret_cast<const char*>(next + (issued / 4) * ldb + (issued % 4) * 16), _MM_HINT_T0);
+        const Index rows = std::min(mr, m - ir);
+        float* tile = c + ir * ldc + jr;
+        if (cols == nr)
+          micro_kernel<BTile::rows>(depth, pa + ir * depth, tile_b, ldb, tile, ldc, rows, cols, alpha, slice_beta);
+        else
+          micro_kernel<BTile::rows_masked>(depth, pa + ir * depth, tile_b, ldb, tile, ldc, rows, cols, alpha, slice_beta);
+      }
+    }
+  }
+}
+#endif
 
 }  // namespace packed
 }  // namespace detail
