@@ -68,6 +68,39 @@ inline Buffer& c_buffer() {  // a transposed product's result (kernels/gemm.hpp)
   return b;
 }
 
+#if defined(__AVX512F__)
+/// out[p·6 + r] = row r's element p for p < 16 (rows ldb apart): 16 depths of a 6-row panel of A from its
+/// rows, by two-source permutes — output vector j takes lane l from row (16j + l) % 6, element
+/// (16j + l) / 6; each pair of rows fills its lanes by one permute, merged under a mask — instead of
+/// 96 scalar moves.
+inline void interleave_six_rows(const float* src, Index lda, float* out) {
+  struct Tables {
+    alignas(64) std::int32_t index[6][3][16];
+    __mmask16 lanes[6][3];
+  };
+  static const Tables tables = [] {
+    Tables t{};
+    for (int j = 0; j < 6; ++j)
+      for (int l = 0; l < 16; ++l) {
+        const int q = 16 * j + l, p = q / 6, r = q % 6;
+        t.index[j][r / 2][l] = (r % 2) * 16 + p;  // the pair's first row is the permute's first source
+        t.lanes[j][r / 2] = static_cast<__mmask16>(t.lanes[j][r / 2] | (1u << l));
+      }
+    return t;
+  }();
+  __m512 row[6];
+#pragma GCC unroll 6
+  for (int r = 0; r < 6; ++r) row[r] = _mm512_loadu_ps(src + r * lda);
+#pragma GCC unroll 6
+  for (int j = 0; j < 6; ++j) {
+    __m512 v = _mm512_permutex2var_ps(row[0], _mm512_load_si512(tables.index[j][0]), row[1]);
+    v = _mm512_mask_mov_ps(v, tables.lanes[j][1], _mm512_permutex2var_ps(row[2], _mm512_load_si512(tables.index[j][1]), row[3]));
+    v = _mm512_mask_mov_ps(v, tables.lanes[j][2], _mm512_permutex2var_ps(row[4], _mm512_load_si512(tables.index[j][2]), row[5]));
+    _mm512_storeu_ps(out + 16 * j, v);
+  }
+}
+#endif
+
 /// Packs op(A) rows [i0, i0+m) × depth [p0, p0+k) into micro-panels of MR rows: panel[(k)·MR + r],
 /// rows past m zero-filled so the micro-kernel never branches on them.
 inline void pack_a(bool trans, const float* a, Index lda, Index i0, Index m, Index p0, Index k, float* out) {
@@ -78,7 +111,11 @@ inline void pack_a(bool trans, const float* a, Index lda, Index i0, Index m, Ind
       // Read the MR rows in step (MR sequential streams) so the panel is written contiguously.
       const float* src = a + (i0 + ir) * lda + p0;
       if (rows == mr) {
-        for (Index p = 0; p < k; ++p)
+        Index p = 0;
+#if defined(__AVX512F__)
+        for (; p + 16 <= k; p += 16) interleave_six_rows(src + p, lda, panel + p * mr);
+#endif
+        for (; p < k; ++p)
           for (Index r = 0; r < mr; ++r) panel[p * mr + r] = src[r * lda + p];
       } else {
         for (Index p = 0; p < k; ++p)
