@@ -69,7 +69,7 @@ inline Buffer& c_buffer() {  // a transposed product's result (kernels/gemm.hpp)
 }
 
 #if defined(__AVX512F__)
-/// out[p·6 + r] = row r's element p for p < 16 (rows ldb apart): 16 depths of a 6-row panel of A from its
+/// out[p·6 + r] = row r's element p for p < 16 (rows lda apart): 16 depths of a 6-row panel of A from its
 /// rows, by two-source permutes — output vector j takes lane l from row (16j + l) % 6, element
 /// (16j + l) / 6; each pair of rows fills its lanes by one permute, merged under a mask — instead of
 /// 96 scalar moves.
