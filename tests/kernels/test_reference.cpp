@@ -291,7 +291,7 @@ TEST_CASE_TEMPLATE("conv2d packs its weights once for blocks of one image, and r
       // …unless it reads its image in place: that product takes W packed.
       const Conv2dShape& large = one_image[0];
       REQUIRE(kd::reads_b_in_place<float>(large, 1));
-      REQUIRE(kd::weight_packed_once(large, 1, [&](Index images) { return kd::reads_b_in_place<float>(large, images); },
+      REQUIRE(kd::weight_packed_once(large, 1, [&](Index images) { return kd::forward_in_panels<float>(large, images); },
                                      false, w.data(), large.c_out, large.patch()) != nullptr);
       CHECK_FALSE(kd::reads_b_in_place<float>(shapes[2], 2));                           // a block of two images
       CHECK_FALSE(kd::reads_b_in_place<float>({1, 8, 48, 48, 8, 3, 3, 1, 1, 1, 1}, 1));  // not pointwise

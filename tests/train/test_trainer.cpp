@@ -221,11 +221,11 @@ TEST_CASE("several auxiliary labels per sample: one head of tasks × classes sco
     fs::remove_all(qx_test::temp_path(std::string("train_") + dir));
 }
 
-TEST_CASE("a mixed pair's partner targets are picked task by task") {
+TEST_CASE("a batch's and a mixed pair's targets are picked task by task") {
   // Three samples of two tasks each (sample n's targets 10n + 10, 10n + 11), partners π = (2, 0, 1).
   const std::vector<Index> targets{10, 11, 20, 21, 30, 31};
-  CHECK(qx::train::detail::partner_targets(targets, {2, 0, 1}, 2) == std::vector<Index>{30, 31, 10, 11, 20, 21});
-  CHECK(qx::train::detail::partner_targets({7, 8, 9}, {1, 2, 0}) == std::vector<Index>{8, 9, 7});  // one task
+  CHECK(qx::train::detail::task_targets(targets, {2, 0, 1}, 2) == std::vector<Index>{30, 31, 10, 11, 20, 21});
+  CHECK(qx::train::detail::task_targets({7, 8, 9}, {1, 2, 0}) == std::vector<Index>{8, 9, 7});  // one task
 }
 
 TEST_CASE("a state written on samples of one shape is not resumed on another's, and says both shapes") {

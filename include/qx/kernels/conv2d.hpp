@@ -602,9 +602,9 @@ bool gradients_in_panels([[maybe_unused]] const Conv2dShape& s, [[maybe_unused]]
 /// op(W) (rows × depth; W stored (C_out, K) row-major) packed for the whole call, or null when the call's
 /// products pack what they need themselves. Packed when W is declared constant in the calling thread's
 /// ConstantWeights registry (nn::WeightCache's folded weights: kept from call to call, per layer — the
-/// layout does not depend on the batch); else packed here when some block multiplies panels or reads its
-/// B in place (in_panels(images) of a whole block or of the shorter last one: those products take A
-/// packed), or when at least two blocks multiply it directly — each block's product would pack it again
+/// layout does not depend on the batch); else packed here when some block — a whole one or the shorter
+/// last one — multiplies panels (in_panels(images)) or reads its B in place (reads_b_in_place, the same
+/// for both passes): those products take A packed; or when at least two blocks multiply it directly — each block's product would pack it again
 /// (a resnet50 layer on 28×28 planes runs blocks of one image, 16 packs of W per batch of 16). A product
 /// that gemm computes transposed cannot use it (op(W) is then its B), and a single direct product packs
 /// its slices on its own threads, faster than one packing thread.
@@ -619,7 +619,8 @@ std::shared_ptr<const PackedMatrix> weight_packed_once(const Conv2dShape& s, Ind
     if (auto kept = constant->derived<PackedMatrix>(weight, any_batch, kind, pack)) return kept;
   }
   const Index whole = s.n / block, last = s.n % block, p = s.positions();
-  const bool panels = in_panels(block) || (last && in_panels(last));
+  const auto packed_a_product = [&](Index images) { return in_panels(images) || reads_b_in_place<float>(s, images); };
+  const bool panels = packed_a_product(block) || (last && packed_a_product(last));
   const Index direct = (!computes_transposed(rows, block * p) ? whole : 0) + (last && !computes_transposed(rows, last * p) ? 1 : 0);
   return panels || direct >= 2 ? pack() : nullptr;
 }
@@ -654,8 +655,7 @@ void conv2d_forward(const Conv2dShape& s, const T* x, const T* weight, const T* 
   std::shared_ptr<const PackedMatrix> packed_weight;
   if constexpr (std::is_same_v<T, float>)
     packed_weight = detail::weight_packed_once(
-        s, block, [&](Index images) { return detail::forward_in_panels<T>(s, images) || detail::reads_b_in_place<T>(s, images); },
-        false, weight, s.c_out, k);
+        s, block, [&](Index images) { return detail::forward_in_panels<T>(s, images); }, false, weight, s.c_out, k);
   if (packed_weight) packed = &packed_weight->view;
 #endif
   // Scratch: the columns (rows or panels), then the block's output (C_out·P) before it is scattered to NCHW.
@@ -704,8 +704,7 @@ void conv2d_backward_input(const Conv2dShape& s, const T* grad_y, const T* weigh
   std::shared_ptr<const PackedMatrix> packed_weight;
   if constexpr (std::is_same_v<T, float>)
     packed_weight = detail::weight_packed_once(
-        s, block, [&](Index images) { return detail::gradients_in_panels<T>(s, images) || detail::reads_b_in_place<T>(s, images); },
-        true, weight, k, s.c_out);
+        s, block, [&](Index images) { return detail::gradients_in_panels<T>(s, images); }, true, weight, k, s.c_out);
   if (packed_weight) packed = &packed_weight->view;
 #endif
   // Scratch: several images' grad_y gathered (rows, or panels: one copy instead of a gather and a pack),

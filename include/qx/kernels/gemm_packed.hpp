@@ -78,7 +78,7 @@ inline void interleave_six_rows(const float* src, Index lda, float* out) {
     alignas(64) std::int32_t index[6][3][16];
     __mmask16 lanes[6][3];
   };
-  static const Tables tables = [] {
+  static constexpr Tables tables = [] {  // built at compile time: no guard on this hot path
     Tables t{};
     for (int j = 0; j < 6; ++j)
       for (int l = 0; l < 16; ++l) {

@@ -168,14 +168,16 @@ struct Mixup {
   std::vector<Index> partner;
 };
 
-/// The targets of the mixed partners, for rows of `tasks` per sample: row i·tasks + t's partner row is
-/// partner(i)·tasks + t (tasks = 1: the partner's own target).
-inline std::vector<Index> partner_targets(const std::vector<Index>& targets, const std::vector<Index>& partner, Index tasks = 1) {
-  std::vector<Index> partners;
-  partners.reserve(targets.size());
-  for (Index i : partner)
-    for (Index t = 0; t < tasks; ++t) partners.push_back(targets[static_cast<std::size_t>(i * tasks + t)]);
-  return partners;
+/// The targets of the samples `picked`, for targets stored `tasks` per sample (sample i's are
+/// [i·tasks, (i + 1)·tasks)), in the same layout: a batch's auxiliary labels (picked: the batch's
+/// samples), or a mixed batch's partner targets (picked: the partners, so that row i·tasks + t's partner
+/// row is partner(i)·tasks + t; tasks = 1: the partner's own target).
+inline std::vector<Index> task_targets(const std::vector<Index>& targets, const std::vector<Index>& picked, Index tasks = 1) {
+  std::vector<Index> rows;
+  rows.reserve(picked.size() * static_cast<std::size_t>(tasks));
+  for (Index i : picked)
+    for (Index t = 0; t < tasks; ++t) rows.push_back(targets[static_cast<std::size_t>(i * tasks + t)]);
+  return rows;
 }
 
 /// λ ~ Beta(α, α) folded to max(λ, 1 − λ), and a uniform permutation of the batch, from an Rng seeded by
@@ -556,7 +558,7 @@ TrainResult fit(nn::Module<T>& model, Train& train_data, Val& val_data, const Tr
                             Index tasks = 1) {
         const Tensor<T> own = ops::cross_entropy(scores, targets, class_weights);
         if (!mix) return own;
-        const auto partners = detail::partner_targets(targets, mix->partner, tasks);
+        const auto partners = detail::task_targets(targets, mix->partner, tasks);
         return ops::add(detail::scaled(own, mix->lambda, o.device),
                         detail::scaled(ops::cross_entropy(scores, partners, class_weights), 1 - mix->lambda, o.device));
       };
@@ -566,10 +568,7 @@ TrainResult fit(nn::Module<T>& model, Train& train_data, Val& val_data, const Tr
         // The head's (batch, T·C) scores as (batch·T, C) rows, sample by sample: one cross-entropy's batch
         // mean is then the mean over samples and tasks; a mixed pair's partner row is task t of the partner.
         const Index tasks = o.auxiliary->tasks, rows = static_cast<Index>(indices.size()) * tasks;
-        std::vector<Index> aux_labels;
-        aux_labels.reserve(static_cast<std::size_t>(rows));
-        for (Index i : indices)
-          for (Index t = 0; t < tasks; ++t) aux_labels.push_back(o.auxiliary->labels[static_cast<std::size_t>(i * tasks + t)]);
+        const std::vector<Index> aux_labels = detail::task_targets(o.auxiliary->labels, indices, tasks);
         const Tensor<T> scores = ops::reshape((*aux_head)(ops::flatten(aux_features)), Shape{rows, o.auxiliary->num_classes});
         const Tensor<T> aux_loss = mixed_loss(scores, aux_labels, aux_weights, tasks);
         loss = ops::add(loss, detail::scaled(aux_loss, o.auxiliary->weight, o.device));
