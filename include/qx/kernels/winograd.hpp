@@ -372,11 +372,15 @@ inline void store_tiles(const Tiling& tiling, const LaneVector<float>* out, Inde
  * dst (36, channels, ld) columns [0, images·tiles) ← L d Lᵀ for every tile's Side×Side window d of
  * `planes` (images, channels, height, width), zero outside the plane; the window of tile (ty, tx) starts
  * at (ty·4 − pad_h, tx·4 − pad_w). With L = Bᵀ (Side 6, the padding) this is V of the input; with L = A
- * (Side 4, no padding) ∂M of the output gradient.
+ * (Side 4, no padding) ∂M of the output gradient. With `panels` (float with AVX-512 only), point ξ's
+ * (channels × ld) goes in the GEMM's 64-column panels at dst + ξ·channels·whole_panels(ld) (columns past
+ * ld zero), which the products read as they are instead of packing each point's matrix again.
  */
 template <int Side, const auto& L, class T>
 void transform_windows(const Tiling& tiling, const T* planes, Index images, Index channels, Index height, Index width,
-                       Index pad_h, Index pad_w, T* dst, Index ld) {
+                       Index pad_h, Index pad_w, T* dst, Index ld, bool panels) {
+  constexpr Index nr = kernels::detail::packed::nr;
+  const Index panel_ld = kernels::detail::whole_panels(ld);
   parallel_for(0, channels, [&](Index c) {
     LaneVector<T> d[Side * Side], out[points];
     // d ← the windows by rows of the plane (float with AVX-512), false where that path does not apply.
@@ -416,21 +420,34 @@ void transform_windows(const Tiling& tiling, const T* planes, Index images, Inde
     for_each_lane_group(images * tiling.per_image(), [&](Index first, Index count) {
       if (!gather_by_rows(first, count)) gather_by_lanes(first, count);
       sandwich<t, Side, L>(d, out);
+      if (panels) {  // a group of 16 columns lies inside one 64-column panel
+        T* at = dst + (first / nr * channels + c) * nr + first % nr;
+        for (int xi = 0; xi < points; ++xi) store_first_lanes(out[xi], count, at + xi * channels * panel_ld);
+        return;
+      }
       for (int xi = 0; xi < points; ++xi) store_first_lanes(out[xi], count, dst + (xi * channels + c) * ld + first);
     });
   }, images * tiling.per_image() * points * Side * 2);
+#if defined(__AVX512F__)
+  if constexpr (std::is_same_v<T, float>)
+    if (panels)
+      for (int xi = 0; xi < points; ++xi) kernels::detail::zero_panel_tail(dst + xi * channels * panel_ld, channels, ld);
+#endif
 }
 
-/// V (36, C_in, ld) ← Bᵀ d B of every 6×6 input window d of x (images, C_in, H, W).
+/// V (36, C_in, ld) ← Bᵀ d B of every 6×6 input window d of x (images, C_in, H, W); with `panels`, each
+/// point's V_ξ in the GEMM's 64-column panels instead (in_panels).
 template <class T>
-void transform_inputs(const Conv2dShape& s, const Tiling& tiling, const T* x, Index images, T* v, Index ld) {
-  transform_windows<t, bt>(tiling, x, images, s.c_in, s.h, s.w, s.pad_h, s.pad_w, v, ld);
+void transform_inputs(const Conv2dShape& s, const Tiling& tiling, const T* x, Index images, T* v, Index ld, bool panels = false) {
+  transform_windows<t, bt>(tiling, x, images, s.c_in, s.h, s.w, s.pad_h, s.pad_w, v, ld, panels);
 }
 
-/// ∂M (36, C_out, ld) ← A ∂Y Aᵀ of every 4×4 tile ∂Y of grad_y (images, C_out, H_out, W_out).
+/// ∂M (36, C_out, ld) ← A ∂Y Aᵀ of every 4×4 tile ∂Y of grad_y (images, C_out, H_out, W_out); `panels` as
+/// for transform_inputs.
 template <class T>
-void transform_output_grads(const Conv2dShape& s, const Tiling& tiling, const T* grad_y, Index images, T* dm, Index ld) {
-  transform_windows<m, a>(tiling, grad_y, images, s.c_out, tiling.out_h, tiling.out_w, 0, 0, dm, ld);
+void transform_output_grads(const Conv2dShape& s, const Tiling& tiling, const T* grad_y, Index images, T* dm, Index ld,
+                            bool panels = false) {
+  transform_windows<m, a>(tiling, grad_y, images, s.c_out, tiling.out_h, tiling.out_w, 0, 0, dm, ld, panels);
 }
 
 /// Tiles per block worth gathering: the 36 GEMMs are efficient from 128 columns, and a block's
@@ -565,20 +582,35 @@ std::shared_ptr<const TransformedFilters<T>> transformed_filters(const Conv2dSha
 
 /// Runs body(first_image, images, ld, scratch, thread) over blocks of images (kernels/conv2d.hpp's
 /// blocking, handed to threads in `order`), scratch holding 36·(C_in + C_out) rows of ld = images·tiles
-/// columns.
+/// columns, those of the first operand rounded up to whole 64-column panels.
 template <class T, class Body>
 void for_each_tile_block(const Conv2dShape& s, const Tiling& tiling, kernels::detail::BlockOrder order, Body&& body) {
-  const Index per_image = points * (s.c_in + s.c_out) * tiling.per_image();
+  const Index per_image = points * (s.c_in + s.c_out) * tiling.per_image(), block = images_per_tile_block(s, tiling);
+  // Room for the transformed operand's columns rounded up to whole 64-column panels (in_panels).
+  const Index rounding = (points * std::max(s.c_in, s.c_out) * kernels::detail::packed::nr + block - 1) / block;
   kernels::detail::for_each_block<T>(
-      s.n, images_per_tile_block(s, tiling), per_image,
+      s.n, block, per_image + rounding,
       [&](Index first, Index images, T* scratch, int thread) {
         body(first, images, images * tiling.per_image(), scratch, thread);
       },
       order);
 }
 
+/// Whether multiply_points takes its in_ξ in the GEMM's panels (transform_windows' `panels`): when the
+/// filters are packed as A (float with AVX-512, enough tiles), so that no product packs its B. Packing
+/// each point's B was 3.7 % of resnet18's five maps at batch 16.
+template <class T>
+bool in_panels(const TransformedFilters<T>& u) {
+#if defined(__AVX512F__)
+  if constexpr (std::is_same_v<T, float>) return u.packed;
+#endif
+  (void)u;
+  return false;
+}
+
 /// out_ξ (rows, ld) = op(U_ξ) · in_ξ (depth, ld) for the 36 points: U_ξ (C_out, C_in) itself (forward:
-/// rows = C_out) or transposed (backward_input: rows = C_in). The GEMMs run on the threads side by side.
+/// rows = C_out) or transposed (backward_input: rows = C_in). in is laid out as in_panels(u) says. The
+/// GEMMs run on the threads side by side.
 template <class T>
 void multiply_points(const TransformedFilters<T>& u, const T* in, T* out, Index ld) {
   const Index rows = u.rows, depth = u.depth;
@@ -586,8 +618,9 @@ void multiply_points(const TransformedFilters<T>& u, const T* in, T* out, Index 
     const T* u_xi = u.values.data() + xi * u.size();
 #if defined(__AVX512F__)
     if constexpr (std::is_same_v<T, float>) {
-      if (u.packed) {
-        gemm(PackedA{u_xi, rows, depth}, false, ld, 1.0f, in + xi * depth * ld, ld, 0.0f, out + xi * rows * ld, ld);
+      if (u.packed) {  // in_ξ in panels (in_panels)
+        gemm_b_panels(PackedA{u_xi, rows, depth}, ld, 1.0f, in + xi * depth * kernels::detail::whole_panels(ld), 0.0f,
+                      out + xi * rows * ld, ld);
         return;
       }
       if (u.b_panels) {  // out_ξᵀ (ld × rows) = in_ξᵀ · op(U_ξ)ᵀ into the thread's scratch, then transposed
@@ -618,10 +651,11 @@ void conv2d_forward(const Conv2dShape& s, const T* x, const T* weight, const T* 
   const auto filters = detail::transformed_filters(s, weight, false);
   const detail::TransformedFilters<T>& u = *filters;
   constexpr auto any_thread = kernels::detail::BlockOrder::any_thread;  // each block writes its own images
+  const bool panels = detail::in_panels(u);
   detail::for_each_tile_block<T>(s, tiling, any_thread, [&](Index first, Index images, Index ld, T* scratch, int) {
-    T* v = scratch;                          // (36, C_in, ld)
-    T* mm = scratch + points * s.c_in * ld;  // (36, C_out, ld)
-    detail::transform_inputs(s, tiling, x + first * s.c_in * s.h * s.w, images, v, ld);
+    T* v = scratch;                                                                           // (36, C_in, ld)
+    T* mm = scratch + points * s.c_in * (panels ? kernels::detail::whole_panels(ld) : ld);  // (36, C_out, ld)
+    detail::transform_inputs(s, tiling, x + first * s.c_in * s.h * s.w, images, v, ld, panels);
     detail::multiply_points(u, v, mm, ld);
     // Y = Aᵀ M A per tile, plus the bias, written where the tile lies inside the output.
     parallel_for(0, s.c_out, [&](Index o) {
@@ -683,10 +717,12 @@ void conv2d_backward_input(const Conv2dShape& s, const T* grad_y, const T* weigh
   const auto filters = detail::transformed_filters(s, weight, true);
   const detail::TransformedFilters<T>& u = *filters;
   constexpr auto any_thread = kernels::detail::BlockOrder::any_thread;  // each block writes its own images
+  const bool panels = detail::in_panels(u);
   detail::for_each_tile_block<T>(s, tiling, any_thread, [&](Index first, Index images, Index ld, T* scratch, int) {
-    T* dm = scratch;                          // (36, C_out, ld)
-    T* dv = scratch + points * s.c_out * ld;  // (36, C_in, ld)
-    detail::transform_output_grads(s, tiling, grad_y + first * s.c_out * tiling.out_h * tiling.out_w, images, dm, ld);
+    T* dm = scratch;                                                                           // (36, C_out, ld)
+    T* dv = scratch + points * s.c_out * (panels ? kernels::detail::whole_panels(ld) : ld);  // (36, C_in, ld)
+    detail::transform_output_grads(s, tiling, grad_y + first * s.c_out * tiling.out_h * tiling.out_w, images, dm, ld,
+                                   panels);
     detail::multiply_points(u, dm, dv, ld);
     // ∂d = B ∂V Bᵀ per tile, added into the 6×6 window the tile read (windows overlap by 2), channel by
     // channel: each channel writes only its own planes.
