@@ -586,8 +586,13 @@ std::shared_ptr<const TransformedFilters<T>> transformed_filters(const Conv2dSha
 template <class T, class Body>
 void for_each_tile_block(const Conv2dShape& s, const Tiling& tiling, kernels::detail::BlockOrder order, Body&& body) {
   const Index per_image = points * (s.c_in + s.c_out) * tiling.per_image(), block = images_per_tile_block(s, tiling);
-  // Room for the transformed operand's columns rounded up to whole 64-column panels (in_panels).
-  const Index rounding = (points * std::max(s.c_in, s.c_out) * kernels::detail::packed::nr + block - 1) / block;
+  // Room for the transformed operand's columns rounded up to whole 64-column panels (in_panels: float
+  // with AVX-512 only). The same for the three passes, so the cache hands each the previous one's block.
+  Index rounding = 0;
+#if defined(__AVX512F__)
+  if constexpr (std::is_same_v<T, float>)
+    rounding = (points * std::max(s.c_in, s.c_out) * kernels::detail::packed::nr + block - 1) / block;
+#endif
   kernels::detail::for_each_block<T>(
       s.n, block, per_image + rounding,
       [&](Index first, Index images, T* scratch, int thread) {
@@ -653,7 +658,7 @@ void conv2d_forward(const Conv2dShape& s, const T* x, const T* weight, const T* 
   constexpr auto any_thread = kernels::detail::BlockOrder::any_thread;  // each block writes its own images
   const bool panels = detail::in_panels(u);
   detail::for_each_tile_block<T>(s, tiling, any_thread, [&](Index first, Index images, Index ld, T* scratch, int) {
-    T* v = scratch;                                                                           // (36, C_in, ld)
+    T* v = scratch;  // V (36, C_in, ld), or each V_ξ in panels of whole_panels(ld) columns (in_panels)
     T* mm = scratch + points * s.c_in * (panels ? kernels::detail::whole_panels(ld) : ld);  // (36, C_out, ld)
     detail::transform_inputs(s, tiling, x + first * s.c_in * s.h * s.w, images, v, ld, panels);
     detail::multiply_points(u, v, mm, ld);
@@ -719,7 +724,7 @@ void conv2d_backward_input(const Conv2dShape& s, const T* grad_y, const T* weigh
   constexpr auto any_thread = kernels::detail::BlockOrder::any_thread;  // each block writes its own images
   const bool panels = detail::in_panels(u);
   detail::for_each_tile_block<T>(s, tiling, any_thread, [&](Index first, Index images, Index ld, T* scratch, int) {
-    T* dm = scratch;                                                                           // (36, C_out, ld)
+    T* dm = scratch;  // ∂M (36, C_out, ld), or each ∂M_ξ in panels of whole_panels(ld) columns (in_panels)
     T* dv = scratch + points * s.c_out * (panels ? kernels::detail::whole_panels(ld) : ld);  // (36, C_in, ld)
     detail::transform_output_grads(s, tiling, grad_y + first * s.c_out * tiling.out_h * tiling.out_w, images, dm, ld,
                                    panels);
