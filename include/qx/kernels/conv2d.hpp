@@ -280,13 +280,16 @@ inline Index images_per_block(Index n, Index scratch_per_image, Index columns_pe
 inline Index images_per_block(const Conv2dShape& s) {
   return images_per_block(s.n, s.patch() * s.positions(), s.positions());
 }
+/// Floats per image of a block of `block` images that rounding a matrix of `rows` rows up to whole
+/// 64-column panels can add (at most 63 columns of each row, shared among the block's images).
+inline Index panel_rounding(Index rows, Index block) { return (packed::nr * rows + block - 1) / block; }
+
 /// Scratch per image of a block for the three passes: the columns (K·P) and the output or gathered
 /// gradient (C_out·P), plus room to round either up to whole 64-column panels when a block's columns
 /// may not fill them (P not a multiple of 64). The same size for all three, so the caching allocator
 /// hands each pass the block the previous one returned.
 inline Index scratch_per_image(const Conv2dShape& s, Index block) {
-  constexpr Index nr = packed::nr;
-  const Index rounding = s.positions() % nr == 0 ? 0 : (nr * std::max(s.patch(), s.c_out) + block - 1) / block;
+  const Index rounding = s.positions() % packed::nr == 0 ? 0 : panel_rounding(std::max(s.patch(), s.c_out), block);
   return (s.patch() + s.c_out) * s.positions() + rounding;
 }
 

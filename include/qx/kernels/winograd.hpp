@@ -591,7 +591,7 @@ void for_each_tile_block(const Conv2dShape& s, const Tiling& tiling, kernels::de
   Index rounding = 0;
 #if defined(__AVX512F__)
   if constexpr (std::is_same_v<T, float>)
-    rounding = (points * std::max(s.c_in, s.c_out) * kernels::detail::packed::nr + block - 1) / block;
+    rounding = kernels::detail::panel_rounding(points * std::max(s.c_in, s.c_out), block);
 #endif
   kernels::detail::for_each_block<T>(
       s.n, block, per_image + rounding,
@@ -613,6 +613,12 @@ bool in_panels(const TransformedFilters<T>& u) {
   return false;
 }
 
+/// Columns one row of multiply_points' in spans: ld, or ld rounded up to whole panels (in_panels).
+template <class T>
+Index in_columns(const TransformedFilters<T>& u, Index ld) {
+  return in_panels(u) ? kernels::detail::whole_panels(ld) : ld;
+}
+
 /// out_ξ (rows, ld) = op(U_ξ) · in_ξ (depth, ld) for the 36 points: U_ξ (C_out, C_in) itself (forward:
 /// rows = C_out) or transposed (backward_input: rows = C_in). in is laid out as in_panels(u) says. The
 /// GEMMs run on the threads side by side.
@@ -623,9 +629,8 @@ void multiply_points(const TransformedFilters<T>& u, const T* in, T* out, Index 
     const T* u_xi = u.values.data() + xi * u.size();
 #if defined(__AVX512F__)
     if constexpr (std::is_same_v<T, float>) {
-      if (u.packed) {  // in_ξ in panels (in_panels)
-        gemm_b_panels(PackedA{u_xi, rows, depth}, ld, 1.0f, in + xi * depth * kernels::detail::whole_panels(ld), 0.0f,
-                      out + xi * rows * ld, ld);
+      if (in_panels(u)) {  // op(U_ξ) packed as A, in_ξ in panels
+        gemm_b_panels(PackedA{u_xi, rows, depth}, ld, 1.0f, in + xi * depth * in_columns(u, ld), 0.0f, out + xi * rows * ld, ld);
         return;
       }
       if (u.b_panels) {  // out_ξᵀ (ld × rows) = in_ξᵀ · op(U_ξ)ᵀ into the thread's scratch, then transposed
@@ -656,11 +661,10 @@ void conv2d_forward(const Conv2dShape& s, const T* x, const T* weight, const T* 
   const auto filters = detail::transformed_filters(s, weight, false);
   const detail::TransformedFilters<T>& u = *filters;
   constexpr auto any_thread = kernels::detail::BlockOrder::any_thread;  // each block writes its own images
-  const bool panels = detail::in_panels(u);
   detail::for_each_tile_block<T>(s, tiling, any_thread, [&](Index first, Index images, Index ld, T* scratch, int) {
     T* v = scratch;  // V (36, C_in, ld), or each V_ξ in panels of whole_panels(ld) columns (in_panels)
-    T* mm = scratch + points * s.c_in * (panels ? kernels::detail::whole_panels(ld) : ld);  // (36, C_out, ld)
-    detail::transform_inputs(s, tiling, x + first * s.c_in * s.h * s.w, images, v, ld, panels);
+    T* mm = scratch + points * s.c_in * detail::in_columns(u, ld);  // (36, C_out, ld)
+    detail::transform_inputs(s, tiling, x + first * s.c_in * s.h * s.w, images, v, ld, detail::in_panels(u));
     detail::multiply_points(u, v, mm, ld);
     // Y = Aᵀ M A per tile, plus the bias, written where the tile lies inside the output.
     parallel_for(0, s.c_out, [&](Index o) {
@@ -722,12 +726,11 @@ void conv2d_backward_input(const Conv2dShape& s, const T* grad_y, const T* weigh
   const auto filters = detail::transformed_filters(s, weight, true);
   const detail::TransformedFilters<T>& u = *filters;
   constexpr auto any_thread = kernels::detail::BlockOrder::any_thread;  // each block writes its own images
-  const bool panels = detail::in_panels(u);
   detail::for_each_tile_block<T>(s, tiling, any_thread, [&](Index first, Index images, Index ld, T* scratch, int) {
     T* dm = scratch;  // ∂M (36, C_out, ld), or each ∂M_ξ in panels of whole_panels(ld) columns (in_panels)
-    T* dv = scratch + points * s.c_out * (panels ? kernels::detail::whole_panels(ld) : ld);  // (36, C_in, ld)
+    T* dv = scratch + points * s.c_out * detail::in_columns(u, ld);  // (36, C_in, ld)
     detail::transform_output_grads(s, tiling, grad_y + first * s.c_out * tiling.out_h * tiling.out_w, images, dm, ld,
-                                   panels);
+                                   detail::in_panels(u));
     detail::multiply_points(u, dm, dv, ld);
     // ∂d = B ∂V Bᵀ per tile, added into the 6×6 window the tile read (windows overlap by 2), channel by
     // channel: each channel writes only its own planes.
