@@ -4,6 +4,9 @@
 #pragma once
 #include <algorithm>
 #include <chrono>
+#include <cstdlib>
+#include <cstring>
+#include <vector>
 
 #include <sys/resource.h>
 
@@ -46,6 +49,24 @@ double best_seconds(F&& f, int repeats) {
     best = std::min(best, seconds_since(t));
   }
   return best;
+}
+
+/// The median of `values` (the mean of the middle two for an even count); 0 when empty.
+inline double median(std::vector<double> values) {
+  if (values.empty()) return 0;
+  std::sort(values.begin(), values.end());
+  const std::size_t half = values.size() / 2;
+  return values.size() % 2 ? values[half] : (values[half - 1] + values[half]) / 2;
+}
+
+/// `--rounds N` from the command line (1 when absent or not a positive number). A comparison with PyTorch
+/// runs qx and PyTorch alternately N times and reports medians: this project's machines drift by 10–30 %
+/// from one minute to the next, and one qx run followed by one PyTorch run measures the drift as often as
+/// the code.
+inline int rounds_option(int argc, char** argv) {
+  for (int i = 1; i + 1 < argc; ++i)
+    if (!std::strcmp(argv[i], "--rounds")) return std::max(1, std::atoi(argv[i + 1]));
+  return 1;
 }
 
 /// fp32 FMA throughput of the calling thread in GFLOP/s: 12 independent chains of 512-bit FMAs (enough

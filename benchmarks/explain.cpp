@@ -4,15 +4,17 @@
 // forward + backward passes with hooks; benchmarks/explain_torch.py, tuned) in the same run. qx twice:
 // each call by itself (explain()), and as a program explaining batch after batch runs it, with a
 // nn::WeightCache active (batch norm folded and Winograd's filters transformed once, docs/explain.md).
-// Usage: qx_bench_explain [--quick] [--no-torch]
+// Usage: qx_bench_explain [--quick] [--no-torch] [--rounds N]
 #include "bench_common.hpp"
 #include <qx/qx.hpp>
 
+#include <algorithm>
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <string>
+#include <vector>
 
 int main(int argc, char** argv) {
   bool quick = false, torch = true;
@@ -20,6 +22,7 @@ int main(int argc, char** argv) {
     if (!std::strcmp(argv[i], "--quick")) quick = true;
     if (!std::strcmp(argv[i], "--no-torch")) torch = false;
   }
+  const int rounds = bench::rounds_option(argc, argv);
   torch = torch && std::system("/usr/bin/python3 -c 'import torch, torchvision' >/dev/null 2>&1") == 0;
   struct Config {
     const char* arch;
@@ -27,16 +30,16 @@ int main(int argc, char** argv) {
   };
   const Config configs[] = {{"resnet18", 1, 128, 1}, {"resnet18", 1, 128, 16}, {"resnet50", 3, 224, 1}, {"resnet50", 3, 224, 16}};
   const int repeats = quick ? 1 : 8;  // best of 8 on both sides, as qx_bench_train_step
-  std::printf("five attribution maps, eval mode, float32, %d threads, best of %d\n", qx::num_threads(), repeats);
-  std::printf("%-24s %10s %12s %9s %11s %14s %-14s %9s %9s\n", "config", "qx ms/img", "cached ms/img", "cache MB",
-              "qx flt/pass", "torch ms/img", "torch layout", "speed-up", "cached");
+  std::printf("five attribution maps, eval mode, float32, %d threads, best of %d", qx::num_threads(), repeats);
+  if (rounds > 1) std::printf(", medians of %d alternating rounds", rounds);
+  std::printf("\n%-24s %10s %12s %9s %11s %14s %-14s %9s %9s%s\n", "config", "qx ms/img", "cached ms/img", "cache MB",
+              "qx flt/pass", "torch ms/img", "torch layout", "speed-up", "cached", rounds > 1 ? "  range (cached)" : "");
   for (const auto& c : configs) {
     if (quick && std::string(c.arch) == "resnet50") continue;
     auto model = qx::nn::make_resnet<float>(c.arch, c.channels, 2, 64, 0);
     qx::Rng rng(1);
     const auto x = qx::Tensor<float>::randn({c.batch, c.channels, c.size, c.size}, rng);
     qx::explain::explain(*model, x);  // warm-up
-    const long faults_before = bench::minor_faults();
     auto best_of = [&] {
       double best = 1e30;
       for (int r = 0; r < repeats; ++r) {
@@ -46,31 +49,48 @@ int main(int argc, char** argv) {
       }
       return best / c.batch;
     };
-    const double ms = best_of();
-    const double faults = static_cast<double>(bench::minor_faults() - faults_before) / repeats;
     qx::nn::WeightCache<float> cache;
-    const qx::nn::WeightCache<float>::Scope use(cache);
-    qx::explain::explain(*model, x);  // fills the cache
-    const double cached = best_of();
+    const std::string torch_command = std::string(bench::torch_env) + "/usr/bin/python3 " QX_BENCH_DIR "/explain_torch.py " +
+                                      std::string(c.arch) + " " + std::to_string(c.channels) + " " + std::to_string(c.size) + " " +
+                                      std::to_string(c.batch) + " " + std::to_string(repeats) + " " +
+                                      std::to_string(qx::num_threads());
+    std::vector<double> ms, cached, faults, tms, ratios, cached_ratios;
+    char layout[64] = "-";
+    for (int round = 0; round < rounds; ++round) {  // qx, then PyTorch, then qx again …
+      const long faults_before = bench::minor_faults();
+      ms.push_back(best_of());
+      faults.push_back(static_cast<double>(bench::minor_faults() - faults_before) / repeats);
+      {
+        const qx::nn::WeightCache<float>::Scope use(cache);
+        if (round == 0) qx::explain::explain(*model, x);  // fills the cache
+        cached.push_back(best_of());
+      }
+      if (!torch) continue;
+      FILE* pipe = popen(torch_command.c_str(), "r");
+      char tname[128];
+      double t = 0;
+      const bool read = pipe && std::fscanf(pipe, "%127s %63s %lf", tname, layout, &t) == 3;
+      if (pipe) pclose(pipe);
+      if (!read) {
+        torch = false;
+        continue;
+      }
+      tms.push_back(t), ratios.push_back(t / ms.back()), cached_ratios.push_back(t / cached.back());
+    }
     char name[128];
     std::snprintf(name, sizeof name, "%s_%dx%d_b%d", c.arch, c.channels, c.size, c.batch);
     const double cache_mb = static_cast<double>(cache.stats().bytes) / (1 << 20);
-    std::printf("%-24s %10.2f %12.2f %9.0f %11.0f", name, ms, cached, cache_mb, faults);
+    std::printf("%-24s %10.2f %12.2f %9.0f %11.0f", name, bench::median(ms), bench::median(cached), cache_mb, bench::median(faults));
     if (torch) {
-      const std::string cmd = std::string(bench::torch_env) +
-                              "/usr/bin/python3 " QX_BENCH_DIR "/explain_torch.py " + std::string(c.arch) + " " +
-                              std::to_string(c.channels) + " " + std::to_string(c.size) + " " + std::to_string(c.batch) + " " +
-                              std::to_string(repeats) + " " + std::to_string(qx::num_threads());
-      FILE* pipe = popen(cmd.c_str(), "r");
-      char tname[128], layout[64];
-      double tms = 0;
-      if (pipe && std::fscanf(pipe, "%127s %63s %lf", tname, layout, &tms) == 3)
-        std::printf(" %14.2f %-14s %8.2fx %8.2fx", tms, layout, tms / ms, tms / cached);
-      if (pipe) pclose(pipe);
+      std::printf(" %14.2f %-14s %8.2fx %8.2fx", bench::median(tms), layout, bench::median(ratios), bench::median(cached_ratios));
+      if (rounds > 1)
+        std::printf("  %.2f–%.2f", *std::min_element(cached_ratios.begin(), cached_ratios.end()),
+                    *std::max_element(cached_ratios.begin(), cached_ratios.end()));
     }
     std::printf("\n");
   }
   std::printf("speed-up = PyTorch's time per image / qx's (> 1: qx is faster), of explain() alone and with a weight cache;\n"
               "cache MB = what the cache holds; flt/pass = minor page faults per steady-state pass of explain().\n");
+  if (rounds > 1) std::printf("With --rounds: every figure is the median over the rounds; speed-up is the median of each round's ratio.\n");
   return 0;
 }

@@ -4,17 +4,19 @@
 // faults per steady-state step (getrusage: the memory the step asked the system for), beside PyTorch
 // 1.13 (benchmarks/train_step_torch.py, tuned) on the same machine in the same run. Each configuration
 // runs in its own process so that peak memory is its own.
-// Usage: qx_bench_train_step [--quick] [--no-torch] | --config ARCH CHANNELS SIZE BATCH STEPS [WIDTH]
+// Usage: qx_bench_train_step [--quick] [--no-torch] [--rounds N] | --config ARCH CHANNELS SIZE BATCH STEPS [WIDTH]
 #include "bench_common.hpp"
 #include <qx/nn/nn.hpp>
 #include <qx/autograd/engine.hpp>
 #include <qx/optim/adam.hpp>
 
+#include <algorithm>
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <string>
+#include <vector>
 
 namespace {
 int run_config(const std::string& arch, qx::Index channels, qx::Index size, qx::Index batch, int steps, qx::Index width) {
@@ -70,6 +72,7 @@ int main(int argc, char** argv) {
     if (!std::strcmp(argv[i], "--quick")) quick = true;
     if (!std::strcmp(argv[i], "--no-torch")) torch = false;
   }
+  const int rounds = bench::rounds_option(argc, argv);
   torch = torch && std::system("/usr/bin/python3 -c 'import torch, torchvision' >/dev/null 2>&1") == 0;
   struct Config {
     const char* arch;
@@ -78,31 +81,40 @@ int main(int argc, char** argv) {
   // The last is `qx reproduce`'s default model: what the main job spends its training time on.
   const Config configs[] = {{"resnet18", 1, 128, 32, 64}, {"resnet50", 3, 224, 16, 64}, {"resnet18", 1, 64, 32, 16}};
   const int steps = quick ? 1 : 8;  // best of 8 on both sides: the machines this runs on drift by 10–20 % within a minute
-  std::printf("training step (forward + weighted CE + backward + Adam), float32, %d threads, best of %d steps\n", qx::num_threads(), steps);
-  std::printf("%-22s %10s %7s %9s %12s %9s %9s %-14s %8s\n", "config", "qx ms/img", "qx MiB", "qx flt/st", "torch ms/img",
-              "torch MiB", "t flt/st", "torch layout", "speed-up");
+  std::printf("training step (forward + weighted CE + backward + Adam), float32, %d threads, best of %d steps", qx::num_threads(), steps);
+  if (rounds > 1) std::printf(", medians of %d alternating rounds", rounds);
+  std::printf("\n%-22s %10s %7s %9s %12s %9s %9s %-14s %8s%s\n", "config", "qx ms/img", "qx MiB", "qx flt/st", "torch ms/img",
+              "torch MiB", "t flt/st", "torch layout", "speed-up", rounds > 1 ? "  range" : "");
   for (const auto& c : configs) {
     if (quick && std::string(c.arch) == "resnet50") continue;
-    char name[128];
-    double ms = 0, mib = 0, faults = 0, tms = 0, tmib = 0, tfaults = 0;
+    char name[128], layout[64] = "-";
+    std::vector<double> ms, mib, faults, tms, tmib, tfaults, ratios;
     const std::string self = std::string(argv[0]) + " --config " + c.arch + " " + std::to_string(c.channels) + " " +
                              std::to_string(c.size) + " " + std::to_string(c.batch) + " " + std::to_string(steps) + " " +
                              std::to_string(c.width);
-    if (!read_line(self, name, ms, mib, faults)) return 1;
-    char layout[64] = "-";
-    if (torch) {
-      const std::string cmd = std::string(bench::torch_env) +
-                              "/usr/bin/python3 " QX_BENCH_DIR "/train_step_torch.py " + std::string(c.arch) + " " +
-                              std::to_string(c.channels) + " " + std::to_string(c.size) + " " + std::to_string(c.batch) + " " +
-                              std::to_string(steps) + " " + std::to_string(qx::num_threads()) + " " +
-                              std::to_string(c.width);
+    const std::string torch_command = std::string(bench::torch_env) + "/usr/bin/python3 " QX_BENCH_DIR "/train_step_torch.py " +
+                                      std::string(c.arch) + " " + std::to_string(c.channels) + " " + std::to_string(c.size) + " " +
+                                      std::to_string(c.batch) + " " + std::to_string(steps) + " " +
+                                      std::to_string(qx::num_threads()) + " " + std::to_string(c.width);
+    for (int round = 0; round < rounds; ++round) {  // qx, then PyTorch, then qx again …
+      double q[3], t[3];
+      if (!read_line(self, name, q[0], q[1], q[2])) return 1;
+      ms.push_back(q[0]), mib.push_back(q[1]), faults.push_back(q[2]);
       char tname[128];
-      if (!read_line(cmd, tname, tms, tmib, tfaults, layout)) torch = false;
+      if (torch && !read_line(torch_command, tname, t[0], t[1], t[2], layout)) torch = false;
+      if (!torch) continue;
+      tms.push_back(t[0]), tmib.push_back(t[1]), tfaults.push_back(t[2]), ratios.push_back(t[0] / q[0]);
     }
-    std::printf("%-22s %10.2f %7.0f %9.0f", name, ms, mib, faults);
-    if (torch) std::printf(" %12.2f %9.0f %9.0f %-14s %7.2fx", tms, tmib, tfaults, layout, tms / ms);
+    std::printf("%-22s %10.2f %7.0f %9.0f", name, bench::median(ms), bench::median(mib), bench::median(faults));
+    if (torch) {
+      std::printf(" %12.2f %9.0f %9.0f %-14s %7.2fx", bench::median(tms), bench::median(tmib), bench::median(tfaults), layout,
+                  bench::median(ratios));
+      if (rounds > 1)
+        std::printf("  %.2f–%.2f", *std::min_element(ratios.begin(), ratios.end()), *std::max_element(ratios.begin(), ratios.end()));
+    }
     std::printf("\n");
   }
   std::printf("speed-up = PyTorch's time per image / qx's (> 1: qx is faster); flt/st = minor page faults per steady-state step.\n");
+  if (rounds > 1) std::printf("With --rounds: every figure is the median over the rounds; speed-up is the median of each round's ratio, range its extremes.\n");
   return 0;
 }

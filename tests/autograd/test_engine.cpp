@@ -133,6 +133,39 @@ TEST_CASE("the ReLU's backward overwrites a gradient only when no other tensor o
   CHECK(x.grad().to_vector() == std::vector<double>{2, 0, -4, 0});
 }
 
+TEST_CASE("batch norm's backward overwrites a gradient only when no other tensor or hook can see it") {
+  // z = Σ s ⊙ relu(batch_norm(x)): the gradient reaching the batch norm is s, the engine's own tensor, which
+  // the backward overwrites with ∂x unless a hook is to read it afterwards.
+  qx::Rng rng(3);
+  const auto x0 = Tensor<double>::randn({2, 3, 4, 4}, rng);
+  const auto s = Tensor<double>::randn({2, 3, 4, 4}, rng);
+  auto walk = [&](bool hooked) {
+    auto x = x0.clone().requires_grad_();
+    auto gamma = Tensor<double>::from({3}, {1.5, -0.5, 2}), beta = Tensor<double>::from({3}, {0.1, 0.2, -0.3});
+    auto mean = Tensor<double>::zeros({3}), var = Tensor<double>::ones({3});
+    auto z = qx::ops::sum(qx::ops::mul(qx::ops::batch_norm2d_relu(x, gamma, beta, mean, var, true), s));
+    std::vector<double> seen;
+    if (hooked)
+      qx::autograd::for_each_node(z, [&](qx::autograd::Node<double>& node) {
+        if (std::string(node.name()) == "batch_norm2d_relu")
+          node.add_backward_hook([&](const auto&, const Tensor<double>& grad_output, auto&) { seen = grad_output.to_vector(); });
+      });
+    qx::autograd::backward(z);
+    if (hooked) CHECK(seen == s.to_vector());
+    return x.grad().to_vector();
+  };
+  CHECK(walk(true) == walk(false));
+  // A gradient that another tensor holds is not overwritten: the caller's seed stays as it was.
+  auto x = x0.clone().requires_grad_();
+  auto gamma = Tensor<double>::ones({3}), beta = Tensor<double>::zeros({3});
+  auto mean = Tensor<double>::zeros({3}), var = Tensor<double>::ones({3});
+  const auto y = qx::ops::batch_norm2d(x, gamma, beta, mean, var, true);
+  const auto before = s.to_vector();
+  qx::autograd::backward(y, s);
+  CHECK(x.grad().to_vector() != before);
+  CHECK(s.to_vector() == before);
+}
+
 TEST_CASE("a captured activation and the gradient arriving at it equal finite differences") {
   // y = Σ r ⊙ relu(conv(x)); capture a = conv(x) with retain_grad and check ∂y/∂a by perturbing a.
   qx::Rng rng(7);

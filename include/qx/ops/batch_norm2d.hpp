@@ -35,13 +35,19 @@ class BatchNorm2dNode final : public autograd::Node<T> {
 
  protected:
   std::vector<Tensor<T>> apply(const Tensor<T>& grad_output) override {
-    const Tensor<T> g = grad_output.contiguous();
+    const bool want_x = this->needs_input_grad(0), want_w = this->needs_input_grad(1), want_b = this->needs_input_grad(2);
+    // ∂x written over g when no other tensor sees g (the engine's own gradient; relu_grad's rule): the
+    // second pass below then writes lines the first just read, where a fresh ∂x would also stream a
+    // tensor of new memory in. Each element is read before it is written, at the same index. CPU only:
+    // the CUDA kernel has not been run in place.
+    const bool overwrite = want_x && grad_output.device() == Device::cpu && !this->has_backward_hooks() &&
+                           grad_output.is_sole_owner() && grad_output.is_contiguous();
+    const Tensor<T> g = overwrite ? grad_output : grad_output.contiguous();
     const Index n = x_.size(0), c = x_.size(1), plane = x_.size(2) * x_.size(3);
     const double m = static_cast<double>(n * plane);
     Tensor<T> gx, gw, gb;
-    const bool want_x = this->needs_input_grad(0), want_w = this->needs_input_grad(1), want_b = this->needs_input_grad(2);
     const Device device = g.device();
-    if (want_x) gx = Tensor<T>::empty(x_.shape(), device);
+    if (want_x) gx = overwrite ? grad_output : Tensor<T>::empty(x_.shape(), device);
     if (want_w) gw = Tensor<T>::empty({c}, device);
     if (want_b) gb = Tensor<T>::empty({c}, device);
     dispatch(device, name(), [&] {
