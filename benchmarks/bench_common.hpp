@@ -4,6 +4,7 @@
 #pragma once
 #include <algorithm>
 #include <chrono>
+#include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <vector>
@@ -57,6 +58,13 @@ inline double median(std::vector<double> values) {
   std::sort(values.begin(), values.end());
   const std::size_t half = values.size() / 2;
   return values.size() % 2 ? values[half] : (values[half - 1] + values[half]) / 2;
+}
+
+/// Prints "  min–max" of `ratios` (nothing when empty): the spread of a speed-up over --rounds.
+inline void print_range(const std::vector<double>& ratios) {
+  if (ratios.empty()) return;
+  const auto [low, high] = std::minmax_element(ratios.begin(), ratios.end());
+  std::printf("  %.2f–%.2f", *low, *high);
 }
 
 /// `--rounds N` from the command line (1 when absent or not a positive number). A comparison with PyTorch

@@ -85,9 +85,7 @@ int main(int argc, char** argv) {
     std::printf("%-24s %10.2f %12.2f %9.0f %11.0f", name, bench::median(ms), bench::median(cached), cache_mb, faults.front());
     if (torch) {
       std::printf(" %14.2f %-14s %8.2fx %8.2fx", bench::median(tms), layout, bench::median(ratios), bench::median(cached_ratios));
-      if (rounds > 1)
-        std::printf("  %.2f–%.2f", *std::min_element(cached_ratios.begin(), cached_ratios.end()),
-                    *std::max_element(cached_ratios.begin(), cached_ratios.end()));
+      if (rounds > 1) bench::print_range(cached_ratios);
     }
     std::printf("\n");
   }

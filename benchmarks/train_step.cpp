@@ -109,8 +109,7 @@ int main(int argc, char** argv) {
     if (torch) {
       std::printf(" %12.2f %9.0f %9.0f %-14s %7.2fx", bench::median(tms), bench::median(tmib), bench::median(tfaults), layout,
                   bench::median(ratios));
-      if (rounds > 1)
-        std::printf("  %.2f–%.2f", *std::min_element(ratios.begin(), ratios.end()), *std::max_element(ratios.begin(), ratios.end()));
+      if (rounds > 1) bench::print_range(ratios);
     }
     std::printf("\n");
   }

@@ -42,7 +42,7 @@ class BatchNorm2dNode final : public autograd::Node<T> {
     // the CUDA kernel has not been run in place.
     const bool overwrite = want_x && grad_output.device() == Device::cpu && !this->has_backward_hooks() &&
                            grad_output.is_sole_owner() && grad_output.is_contiguous();
-    const Tensor<T> g = overwrite ? grad_output : grad_output.contiguous();
+    const Tensor<T> g = grad_output.contiguous();  // grad_output itself when it is to be overwritten
     const Index n = x_.size(0), c = x_.size(1), plane = x_.size(2) * x_.size(3);
     const double m = static_cast<double>(n * plane);
     Tensor<T> gx, gw, gb;

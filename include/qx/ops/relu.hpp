@@ -23,7 +23,7 @@ namespace detail {
 template <class T>
 Tensor<T> relu_grad(const Tensor<T>& grad_output, const Tensor<T>& output, bool guided_last = false, bool reuse = false) {
   const bool overwrite = reuse && grad_output.is_sole_owner() && grad_output.is_contiguous();
-  const Tensor<T> g = overwrite ? grad_output : grad_output.contiguous();
+  const Tensor<T> g = grad_output.contiguous();  // grad_output itself when it is to be overwritten
   Tensor<T> grad_input = overwrite ? grad_output : Tensor<T>::empty(g.shape(), g.device());
   const Index per_replica = output.numel(), replicas = g.numel() / per_replica, plain = replicas - (guided_last ? 1 : 0);
   const T* yp = output.data();
