@@ -251,7 +251,23 @@ TEST_CASE("per-thread sums: a part's first use assigns, the sum lands in the des
   for (Index i = 0; i < size; ++i) CHECK(zero[i] == 0.0);
 }
 
-TEST_CASE_TEMPLATE("conv2d packs its weights once for blocks of one image, and reads large pointwise images in place", T,
+TEST_CASE("a convolution's blocks find every thread's scratch taken before the first of them runs") {
+  // Blocks go to whichever thread is free, so a thread may get none in one call and some in the next; a
+  // buffer it took only then would be a request the cache had not seen in earlier calls — a training step
+  // after the first asking the system for memory (tests/nn's caching-allocator test, under load).
+  const qx_test::ThreadCount count(2);
+  constexpr Index per_image = Index{1} << 16;  // 256 KiB of float per block: a cached size
+  const std::size_t before = qx::memory::stats().in_use_bytes;
+  std::vector<std::size_t> in_use(6, 0);
+  qx::kernels::detail::for_each_block<float>(
+      6, 1, per_image, [&](Index first, Index, float*, int) { in_use[static_cast<std::size_t>(first)] = qx::memory::stats().in_use_bytes; },
+      qx::kernels::detail::BlockOrder::any_thread);
+  const auto threads = static_cast<std::size_t>(qx::num_threads());  // 2 with OpenMP, else 1
+  for (const std::size_t bytes : in_use) CHECK(bytes >= before + threads * per_image * sizeof(float));
+  CHECK(qx::memory::stats().in_use_bytes == before);
+}
+
+TEST_CASE_TEMPLATE("conv2d packs its weights once for blocks of one image or few columns, and reads large pointwise images in place", T,
                    float, double) {
   // Large planes run blocks of one image; their products do not take panels, and each one would pack
   // W (forward) or Wᵀ (input gradient) again. Float with AVX-512 packs it once per call instead. A
@@ -265,6 +281,7 @@ TEST_CASE_TEMPLATE("conv2d packs its weights once for blocks of one image, and r
       {2, 300, 46, 47, 13, 1, 1, 1, 1, 0, 0},  // 1×1, 2,162 positions: B in place
   };
   const std::vector<Conv2dShape> one_image = {{1, 20, 48, 48, 70, 1, 1, 1, 1, 0, 0}};  // in place, columns split over threads
+  const std::vector<Conv2dShape> few_columns = {{5, 128, 7, 7, 128, 1, 1, 1, 1, 0, 0}};  // products computed transposed
   for (const int threads : {1, 2}) {
     CAPTURE(threads);
     const qx_test::ThreadCount count(threads);
@@ -280,24 +297,45 @@ TEST_CASE_TEMPLATE("conv2d packs its weights once for blocks of one image, and r
         const auto gradient_panels = [&](Index images) { return kd::gradients_in_panels<float>(s, images); };
         REQUIRE_FALSE(forward_panels(block));
         REQUIRE_FALSE(gradient_panels(block));
-        REQUIRE(kd::weight_packed_once(s, block, forward_panels, false, w.data(), s.c_out, s.patch()) != nullptr);
-        REQUIRE(kd::weight_packed_once(s, block, gradient_panels, true, w.data(), s.patch(), s.c_out) != nullptr);
+        const auto forward = kd::weight_packed_once(s, block, forward_panels, false, w.data(), s.c_out, s.patch());
+        const auto gradient = kd::weight_packed_once(s, block, gradient_panels, true, w.data(), s.patch(), s.c_out);
+        REQUIRE(forward.a != nullptr);
+        REQUIRE(gradient.a != nullptr);
+        CHECK(forward.b == nullptr);  // no product computed transposed
+        CHECK(gradient.b == nullptr);
       }
       // One image is one product: its GEMM packs its own slices on its threads.
       Conv2dShape one = shapes[0];
       one.n = 1;
       REQUIRE_FALSE(kd::weight_packed_once(one, 1, [&](Index images) { return kd::forward_in_panels<float>(one, images); },
-                                           false, w.data(), one.c_out, one.patch()) != nullptr);
+                                           false, w.data(), one.c_out, one.patch()).a != nullptr);
       // …unless it reads its image in place: that product takes W packed.
       const Conv2dShape& large = one_image[0];
       REQUIRE(kd::reads_b_in_place<float>(large, 1));
       REQUIRE(kd::weight_packed_once(large, 1, [&](Index images) { return kd::forward_in_panels<float>(large, images); },
-                                     false, w.data(), large.c_out, large.patch()) != nullptr);
+                                     false, w.data(), large.c_out, large.patch()).a != nullptr);
+      // Products of few columns are computed transposed, op(W) their B: packed once as panels instead
+      // (five blocks of one pointwise image, 49 columns; 128 rows in both passes), and not as A.
+      const Conv2dShape& few = few_columns[0];
+      const Index block = kd::images_per_block(few);
+      REQUIRE(block == 1);
+      REQUIRE(qx::kernels::detail::computes_transposed(128, 49));
+      for (const bool trans : {false, true}) {
+        const auto none = [](Index) { return false; };
+        const auto packed = kd::weight_packed_once(few, block, none, trans, w.data(), 128, 128);
+        CHECK(packed.a == nullptr);
+        REQUIRE(packed.b != nullptr);
+        CHECK(packed.b->depth == 128);
+        CHECK(packed.b->columns == 128);
+        Conv2dShape single = few;  // one image: a single product, which packs its own operands
+        single.n = 1;
+        CHECK(kd::weight_packed_once(single, 1, none, trans, w.data(), 128, 128).b == nullptr);
+      }
       CHECK_FALSE(kd::reads_b_in_place<float>(shapes[2], 2));                           // a block of two images
       CHECK_FALSE(kd::reads_b_in_place<float>({1, 8, 48, 48, 8, 3, 3, 1, 1, 1, 1}, 1));  // not pointwise
     }
 #endif
-    for (const auto& tested : {shapes, one_image})
+    for (const auto& tested : {shapes, one_image, few_columns})
       check_conv<T>(tested, qx::kernels::conv2d_forward<T>, qx::kernels::conv2d_backward_input<T>,
                     qx::kernels::conv2d_backward_weight<T>, tolerance<T>());
   }
@@ -402,7 +440,11 @@ TEST_CASE_TEMPLATE("Winograd keeps the transformed filters of a weight declared 
 TEST_CASE_TEMPLATE("im2col convolutions keep the packed weights of a weight declared constant", T, float, double) {
   using qx::kernels::ConstantWeights;
   const auto size = [](Index n) { return static_cast<std::size_t>(n); };
-  for (const Conv2dShape& s : {Conv2dShape{2, 5, 9, 8, 4, 3, 3, 2, 2, 1, 1}, Conv2dShape{1, 70, 6, 6, 67, 3, 3, 2, 2, 1, 1}}) {
+  // Two threads share a single image's product: the last shape's forward product is computed transposed
+  // (64 rows, 98 columns) and split by its 98 rows of Cᵀ, the second's by the columns.
+  const qx_test::ThreadCount count(2);
+  for (const Conv2dShape& s : {Conv2dShape{2, 5, 9, 8, 4, 3, 3, 2, 2, 1, 1}, Conv2dShape{1, 70, 6, 6, 67, 3, 3, 2, 2, 1, 1},
+                               Conv2dShape{1, 48, 7, 14, 64, 1, 1, 1, 1, 0, 0}}) {
     CAPTURE(s.c_in);
     qx::Rng rng(4);
     const auto x = random_vector<T>(size(s.n * s.c_in * s.h * s.w), rng), w = random_vector<T>(size(s.c_out * s.patch()), rng);
@@ -423,7 +465,20 @@ TEST_CASE_TEMPLATE("im2col convolutions keep the packed weights of a weight decl
       CHECK(std::memcmp(kept.second.data(), plain.second.data(), sizeof(T) * x.size()) == 0);
     }
 #if defined(__AVX512F__)
-    // Float: W packed for the forward pass and Wᵀ for the input gradient, once.
+    // Float: W packed for the forward pass and Wᵀ for the input gradient, once — as the A of a product
+    // gemm computes directly, as B panels (the other operand, transposed) of one it computes transposed:
+    // 4 rows × 20 columns forward (direct) and 45 × 20 in the input gradient (transposed), 67 × 9 and 630 × 9
+    // (both transposed), 64 × 98 (transposed) and 48 × 98 (direct).
+    if constexpr (std::is_same_v<T, float>) {
+      namespace kd = qx::kernels::detail;
+      const auto as_a = [](Index rows, Index depth) { return kd::packed::padded_rows(rows) * depth; };
+      const auto as_b = [](Index rows, Index depth) { return (rows + 63) / 64 * 64 * depth; };
+      const auto bytes = [&](Index rows, Index depth) {
+        return (kd::computes_transposed(rows, s.positions()) ? as_b(rows, depth) : as_a(rows, depth)) * Index{sizeof(float)};
+      };
+      CHECK(kd::computes_transposed(s.c_out, s.positions()) == (s.c_out != 4));
+      CHECK(constant.stats().bytes == static_cast<std::size_t>(bytes(s.c_out, s.patch()) + bytes(s.patch(), s.c_out)));
+    }
     CHECK(constant.stats().made == (std::is_same_v<T, float> ? 2u : 0u));
     CHECK(constant.stats().reuses == (std::is_same_v<T, float> ? 2u : 0u));
 #endif

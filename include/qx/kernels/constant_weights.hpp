@@ -21,7 +21,7 @@ QX_NAMESPACE_BEGIN
 namespace kernels {
 
 /// What a convolution derives from its weights: the kinds ConstantWeights keeps apart.
-enum class Derived { winograd_filters, winograd_filters_transposed, packed_weight, packed_weight_transposed };
+enum class Derived { winograd_filters, winograd_filters_transposed, packed_weight, packed_weight_transposed, weight_panels, weight_panels_transposed };
 
 class ConstantWeights {
  public:

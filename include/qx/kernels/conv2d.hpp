@@ -260,6 +260,12 @@ void col2im(const Conv2dShape& s, const T* col, Index ld, T* x) {
       s.kh * s.kw * oh * ow);
 }
 
+/// A 1×1 convolution with stride 1 and no padding: its im2col is the identity (K = C_in, P = H·W), so
+/// one image's columns are the image itself and col2im is a plain assignment.
+inline bool is_pointwise(const Conv2dShape& s) {
+  return s.kh == 1 && s.kw == 1 && s.stride_h == 1 && s.stride_w == 1 && s.pad_h == 0 && s.pad_w == 0;
+}
+
 /// Images per GEMM: enough columns (images · columns_per_image ≥ enough_columns) to keep the GEMM
 /// efficient when an image has few (deep layers), within a scratch of about 4 M elements (16 MB in
 /// float) per thread; blocks shared evenly among `block_threads` threads (1: the batch in as few blocks
@@ -277,8 +283,12 @@ inline Index images_per_block(Index n, Index scratch_per_image, Index columns_pe
   const Index blocks = std::max(threads, ((n + b - 1) / b + threads - 1) / threads * threads);
   return std::max<Index>(1, (n + blocks - 1) / blocks);
 }
+/// A convolution's blocks: one image each for a pointwise one, whose products then read the image and
+/// write the output where they are — a block of several would copy its images into columns side by side
+/// and back (im2col, gathering grad_y, col2im: a fifth of such a layer's passes on 14×14 planes), and
+/// the weights are packed once per call either way (weight_packed_once).
 inline Index images_per_block(const Conv2dShape& s) {
-  return images_per_block(s.n, s.patch() * s.positions(), s.positions());
+  return is_pointwise(s) ? 1 : images_per_block(s.n, s.patch() * s.positions(), s.positions());
 }
 /// Floats per image of a block of `block` images that rounding a matrix of `rows` rows up to whole
 /// 64-column panels can add (at most 63 columns of each row, shared among the block's images).
@@ -311,18 +321,23 @@ template <class T, class Body>
 void for_each_block(Index n, Index block, Index per_image_scratch, Body&& body, BlockOrder order = BlockOrder::fixed) {
   const Index blocks = (n + block - 1) / block;
   const int threads = static_cast<int>(std::max<Index>(1, std::min<Index>(num_threads(), blocks)));
+  bool parallel = false;
+#if defined(QX_USE_OPENMP) && QX_USE_OPENMP
+  parallel = threads > 1 && blocks >= num_threads() && !omp_in_parallel();
+#endif
   // One buffer per thread for the whole call, from the cache, left uninitialised (every use writes
-  // before it reads).
+  // before it reads), all taken before the blocks start: blocks that go to whichever thread is free may
+  // leave a thread without one in one call and not in the next, and a buffer taken only then would make
+  // what the cache must hold depend on timing — a system allocation in a later training step.
   const Index scratch_size = per_image_scratch * block;
-  std::vector<memory::Buffer<T>> scratch(static_cast<std::size_t>(threads));
+  std::vector<memory::Buffer<T>> scratch;
+  for (int t = 0; t < (parallel ? threads : 1); ++t) scratch.emplace_back(static_cast<std::size_t>(scratch_size));
   auto run = [&](Index k, int t) {
-    auto& buffer = scratch[static_cast<std::size_t>(t)];
-    if (!buffer.data()) buffer = memory::Buffer<T>(static_cast<std::size_t>(scratch_size));
     const Index first = k * block;
-    body(first, std::min(block, n - first), buffer.data(), t);
+    body(first, std::min(block, n - first), scratch[static_cast<std::size_t>(t)].data(), t);
   };
 #if defined(QX_USE_OPENMP) && QX_USE_OPENMP
-  if (threads > 1 && blocks >= num_threads() && !omp_in_parallel()) {
+  if (parallel) {
     if (order == BlockOrder::any_thread) {
 #pragma omp parallel for schedule(dynamic, 1) num_threads(threads)
       for (Index k = 0; k < blocks; ++k) run(k, omp_get_thread_num());
@@ -535,12 +550,6 @@ void col2im_block(const Conv2dShape& s, const T* col, Index images, T* x) {
   for (Index b = 0; b < images; ++b) col2im(s, col + b * p, ld, x + b * s.c_in * s.h * s.w);
 }
 
-/// A 1×1 convolution with stride 1 and no padding: its im2col is the identity (K = C_in, P = H·W), so
-/// one image's columns are the image itself and col2im is a plain assignment.
-inline bool is_pointwise(const Conv2dShape& s) {
-  return s.kh == 1 && s.kw == 1 && s.stride_h == 1 && s.stride_w == 1 && s.pad_h == 0 && s.pad_w == 0;
-}
-
 /// The block's columns (K, images·P): the input itself for one image of a pointwise convolution, else
 /// im2col into `col`.
 template <class T>
@@ -602,47 +611,71 @@ bool gradients_in_panels([[maybe_unused]] const Conv2dShape& s, [[maybe_unused]]
 }
 
 #if defined(__AVX512F__)
-/// op(W) (rows × depth; W stored (C_out, K) row-major) packed for the whole call, or null when the call's
-/// products pack what they need themselves. Packed when W is declared constant in the calling thread's
-/// ConstantWeights registry (nn::WeightCache's folded weights: kept from call to call, per layer — the
-/// layout does not depend on the batch); else packed here when some block — a whole one or the shorter
-/// last one — multiplies panels (in_panels(images)) or reads its B in place (reads_b_in_place, the same
-/// for both passes): those products take A packed; or when at least two blocks multiply it directly — each block's product would pack it again
-/// (a resnet50 layer on 28×28 planes runs blocks of one image, 16 packs of W per batch of 16). A product
-/// that gemm computes transposed cannot use it (op(W) is then its B), and a single direct product packs
-/// its slices on its own threads, faster than one packing thread.
+/// The call's weights packed once for its products, each pointer null when they pack what they need
+/// themselves: `a`, op(W) as A for the products gemm computes directly; `b`, op(W)ᵀ as B panels for those
+/// it computes transposed (few columns: 14×14 and 7×7 planes), which gemm_transposed multiplies.
+struct PackedWeight {
+  std::shared_ptr<const PackedMatrix> a;
+  std::shared_ptr<const PackedPanels> b;
+};
+
+/// op(W) (rows × depth; W stored (C_out, K) row-major) packed for the whole call where it pays. When W is
+/// declared constant in the calling thread's ConstantWeights registry (nn::WeightCache's folded weights:
+/// kept from call to call, per layer — the layout does not depend on the batch), whichever form some
+/// block uses. Otherwise `a` when some block — a whole one or the shorter last one — multiplies panels
+/// (in_panels(images)) or reads its B in place (reads_b_in_place, the same for both passes): those
+/// products take A packed; or when at least two blocks multiply it directly — each block's product would
+/// pack it again (a resnet50 layer on 28×28 planes runs blocks of one image, 16 packs of W per batch of
+/// 16); and `b` when at least two blocks compute their product transposed. A single product packs its
+/// operands on its own threads, faster than one packing thread.
 template <class InPanels>
-std::shared_ptr<const PackedMatrix> weight_packed_once(const Conv2dShape& s, Index block, InPanels&& in_panels, bool trans,
-                                                       const float* weight, Index rows, Index depth) {
-  auto pack = [&] { return std::make_shared<const PackedMatrix>(trans, weight, s.patch(), rows, depth); };
-  if (ConstantWeights* constant = ConstantWeights::active()) {
-    Conv2dShape any_batch = s;
-    any_batch.n = 0;
-    const Derived kind = trans ? Derived::packed_weight_transposed : Derived::packed_weight;
-    if (auto kept = constant->derived<PackedMatrix>(weight, any_batch, kind, pack)) return kept;
-  }
+PackedWeight weight_packed_once(const Conv2dShape& s, Index block, InPanels&& in_panels, bool trans, const float* weight,
+                                Index rows, Index depth) {
   const Index whole = s.n / block, last = s.n % block, p = s.positions();
   const auto packed_a_product = [&](Index images) { return in_panels(images) || reads_b_in_place<float>(s, images); };
   const bool panels = packed_a_product(block) || (last && packed_a_product(last));
-  const Index direct = (!computes_transposed(rows, block * p) ? whole : 0) + (last && !computes_transposed(rows, last * p) ? 1 : 0);
-  return panels || direct >= 2 ? pack() : nullptr;
+  const auto turned = [&](Index images) { return computes_transposed(rows, images * p); };
+  const Index direct = (!turned(block) ? whole : 0) + (last && !turned(last) ? 1 : 0);
+  const Index transposed = whole + (last ? 1 : 0) - direct;
+  auto pack_a = [&] { return std::make_shared<const PackedMatrix>(trans, weight, s.patch(), rows, depth); };
+  auto pack_b = [&] { return std::make_shared<const PackedPanels>(!trans, weight, s.patch(), depth, rows); };
+  PackedWeight packed;
+  if (ConstantWeights* constant = ConstantWeights::active()) {
+    Conv2dShape any_batch = s;
+    any_batch.n = 0;
+    if (panels || direct > 0)
+      packed.a = constant->derived<PackedMatrix>(weight, any_batch, trans ? Derived::packed_weight_transposed : Derived::packed_weight,
+                                                 pack_a);
+    if (transposed > 0)
+      packed.b = constant->derived<PackedPanels>(weight, any_batch, trans ? Derived::weight_panels_transposed : Derived::weight_panels,
+                                                 pack_b);
+  }
+  if (!packed.a && (panels || direct >= 2)) packed.a = pack_a();
+  if (!packed.b && transposed >= 2) packed.b = pack_b();
+  return packed;
 }
 #endif
 
 /// out (rows × n) = op(W) (rows × depth) · B (depth × n), B and out of leading dimension n: by the call's
-/// op(W) packed once (`packed`, null when the call did not pack it) unless gemm computes this product
-/// transposed — reading B in place when `b_rows` (reads_b_in_place), else packing it —, otherwise by
-/// gemm, which packs what it needs.
+/// op(W)ᵀ packed once (`packed_b`) when gemm computes this product transposed, or by op(W) packed once
+/// (`packed`) when it does not — reading B in place when `b_rows` (reads_b_in_place), else packing it —;
+/// otherwise (either null) by gemm, which packs what it needs.
 template <class T>
-void weight_product([[maybe_unused]] const PackedA* packed, bool trans, Index rows, Index n, Index depth, const T* weight,
-                    const T* b, T* out, [[maybe_unused]] bool b_rows = false) {
+void weight_product([[maybe_unused]] const PackedA* packed, [[maybe_unused]] const PackedPanels* packed_b, bool trans, Index rows,
+                    Index n, Index depth, const T* weight, const T* b, T* out, [[maybe_unused]] bool b_rows = false) {
 #if defined(__AVX512F__)
-  if constexpr (std::is_same_v<T, float>)
-    if (packed && !computes_transposed(rows, n)) {
+  if constexpr (std::is_same_v<T, float>) {
+    const bool transposed = computes_transposed(rows, n);
+    if (packed_b && transposed) {
+      gemm_transposed(*packed_b, n, b, n, out, n);
+      return;
+    }
+    if (packed && !transposed) {
       if (b_rows) gemm_b_rows(*packed, n, 1.0f, b, n, 0.0f, out, n);
       else gemm(*packed, false, n, 1.0f, b, n, 0.0f, out, n);
       return;
     }
+  }
 #endif
   gemm(trans, false, rows, n, depth, T(1), weight, trans ? rows : depth, b, n, T(0), out, n);
 }
@@ -653,13 +686,15 @@ void weight_product([[maybe_unused]] const PackedA* packed, bool trans, Index ro
 template <class T>
 void conv2d_forward(const Conv2dShape& s, const T* x, const T* weight, const T* bias, T* y, const ConvOutputStage<T>& stage = {}) {
   const Index k = s.patch(), p = s.positions(), block = detail::images_per_block(s);
-  const PackedA* packed = nullptr;  // W packed once, for the blocks that multiply it packed
+  const PackedA* packed = nullptr;         // W packed once, for the blocks that multiply it packed
+  const PackedPanels* packed_b = nullptr;  // Wᵀ packed once, for the blocks whose product is computed transposed
 #if defined(__AVX512F__)
-  std::shared_ptr<const PackedMatrix> packed_weight;
+  detail::PackedWeight packed_weight;
   if constexpr (std::is_same_v<T, float>)
     packed_weight = detail::weight_packed_once(
         s, block, [&](Index images) { return detail::forward_in_panels<T>(s, images); }, false, weight, s.c_out, k);
-  if (packed_weight) packed = &packed_weight->view;
+  if (packed_weight.a) packed = &packed_weight.a->view;
+  packed_b = packed_weight.b.get();
 #endif
   // Scratch: the columns (rows or panels), then the block's output (C_out·P) before it is scattered to NCHW.
   detail::for_each_block<T>(s.n, block, detail::scratch_per_image(s, block), [&](Index first, Index images, T* scratch, int) {
@@ -677,7 +712,7 @@ void conv2d_forward(const Conv2dShape& s, const T* x, const T* weight, const T* 
       }
 #endif
     } else {
-      detail::weight_product(packed, false, s.c_out, ld, k, weight, detail::columns_of_block(s, image, images, scratch), out,
+      detail::weight_product(packed, packed_b, false, s.c_out, ld, k, weight, detail::columns_of_block(s, image, images, scratch), out,
                              detail::reads_b_in_place<T>(s, images));
     }
     // to[i] = stage(from[i] + bias[o]) over one output plane; the loop without a stage stays a plain add.
@@ -702,13 +737,15 @@ void conv2d_forward(const Conv2dShape& s, const T* x, const T* weight, const T* 
 template <class T>
 void conv2d_backward_input(const Conv2dShape& s, const T* grad_y, const T* weight, T* grad_x) {
   const Index k = s.patch(), p = s.positions(), block = detail::images_per_block(s);
-  const PackedA* packed = nullptr;  // Wᵀ packed once, for the blocks that multiply it packed
+  const PackedA* packed = nullptr;         // Wᵀ packed once, for the blocks that multiply it packed
+  const PackedPanels* packed_b = nullptr;  // W packed once, for the blocks whose product is computed transposed
 #if defined(__AVX512F__)
-  std::shared_ptr<const PackedMatrix> packed_weight;
+  detail::PackedWeight packed_weight;
   if constexpr (std::is_same_v<T, float>)
     packed_weight = detail::weight_packed_once(
         s, block, [&](Index images) { return detail::gradients_in_panels<T>(s, images); }, true, weight, k, s.c_out);
-  if (packed_weight) packed = &packed_weight->view;
+  if (packed_weight.a) packed = &packed_weight.a->view;
+  packed_b = packed_weight.b.get();
 #endif
   // Scratch: several images' grad_y gathered (rows, or panels: one copy instead of a gather and a pack),
   // then the columns' gradient ∂col (K, ld).
@@ -736,7 +773,7 @@ void conv2d_backward_input(const Conv2dShape& s, const T* grad_y, const T* weigh
       if constexpr (std::is_same_v<T, float>) gemm_b_panels(*packed, ld, 1.0f, g, 0.0f, product, ld);
 #endif
     } else {
-      detail::weight_product(packed, true, k, ld, s.c_out, weight, g, product, detail::reads_b_in_place<T>(s, images));
+      detail::weight_product(packed, packed_b, true, k, ld, s.c_out, weight, g, product, detail::reads_b_in_place<T>(s, images));
     }
     if (product == col) detail::col2im_block(s, col, images, x);
   }, detail::BlockOrder::any_thread);

@@ -152,7 +152,8 @@ void gemm(bool trans_a, bool trans_b, Index m, Index n, Index k, T alpha, const 
   });
 }
 
-struct PackedA;  // defined with AVX-512 only: without it no product takes A packed
+struct PackedA;       // defined with AVX-512 only: without it no product takes A packed
+struct PackedPanels;  // nor B
 
 #if defined(__AVX512F__)
 /**
@@ -179,6 +180,37 @@ struct PackedMatrix {
   }
   std::size_t bytes() const { return storage.size() * sizeof(float); }
 };
+
+/// op(B) (k×n) packed whole in 64-column panels (detail::packed::panel_offset's layout, the last panel zero
+/// past n), for products that reuse it as their B: a convolution's weights, transposed, in the products
+/// gemm computes transposed (gemm_transposed).
+struct PackedPanels {
+  memory::Buffer<float> storage;
+  Index depth, columns;
+  PackedPanels(bool trans, const float* b, Index ldb, Index k, Index n)
+      : storage(static_cast<std::size_t>((n + detail::packed::nr - 1) / detail::packed::nr * detail::packed::nr * k)),
+        depth(k), columns(n) {
+    detail::packed::pack_b(trans, b, ldb, 0, k, 0, n, storage.data());
+  }
+  std::size_t bytes() const { return storage.size() * sizeof(float); }
+};
+
+/**
+ * C (m×n) = A·B with A's transpose already packed (`at`, k×m panels; B k×n, row-major, ldb), computed as
+ * Cᵀ = Bᵀ·Aᵀ: the orientation computes_transposed picks for few columns, without packing Aᵀ again for
+ * every B — a convolution multiplies the same weights for every block of images. Split over threads as
+ * gemm splits Cᵀ; each thread transposes its block of Cᵀ into C.
+ */
+inline void gemm_transposed(const PackedPanels& at, Index n, const float* b, Index ldb, float* c, Index ldc) {
+  const Index m = at.columns, k = at.depth;
+  if (m == 0 || n == 0) return;
+  detail::split_over_threads(n, m, k, [&](Index r0, Index rows, Index c0, Index cols) {
+    float* ct = detail::packed::c_buffer().get(rows * cols);
+    detail::packed::gemm_b_panels(true, rows, cols, k, 1.0f, b + r0, ldb,
+                                  at.storage.data() + detail::packed::panel_offset(k, 0, c0), 0.0f, ct, cols);
+    detail::packed::transpose(ct, rows, cols, c + c0 * ldc + r0, ldc);
+  });
+}
 
 /// C (m×n) = α·A·op(B) + β·C with A (m×k) packed; split over threads as gemm splits.
 inline void gemm(const PackedA& a, bool trans_b, Index n, float alpha, const float* b, Index ldb, float beta, float* c,

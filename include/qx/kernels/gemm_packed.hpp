@@ -101,9 +101,47 @@ inline void interleave_six_rows(const float* src, Index lda, float* out) {
 }
 #endif
 
+#if defined(__AVX512F__)
+/// panel[p·6 + r] = src[p·lda + r] for p < k, r < rows (≤ 6), zeros for r ≥ rows: six columns of a
+/// row-major matrix as one micro-panel. Eight depths at a time are 48 contiguous floats of the panel,
+/// put together from the eight rows' six floats by permutes and written by three full stores (masked
+/// stores of six floats each, or scalar moves, took twice as long).
+inline void pack_six_columns(const float* src, Index lda, Index rows, Index k, float* panel) {
+  // 48 floats = L0[0..5] L1[0..5] L2[0..5] … L7[0..5], as three vectors of 16
+  const __m512i first = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 16, 17, 18, 19, 20, 21, 0, 0, 0, 0);
+  const __m512i then2 = _mm512_setr_epi32(0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 2, 3);
+  const __m512i second = _mm512_setr_epi32(4, 5, 16, 17, 18, 19, 20, 21, 0, 0, 0, 0, 0, 0, 0, 0);
+  const __m512i then45 = _mm512_setr_epi32(0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 2, 3, 4, 5, 16, 17);
+  const __m512i third = _mm512_setr_epi32(2, 3, 4, 5, 16, 17, 18, 19, 20, 21, 0, 0, 0, 0, 0, 0);
+  const __m512i then7 = _mm512_setr_epi32(0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 2, 3, 4, 5);
+  const __mmask16 from = lane_mask(0, rows);
+  Index p = 0;
+  for (; p + 8 <= k; p += 8) {
+    __m512 row[8];
+    for (int q = 0; q < 8; ++q) row[q] = _mm512_maskz_loadu_ps(from, src + (p + q) * lda);
+    __m512 v0 = _mm512_permutex2var_ps(row[0], first, row[1]);
+    v0 = _mm512_mask_permutexvar_ps(v0, 0xF000, then2, row[2]);
+    __m512 v1 = _mm512_permutex2var_ps(row[2], second, row[3]);
+    v1 = _mm512_mask_blend_ps(0xFF00, v1, _mm512_permutex2var_ps(row[4], then45, row[5]));
+    __m512 v2 = _mm512_permutex2var_ps(row[5], third, row[6]);
+    v2 = _mm512_mask_permutexvar_ps(v2, 0xFC00, then7, row[7]);
+    _mm512_storeu_ps(panel + p * mr, v0);
+    _mm512_storeu_ps(panel + p * mr + 16, v1);
+    _mm512_storeu_ps(panel + p * mr + 32, v2);
+  }
+  for (; p < k; ++p) _mm512_mask_storeu_ps(panel + p * mr, lane_mask(0, mr), _mm512_maskz_loadu_ps(from, src + p * lda));
+}
+#endif
+
 /// Packs op(A) rows [i0, i0+m) × depth [p0, p0+k) into micro-panels of MR rows: panel[(k)·MR + r],
 /// rows past m zero-filled so the micro-kernel never branches on them.
 inline void pack_a(bool trans, const float* a, Index lda, Index i0, Index m, Index p0, Index k, float* out) {
+#if defined(__AVX512F__)
+  if (trans) {
+    for (Index ir = 0; ir < m; ir += mr) pack_six_columns(a + p0 * lda + i0 + ir, lda, std::min(mr, m - ir), k, out + ir * k);
+    return;
+  }
+#endif
   for (Index ir = 0; ir < m; ir += mr) {
     const Index rows = std::min(mr, m - ir);
     float* panel = out + ir * k;
