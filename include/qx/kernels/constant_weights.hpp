@@ -21,7 +21,11 @@ QX_NAMESPACE_BEGIN
 namespace kernels {
 
 /// What a convolution derives from its weights: the kinds ConstantWeights keeps apart.
-enum class Derived { winograd_filters, winograd_filters_transposed, packed_weight, packed_weight_transposed, weight_panels, weight_panels_transposed };
+enum class Derived {
+  winograd_filters, winograd_filters_transposed,  // U_ξ, U_ξᵀ
+  packed_weight, packed_weight_transposed,        // op(W) as a product's A (W, Wᵀ)
+  weight_panels, weight_panels_transposed         // op(W)ᵀ as B panels of a product computed transposed
+};
 
 class ConstantWeights {
  public:

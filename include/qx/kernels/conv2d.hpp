@@ -331,6 +331,7 @@ void for_each_block(Index n, Index block, Index per_image_scratch, Body&& body, 
   // what the cache must hold depend on timing — a system allocation in a later training step.
   const Index scratch_size = per_image_scratch * block;
   std::vector<memory::Buffer<T>> scratch;
+  scratch.reserve(static_cast<std::size_t>(parallel ? threads : 1));
   for (int t = 0; t < (parallel ? threads : 1); ++t) scratch.emplace_back(static_cast<std::size_t>(scratch_size));
   auto run = [&](Index k, int t) {
     const Index first = k * block;
