@@ -9,6 +9,7 @@
 #include <cstring>
 #include <vector>
 
+#include <CLI/CLI.hpp>
 #include <sys/resource.h>
 
 #if defined(__AVX512F__)
@@ -67,14 +68,14 @@ inline void print_range(const std::vector<double>& ratios) {
   std::printf("  %.2f–%.2f", *low, *high);
 }
 
-/// `--rounds N` from the command line (1 when absent or not a positive number). A comparison with PyTorch
-/// runs qx and PyTorch alternately N times and reports medians: this project's machines drift by 10–30 %
+/// `--rounds N` (default 1): a comparison with PyTorch runs qx and PyTorch alternately N times and reports
+/// medians: this project's machines drift by 10–30 %
 /// from one minute to the next, and one qx run followed by one PyTorch run measures the drift as often as
 /// the code.
-inline int rounds_option(int argc, char** argv) {
-  for (int i = 1; i + 1 < argc; ++i)
-    if (!std::strcmp(argv[i], "--rounds")) return std::max(1, std::atoi(argv[i + 1]));
-  return 1;
+inline void add_rounds_option(CLI::App& app, int& rounds) {
+  app.add_option("--rounds", rounds, "run qx and PyTorch alternately this many times; print medians and the ratio's range")
+      ->capture_default_str()
+      ->check(CLI::Range(1, 1000));
 }
 
 /// fp32 FMA throughput of the calling thread in GFLOP/s: 12 independent chains of 512-bit FMAs (enough

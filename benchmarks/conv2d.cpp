@@ -6,7 +6,7 @@
 // qx_bench_fma_peak. When /usr/bin/python3 has torch, the
 // same work in PyTorch 1.13 (benchmarks/conv2d_torch.py, tuned) is printed beside it with the ratio.
 // Usage: qx_bench_conv2d [--quick] [--no-torch] [--narrow | --resnet18 | --resnet50] [--peak GFLOPS_PER_CORE]
-//                        [--algorithm im2col|winograd|direct] [--threads N]
+//                        [--algorithm automatic|im2col|winograd|direct] [--threads 1|2] [--help]
 // (--peak fixes the denominator, e.g. to the figure qx_bench_fma_peak measured on an idle machine;
 // --narrow times the main job's narrow model's layers instead of resnet50/resnet18's; --resnet18 the
 // distinct convolutions of issue 8's resnet18 on 1×128², each with how many times the model holds it, and
@@ -123,30 +123,34 @@ std::map<std::string, double> run_torch(Index batch, int repeats, const std::str
 }  // namespace
 
 int main(int argc, char** argv) {
-  bool quick = false, torch = true;
-  CaseSet set{&wide_cases, nullptr, 32, 8};
+  bool quick = false, no_torch = false, narrow = false, resnet18 = false, resnet50 = false;
   double fixed_peak = 0;
   int only_threads = 0;
-  for (int i = 1; i < argc; ++i) {
-    if (!std::strcmp(argv[i], "--quick")) quick = true;
-    if (!std::strcmp(argv[i], "--no-torch")) torch = false;
-    if (!std::strcmp(argv[i], "--narrow")) set = {&narrow_cases, nullptr, 32, 8};
-    if (!std::strcmp(argv[i], "--resnet18")) set = {&resnet18_cases, "resnet18 1x128", 32, 8};
-    if (!std::strcmp(argv[i], "--resnet50")) set = {&resnet50_cases, "resnet50 3x224", 16, 4};
-    if (!std::strcmp(argv[i], "--peak") && i + 1 < argc) fixed_peak = std::atof(argv[++i]);
-    if (!std::strcmp(argv[i], "--threads") && i + 1 < argc) only_threads = std::atoi(argv[++i]);
-    if (!std::strcmp(argv[i], "--algorithm") && i + 1 < argc) {
-      const std::string name = argv[++i];
-      using qx::kernels::Conv2dAlgorithm;
-      if (name == "im2col") qx::kernels::set_conv2d_algorithm(Conv2dAlgorithm::im2col_gemm);
-      else if (name == "winograd") qx::kernels::set_conv2d_algorithm(Conv2dAlgorithm::winograd);
-      else if (name == "direct") qx::kernels::set_conv2d_algorithm(Conv2dAlgorithm::direct);
-      else {
-        std::fprintf(stderr, "qx_bench_conv2d: --algorithm takes im2col, winograd or direct, not '%s'\n", name.c_str());
-        return 2;
-      }
-    }
-  }
+  std::string algorithm = "automatic";
+  CLI::App app{"Convolution passes on ResNet layer shapes, qx beside PyTorch"};
+  app.add_flag("--quick", quick, "a smaller batch, best of 2");
+  app.add_flag("--no-torch", no_torch, "time qx alone");
+  auto* narrow_flag = app.add_flag("--narrow", narrow, "the main job's narrow model's layers instead of the wide ones");
+  auto* resnet18_flag = app.add_flag("--resnet18", resnet18, "resnet18 on 1x128^2, each distinct layer and the model's total")
+                            ->excludes(narrow_flag);
+  app.add_flag("--resnet50", resnet50, "resnet50 on 3x224^2 at batch 16, each distinct layer and the model's total")
+      ->excludes(narrow_flag)
+      ->excludes(resnet18_flag);
+  app.add_option("--peak", fixed_peak, "GFLOP/s per core to divide by instead of probing")->check(CLI::Range(1.0, 100000.0));
+  app.add_option("--threads", only_threads, "time only this many threads (1 or 2) instead of both")->check(CLI::IsMember({1, 2}));
+  app.add_option("--algorithm", algorithm, "force one algorithm where it applies")
+      ->capture_default_str()
+      ->check(CLI::IsMember({"automatic", "im2col", "winograd", "direct"}));
+  CLI11_PARSE(app, argc, argv);
+  bool torch = !no_torch;
+  const CaseSet set = narrow     ? CaseSet{&narrow_cases, nullptr, 32, 8}
+                      : resnet18 ? CaseSet{&resnet18_cases, "resnet18 1x128", 32, 8}
+                      : resnet50 ? CaseSet{&resnet50_cases, "resnet50 3x224", 16, 4}
+                                 : CaseSet{&wide_cases, nullptr, 32, 8};
+  using qx::kernels::Conv2dAlgorithm;
+  if (algorithm == "im2col") qx::kernels::set_conv2d_algorithm(Conv2dAlgorithm::im2col_gemm);
+  if (algorithm == "winograd") qx::kernels::set_conv2d_algorithm(Conv2dAlgorithm::winograd);
+  if (algorithm == "direct") qx::kernels::set_conv2d_algorithm(Conv2dAlgorithm::direct);
   const Index batch = quick ? set.quick_batch : set.batch;
   const int repeats = quick ? 2 : 3;
   const int max_threads = qx::num_threads();

@@ -3,12 +3,23 @@
 // Usage: qx_bench_ecg_render [mitdb_dir]
 #include <qx/ecg/ecg.hpp>
 
+#include <CLI/CLI.hpp>
+
 #include <chrono>
 #include <cstdio>
 
 int main(int argc, char** argv) {
-  const std::string mitdb = argc > 1 ? argv[1] : QX_BENCH_DIR "/../../shared/data/mitdb";
-  const auto rw = qx::ecg::record_windows(mitdb, "208", "MLII", qx::ecg::LabelRule::aami);
+  std::string mitdb = QX_BENCH_DIR "/../../shared/data/mitdb";
+  CLI::App app{"Rendering speed of six-beat ECG windows (MIT-BIH record 208), images per second"};
+  app.add_option("mitdb", mitdb, "folder with the MIT-BIH records")->capture_default_str()->check(CLI::ExistingDirectory);
+  CLI11_PARSE(app, argc, argv);
+  qx::ecg::RecordWindows rw;
+  try {
+    rw = qx::ecg::record_windows(mitdb, "208", "MLII", qx::ecg::LabelRule::aami);
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "qx_bench_ecg_render: %s\n", e.what());
+    return 1;
+  }
   qx::ecg::RenderOptions options;  // 224×224, 1 channel
   const qx::Index n = static_cast<qx::Index>(rw.windows.size()), bytes = options.size * options.size;
   std::vector<std::uint8_t> images(static_cast<std::size_t>(n * bytes));

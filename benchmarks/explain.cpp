@@ -17,12 +17,14 @@
 #include <vector>
 
 int main(int argc, char** argv) {
-  bool quick = false, torch = true;
-  for (int i = 1; i < argc; ++i) {
-    if (!std::strcmp(argv[i], "--quick")) quick = true;
-    if (!std::strcmp(argv[i], "--no-torch")) torch = false;
-  }
-  const int rounds = bench::rounds_option(argc, argv);
+  bool quick = false, no_torch = false;
+  int rounds = 1;
+  CLI::App app{"The five attribution maps, qx beside PyTorch, ms per image"};
+  app.add_flag("--quick", quick, "one pass per configuration, resnet18 only");
+  app.add_flag("--no-torch", no_torch, "time qx alone");
+  bench::add_rounds_option(app, rounds);
+  CLI11_PARSE(app, argc, argv);
+  bool torch = !no_torch;
   torch = torch && std::system("/usr/bin/python3 -c 'import torch, torchvision' >/dev/null 2>&1") == 0;
   struct Config {
     const char* arch;

@@ -7,7 +7,9 @@
 
 #include "bench_common.hpp"
 
-int main() {
+int main(int argc, char** argv) {
+  CLI::App app{"The fp32 FMA peak of one thread and of all threads, GFLOP/s"};
+  CLI11_PARSE(app, argc, argv);
 #if !defined(__AVX512F__)
   std::printf("built without AVX-512 (configure with QX_NATIVE=ON on an AVX-512 machine): no figure\n");
   return 0;

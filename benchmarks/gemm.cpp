@@ -24,7 +24,9 @@ double best_s(F&& f, int repeats) {
 }
 }  // namespace
 
-int main() {
+int main(int argc, char** argv) {
+  CLI::App app{"qx's packed float GEMM beside Eigen's on convolution-shaped products, 1 thread"};
+  CLI11_PARSE(app, argc, argv);
   qx::set_num_threads(1);
   const double peak = bench::fma_peak_per_thread();
   std::printf("float GEMM, 1 thread, best of 5; FMA peak %.1f GFLOP/s\n", peak);

@@ -13,7 +13,10 @@
 using qx::Tensor;
 
 int main(int argc, char** argv) {
-  const int repeats = argc > 1 ? std::atoi(argv[1]) : 5;
+  int repeats = 5;
+  CLI::App app{"Input-only backward against the full backward through a stack of convolutions"};
+  app.add_option("repeats", repeats, "best of this many runs")->capture_default_str()->check(CLI::Range(1, 100000));
+  CLI11_PARSE(app, argc, argv);
   qx::Rng rng(0);
   const qx::Index channels = 64, size = 56, batch = 8, depth = 4;
   std::vector<Tensor<float>> weights;

@@ -16,7 +16,10 @@ using qx::Index;
 using qx::Tensor;
 
 int main(int argc, char** argv) {
-  const int repeats = argc > 1 ? std::atoi(argv[1]) : 30;
+  int repeats = 30;
+  CLI::App app{"max_pool2d (the ResNet stem's) forward and backward, qx beside PyTorch"};
+  app.add_option("repeats", repeats, "best of this many runs")->capture_default_str()->check(CLI::Range(1, 100000));
+  CLI11_PARSE(app, argc, argv);
   struct Case {
     const char* model;
     std::array<Index, 4> shape;

@@ -64,15 +64,36 @@ bool read_line(const std::string& command, char* name, double& ms, double& mib, 
 }  // namespace
 
 int main(int argc, char** argv) {
-  if (argc >= 7 && std::string(argv[1]) == "--config")
-    return run_config(argv[2], std::atoll(argv[3]), std::atoll(argv[4]), std::atoll(argv[5]), std::atoi(argv[6]),
-                      argc >= 8 ? std::atoll(argv[7]) : 64);
-  bool quick = false, torch = true;
-  for (int i = 1; i < argc; ++i) {
-    if (!std::strcmp(argv[i], "--quick")) quick = true;
-    if (!std::strcmp(argv[i], "--no-torch")) torch = false;
+  bool quick = false, no_torch = false;
+  int rounds = 1;
+  std::vector<std::string> config;
+  CLI::App app{"A training step, qx beside PyTorch, ms per image"};
+  app.add_flag("--quick", quick, "one step per configuration, no resnet50");
+  app.add_flag("--no-torch", no_torch, "time qx alone");
+  bench::add_rounds_option(app, rounds);
+  app.add_option("--config", config,
+                 "ARCH CHANNELS SIZE BATCH STEPS [WIDTH]: time one configuration in this process and print one line "
+                 "(what the comparison starts as its child)")
+      ->expected(5, 6);
+  CLI11_PARSE(app, argc, argv);
+  if (!config.empty()) {
+    qx::Index sizes[5] = {0, 0, 0, 0, 64};  // channels, size, batch, steps, width
+    for (std::size_t i = 1; i < config.size(); ++i) {
+      char* end = nullptr;
+      sizes[i - 1] = std::strtoll(config[i].c_str(), &end, 10);
+      if (end == config[i].c_str() || *end || sizes[i - 1] <= 0) {
+        std::fprintf(stderr, "qx_bench_train_step: --config: '%s' is not a positive integer\n", config[i].c_str());
+        return 2;
+      }
+    }
+    try {
+      return run_config(config[0], sizes[0], sizes[1], sizes[2], static_cast<int>(sizes[3]), sizes[4]);
+    } catch (const std::exception& e) {
+      std::fprintf(stderr, "qx_bench_train_step: --config: %s\n", e.what());
+      return 1;
+    }
   }
-  const int rounds = bench::rounds_option(argc, argv);
+  bool torch = !no_torch;
   torch = torch && std::system("/usr/bin/python3 -c 'import torch, torchvision' >/dev/null 2>&1") == 0;
   struct Config {
     const char* arch;
