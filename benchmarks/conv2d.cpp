@@ -142,7 +142,7 @@ int main(int argc, char** argv) {
       ->capture_default_str()
       ->check(CLI::IsMember({"automatic", "im2col", "winograd", "direct"}));
   CLI11_PARSE(app, argc, argv);
-  bool torch = !no_torch;
+  const bool torch = !no_torch;
   const CaseSet set = narrow     ? CaseSet{&narrow_cases, nullptr, 32, 8}
                       : resnet18 ? CaseSet{&resnet18_cases, "resnet18 1x128", 32, 8}
                       : resnet50 ? CaseSet{&resnet50_cases, "resnet50 3x224", 16, 4}

@@ -24,8 +24,7 @@ int main(int argc, char** argv) {
   app.add_flag("--no-torch", no_torch, "time qx alone");
   bench::add_rounds_option(app, rounds);
   CLI11_PARSE(app, argc, argv);
-  bool torch = !no_torch;
-  torch = torch && std::system("/usr/bin/python3 -c 'import torch, torchvision' >/dev/null 2>&1") == 0;
+  bool torch = !no_torch && std::system("/usr/bin/python3 -c 'import torch, torchvision' >/dev/null 2>&1") == 0;
   struct Config {
     const char* arch;
     int channels, size, batch;

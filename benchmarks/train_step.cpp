@@ -4,7 +4,7 @@
 // faults per steady-state step (getrusage: the memory the step asked the system for), beside PyTorch
 // 1.13 (benchmarks/train_step_torch.py, tuned) on the same machine in the same run. Each configuration
 // runs in its own process so that peak memory is its own.
-// Usage: qx_bench_train_step [--quick] [--no-torch] [--rounds N] | --config ARCH CHANNELS SIZE BATCH STEPS [WIDTH]
+// Usage: qx_bench_train_step [--quick] [--no-torch] [--rounds N] | --config ARCH CHANNELS SIZE BATCH STEPS [--width W]
 #include "bench_common.hpp"
 #include <qx/nn/nn.hpp>
 #include <qx/autograd/engine.hpp>
@@ -16,6 +16,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <string>
+#include <tuple>
 #include <vector>
 
 namespace {
@@ -66,35 +67,31 @@ bool read_line(const std::string& command, char* name, double& ms, double& mib, 
 int main(int argc, char** argv) {
   bool quick = false, no_torch = false;
   int rounds = 1;
-  std::vector<std::string> config;
+  std::tuple<std::string, qx::Index, qx::Index, qx::Index, int> config;  // arch, channels, size, batch, steps
+  qx::Index width = 64;
   CLI::App app{"A training step, qx beside PyTorch, ms per image"};
   app.add_flag("--quick", quick, "one step per configuration, no resnet50");
   app.add_flag("--no-torch", no_torch, "time qx alone");
   bench::add_rounds_option(app, rounds);
-  app.add_option("--config", config,
-                 "ARCH CHANNELS SIZE BATCH STEPS [WIDTH]: time one configuration in this process and print one line "
-                 "(what the comparison starts as its child)")
-      ->expected(5, 6);
+  auto* config_option = app.add_option("--config", config,
+                                       "ARCH CHANNELS SIZE BATCH STEPS: time one configuration in this process and "
+                                       "print one line (what the comparison starts as its child)");
+  app.add_option("--width", width, "the model's base width, with --config")->capture_default_str()->check(CLI::Range(1, 4096));
   CLI11_PARSE(app, argc, argv);
-  if (!config.empty()) {
-    qx::Index sizes[5] = {0, 0, 0, 0, 64};  // channels, size, batch, steps, width
-    for (std::size_t i = 1; i < config.size(); ++i) {
-      char* end = nullptr;
-      sizes[i - 1] = std::strtoll(config[i].c_str(), &end, 10);
-      if (end == config[i].c_str() || *end || sizes[i - 1] <= 0) {
-        std::fprintf(stderr, "qx_bench_train_step: --config: '%s' is not a positive integer\n", config[i].c_str());
-        return 2;
-      }
+  if (config_option->count()) {
+    const auto& [arch, channels, size, batch, steps] = config;
+    if (channels <= 0 || size <= 0 || batch <= 0 || steps <= 0) {
+      std::fprintf(stderr, "qx_bench_train_step: --config: channels, size, batch and steps must be positive\n");
+      return 2;
     }
     try {
-      return run_config(config[0], sizes[0], sizes[1], sizes[2], static_cast<int>(sizes[3]), sizes[4]);
+      return run_config(arch, channels, size, batch, steps, width);
     } catch (const std::exception& e) {
       std::fprintf(stderr, "qx_bench_train_step: --config: %s\n", e.what());
       return 1;
     }
   }
-  bool torch = !no_torch;
-  torch = torch && std::system("/usr/bin/python3 -c 'import torch, torchvision' >/dev/null 2>&1") == 0;
+  bool torch = !no_torch && std::system("/usr/bin/python3 -c 'import torch, torchvision' >/dev/null 2>&1") == 0;
   struct Config {
     const char* arch;
     int channels, size, batch, width;
@@ -111,7 +108,7 @@ int main(int argc, char** argv) {
     char name[128], layout[64] = "-";
     std::vector<double> ms, mib, faults, tms, tmib, tfaults, ratios;
     const std::string self = std::string(argv[0]) + " --config " + c.arch + " " + std::to_string(c.channels) + " " +
-                             std::to_string(c.size) + " " + std::to_string(c.batch) + " " + std::to_string(steps) + " " +
+                             std::to_string(c.size) + " " + std::to_string(c.batch) + " " + std::to_string(steps) + " --width " +
                              std::to_string(c.width);
     const std::string torch_command = std::string(bench::torch_env) + "/usr/bin/python3 " QX_BENCH_DIR "/train_step_torch.py " +
                                       std::string(c.arch) + " " + std::to_string(c.channels) + " " + std::to_string(c.size) + " " +

@@ -611,14 +611,16 @@ bool gradients_in_panels([[maybe_unused]] const Conv2dShape& s, [[maybe_unused]]
   return false;
 }
 
-#if defined(__AVX512F__)
 /// The call's weights packed once for its products, each pointer null when they pack what they need
-/// themselves: `a`, op(W) as A for the products gemm computes directly; `b`, op(W)ᵀ as B panels for those
-/// it computes transposed (few columns: 14×14 and 7×7 planes), which gemm_transposed multiplies.
+/// themselves (always without AVX-512): `a`, op(W) as A for the products gemm computes directly; `b`,
+/// op(W)ᵀ as B panels for those it computes transposed (few columns: 14×14 and 7×7 planes), which
+/// gemm_transposed multiplies.
 struct PackedWeight {
   std::shared_ptr<const PackedMatrix> a;
   std::shared_ptr<const PackedPanels> b;
 };
+
+#if defined(__AVX512F__)
 
 /// op(W) (rows × depth; W stored (C_out, K) row-major) packed for the whole call where it pays. When W is
 /// declared constant in the calling thread's ConstantWeights registry (nn::WeightCache's folded weights:
@@ -658,22 +660,22 @@ PackedWeight weight_packed_once(const Conv2dShape& s, Index block, InPanels&& in
 #endif
 
 /// out (rows × n) = op(W) (rows × depth) · B (depth × n), B and out of leading dimension n: by the call's
-/// op(W)ᵀ packed once (`packed_b`) when gemm computes this product transposed, or by op(W) packed once
-/// (`packed`) when it does not — reading B in place when `b_rows` (reads_b_in_place), else packing it —;
-/// otherwise (either null) by gemm, which packs what it needs.
+/// op(W)ᵀ packed once (`packed.b`) when gemm computes this product transposed, or by op(W) packed once
+/// (`packed.a`) when it does not — reading B in place when `b_rows` (reads_b_in_place), else packing it —;
+/// otherwise (that form null) by gemm, which packs what it needs.
 template <class T>
-void weight_product([[maybe_unused]] const PackedA* packed, [[maybe_unused]] const PackedPanels* packed_b, bool trans, Index rows,
-                    Index n, Index depth, const T* weight, const T* b, T* out, [[maybe_unused]] bool b_rows = false) {
+void weight_product([[maybe_unused]] const PackedWeight& packed, bool trans, Index rows, Index n, Index depth, const T* weight,
+                    const T* b, T* out, [[maybe_unused]] bool b_rows = false) {
 #if defined(__AVX512F__)
   if constexpr (std::is_same_v<T, float>) {
     const bool transposed = computes_transposed(rows, n);
-    if (packed_b && transposed) {
-      gemm_transposed(*packed_b, n, b, n, out, n);
+    if (packed.b && transposed) {
+      gemm_transposed(*packed.b, n, b, n, out, n);
       return;
     }
-    if (packed && !transposed) {
-      if (b_rows) gemm_b_rows(*packed, n, 1.0f, b, n, 0.0f, out, n);
-      else gemm(*packed, false, n, 1.0f, b, n, 0.0f, out, n);
+    if (packed.a && !transposed) {
+      if (b_rows) gemm_b_rows(packed.a->view, n, 1.0f, b, n, 0.0f, out, n);
+      else gemm(packed.a->view, false, n, 1.0f, b, n, 0.0f, out, n);
       return;
     }
   }
@@ -687,15 +689,11 @@ void weight_product([[maybe_unused]] const PackedA* packed, [[maybe_unused]] con
 template <class T>
 void conv2d_forward(const Conv2dShape& s, const T* x, const T* weight, const T* bias, T* y, const ConvOutputStage<T>& stage = {}) {
   const Index k = s.patch(), p = s.positions(), block = detail::images_per_block(s);
-  const PackedA* packed = nullptr;         // W packed once, for the blocks that multiply it packed
-  const PackedPanels* packed_b = nullptr;  // Wᵀ packed once, for the blocks whose product is computed transposed
+  detail::PackedWeight packed;  // W packed once where the blocks' products use it (as A, or Wᵀ as B)
 #if defined(__AVX512F__)
-  detail::PackedWeight packed_weight;
   if constexpr (std::is_same_v<T, float>)
-    packed_weight = detail::weight_packed_once(
+    packed = detail::weight_packed_once(
         s, block, [&](Index images) { return detail::forward_in_panels<T>(s, images); }, false, weight, s.c_out, k);
-  if (packed_weight.a) packed = &packed_weight.a->view;
-  packed_b = packed_weight.b.get();
 #endif
   // Scratch: the columns (rows or panels), then the block's output (C_out·P) before it is scattered to NCHW.
   detail::for_each_block<T>(s.n, block, detail::scratch_per_image(s, block), [&](Index first, Index images, T* scratch, int) {
@@ -709,11 +707,11 @@ void conv2d_forward(const Conv2dShape& s, const T* x, const T* weight, const T* 
       if constexpr (std::is_same_v<T, float>) {
         detail::im2col_block_registers(s, image, images, detail::ColumnPanels{scratch, k});
         detail::zero_panel_tail(scratch, k, ld);
-        gemm_b_panels(*packed, ld, 1.0f, scratch, 0.0f, out, ld);
+        gemm_b_panels(packed.a->view, ld, 1.0f, scratch, 0.0f, out, ld);
       }
 #endif
     } else {
-      detail::weight_product(packed, packed_b, false, s.c_out, ld, k, weight, detail::columns_of_block(s, image, images, scratch), out,
+      detail::weight_product(packed, false, s.c_out, ld, k, weight, detail::columns_of_block(s, image, images, scratch), out,
                              detail::reads_b_in_place<T>(s, images));
     }
     // to[i] = stage(from[i] + bias[o]) over one output plane; the loop without a stage stays a plain add.
@@ -738,15 +736,11 @@ void conv2d_forward(const Conv2dShape& s, const T* x, const T* weight, const T* 
 template <class T>
 void conv2d_backward_input(const Conv2dShape& s, const T* grad_y, const T* weight, T* grad_x) {
   const Index k = s.patch(), p = s.positions(), block = detail::images_per_block(s);
-  const PackedA* packed = nullptr;         // Wᵀ packed once, for the blocks that multiply it packed
-  const PackedPanels* packed_b = nullptr;  // W packed once, for the blocks whose product is computed transposed
+  detail::PackedWeight packed;  // Wᵀ packed once where the blocks' products use it (as A, or W as B)
 #if defined(__AVX512F__)
-  detail::PackedWeight packed_weight;
   if constexpr (std::is_same_v<T, float>)
-    packed_weight = detail::weight_packed_once(
+    packed = detail::weight_packed_once(
         s, block, [&](Index images) { return detail::gradients_in_panels<T>(s, images); }, true, weight, k, s.c_out);
-  if (packed_weight.a) packed = &packed_weight.a->view;
-  packed_b = packed_weight.b.get();
 #endif
   // Scratch: several images' grad_y gathered (rows, or panels: one copy instead of a gather and a pack),
   // then the columns' gradient ∂col (K, ld).
@@ -771,10 +765,10 @@ void conv2d_backward_input(const Conv2dShape& s, const T* grad_y, const T* weigh
     T* product = images == 1 && detail::is_pointwise(s) ? x : col;  // col2im of a 1×1 would copy
     if (panels) {
 #if defined(__AVX512F__)
-      if constexpr (std::is_same_v<T, float>) gemm_b_panels(*packed, ld, 1.0f, g, 0.0f, product, ld);
+      if constexpr (std::is_same_v<T, float>) gemm_b_panels(packed.a->view, ld, 1.0f, g, 0.0f, product, ld);
 #endif
     } else {
-      detail::weight_product(packed, packed_b, true, k, ld, s.c_out, weight, g, product, detail::reads_b_in_place<T>(s, images));
+      detail::weight_product(packed, true, k, ld, s.c_out, weight, g, product, detail::reads_b_in_place<T>(s, images));
     }
     if (product == col) detail::col2im_block(s, col, images, x);
   }, detail::BlockOrder::any_thread);

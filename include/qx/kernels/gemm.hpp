@@ -153,6 +153,7 @@ void gemm(bool trans_a, bool trans_b, Index m, Index n, Index k, T alpha, const 
 }
 
 struct PackedA;       // defined with AVX-512 only: without it no product takes A packed
+struct PackedMatrix;  // (its storage)
 struct PackedPanels;  // nor B
 
 #if defined(__AVX512F__)
