@@ -185,7 +185,7 @@ TEST_CASE_TEMPLATE("conv2d kernels match the naive loops", T, float, double) {
       {2, 3, 27, 30, 4, 3, 3, 2, 2, 1, 1},  // rows of 30: two vectors
       {2, 3, 20, 29, 3, 5, 5, 2, 2, 2, 2},  // 5×5, padding 2
       // Longer rows: chunks of 16 outputs, each from a window of up to 64 columns (im2col); col2im by
-      // the general loops.
+      // row gathers for strides 1 and 2, by the general loops for stride 3.
       {2, 3, 40, 36, 4, 3, 3, 1, 1, 1, 1},  // three chunks, the last partial
       {2, 3, 9, 30, 5, 3, 3, 1, 1, 1, 1},   // rows of 30, outputs of 30: two chunks
       {2, 3, 5, 31, 4, 3, 3, 1, 1, 1, 1},   // the last chunk's window is one vector; its last tap wraps
@@ -198,6 +198,12 @@ TEST_CASE_TEMPLATE("conv2d kernels match the naive loops", T, float, double) {
       {1, 32, 32, 32, 64, 3, 3, 1, 1, 1, 1},  // one image: panels split over threads, K over one KC slice
       {1, 8, 8, 8, 200, 3, 3, 1, 1, 1, 1},    // one image, more rows than columns: rows split over threads
       {4, 6, 16, 16, 70, 3, 3, 2, 2, 1, 1},   // W_out = 8 (divides 64), several images per block
+      // col2im's row gathers on long rows: stride 2 across only, one tap per row, so only the odd image
+      // columns are reached, and the first and last outputs fall in the padding; stride 2 down only; a
+      // 1×1 stride-2 shortcut on rows of 40.
+      {2, 2, 7, 45, 3, 3, 1, 1, 2, 0, 1},
+      {2, 2, 9, 50, 3, 3, 3, 2, 1, 1, 1},
+      {2, 3, 6, 40, 4, 1, 1, 2, 2, 0, 0},
   };
 #if defined(__AVX512F__)
   // Shapes that take the panel path: P dividing 64 in registers, W_out dividing 64, W_out a multiple of
