@@ -509,6 +509,25 @@ TEST_CASE_TEMPLATE("the direct 3x3 kernel matches the naive loops (forward with 
                 tolerance<T>());
 }
 
+TEST_CASE_TEMPLATE("the direct stem kernel matches the naive loops (forward with the output stage)", T, float, double) {
+  namespace stem = qx::kernels::direct_stem;
+  const std::vector<Conv2dShape> shapes = {
+      {2, 3, 21, 32, 16, 7, 7, 2, 2, 3, 3},  // a 7×7 stem: 11 output vectors, tiles of 3 and a last one of 2
+      {1, 1, 64, 64, 8, 7, 7, 2, 2, 3, 3},   // one channel, two vectors per row: tiles span rows
+      {3, 4, 10, 63, 24, 5, 4, 2, 2, 1, 2},  // 5×4 taps, padding (1, 2), an odd width, 3 channel blocks
+      {2, 2, 9, 33, 8, 3, 3, 2, 2, 0, 0},    // no padding: the last column of the image is read by no tap
+      {2, 3, 8, 31, 8, 1, 1, 2, 2, 0, 0},    // 1×1: one phase only
+  };
+  for (const auto& s : shapes) CHECK(stem::applies(s));
+  CHECK_FALSE(stem::applies({1, 3, 32, 32, 8, 7, 7, 1, 1, 3, 3}));   // stride 1
+  CHECK_FALSE(stem::applies({1, 5, 64, 64, 8, 7, 7, 2, 2, 3, 3}));   // 5 input channels
+  CHECK_FALSE(stem::applies({1, 3, 40, 40, 8, 7, 7, 2, 2, 3, 3}));   // rows of 20 outputs
+  CHECK_FALSE(stem::applies({1, 3, 64, 64, 12, 7, 7, 2, 2, 3, 3}));  // 12 output channels
+  // Its gradients are im2col's; the forward's products are im2col's summed in another order.
+  check_conv<T>(shapes, stem::conv2d_forward<T>, qx::kernels::conv2d_backward_input<T>,
+                qx::kernels::conv2d_backward_weight<T>, tolerance<T>());
+}
+
 TEST_CASE_TEMPLATE("the convolution algorithm is chosen per shape and pass", T, float, double) {
   using qx::kernels::ConvPass;
   using qx::kernels::runs_direct;
@@ -531,6 +550,12 @@ TEST_CASE_TEMPLATE("the convolution algorithm is chosen per shape and pass", T, 
   }
   CHECK(runs_direct(mid_32, ConvPass::forward));
   CHECK(runs_direct(mid_32, ConvPass::input_gradient));
+  // The stems of resnet18 on 1×128² and resnet50 on 3×224²: the direct stem kernel, forward only.
+  for (const Conv2dShape& stem : {Conv2dShape{32, 1, 128, 128, 64, 7, 7, 2, 2, 3, 3}, Conv2dShape{16, 3, 224, 224, 64, 7, 7, 2, 2, 3, 3}}) {
+    CHECK(runs_direct(stem, ConvPass::forward));
+    CHECK_FALSE(runs_direct(stem, ConvPass::input_gradient));
+    CHECK_FALSE(runs_direct(stem, ConvPass::weight_gradient));
+  }
   CHECK_FALSE(runs_direct(mid_32, ConvPass::weight_gradient));
   // 16–31 channels on 32×32 planes: Winograd's weight gradient where the direct kernel does not take it.
   CHECK(runs_winograd(mid_32, ConvPass::weight_gradient));

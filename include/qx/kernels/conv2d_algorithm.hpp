@@ -1,11 +1,13 @@
 // Which algorithm computes each pass of a convolution — im2col + GEMM (kernels/conv2d.hpp), Winograd
-// F(4×4, 3×3) (kernels/winograd.hpp) or the direct 3×3 kernel for narrow layers
-// (kernels/direct_conv3x3.hpp) — and the three passes that dispatch on it (what ops::conv2d calls). The
-// choice is measured per shape and pass; docs/kernels.md has the numbers behind each rule.
+// F(4×4, 3×3) (kernels/winograd.hpp), the direct 3×3 kernel for narrow layers (kernels/direct_conv3x3.hpp)
+// or the direct stem kernel (kernels/direct_stem.hpp) — and the three passes that dispatch on it (what
+// ops::conv2d calls). The choice is measured per shape and pass; docs/kernels.md has the numbers behind
+// each rule.
 #pragma once
 #include "qx/config.hpp"
 #include "qx/kernels/conv2d.hpp"
 #include "qx/kernels/direct_conv3x3.hpp"
+#include "qx/kernels/direct_stem.hpp"
 #include "qx/kernels/winograd.hpp"
 
 #include <algorithm>
@@ -33,22 +35,28 @@ inline Conv2dAlgorithm conv2d_algorithm() { return detail::conv2d_algorithm_sett
 enum class ConvPass { forward, input_gradient, weight_gradient };
 
 /**
- * Whether pass `pass` of shape `s` runs by the direct 3×3 kernel (kernels/direct_conv3x3.hpp), on
- * AVX-512 builds under `automatic`, for shapes it takes (3×3, stride 1, padding 1, rows of 16k outputs,
- * channels of 8k): the forward pass and input gradient of layers of at most 32 input and output
- * channels, the weight gradient of layers of at most 16. Measured against the faster of im2col and
- * Winograd, batch 32, 2 threads: forward and input gradient 2.2–2.6× at 16 channels on 32×32 planes,
- * 1.9–2.0× on 16×16, 1.4–1.7× at 32 channels, slower than Winograd from 64; weight gradient 1.3× at 16
- * channels on 32×32, 1.05–1.1× on 16×16, 0.7× at 32 channels (docs/kernels.md).
+ * Whether pass `pass` of shape `s` runs by a direct kernel, on AVX-512 builds under `automatic`:
+ * - the direct 3×3 kernel (kernels/direct_conv3x3.hpp), for shapes it takes (3×3, stride 1, padding 1,
+ *   rows of 16k outputs, channels of 8k): the forward pass and input gradient of layers of at most 32
+ *   input and output channels, the weight gradient of layers of at most 16. Measured against the faster
+ *   of im2col and Winograd, batch 32, 2 threads: forward and input gradient 2.2–2.6× at 16 channels on
+ *   32×32 planes, 1.9–2.0× on 16×16, 1.4–1.7× at 32 channels, slower than Winograd from 64; weight
+ *   gradient 1.3× at 16 channels on 32×32, 1.05–1.1× on 16×16, 0.7× at 32 channels;
+ * - the direct stem kernel (kernels/direct_stem.hpp), for the forward pass of the stride-2 layers of at
+ *   most 4 input channels it takes (output rows of 16k, output channels of 8k): against im2col, batch 16
+ *   or 32, 2 threads, 1.3× on resnet50's 7×7 stem (3 × 224²) and 1.2× on resnet18's (1 × 128²).
+ * docs/kernels.md has the numbers.
  */
 inline bool runs_direct(const Conv2dShape& s, ConvPass pass = ConvPass::forward) {
-  if (!direct3x3::applies(s)) return false;
+  const bool stem = pass == ConvPass::forward && direct_stem::applies(s);
+  if (!direct3x3::applies(s) && !stem) return false;
   switch (conv2d_algorithm()) {
     case Conv2dAlgorithm::direct: return true;
     case Conv2dAlgorithm::automatic: break;
     default: return false;
   }
 #if defined(__AVX512F__)
+  if (stem) return true;
   const Index widest = std::max(s.c_in, s.c_out);
   return widest <= (pass == ConvPass::weight_gradient ? 16 : 32);
 #else
@@ -102,7 +110,8 @@ inline bool runs_winograd(const Conv2dShape& s, ConvPass pass = ConvPass::forwar
 /// calls); im2col + GEMM otherwise.
 template <class T>
 void conv2d_forward_auto(const Conv2dShape& s, const T* x, const T* weight, const T* bias, T* y, const ConvOutputStage<T>& stage = {}) {
-  if (runs_direct(s)) direct3x3::conv2d_forward(s, x, weight, bias, y, stage);
+  if (runs_direct(s) && direct_stem::applies(s)) direct_stem::conv2d_forward(s, x, weight, bias, y, stage);
+  else if (runs_direct(s)) direct3x3::conv2d_forward(s, x, weight, bias, y, stage);
   else if (runs_winograd(s)) winograd::conv2d_forward(s, x, weight, bias, y, stage);
   else conv2d_forward(s, x, weight, bias, y, stage);
 }
