@@ -207,8 +207,9 @@ struct RowGatherTaps {
   Index phase[max_k], shift[max_k];  // tap q's phase φ and d
 };
 
-/// to[0, min(16, left)) ← v's first lanes: a plain store when all 16 fit (with every store masked, the
-/// input gradient of a 1×1 stride-2 layer on 56² planes measured 11.1 → 12.3–13.7 ms; with this, level).
+/// to[0, min(16, left)) ← v's first lanes: a plain store when all 16 fit. (With every store masked, the
+/// input gradient of a 1×1 stride-2 layer on 56² planes measured 12.3–13.7 ms against the scalar loops'
+/// 11.1, in a noisy hour; with this, level. Masking im2col's whole-vector stores later made no difference.)
 inline void store_row_part(float* to, Index left, __m512 v) {
   if (left >= 16)
     _mm512_storeu_ps(to, v);

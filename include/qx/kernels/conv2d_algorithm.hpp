@@ -44,7 +44,7 @@ enum class ConvPass { forward, input_gradient, weight_gradient };
  *   gradient 1.3× at 16 channels on 32×32, 1.05–1.1× on 16×16, 0.7× at 32 channels;
  * - the direct stem kernel (kernels/direct_stem.hpp), for the forward pass of the stride-2 layers of at
  *   most 4 input channels it takes (output rows of 16k, output channels of 8k): against im2col, batch 16
- *   or 32, 2 threads, 1.3× on resnet50's 7×7 stem (3 × 224²) and 1.2× on resnet18's (1 × 128²).
+ *   or 32, 2 threads, 1.3–1.4× on resnet50's 7×7 stem (3 × 224²) and 1.0–1.2× on resnet18's (1 × 128²).
  * docs/kernels.md has the numbers.
  */
 inline bool runs_direct(const Conv2dShape& s, ConvPass pass = ConvPass::forward) {
