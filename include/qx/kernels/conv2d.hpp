@@ -187,10 +187,10 @@ inline void col2im_short_rows(const Conv2dShape& s, const ShortRowTaps& taps, co
 /**
  * col2im for rows of any length with stride_w 1 or 2, written as a gather: every image element is summed
  * from the taps that read it and stored once, with no zeroing pass and no read-add-write per tap (the
- * general loops' stride-2 scatter is scalar; the 7×7 stem's input gradient on 128² took 2.0–2.3 ms with
- * it at batch 16, 1.6–2.0 with this, docs/kernels.md). With S = stride_w, image columns S·u + φ form phase
- * φ (S phases), and tap q reaches phase
- * φ = (q − pad_w) mod S at output column j = u − d, d = (q − pad_w − φ) / S, so
+ * general loops' stride-2 scatter is scalar; the 7×7 stem's input gradient on 1 × 128² at batch 16 took
+ * 2.20–2.43 ms with it and 1.89–2.03 with this, docs/kernels.md). With S = stride_w, the image columns
+ * S·u + φ form phase φ, and tap q reaches phase φ = (q − pad_w) mod S at output column j = u − d, with
+ * d = (q − pad_w − φ) / S, so
  *   x[r][S·u + φ] = Σ_{p: r + pad_h − p = i·stride_h, 0 ≤ i < H_out} Σ_{q in phase φ} col[(c, p, q)][i, u − d]
  *                   over 0 ≤ u − d < W_out:
  * each phase a sum of shifted output rows, 16 columns at a time; stride 2 then interleaves the two phases.

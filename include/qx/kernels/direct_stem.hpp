@@ -6,9 +6,9 @@
 // the 16 consecutive outputs j … j + 15 of a row read, for tap (p, q), 16 consecutive values of one
 // phase row — one unaligned load, which 8 output channels' broadcast weights then multiply.
 // Why: im2col turns a 3-channel 7×7 stem into a GEMM of depth 147 over a column buffer 49/4 times the
-// input (7.4 MB per 224² image), written once and packed again; oneDNN's direct first-layer kernel ran
-// it 2.5× faster. Here the input is read from two phase planes that stay in L2 (0.6 MB per 3×224² image),
-// every FMA is useful, and nothing is packed but the filters (a few KB). docs/kernels.md has the numbers.
+// input (7.4 MB per 224² image), written once and packed again; PyTorch (oneDNN) ran it 2.5× faster. Here
+// the input is read from two phase planes that stay in L2 (0.6 MB per 3×224² image), every FMA is useful,
+// and nothing is packed but the filters (a few KB). docs/kernels.md has the numbers.
 #pragma once
 #include "qx/config.hpp"
 #include "qx/core/allocator.hpp"
@@ -140,3 +140,9 @@ void conv2d_forward(const Conv2dShape& s, const T* x, const T* weight, const T* 
 }  // namespace direct_stem
 }  // namespace kernels
 QX_NAMESPACE_END
+
+// The float and double instances, compiled once under QX_EXTERN_TEMPLATES (qx/config.hpp).
+#define QX_INSTANCES_KERNELS_DIRECT_STEM(instance, T) \
+  instance void direct_stem::conv2d_forward<T>(const Conv2dShape&, const T*, const T*, const T*, T*, const ConvOutputStage<T>&);
+QX_DECLARE_INSTANCES(kernels, QX_INSTANCES_KERNELS_DIRECT_STEM)
+#undef QX_INSTANCES_KERNELS_DIRECT_STEM
