@@ -211,6 +211,12 @@ TEST_CASE_TEMPLATE("conv2d kernels match the naive loops", T, float, double) {
   for (const Index at : {1, 4, 7, 8, 10, 11, 12, 14, 15, 16, 22, 26, 27, 28})
     CHECK_MESSAGE(qx::kernels::detail::panels_fit(shapes[static_cast<std::size_t>(at)]), "shape ", at);
   for (const Index at : {0, 2, 5, 13, 17, 18, 20, 25}) CHECK_FALSE(qx::kernels::detail::panels_fit(shapes[static_cast<std::size_t>(at)]));
+  // The long rows reach col2im's row gathers (not the rows in registers); strides 3 and 4 the general loops.
+  for (const Index at : {19, 20, 21, 22, 24, 29, 30, 31}) {
+    const Conv2dShape& s = shapes[static_cast<std::size_t>(at)];
+    CHECK_MESSAGE((!qx::kernels::detail::ShortRowTaps::applies(s) && qx::kernels::detail::RowGatherTaps::applies(s)), "shape ", at);
+  }
+  for (const Index at : {23, 25}) CHECK_FALSE(qx::kernels::detail::RowGatherTaps::applies(shapes[static_cast<std::size_t>(at)]));
 #endif
   // Both orientations of the ∂W product (C_out × K) are exercised: the packed GEMM computes the stem's
   // transposed.

@@ -110,9 +110,10 @@ inline bool runs_winograd(const Conv2dShape& s, ConvPass pass = ConvPass::forwar
 /// calls); im2col + GEMM otherwise.
 template <class T>
 void conv2d_forward_auto(const Conv2dShape& s, const T* x, const T* weight, const T* bias, T* y, const ConvOutputStage<T>& stage = {}) {
-  if (runs_direct(s) && direct_stem::applies(s)) direct_stem::conv2d_forward(s, x, weight, bias, y, stage);
-  else if (runs_direct(s)) direct3x3::conv2d_forward(s, x, weight, bias, y, stage);
-  else if (runs_winograd(s)) winograd::conv2d_forward(s, x, weight, bias, y, stage);
+  if (runs_direct(s)) {
+    if (direct_stem::applies(s)) direct_stem::conv2d_forward(s, x, weight, bias, y, stage);  // stride 2
+    else direct3x3::conv2d_forward(s, x, weight, bias, y, stage);                            // stride 1
+  } else if (runs_winograd(s)) winograd::conv2d_forward(s, x, weight, bias, y, stage);
   else conv2d_forward(s, x, weight, bias, y, stage);
 }
 template <class T>

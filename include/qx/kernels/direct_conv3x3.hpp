@@ -14,6 +14,7 @@
 #include "qx/core/parallel.hpp"
 #include "qx/kernels/conv2d.hpp"
 #include "qx/kernels/conv2d_shape.hpp"
+#include "qx/kernels/direct_tiles.hpp"
 #include "qx/kernels/functors.hpp"
 
 #include <algorithm>
@@ -24,8 +25,8 @@ namespace kernels {
 namespace direct3x3 {
 
 /// Output channels accumulated together: 8 channels × 3 vectors = 24 accumulators, with the 3 input
-/// vectors of a tap, in AVX-512's 32 registers.
-inline constexpr Index channel_block = 8;
+/// vectors of a tap, in AVX-512's 32 registers (kernels/direct_tiles.hpp).
+inline constexpr Index channel_block = direct::channel_block;
 
 /// Whether the direct kernel computes shape `s`: 3×3, stride 1, padding 1, rows a multiple of 16
 /// outputs, output channels a multiple of 8 (the input gradient needs the same of the input channels).
@@ -99,44 +100,26 @@ inline void correlate(const T* rows, const T* g, Index h, Index w, Index wp, Lan
 /**
  * out (N, C_out, H, W) = the convolution of `input` (N, C_in, H, W) with the filters
  * filter(o, c, tap), tap = 3p + q; store(image, o, at, value) writes the 16 outputs of channel o that
- * start at element `at` of its plane. The input is copied once with a zero border, and the filters are
- * packed as [C_out / 8][C_in][9][8] so that a tap's 8 output channels are adjacent.
+ * start at element `at` of its plane. The input is copied once with a zero border; the tiles, the filters'
+ * packing and the loop over them are direct::for_each_tile's (kernels/direct_tiles.hpp).
  */
 template <class T, class Filter, class Store>
 void convolve(const T* input, Index n, Index c_in, Index c_out, Index h, Index w, Filter&& filter, Store&& store) {
-  const Index wp = w + 2, plane_padded = (h + 2) * wp, vectors = h * w / lanes, blocks = c_out / channel_block;
+  const Index wp = w + 2, plane_padded = (h + 2) * wp;
   memory::Buffer<T> padded_buffer(static_cast<std::size_t>(n * c_in * plane_padded));
   pad_planes(input, n * c_in, h, w, padded_buffer.data());
-  memory::Buffer<T> filter_buffer(static_cast<std::size_t>(c_out * c_in * 9));
-  for (Index o = 0; o < c_out; ++o)
-    for (Index c = 0; c < c_in; ++c)
-      for (Index tap = 0; tap < 9; ++tap)
-        filter_buffer[static_cast<std::size_t>((((o / channel_block) * c_in + c) * 9 + tap) * channel_block + o % channel_block)] =
-            filter(o, c, tap);
+  const memory::Buffer<T> filters = direct::pack_filters<T>(c_out, c_in, 9, filter);
   const T* padded = padded_buffer.data();
-  const T* filters = filter_buffer.data();
-  constexpr Index tile = 3;
-  const Index tiles = (vectors + tile - 1) / tile;
-  parallel_for(0, n * blocks * tiles, [&](Index task) {
-    const Index t = task % tiles, block = (task / tiles) % blocks, image = task / (tiles * blocks);
-    const T* image_planes = padded + image * c_in * plane_padded;
-    const T* block_filters = filters + block * c_in * 9 * channel_block;
-    const Index first = t * tile, count = std::min(tile, vectors - first);
-    Index origin[tile], at[tile];
-    for (Index v = 0; v < count; ++v) {
-      at[v] = (first + v) * lanes;  // row at / w, column at % w: the tap (0, 0) is padded (row, column)
-      origin[v] = (at[v] / w) * wp + at[v] % w;
-    }
-    auto run = [&]<int Vectors>() {
-      LaneVector<T> acc[channel_block][Vectors] = {};
-      accumulate<Vectors>(image_planes, c_in, plane_padded, wp, block_filters, origin, acc);
-      for (Index o = 0; o < channel_block; ++o)
-        for (int v = 0; v < Vectors; ++v) store(image, block * channel_block + o, at[v], acc[o][v]);
-    };
-    if (count == 3) run.template operator()<3>();
-    else if (count == 2) run.template operator()<2>();
-    else run.template operator()<1>();
-  }, c_in * 9 * channel_block * tile * lanes);
+  direct::for_each_tile<T>(
+      n, c_in, c_out, 9, h * w / lanes, filters.data(),
+      [&](Index v, Index& at, Index& origin) {
+        at = v * lanes;  // row at / w, column at % w: the tap (0, 0) is padded (row, column)
+        origin = (at / w) * wp + at % w;
+      },
+      [&]<int Vectors>(Index image, const T* block_filters, const Index* origin, LaneVector<T> (&acc)[channel_block][Vectors]) {
+        accumulate<Vectors>(padded + image * c_in * plane_padded, c_in, plane_padded, wp, block_filters, origin, acc);
+      },
+      store);
 }
 }  // namespace detail
 
@@ -147,15 +130,7 @@ void conv2d_forward(const Conv2dShape& s, const T* x, const T* weight, const T* 
   detail::convolve(
       x, s.n, s.c_in, s.c_out, s.h, s.w, [&](Index o, Index c, Index tap) { return weight[(o * s.c_in + c) * 9 + tap]; },
       [&](Index image, Index o, Index at, const LaneVector<T>& value) {
-        T* to = y + (image * s.c_out + o) * plane + at;
-        const T add = bias ? bias[o] : T(0);
-        if (!stage.active()) {
-          const LaneVector<T> biased = value + add;
-          std::memcpy(to, &biased, sizeof(biased));
-          return;
-        }
-        const Index offset = to - y;
-        for (int l = 0; l < lanes; ++l) to[l] = stage(value[l] + add, offset + l);
+        direct::store_staged(y, y + (image * s.c_out + o) * plane + at, value, bias ? bias[o] : T(0), stage);
       });
 }
 

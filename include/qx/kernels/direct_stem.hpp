@@ -15,6 +15,7 @@
 #include "qx/core/parallel.hpp"
 #include "qx/kernels/conv2d.hpp"
 #include "qx/kernels/conv2d_shape.hpp"
+#include "qx/kernels/direct_tiles.hpp"
 #include "qx/kernels/functors.hpp"
 
 #include <algorithm>
@@ -24,8 +25,8 @@ QX_NAMESPACE_BEGIN
 namespace kernels {
 namespace direct_stem {
 
-/// Output channels accumulated together (8 channels × 3 vectors = 24 accumulators, as direct3x3).
-inline constexpr Index channel_block = 8;
+/// Output channels accumulated together (8 channels × 3 vectors: kernels/direct_tiles.hpp).
+inline constexpr Index channel_block = direct::channel_block;
 /// Input channels it takes: the layers whose im2col product is shallow (C_in·kH·kW of at most 4·49).
 inline constexpr Index max_channels = 4;
 
@@ -73,68 +74,41 @@ void split_plane(const Conv2dShape& s, const PhaseGeometry& g, const T* plane, T
 template <class T>
 void conv2d_forward(const Conv2dShape& s, const T* x, const T* weight, const T* bias, T* y, const ConvOutputStage<T>& stage = {}) {
   const detail::PhaseGeometry g(s);
-  const Index oh = s.out_h(), ow = s.out_w(), taps = s.kh * s.kw, blocks = s.c_out / channel_block;
-  const Index row_vectors = ow / lanes, vectors = oh * row_vectors;
+  const Index oh = s.out_h(), ow = s.out_w(), taps = s.kh * s.kw, row_vectors = ow / lanes;
   memory::Buffer<T> phases(static_cast<std::size_t>(s.n * s.c_in * g.per_channel()));
   parallel_for(0, s.n * s.c_in, [&](Index plane) {
     detail::split_plane(s, g, x + plane * s.h * s.w, phases.data() + plane * g.per_channel());
   }, g.per_channel());
-  // [C_out / 8][C_in][tap][8]: a tap's 8 output channels side by side, broadcast one by one.
-  memory::Buffer<T> filters(static_cast<std::size_t>(s.c_out * s.c_in * taps));
-  for (Index o = 0; o < s.c_out; ++o)
-    for (Index c = 0; c < s.c_in; ++c)
-      for (Index tap = 0; tap < taps; ++tap)
-        filters[static_cast<std::size_t>((((o / channel_block) * s.c_in + c) * taps + tap) * channel_block + o % channel_block)] =
-            weight[(o * s.c_in + c) * taps + tap];
-  constexpr Index tile = 3;
-  const Index tiles = (vectors + tile - 1) / tile;
+  const memory::Buffer<T> filters =
+      direct::pack_filters<T>(s.c_out, s.c_in, taps, [&](Index o, Index c, Index tap) { return weight[(o * s.c_in + c) * taps + tap]; });
   const Index phase_row = 2 * g.columns, plane_out = oh * ow;
-  parallel_for(0, s.n * blocks * tiles, [&](Index task) {
-    const Index t = task % tiles, block = (task / tiles) % blocks, image = task / (tiles * blocks);
-    const T* image_phases = phases.data() + image * s.c_in * g.per_channel();
-    const T* block_filters = filters.data() + block * s.c_in * taps * channel_block;
-    const Index first = t * tile, count = std::min(tile, vectors - first);
-    Index origin[tile], at[tile];  // phase-plane offset of tap (0, 0), and output offset, of each vector
-    for (Index v = 0; v < count; ++v) {
-      const Index i = (first + v) / row_vectors, j = (first + v) % row_vectors * lanes;
-      at[v] = i * ow + j;
-      origin[v] = 2 * i * phase_row + j;
-    }
-    auto run = [&]<int Vectors>() {
-      LaneVector<T> acc[channel_block][Vectors] = {};
-      for (Index c = 0; c < s.c_in; ++c) {
-        const T* plane = image_phases + c * g.per_channel();
-        const T* channel_filters = block_filters + c * taps * channel_block;
-        for (Index p = 0; p < s.kh; ++p)
-          for (Index q = 0; q < s.kw; ++q) {
-            // Tap (p, q): row 2i + p, phase q mod 2, column j + ⌊q/2⌋.
-            const Index shift = p * phase_row + (q & 1) * g.columns + (q >> 1);
-            LaneVector<T> in[Vectors];
-            for (int v = 0; v < Vectors; ++v) std::memcpy(&in[v], plane + origin[v] + shift, sizeof(in[v]));
-            const T* tap = channel_filters + (p * s.kw + q) * channel_block;
-            for (int o = 0; o < channel_block; ++o)
-              for (int v = 0; v < Vectors; ++v) acc[o][v] += tap[o] * in[v];
-          }
-      }
-      for (Index o = 0; o < channel_block; ++o) {
-        const Index channel = block * channel_block + o;
-        const T add = bias ? bias[channel] : T(0);
-        for (int v = 0; v < Vectors; ++v) {
-          T* to = y + (image * s.c_out + channel) * plane_out + at[v];
-          if (!stage.active()) {
-            const LaneVector<T> biased = acc[o][v] + add;
-            std::memcpy(to, &biased, sizeof(biased));
-            continue;
-          }
-          const Index offset = to - y;
-          for (int l = 0; l < lanes; ++l) to[l] = stage(acc[o][v][l] + add, offset + l);
+  direct::for_each_tile<T>(
+      s.n, s.c_in, s.c_out, taps, oh * row_vectors, filters.data(),
+      [&](Index v, Index& at, Index& origin) {  // output (i, j …): tap (0, 0) at phase row 2i, column j
+        const Index i = v / row_vectors, j = v % row_vectors * lanes;
+        at = i * ow + j;
+        origin = 2 * i * phase_row + j;
+      },
+      [&]<int Vectors>(Index image, const T* block_filters, const Index* origin, LaneVector<T> (&acc)[channel_block][Vectors]) {
+        const T* image_phases = phases.data() + image * s.c_in * g.per_channel();
+        for (Index c = 0; c < s.c_in; ++c) {
+          const T* plane = image_phases + c * g.per_channel();
+          const T* channel_filters = block_filters + c * taps * channel_block;
+          for (Index p = 0; p < s.kh; ++p)
+            for (Index q = 0; q < s.kw; ++q) {
+              // Tap (p, q): row 2i + p, phase q mod 2, column j + ⌊q/2⌋.
+              const Index shift = p * phase_row + (q & 1) * g.columns + (q >> 1);
+              LaneVector<T> in[Vectors];
+              for (int v = 0; v < Vectors; ++v) std::memcpy(&in[v], plane + origin[v] + shift, sizeof(in[v]));
+              const T* tap = channel_filters + (p * s.kw + q) * channel_block;
+              for (int o = 0; o < channel_block; ++o)
+                for (int v = 0; v < Vectors; ++v) acc[o][v] += tap[o] * in[v];
+            }
         }
-      }
-    };
-    if (count == 3) run.template operator()<3>();
-    else if (count == 2) run.template operator()<2>();
-    else run.template operator()<1>();
-  }, s.c_in * taps * channel_block * tile * lanes);
+      },
+      [&](Index image, Index o, Index at, const LaneVector<T>& value) {
+        direct::store_staged(y, y + (image * s.c_out + o) * plane_out + at, value, bias ? bias[o] : T(0), stage);
+      });
 }
 
 }  // namespace direct_stem
