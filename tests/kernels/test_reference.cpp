@@ -7,11 +7,15 @@
 #include "qx/kernels/conv2d.hpp"
 #include "qx/kernels/gemm.hpp"
 #include "qx/kernels/conv2d_algorithm.hpp"
+#include "qx/kernels/functors.hpp"
+#include "qx/kernels/prefetch.hpp"
 #include "../test_threads.hpp"
 
+#include <array>
 #include <cmath>
 #include <cstring>
 #include <limits>
+#include <type_traits>
 #include <vector>
 
 using qx::Index;
@@ -261,6 +265,54 @@ TEST_CASE("per-thread sums: a part's first use assigns, the sum lands in the des
   qx::kernels::detail::PerThreadSums<double> none(size);
   const double* zero = none.finish();
   for (Index i = 0; i < size; ++i) CHECK(zero[i] == 0.0);
+}
+
+TEST_CASE_TEMPLATE("plane_lane_sums adds every term of every plane once, and its prefetch runs ahead across planes", T,
+                   float, double) {
+  qx::Rng rng(11);
+  // Planes shorter than a group, one group, groups and a tail (7×7, 14×14), across one and several images.
+  for (const Index plane : {Index{5}, Index{16}, Index{49}, Index{196}}) {
+    for (const Index planes : {Index{1}, Index{3}}) {
+      const Index stride = 3 * plane;  // the channel's planes lie apart, as in NCHW with three channels
+      const auto data = random_vector<T>(static_cast<std::size_t>(planes * stride), rng);
+      Index steps = 0;
+      const auto sums = qx::kernels::plane_lane_sums<T, 2>(
+          planes, plane,
+          [&](Index b, Index k) {
+            const T v = data[static_cast<std::size_t>(b * stride + k)];
+            return std::array<T, 2>{v, v * v};
+          },
+          [&](Index b, Index k) {
+            CHECK(k % 16 == 0);
+            CHECK(k + 16 <= plane);
+            CHECK(b < planes);
+            ++steps;
+          });
+      double sum = 0, squares = 0;
+      for (Index b = 0; b < planes; ++b)
+        for (Index k = 0; k < plane; ++k) {
+          const double v = static_cast<double>(data[static_cast<std::size_t>(b * stride + k)]);
+          sum += v;
+          squares += v * v;
+        }
+      const double eps = std::is_same_v<T, float> ? 1e-5 : 1e-12;
+      CHECK(sums[0] == doctest::Approx(sum).epsilon(eps));
+      CHECK(sums[1] == doctest::Approx(squares).epsilon(eps));
+      CHECK(steps == planes * (plane / 16));
+      // The prefetch cursor: at the group (b, k), `ahead` elements further along the planes laid end to
+      // end, as an offset from the channel's start; nothing past the last plane.
+      for (const Index ahead : {Index{16}, Index{100}, Index{1024}}) {
+        qx::kernels::detail::ChannelAhead<T, 1> prefetch({data.data()}, stride, planes, plane, ahead);
+        for (Index b = 0; b < planes; ++b)
+          for (Index k = 0; k + 16 <= plane; k += 16) {
+            prefetch(b, k);
+            const Index along = b * plane + k + ahead;
+            const Index expected = along / plane < planes ? along / plane * stride + along % plane : -1;
+            CHECK(prefetch.last_prefetched() == expected);
+          }
+      }
+    }
+  }
 }
 
 TEST_CASE("a convolution's blocks find every thread's scratch taken before the first of them runs") {

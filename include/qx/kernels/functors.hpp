@@ -90,6 +90,36 @@ QX_HOST_DEVICE std::array<double, Sums> lane_sums(long n, Term term) {
   return total;
 }
 
+/**
+ * Σ_{b<planes} Σ_{k<plane} term(b, k) for Sums sums at once (term returns std::array<T, Sums>): one
+ * channel's planes, one per image, each summed as lane_sums does (16 lanes of T, then double), in one
+ * loop whose accumulators stay in registers across the planes. step(b, k) runs before the group of 16
+ * terms at k: the caller's hook for software prefetch.
+ */
+template <class T, int Sums, class Term, class Step>
+std::array<double, Sums> plane_lane_sums(long planes, long plane, Term term, Step step) {
+  constexpr int lanes = 16;
+  std::array<double, Sums> sums{};
+  for (long b = 0; b < planes; ++b) {
+    T acc[Sums][lanes] = {};
+    long k = 0;
+    for (; k + lanes <= plane; k += lanes) {
+      step(b, k);
+      for (int l = 0; l < lanes; ++l) {
+        const std::array<T, Sums> v = term(b, k + l);
+        for (int q = 0; q < Sums; ++q) acc[q][l] += v[q];
+      }
+    }
+    for (; k < plane; ++k) {
+      const std::array<T, Sums> v = term(b, k);
+      for (int q = 0; q < Sums; ++q) sums[q] += static_cast<double>(v[q]);
+    }
+    for (int q = 0; q < Sums; ++q)
+      for (int l = 0; l < lanes; ++l) sums[q] += static_cast<double>(acc[q][l]);
+  }
+  return sums;
+}
+
 /// Σ_{k<n} term(k) (term returns T), as lane_sums.
 template <class T, class Term>
 QX_HOST_DEVICE double lane_sum(long n, Term term) {

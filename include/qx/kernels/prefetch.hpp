@@ -3,6 +3,8 @@
 #pragma once
 #include "qx/config.hpp"
 
+#include <array>
+#include <cstddef>
 #include <cstdint>
 
 #include "qx/core/shape.hpp"
@@ -43,6 +45,50 @@ class PrefetchAhead {
  private:
   const char* line_ = nullptr;
   Index steps_, lines_ = 0, issued_ = 0, owed_ = 0;  // owed_: k·lines − issued·steps after step k
+};
+
+/**
+ * Software prefetch `ahead` elements in front of a loop that walks one channel of NCHW tensors — its
+ * `planes` planes of `plane` elements, `stride` elements apart, one per image — in groups of 16
+ * elements, in each of Streams tensors at once (the step hook of plane_lane_sums). The hardware
+ * prefetcher starts every plane over with misses: in batch norm's backward reduction over a 56×56 map,
+ * 63 % of the samples sat on a load that missed.
+ */
+template <class T, int Streams>
+class ChannelAhead {
+ public:
+  ChannelAhead(const std::array<const T*, Streams>& channel, Index stride, Index planes, Index plane, Index ahead)
+      : channel_(channel), stride_(stride), planes_(planes), plane_(plane), planes_ahead_(ahead / plane),
+        within_ahead_(ahead % plane) {}
+
+  /// Called before the group of 16 elements at (plane b, element k): prefetches the lines of the 16
+  /// elements `ahead` further on, crossing into later planes and issuing nothing past the last one.
+  void operator()(Index b, Index k) {
+    if (k == 0) {  // a new plane: the cursor restarts from it, whatever the previous plane's tail skipped
+      b_ = b + planes_ahead_;
+      k_ = within_ahead_;
+    }
+    if (b_ >= planes_) {
+      last_ = -1;
+      return;
+    }
+    last_ = b_ * stride_ + k_;
+#if defined(__GNUC__)
+    for (int s = 0; s < Streams; ++s) {
+      const char* at = reinterpret_cast<const char*>(channel_[static_cast<std::size_t>(s)] + b_ * stride_ + k_);
+      for (std::size_t line = 0; line < 16 * sizeof(T); line += 64) __builtin_prefetch(at + line, 0, 3);
+    }
+#endif
+    for (k_ += 16; k_ >= plane_; k_ -= plane_) ++b_;
+  }
+  /// Where the last call prefetched, in elements from the start of the channel (b·stride + k); −1 when
+  /// it was past the last plane and issued nothing. For tests.
+  Index last_prefetched() const { return last_; }
+
+ private:
+  std::array<const T*, Streams> channel_;
+  Index stride_, planes_, plane_, planes_ahead_, within_ahead_;
+  Index b_ = 0, k_ = 0, last_ = -1;
 };
 
 }  // namespace kernels::detail

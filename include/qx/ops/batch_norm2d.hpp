@@ -15,6 +15,7 @@
 #include "qx/core/parallel.hpp"
 #include "qx/core/tensor.hpp"
 #include "qx/kernels/functors.hpp"
+#include "qx/kernels/prefetch.hpp"
 
 #include <array>
 #include <cmath>
@@ -24,6 +25,10 @@
 QX_NAMESPACE_BEGIN
 namespace ops {
 namespace detail {
+/// How far ahead of a channel's passes to prefetch: 4 KiB, one page (a 56×56 plane is three).
+template <class T>
+inline constexpr Index prefetch_elements = 4096 / static_cast<Index>(sizeof(T));
+
 template <class T>
 class BatchNorm2dNode final : public autograd::Node<T> {
  public:
@@ -62,17 +67,19 @@ class BatchNorm2dNode final : public autograd::Node<T> {
         auto g_at = [relu, mu, is, gamma, beta](const T* xs, const T* gs, Index k) {
           return relu ? kernels::ReluGrad{}(gs[k], kernels::BatchNormNormalize{}(xs[k], mu, is, gamma, beta)) : gs[k];
         };
-        double sum_g = 0, sum_gx = 0;  // Σ g and Σ g·x̂ over (N, H, W)
-        for (Index b = 0; b < n; ++b) {
-          const T* xs = xp + (b * c + ch) * plane;
-          const T* gs = gp + (b * c + ch) * plane;
-          const auto sums = kernels::lane_sums<T, 2>(plane, [g_at, xs, gs, mu, is](Index k) {  // one pass for both sums
-            const T gk = g_at(xs, gs, k);
-            return std::array<T, 2>{gk, gk * (xs[k] - mu) * is};
-          });
-          sum_g += sums[0];
-          sum_gx += sums[1];
-        }
+        // Σ g and Σ g·x̂ over (N, H, W), in one pass; it reads x and g from memory, the pass below from cache.
+        const T* x_channel = xp + ch * plane;
+        const T* g_channel = gp + ch * plane;
+        const Index stride = c * plane;
+        const auto sums = kernels::plane_lane_sums<T, 2>(
+            n, plane,
+            [g_at, x_channel, g_channel, stride, mu, is](Index b, Index k) {
+              const T* xs = x_channel + b * stride;
+              const T gk = g_at(xs, g_channel + b * stride, k);
+              return std::array<T, 2>{gk, gk * (xs[k] - mu) * is};
+            },
+            kernels::detail::ChannelAhead<T, 2>({x_channel, g_channel}, stride, n, plane, prefetch_elements<T>));
+        const double sum_g = sums[0], sum_gx = sums[1];
         if (want_w) gw.data()[ch] = static_cast<T>(sum_gx);
         if (want_b) gb.data()[ch] = static_cast<T>(sum_g);
         if (!want_x) return;
