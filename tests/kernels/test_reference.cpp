@@ -313,6 +313,13 @@ TEST_CASE_TEMPLATE("plane_lane_sums adds every term of every plane once, and its
       }
     }
   }
+  // Empty planes (an input of zero height): no term, no step, nothing prefetched, no division by zero.
+  const auto none = qx::kernels::plane_lane_sums<T, 1>(
+      3, 0, [](Index, Index) { return std::array<T, 1>{T(1)}; }, [](Index, Index) { FAIL("a step over an empty plane"); });
+  CHECK(none[0] == 0.0);
+  qx::kernels::detail::ChannelAhead<T, 1> empty({nullptr}, 0, 3, 0, 1024);
+  empty(0, 0);
+  CHECK(empty.last_prefetched() == -1);
 }
 
 TEST_CASE("a convolution's blocks find every thread's scratch taken before the first of them runs") {

@@ -58,8 +58,8 @@ template <class T, int Streams>
 class ChannelAhead {
  public:
   ChannelAhead(const std::array<const T*, Streams>& channel, Index stride, Index planes, Index plane, Index ahead)
-      : channel_(channel), stride_(stride), planes_(planes), plane_(plane), planes_ahead_(ahead / plane),
-        within_ahead_(ahead % plane) {}
+      : channel_(channel), stride_(stride), planes_(plane > 0 ? planes : 0), plane_(plane),
+        planes_ahead_(plane > 0 ? ahead / plane : 0), within_ahead_(plane > 0 ? ahead % plane : 0) {}
 
   /// Called before the group of 16 elements at (plane b, element k): prefetches the lines of the 16
   /// elements `ahead` further on, crossing into later planes and issuing nothing past the last one.
