@@ -65,40 +65,17 @@ struct BatchNormNormalize {
 };
 
 /**
- * Σ_{k<n} term(k) for Sums sums at once (term returns std::array<T, Sums>), each accumulated in 16
- * independent lanes of T and summed in double at the end: the lanes let the compiler vectorise a float
- * reduction without reassociating (no -ffast-math), and each lane sums only n/16 terms, so a plane of a
- * feature map keeps nearly double's accuracy. Several sums share one pass over memory.
- */
-template <class T, int Sums, class Term>
-QX_HOST_DEVICE std::array<double, Sums> lane_sums(long n, Term term) {
-  constexpr int lanes = 16;
-  T acc[Sums][lanes] = {};
-  long k = 0;
-  for (; k + lanes <= n; k += lanes)
-    for (int l = 0; l < lanes; ++l) {
-      const std::array<T, Sums> v = term(k + l);
-      for (int q = 0; q < Sums; ++q) acc[q][l] += v[q];
-    }
-  std::array<double, Sums> total{};
-  for (; k < n; ++k) {
-    const std::array<T, Sums> v = term(k);
-    for (int q = 0; q < Sums; ++q) total[q] += static_cast<double>(v[q]);
-  }
-  for (int q = 0; q < Sums; ++q)
-    for (int l = 0; l < lanes; ++l) total[q] += static_cast<double>(acc[q][l]);
-  return total;
-}
-
-/**
- * Σ_{b<planes} Σ_{k<plane} term(b, k) for Sums sums at once (term returns std::array<T, Sums>): one
- * channel's planes, one per image, each summed as lane_sums does (16 lanes of T, then double), the
- * whole channel in one call. step(b, k) runs before the group of 16 terms at k: the caller's hook for
- * software prefetch (kernels::detail::ChannelAhead). CPU only. Against a lane_sums call per plane,
- * batch norm's backward on 8×8 planes took half the time (docs/kernels.md).
+ * Σ_{b<planes} Σ_{k<plane} term(b, k) for Sums sums at once (term returns std::array<T, Sums>) — one
+ * channel's planes, one per image. Each plane is accumulated in 16 independent lanes of T, then summed
+ * in double: the lanes let the compiler vectorise a float reduction without reassociating (no
+ * -ffast-math), and each lane sums only plane/16 terms, so a feature map keeps nearly double's accuracy.
+ * Several sums share one pass over memory. step(b, k) runs before the group of 16 terms at k: the
+ * caller's hook for software prefetch (kernels::detail::ChannelAhead). A whole channel in one call rather
+ * than a lane_sums call per plane: batch norm's backward on 8×8 planes took half the time
+ * (docs/kernels.md).
  */
 template <class T, int Sums, class Term, class Step>
-std::array<double, Sums> plane_lane_sums(long planes, long plane, Term term, Step step) {
+QX_HOST_DEVICE std::array<double, Sums> plane_lane_sums(long planes, long plane, Term term, Step step) {
   constexpr int lanes = 16;
   std::array<double, Sums> sums{};
   for (long b = 0; b < planes; ++b) {
@@ -119,6 +96,12 @@ std::array<double, Sums> plane_lane_sums(long planes, long plane, Term term, Ste
       for (int l = 0; l < lanes; ++l) sums[q] += static_cast<double>(acc[q][l]);
   }
   return sums;
+}
+
+/// Σ_{k<n} term(k) for Sums sums at once (term returns std::array<T, Sums>): plane_lane_sums of one plane.
+template <class T, int Sums, class Term>
+QX_HOST_DEVICE std::array<double, Sums> lane_sums(long n, Term term) {
+  return plane_lane_sums<T, Sums>(1, n, [term](long, long k) { return term(k); }, [](long, long) {});
 }
 
 /// Σ_{k<n} term(k) (term returns T), as lane_sums.
