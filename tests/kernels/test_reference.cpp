@@ -428,6 +428,8 @@ TEST_CASE_TEMPLATE("Winograd F(4x4, 3x3) matches the naive loops on 3x3 stride-1
       {2, 320, 4, 4, 448, 3, 3, 1, 1, 1, 1}, // float: transformed filters over 16 MB, written by streaming stores
       {2, 3, 9, 66, 5, 3, 3, 1, 1, 1, 1},    // 17 tiles per row: float's gather and scatter cut a row into runs
                                              // of 7, 7 and 3, runs that begin inside a lane group and cross images
+      {2, 4, 10, 37, 3, 3, 3, 1, 1, 2, 2},   // padding 2, runs of 7 and 3: rows and columns two windows share
+      {3, 5, 11, 35, 7, 3, 3, 1, 1, 0, 0},   // no padding, runs of 7 and 2
   };
   for (const auto& s : shapes) CHECK(wino::applies(s));
 #if defined(__AVX512F__)
