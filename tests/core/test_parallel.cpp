@@ -70,10 +70,10 @@ TEST_CASE("parallel_for: a thread done with its share takes the last chunks of t
     const int t = omp_get_thread_num();
     ran_by[static_cast<std::size_t>(i)] = t;
     if (i < n / 2 && t == 1) helped = true;
-    // Thread 0 is held at its first index until thread 1 has run one of thread 0's (2 s at most, so a
+    // Thread 0 is held at its first index until thread 1 has run one of thread 0's (10 s at most, so a
     // schedule that never helps fails the check below instead of hanging).
     if (i == 0) {
-      const auto until = std::chrono::steady_clock::now() + std::chrono::seconds(2);
+      const auto until = std::chrono::steady_clock::now() + std::chrono::seconds(10);
       while (!helped && std::chrono::steady_clock::now() < until) std::this_thread::yield();
     }
   }, 1, 1);
