@@ -50,6 +50,7 @@ namespace detail {
  */
 class StealingShares {
  public:
+  /// chunks < 2³²: front and back are the 32-bit halves of one word (parallel_for makes about 8 per thread).
   StealingShares(int threads, Index chunks) : shares_(static_cast<std::size_t>(threads)) {
     for (int t = 0; t < threads; ++t) {
       const auto front = static_cast<std::uint64_t>(chunks * t / threads);
@@ -57,8 +58,6 @@ class StealingShares {
       shares_[static_cast<std::size_t>(t)].word.store(front | back << 32, std::memory_order_relaxed);
     }
   }
-  /// Chunks at most this many: front and back are 32-bit halves of one word.
-  static constexpr Index max_chunks = Index{1} << 31;
   int threads() const { return static_cast<int>(shares_.size()); }
 
   /// The next chunk at the front of thread t's share, or −1 when the share is empty.
@@ -98,28 +97,26 @@ void run_shares(StealingShares& shares, int t, Chunk&& chunk) {
 
 /**
  * Calls body(i) for i in [begin, end); in parallel when (end - begin) * cost_per_item >= grain.
- * In parallel, each thread runs a contiguous share of the range, in chunks of about an eighth of a share,
- * and helps with the other shares' last chunks once its own is done (detail::StealingShares). Every i is run once,
- * by one call: a body that writes only what belongs to i gives the same bits whichever thread ran it.
+ * In parallel, each thread runs a contiguous share of the range, in chunks of about an eighth of a
+ * share, and helps with the other shares' last chunks once its own is done (detail::StealingShares).
+ * Every i is run once, by one call: a body that writes only what belongs to i gives the same bits
+ * whichever thread ran it.
  */
 template <class Body>
 void parallel_for(Index begin, Index end, Body&& body, Index cost_per_item = 1, Index grain = 32768) {
 #if defined(QX_USE_OPENMP) && QX_USE_OPENMP
-  if ((end - begin) > 1 && (end - begin) * cost_per_item >= grain && !omp_in_parallel()) {
-    const int threads = omp_get_max_threads();
-    const Index n = end - begin;
+  const Index n = end - begin;
+  const int threads = omp_get_max_threads();
+  if (threads > 1 && n > 1 && n * cost_per_item >= grain && !omp_in_parallel()) {
     const Index chunk = std::max<Index>(1, n / (Index{8} * threads));
-    const Index chunks = (n + chunk - 1) / chunk;
-    if (threads > 1 && chunks < detail::StealingShares::max_chunks) {
-      detail::StealingShares shares(threads, chunks);
-      // A team smaller than asked for leaves shares without an owner: the others take them from the back.
+    detail::StealingShares shares(threads, (n + chunk - 1) / chunk);
+    // A team smaller than asked for leaves shares without an owner: the others take them from the back.
 #pragma omp parallel num_threads(threads)
-      detail::run_shares(shares, omp_get_thread_num(), [&](Index c) {
-        const Index first = begin + c * chunk, last = std::min(end, first + chunk);
-        for (Index i = first; i < last; ++i) body(i);
-      });
-      return;
-    }
+    detail::run_shares(shares, omp_get_thread_num(), [&](Index c) {
+      const Index first = begin + c * chunk, last = std::min(end, first + chunk);
+      for (Index i = first; i < last; ++i) body(i);
+    });
+    return;
   }
 #endif
   for (Index i = begin; i < end; ++i) body(i);
