@@ -1,6 +1,6 @@
 // The machine's fp32 FMA peak: independent chains of fused multiply-adds (enough to hide the FMA
-// latency) on 512-bit vectors, on 1 thread and on all threads — the figure the convolution and GEMM
-// benchmarks divide by. Usage: qx_bench_fma_peak
+// latency) on the widest vectors the build targets (512-bit with AVX-512, 256-bit with AVX2 + FMA), on
+// 1 thread and on all threads — the figure the convolution and GEMM benchmarks divide by. Usage: qx_bench_fma_peak
 #include <qx/core/parallel.hpp>
 
 #include <cstdio>
@@ -10,10 +10,10 @@
 int main(int argc, char** argv) {
   CLI::App app{"The fp32 FMA peak of one thread and of all threads, GFLOP/s"};
   CLI11_PARSE(app, argc, argv);
-#if !defined(__AVX512F__)
-  std::printf("built without AVX-512 (configure with QX_NATIVE=ON on an AVX-512 machine): no figure\n");
-  return 0;
-#endif
+  if (!bench::fma_peak_isa()) {
+    std::printf("built without AVX-512 or AVX2 + FMA (configure with QX_NATIVE=ON): no figure\n");
+    return 0;
+  }
   const long iterations = 200'000'000;
   bench::fma_peak_per_thread(iterations / 10);  // warm-up: raise the clock
   const int all = qx::num_threads();
@@ -24,7 +24,7 @@ int main(int argc, char** argv) {
 #else
   total = bench::fma_peak_per_thread(iterations);
 #endif
-  std::printf("fp32 FMA peak (AVX-512, 12 independent chains)\n");
+  std::printf("fp32 FMA peak (%s, 12 independent chains)\n", bench::fma_peak_isa());
   std::printf("  1 thread : %7.1f GFLOP/s\n", bench::fma_peak_per_thread(iterations));
   std::printf("  %d threads: %7.1f GFLOP/s\n", all, total);
   return 0;

@@ -15,13 +15,19 @@ cmake -S . -B "$build" -DCMAKE_BUILD_TYPE=Release -DQX_BUILD_TESTS=ON -DQX_BUILD
 cmake --build "$build" -j "$jobs"
 ctest --test-dir "$build" -j "$jobs" --output-on-failure --timeout 900
 
-# The portable path: without AVX-512 (AVX2 and plain C++: Eigen's GEMM, the scalar packed micro-kernel)
-# the kernel and op tests must pass too. Built for x86-64-v3 in its own folder.
+# The portable paths: without AVX-512 the kernel and op tests must pass too. Built for x86-64-v3 (AVX2 +
+# FMA: the packed GEMM's AVX2 micro-kernel, the vector paths that have no AVX-512 form) in its own folder,
+# and the kernel tests once more for plain x86-64 (SSE2: Eigen's float GEMM, the scalar loops).
 portable=${QX_PORTABLE_BUILD_DIR:-build-x86-64-v3}
 cmake -S . -B "$portable" -DCMAKE_BUILD_TYPE=Release -DQX_NATIVE=OFF -DCMAKE_CXX_FLAGS=-march=x86-64-v3 \
   -DQX_BUILD_TESTS=ON -DQX_BUILD_EXAMPLES=OFF -DQX_BUILD_BENCHMARKS=OFF "-DQX_SELECTED_TARGETS=qx_test_kernels;qx_test_ops" >/dev/null
 cmake --build "$portable" -j "$jobs" --target qx_selected  # both programs side by side (CMakeLists.txt, QX_SELECTED_TARGETS)
 ctest --test-dir "$portable" -j "$jobs" --output-on-failure --timeout 900 -E "_NOT_BUILT|^package|^layering|^cuda\.parity"  # kernels and ops only
+baseline=${QX_BASELINE_BUILD_DIR:-build-x86-64}
+cmake -S . -B "$baseline" -DCMAKE_BUILD_TYPE=Release -DQX_NATIVE=OFF -DCMAKE_CXX_FLAGS=-march=x86-64 \
+  -DQX_BUILD_TESTS=ON -DQX_BUILD_EXAMPLES=OFF -DQX_BUILD_BENCHMARKS=OFF "-DQX_SELECTED_TARGETS=qx_test_kernels" >/dev/null
+cmake --build "$baseline" -j "$jobs" --target qx_selected
+ctest --test-dir "$baseline" -j "$jobs" --output-on-failure --timeout 900 -E "_NOT_BUILT|^package|^layering|^cuda\.parity"  # kernels only
 
 # The CUDA build (docs/cuda.md), in its own folder: nvcc compiles and links the kernel translation unit
 # (qx_cuda), the CPU-side CUDA tests, the parity program and the qx command with CUDA on. No GPU here:

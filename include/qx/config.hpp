@@ -33,10 +33,13 @@
 #define QX_ABI_CUDA
 #endif
 
-// The float GEMM body depends on the instruction set (a packed AVX-512 kernel or Eigen's), so it is
-// part of the tag too: translation units built with different -march settings cannot mix bodies.
+// The float GEMM body depends on the instruction set (the packed kernel's AVX-512 or AVX2 micro-kernel,
+// or Eigen's), so it is part of the tag too: translation units built with different -march settings
+// cannot mix bodies.
 #if defined(__AVX512F__)
 #define QX_ABI_ISA _avx512
+#elif defined(__AVX2__) && defined(__FMA__)
+#define QX_ABI_ISA _avx2
 #else
 #define QX_ABI_ISA
 #endif

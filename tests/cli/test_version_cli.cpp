@@ -30,8 +30,11 @@ TEST_CASE("qx --version prints the project version and the build switches, exit 
   CHECK(printed == qx::cli::version_text() + "\n");
 #if defined(__AVX512F__)
   CHECK(printed.find("ISA: AVX-512 (float GEMM: packed AVX-512 kernel)") != std::string::npos);
+#elif defined(__AVX2__) && defined(__FMA__)
+  CHECK(printed.find("ISA: AVX2 (float GEMM: packed AVX2 kernel)") != std::string::npos);
+  CHECK(printed.find("_avx2\n") != std::string::npos);  // the ABI namespace names the micro-kernel's ISA
 #elif defined(__AVX2__)
-  CHECK(printed.find("ISA: AVX2") != std::string::npos);
+  CHECK(printed.find("ISA: AVX2 (float GEMM: Eigen)") != std::string::npos);
 #else
   CHECK(printed.find("ISA: portable") != std::string::npos);
 #endif

@@ -1,6 +1,6 @@
 // The packed float GEMM (kernels/gemm_packed.hpp) against a naive triple loop in double, on sizes whose
 // edges are not multiples of the 6×64 register tile and that cross the KC/NC block boundaries, for the
-// AVX-512 micro-kernel (when compiled in) and the portable one that shares its packing and blocking; and
+// native micro-kernel (AVX-512's 6×64, or AVX2's four 6×16 strips, when compiled in) and the portable one that shares its packing and blocking; and
 // the dot-product kernel for A·Bᵀ (kernels/gemm_dot.hpp) the same way.
 #include <doctest/doctest.h>
 
@@ -75,8 +75,10 @@ TEST_CASE("packed gemm, portable micro-kernel, matches the naive loop on awkward
         for (float beta : {0.0f, -0.5f}) check_against_naive<true>(ta, tb, cs, beta);
 }
 
-#if defined(__AVX512F__)
-TEST_CASE("packed gemm, AVX-512 micro-kernel, matches the naive loop on awkward sizes") {
+#if QX_PACKED_GEMM
+// With AVX2 the tile's columns are four strips of 16: widths 63, 65, 45, 70 and 1000 (15·64 + 40) end a
+// tile inside a strip, 1 and 7 inside the first.
+TEST_CASE("packed gemm, native micro-kernel (AVX-512 or AVX2), matches the naive loop on awkward sizes") {
   for (const auto& cs : cases)
     for (bool ta : {false, true})
       for (bool tb : {false, true})
@@ -105,9 +107,10 @@ TEST_CASE("gemm as dot products of rows (A·Bᵀ) matches the naive loop") {
 }
 #endif
 
-#if defined(__AVX512F__)
+#if QX_PACKED_GEMM
 // A product of few columns is computed as Cᵀ and transposed into C (kernels/gemm.hpp): whole 16×16
-// blocks by a register transpose, the edges element by element, β applied on the way.
+// (AVX-512) or 8×8 (AVX2) blocks by a register transpose, the edges element by element, β applied on
+// the way.
 TEST_CASE("gemm computed transposed copies Ct into C exactly, with and without beta") {
   const Case transposed_cases[] = {{64, 49, 100}, {96, 33, 70}, {48, 40, 300}, {64, 49, 2000}};
   for (const auto& cs : transposed_cases) {
@@ -138,7 +141,7 @@ void check_b_panels(bool ta, const Case& cs, float beta, bool a_packed = false) 
   for (auto& v : c) v = beta == 0.0f ? std::numeric_limits<float>::quiet_NaN() : static_cast<float>(rng.uniform(-1, 1));
   const std::vector<float> c0 = c;
   if (a_packed) {
-#if defined(__AVX512F__)
+#if QX_PACKED_GEMM
     const qx::kernels::PackedMatrix a_whole(ta, a.data(), lda, m, k);
     qx::kernels::gemm_b_panels(a_whole.view, n, 1.25f, panels.data(), beta, c.data(), ldc);
 #endif
@@ -170,14 +173,14 @@ TEST_CASE("gemm on B already in panels matches the naive loop (both micro-kernel
     for (bool ta : {false, true})
       for (float beta : {0.0f, -0.5f}) {
         check_b_panels<true>(ta, cs, beta);
-#if defined(__AVX512F__)
+#if QX_PACKED_GEMM
         check_b_panels<false>(ta, cs, beta);
         check_b_panels<false>(ta, cs, beta, /*a_packed=*/true);  // A packed once (kernels::PackedA)
 #endif
       }
 }
 
-#if defined(__AVX512F__)
+#if QX_PACKED_GEMM
 namespace {
 /// Where element (i, p) of op(A) (m×k) belongs in pack_a_whole's layout, written from the layout's
 /// definition (KC slices one after the other, each MR panels of MR·depth floats, row fastest): the

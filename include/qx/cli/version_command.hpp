@@ -31,6 +31,9 @@ inline BuildInfo build_info() {
 #if defined(__AVX512F__)
   info.isa = "AVX-512";
   info.float_gemm = "packed AVX-512 kernel";
+#elif defined(__AVX2__) && defined(__FMA__)
+  info.isa = "AVX2";
+  info.float_gemm = "packed AVX2 kernel";
 #elif defined(__AVX2__)
   info.isa = "AVX2";
   info.float_gemm = "Eigen";

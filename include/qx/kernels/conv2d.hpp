@@ -679,18 +679,19 @@ bool reads_b_in_place([[maybe_unused]] const Conv2dShape& s, [[maybe_unused]] In
   return false;
 }
 
-/// Whether the input gradient of a block gathers grad_y as panels (float with AVX-512): when it gathers at
-/// all (one image's grad_y is used in place), and the GEMM would not compute the product transposed.
+/// Whether the input gradient of a block gathers grad_y as panels (float with the packed GEMM): when it
+/// gathers at all (one image's grad_y is used in place), and the GEMM would not compute the product
+/// transposed.
 template <class T>
 bool gradients_in_panels([[maybe_unused]] const Conv2dShape& s, [[maybe_unused]] Index images) {
-#if defined(__AVX512F__)
+#if QX_PACKED_GEMM
   if constexpr (std::is_same_v<T, float>) return images > 1 && !computes_transposed(s.patch(), images * s.positions());
 #endif
   return false;
 }
 
 /// The call's weights packed once for its products, each pointer null when they pack what they need
-/// themselves (always without AVX-512): `a`, op(W) as A for the products gemm computes directly; `b`,
+/// themselves (always when float products go to Eigen): `a`, op(W) as A for the products gemm computes directly; `b`,
 /// op(W)ᵀ as B panels for those it computes transposed (few columns: 14×14 and 7×7 planes), which
 /// gemm_transposed multiplies.
 struct PackedWeight {
@@ -698,7 +699,7 @@ struct PackedWeight {
   std::shared_ptr<const PackedPanels> b;
 };
 
-#if defined(__AVX512F__)
+#if QX_PACKED_GEMM
 
 /// op(W) (rows × depth; W stored (C_out, K) row-major) packed for the whole call where it pays. When W is
 /// declared constant in the calling thread's ConstantWeights registry (nn::WeightCache's folded weights:
@@ -744,7 +745,7 @@ PackedWeight weight_packed_once(const Conv2dShape& s, Index block, InPanels&& in
 template <class T>
 void weight_product([[maybe_unused]] const PackedWeight& packed, bool trans, Index rows, Index n, Index depth, const T* weight,
                     const T* b, T* out, [[maybe_unused]] bool b_rows = false) {
-#if defined(__AVX512F__)
+#if QX_PACKED_GEMM
   if constexpr (std::is_same_v<T, float>) {
     const bool transposed = computes_transposed(rows, n);
     if (packed.b && transposed) {
@@ -752,8 +753,11 @@ void weight_product([[maybe_unused]] const PackedWeight& packed, bool trans, Ind
       return;
     }
     if (packed.a && !transposed) {
+#if defined(__AVX512F__)
       if (b_rows) gemm_b_rows(packed.a->view, n, 1.0f, b, n, 0.0f, out, n);
-      else gemm(packed.a->view, false, n, 1.0f, b, n, 0.0f, out, n);
+      else
+#endif
+        gemm(packed.a->view, false, n, 1.0f, b, n, 0.0f, out, n);
       return;
     }
   }
@@ -768,7 +772,7 @@ template <class T>
 void conv2d_forward(const Conv2dShape& s, const T* x, const T* weight, const T* bias, T* y, const ConvOutputStage<T>& stage = {}) {
   const Index k = s.patch(), p = s.positions(), block = detail::images_per_block(s);
   detail::PackedWeight packed;  // W packed once where the blocks' products use it (as A, or Wᵀ as B)
-#if defined(__AVX512F__)
+#if QX_PACKED_GEMM
   if constexpr (std::is_same_v<T, float>)
     packed = detail::weight_packed_once(
         s, block, [&](Index images) { return detail::forward_in_panels<T>(s, images); }, false, weight, s.c_out, k);
@@ -815,7 +819,7 @@ template <class T>
 void conv2d_backward_input(const Conv2dShape& s, const T* grad_y, const T* weight, T* grad_x) {
   const Index k = s.patch(), p = s.positions(), block = detail::images_per_block(s);
   detail::PackedWeight packed;  // Wᵀ packed once where the blocks' products use it (as A, or W as B)
-#if defined(__AVX512F__)
+#if QX_PACKED_GEMM
   if constexpr (std::is_same_v<T, float>)
     packed = detail::weight_packed_once(
         s, block, [&](Index images) { return detail::gradients_in_panels<T>(s, images); }, true, weight, k, s.c_out);
@@ -829,7 +833,7 @@ void conv2d_backward_input(const Conv2dShape& s, const T* grad_y, const T* weigh
     T* col = scratch;
     if (images > 1) {
       if (!panels) detail::gather_gradients(s, g, images, detail::ColumnRows<T>{scratch, ld});
-#if defined(__AVX512F__)
+#if QX_PACKED_GEMM
       if constexpr (std::is_same_v<T, float>)
         if (panels) {
           detail::gather_gradients(s, g, images, detail::ColumnPanels{scratch, s.c_out});
@@ -842,7 +846,7 @@ void conv2d_backward_input(const Conv2dShape& s, const T* grad_y, const T* weigh
     T* x = grad_x + first * s.c_in * s.h * s.w;
     T* product = images == 1 && detail::is_pointwise(s) ? x : col;  // col2im of a 1×1 would copy
     if (panels) {
-#if defined(__AVX512F__)
+#if QX_PACKED_GEMM
       if constexpr (std::is_same_v<T, float>) gemm_b_panels(packed.a->view, ld, 1.0f, g, 0.0f, product, ld);
 #endif
     } else {

@@ -1,7 +1,8 @@
 // Row-major GEMM: C = α·op(A)·op(B) + β·C, op(X) = X or Xᵀ, with leading dimensions as in BLAS
 // (row-major: lda is the distance between rows). float with AVX-512: qx's packed kernel
 // (kernels/gemm_packed.hpp), or dot products of rows for a small C of a deep A·Bᵀ (kernels/gemm_dot.hpp,
-// a narrow layer's weight gradient); double, or no AVX-512: Eigen's blocked GEMM through maps. Split over threads
+// a narrow layer's weight gradient); float with AVX2 + FMA: the packed kernel's AVX2 micro-kernel (Eigen
+// for that small C); double, or neither: Eigen's blocked GEMM through maps. Split over threads
 // by qx; β = 0 means C's previous contents are ignored (may be uninitialised).
 #pragma once
 #include "qx/config.hpp"
@@ -41,7 +42,7 @@ inline bool computes_transposed(Index m, Index n) {
   return 10 * padded(n, packed::mr) * padded(m, packed::nr) < 9 * padded(m, packed::mr) * padded(n, packed::nr);
 }
 
-#if defined(__AVX512F__)
+#if QX_PACKED_GEMM
 /// C (m×n) = α·op(A)·op(B) + β·C by the packed kernel, as Cᵀ = α·op(B)ᵀ·op(A)ᵀ into a thread's scratch and
 /// then transposed into C when computes_transposed says so.
 inline void gemm_packed_oriented(bool trans_a, bool trans_b, Index m, Index n, Index k, float alpha, const float* a, Index lda,
@@ -80,6 +81,16 @@ void gemm_block(bool trans_a, bool trans_b, Index k, T alpha, const T* a, Index 
     gemm_packed_oriented(trans_a, trans_b, rows, cols, k, alpha, trans_a ? a + r0 : a + r0 * lda, lda,
                          trans_b ? b + c0 * ldb : b + c0, ldb, beta, c + r0 * ldc + c0, ldc);
     return;
+  }
+#elif QX_PACKED_AVX2
+  if constexpr (std::is_same_v<T, float>) {
+    // A small C of a deep A·Bᵀ (a narrow layer's weight gradient) stays Eigen's: the packed kernel would
+    // transpose all of B for a tile it fills little of (the stem's weight gradient took twice as long).
+    if (!dot::suits(trans_a, trans_b, rows, cols, k)) {
+      gemm_packed_oriented(trans_a, trans_b, rows, cols, k, alpha, trans_a ? a + r0 : a + r0 * lda, lda,
+                           trans_b ? b + c0 * ldb : b + c0, ldb, beta, c + r0 * ldc + c0, ldc);
+      return;
+    }
   }
 #endif
   Map<T> cm(c + r0 * ldc + c0, rows, cols, Eigen::OuterStride<>(ldc));
@@ -152,11 +163,11 @@ void gemm(bool trans_a, bool trans_b, Index m, Index n, Index k, T alpha, const 
   });
 }
 
-struct PackedA;       // defined with AVX-512 only: without it no product takes A packed
+struct PackedA;       // defined with the packed GEMM only (QX_PACKED_GEMM): with Eigen no product takes A packed
 struct PackedMatrix;  // (its storage)
 struct PackedPanels;  // nor B
 
-#if defined(__AVX512F__)
+#if QX_PACKED_GEMM
 /**
  * op(A) (m×k) in float already in the micro-kernel's panels (detail::packed::pack_a_whole's layout,
  * walked in storage order by PackedAWalk), for products that reuse it: a convolution's weights
@@ -237,6 +248,9 @@ inline void gemm_b_panels(const PackedA& a, Index n, float alpha, const float* b
   });
 }
 
+#endif
+
+#if defined(__AVX512F__)
 /**
  * C (m×n) = α·A·B + β·C in float with A packed and B (k×n, row-major, ldb) read in place, unpacked
  * (detail::packed::gemm_b_rows_with): for a B whose rows are long enough that copying it into panels

@@ -84,18 +84,20 @@ constexpr std::array<TileSums, sizeof...(I)> tile_sums_table(std::index_sequence
   return {&tile_sums<static_cast<int>(I / rows_b) + 1, static_cast<int>(I % rows_b) + 1>...};
 }
 inline constexpr auto tile_sums_by_shape = tile_sums_table(std::make_index_sequence<rows_a * rows_b>{});
+#endif
 
 /**
  * Whether C (m×n) = α·op(A)·op(B) + β·C goes here rather than to the packed kernel: A·Bᵀ (both operands'
  * rows along the depth), a C with at most 32 rows or columns, and depth enough (≥ 128) to pay for the
  * horizontal sums. Measured (docs/kernels.md, "A·Bᵀ as dot products of rows"): level with the packed
  * kernel on hot caches, 1.3-1.7× faster inside the convolution's weight gradient of 16-channel layers;
- * a bound of 64 was slower on the 64-channel layers.
+ * a bound of 64 was slower on the 64-channel layers. (Without AVX-512 such products go to Eigen.)
  */
 inline bool suits(bool trans_a, bool trans_b, Index m, Index n, Index k) {
   return !trans_a && trans_b && k >= 128 && std::min(m, n) <= 32;
 }
 
+#if defined(__AVX512F__)
 /// C (m×n) = α·A·Bᵀ + β·C on the calling thread; β = 0 never reads C.
 inline void gemm_dot(Index m, Index n, Index k, float alpha, const float* a, Index lda, const float* b, Index ldb,
                      float beta, float* c, Index ldc) {

@@ -1,7 +1,8 @@
-// Packed single-precision GEMM with an AVX-512 register tile (6 rows × 64 columns of C, 24 zmm
-// accumulators), row-major: C = α·op(A)·op(B) + β·C as in kernels/gemm.hpp, which dispatches here for
-// float when __AVX512F__ is defined. Blocking follows Goto/BLIS; the parameters and why are in
-// docs/kernels.md. β = 0 never reads C (it may be uninitialised).
+// Packed single-precision GEMM with a register tile of 6 rows × 64 columns of C (AVX-512: 24 zmm
+// accumulators; AVX2 + FMA: four strips of 6×16, 12 ymm each), row-major: C = α·op(A)·op(B) + β·C as in
+// kernels/gemm.hpp, which dispatches here for float when __AVX512F__, or __AVX2__ and __FMA__, are
+// defined. Blocking follows Goto/BLIS; the parameters and why are in docs/kernels.md. β = 0 never reads
+// C (it may be uninitialised).
 #pragma once
 #include "qx/config.hpp"
 #include "qx/core/error.hpp"
@@ -15,8 +16,22 @@
 #include <new>
 #include <utility>
 
-#if defined(__AVX512F__)
+#if defined(__AVX512F__) || (defined(__AVX2__) && defined(__FMA__))
 #include <immintrin.h>
+#endif
+
+/// 1 when the packed GEMM's micro-kernel is the 256-bit one (AVX2 + FMA without AVX-512): the same panels
+/// and loop nest, the 6×64 tile computed as four strips of 6×16.
+#if !defined(__AVX512F__) && defined(__AVX2__) && defined(__FMA__)
+#define QX_PACKED_AVX2 1
+#else
+#define QX_PACKED_AVX2 0
+#endif
+/// 1 when float products go to the packed GEMM (AVX-512, or AVX2 + FMA); 0 when they go to Eigen.
+#if defined(__AVX512F__) || QX_PACKED_AVX2
+#define QX_PACKED_GEMM 1
+#else
+#define QX_PACKED_GEMM 0
 #endif
 
 QX_NAMESPACE_BEGIN
@@ -34,7 +49,11 @@ namespace packed {
 constexpr Index mr = 6;    // rows of C per micro-tile: broadcast operand (A), 6·KC floats stay in L1
 constexpr Index nr = 64;   // columns of C per micro-tile: 4 zmm of B per k step
 constexpr Index kc = 256;  // depth of one packed slice
+#if QX_PACKED_AVX2
+constexpr Index nc = 384;  // columns of one packed B block: KC·NC·4 B = 384 KiB, resident in L2 (512 KiB on Zen 2/3)
+#else
 constexpr Index nc = 768;  // columns of one packed B block: KC·NC·4 B = 768 KiB, resident in L2 (1 MiB)
+#endif
 
 /// A thread's packing buffers, 64-byte aligned, grown on demand and kept for later calls (no allocation
 /// in steady state).
@@ -204,16 +223,52 @@ inline void transpose_16x16(const float* in, Index ld_in, float* out, Index ld_o
   for (int i = 0; i < 16; ++i) _mm512_storeu_ps(out + i * ld_out, r[i]);
 }
 
-/// to (columns × rows, leading dimension ld_to) = fromᵀ for from (rows × columns) row-major: 16×16
-/// register transposes, the edges element by element.
+#endif
+
+#if QX_PACKED_AVX2
+/// out[t·ld_out + i] = in[i·ld_in + t] for an 8×8 block (unpack / shuffle / lane-permute: 24 shuffles
+/// instead of 64 scalar moves).
+inline void transpose_8x8(const float* in, Index ld_in, float* out, Index ld_out) {
+  __m256 r[8], t[8];
+  for (int i = 0; i < 8; ++i) r[i] = _mm256_loadu_ps(in + i * ld_in);
+  for (int i = 0; i < 4; ++i) {
+    t[2 * i] = _mm256_unpacklo_ps(r[2 * i], r[2 * i + 1]);
+    t[2 * i + 1] = _mm256_unpackhi_ps(r[2 * i], r[2 * i + 1]);
+  }
+  for (int i = 0; i < 2; ++i) {
+    r[4 * i + 0] = _mm256_shuffle_ps(t[4 * i + 0], t[4 * i + 2], _MM_SHUFFLE(1, 0, 1, 0));
+    r[4 * i + 1] = _mm256_shuffle_ps(t[4 * i + 0], t[4 * i + 2], _MM_SHUFFLE(3, 2, 3, 2));
+    r[4 * i + 2] = _mm256_shuffle_ps(t[4 * i + 1], t[4 * i + 3], _MM_SHUFFLE(1, 0, 1, 0));
+    r[4 * i + 3] = _mm256_shuffle_ps(t[4 * i + 1], t[4 * i + 3], _MM_SHUFFLE(3, 2, 3, 2));
+  }
+  for (int i = 0; i < 4; ++i) {
+    t[i] = _mm256_permute2f128_ps(r[i], r[i + 4], 0x20);
+    t[i + 4] = _mm256_permute2f128_ps(r[i], r[i + 4], 0x31);
+  }
+  for (int i = 0; i < 8; ++i) _mm256_storeu_ps(out + i * ld_out, t[i]);
+}
+#endif
+
+/// to (columns × rows, leading dimension ld_to) = fromᵀ for from (rows × columns) row-major: register
+/// transposes of 16×16 (AVX-512) or 8×8 (AVX2) blocks, the edges element by element.
 inline void transpose(const float* from, Index rows, Index columns, float* to, Index ld_to) {
-  const Index whole_rows = rows / 16 * 16, whole_columns = columns / 16 * 16;
-  for (Index i = 0; i < whole_rows; i += 16)
-    for (Index j = 0; j < whole_columns; j += 16) transpose_16x16(from + i * columns + j, columns, to + j * ld_to + i, ld_to);
+#if defined(__AVX512F__)
+  constexpr Index block = 16;
+  const auto transpose_block = transpose_16x16;
+#elif QX_PACKED_AVX2
+  constexpr Index block = 8;
+  const auto transpose_block = transpose_8x8;
+#else
+  constexpr Index block = 1;
+  const auto transpose_block = [](const float* in, Index, float* out, Index) { *out = *in; };
+#endif
+  const Index whole_rows = rows / block * block, whole_columns = columns / block * block;
+  for (Index i = 0; i < whole_rows; i += block)
+    for (Index j = 0; j < whole_columns; j += block)
+      transpose_block(from + i * columns + j, columns, to + j * ld_to + i, ld_to);
   for (Index i = 0; i < rows; ++i)
     for (Index j = i < whole_rows ? whole_columns : 0; j < columns; ++j) to[j * ld_to + i] = from[i * columns + j];
 }
-#endif
 
 /// Packs op(B) depth [p0, p0+k) × columns [j0, j0+n) into micro-panels of NR columns: panel[p·NR + c],
 /// columns past n zero-filled.
@@ -248,6 +303,11 @@ inline void pack_b(bool trans, const float* b, Index ldb, Index p0, Index k, Ind
       c_done = cols / 16 * 16;
       for (Index cb = 0; cb < c_done; cb += 16)
         for (Index pb = 0; pb < p_done; pb += 16) transpose_16x16(src + cb * ldb + pb, ldb, panel + pb * nr + cb, nr);
+#elif QX_PACKED_AVX2
+      p_done = k / 8 * 8;  // whole 8×8 blocks (element by element this copy took most of a weight gradient)
+      c_done = cols / 8 * 8;
+      for (Index cb = 0; cb < c_done; cb += 8)
+        for (Index pb = 0; pb < p_done; pb += 8) transpose_8x8(src + cb * ldb + pb, ldb, panel + pb * nr + cb, nr);
 #endif
       for (Index p = 0; p < k; ++p) {
         float* dst = panel + p * nr;
@@ -309,6 +369,63 @@ inline void micro_kernel(Index k, const float* a, const float* b, Index ldb, flo
 }
 #endif
 
+#if QX_PACKED_AVX2
+/// The AVX2 micro-kernel with micro_kernel's contract for a packed panel: C tile (rows ≤ MR, cols ≤ NR)
+/// = α·Σ_p a[p·MR + r]·b[p·NR + c] + β·C, the 64 columns as four strips of 16 — 12 ymm accumulators, two
+/// loads of B and six broadcasts of A per k step, within AVX2's 16 registers. Each strip walks the whole
+/// depth: A's panel (6·KC floats) is read from L1 four times, each line of B once.
+inline void micro_kernel_avx2(Index k, const float* a, const float* b, float* c, Index ldc, Index rows, Index cols, float alpha,
+                              float beta) {
+  for (Index strip = 0; strip < nr && strip < cols; strip += 16) {
+    // Twelve named accumulators: with an array GCC 12 kept one in memory (a store and a reload on the
+    // FMA chain every k step, half the speed).
+    __m256 c00 = _mm256_setzero_ps(), c01 = c00, c10 = c00, c11 = c00, c20 = c00, c21 = c00, c30 = c00, c31 = c00,
+           c40 = c00, c41 = c00, c50 = c00, c51 = c00;
+    const float* pa = a;
+    const float* pb = b + strip;
+    for (Index p = 0; p < k; ++p, pa += mr, pb += nr) {
+      const __m256 b0 = _mm256_load_ps(pb), b1 = _mm256_load_ps(pb + 8);
+      _mm_prefetch(reinterpret_cast<const char*>(pb + 8 * nr), _MM_HINT_T0);
+      __m256 av = _mm256_broadcast_ss(pa);
+      c00 = _mm256_fmadd_ps(av, b0, c00), c01 = _mm256_fmadd_ps(av, b1, c01);
+      av = _mm256_broadcast_ss(pa + 1);
+      c10 = _mm256_fmadd_ps(av, b0, c10), c11 = _mm256_fmadd_ps(av, b1, c11);
+      av = _mm256_broadcast_ss(pa + 2);
+      c20 = _mm256_fmadd_ps(av, b0, c20), c21 = _mm256_fmadd_ps(av, b1, c21);
+      av = _mm256_broadcast_ss(pa + 3);
+      c30 = _mm256_fmadd_ps(av, b0, c30), c31 = _mm256_fmadd_ps(av, b1, c31);
+      av = _mm256_broadcast_ss(pa + 4);
+      c40 = _mm256_fmadd_ps(av, b0, c40), c41 = _mm256_fmadd_ps(av, b1, c41);
+      av = _mm256_broadcast_ss(pa + 5);
+      c50 = _mm256_fmadd_ps(av, b0, c50), c51 = _mm256_fmadd_ps(av, b1, c51);
+    }
+    const __m256 acc[mr][2] = {{c00, c01}, {c10, c11}, {c20, c21}, {c30, c31}, {c40, c41}, {c50, c51}};
+    const Index width = std::min<Index>(16, cols - strip);
+    const __m256 va = _mm256_set1_ps(alpha), vb = _mm256_set1_ps(beta);
+    if (width == 16) {
+      for (Index r = 0; r < rows; ++r) {
+        float* row = c + r * ldc + strip;
+        __m256 lo = _mm256_mul_ps(va, acc[r][0]), hi = _mm256_mul_ps(va, acc[r][1]);
+        if (beta != 0.0f) {
+          lo = _mm256_fmadd_ps(vb, _mm256_loadu_ps(row), lo);
+          hi = _mm256_fmadd_ps(vb, _mm256_loadu_ps(row + 8), hi);
+        }
+        _mm256_storeu_ps(row, lo);
+        _mm256_storeu_ps(row + 8, hi);
+      }
+    } else {  // the last strip of a partial tile: through a buffer, never touching C past cols
+      alignas(32) float tile[16];
+      for (Index r = 0; r < rows; ++r) {
+        float* row = c + r * ldc + strip;
+        _mm256_store_ps(tile, _mm256_mul_ps(va, acc[r][0]));
+        _mm256_store_ps(tile + 8, _mm256_mul_ps(va, acc[r][1]));
+        for (Index j = 0; j < width; ++j) row[j] = beta != 0.0f ? tile[j] + beta * row[j] : tile[j];
+      }
+    }
+  }
+}
+#endif
+
 /// The portable micro-kernel with the same contract (packed panels in, masked tile out), so the packing
 /// and blocking logic is testable on any machine.
 inline void micro_kernel_portable(Index k, const float* a, const float* b, float* c, Index ldc, Index rows, Index cols,
@@ -354,6 +471,10 @@ void loop_nest(Index m, Index n, Index k, float alpha, float beta, float* c, Ind
 #if defined(__AVX512F__)
           if constexpr (!Portable)
             micro_kernel(depth, panel_a, pb + jr * panel_stride, nr, tile, ldc, rows, cols, alpha, slice_beta);
+          else
+#elif QX_PACKED_AVX2
+          if constexpr (!Portable)
+            micro_kernel_avx2(depth, panel_a, pb + jr * panel_stride, tile, ldc, rows, cols, alpha, slice_beta);
           else
 #endif
             micro_kernel_portable(depth, panel_a, pb + jr * panel_stride, tile, ldc, rows, cols, alpha, slice_beta);

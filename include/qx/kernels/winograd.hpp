@@ -372,9 +372,10 @@ inline void store_tiles(const Tiling& tiling, const LaneVector<float>* out, Inde
  * dst (36, channels, ld) columns [0, images·tiles) ← L d Lᵀ for every tile's Side×Side window d of
  * `planes` (images, channels, height, width), zero outside the plane; the window of tile (ty, tx) starts
  * at (ty·4 − pad_h, tx·4 − pad_w). With L = Bᵀ (Side 6, the padding) this is V of the input; with L = A
- * (Side 4, no padding) ∂M of the output gradient. With `panels` (float with AVX-512 only), point ξ's
- * (channels × ld) goes in the GEMM's 64-column panels at dst + ξ·channels·whole_panels(ld) (columns past
- * ld zero), which the products read as they are instead of packing each point's matrix again.
+ * (Side 4, no padding) ∂M of the output gradient. With `panels` (float with the packed GEMM only),
+ * point ξ's (channels × ld) goes in the GEMM's 64-column panels at dst + ξ·channels·whole_panels(ld)
+ * (columns past ld zero), which the products read as they are instead of packing each point's matrix
+ * again.
  */
 template <int Side, const auto& L, class T>
 void transform_windows(const Tiling& tiling, const T* planes, Index images, Index channels, Index height, Index width,
@@ -428,7 +429,7 @@ void transform_windows(const Tiling& tiling, const T* planes, Index images, Inde
       for (int xi = 0; xi < points; ++xi) store_first_lanes(out[xi], count, dst + (xi * channels + c) * ld + first);
     });
   }, images * tiling.per_image() * points * Side * 2);
-#if defined(__AVX512F__)
+#if QX_PACKED_GEMM
   if constexpr (std::is_same_v<T, float>)
     if (panels)
       for (int xi = 0; xi < points; ++xi) kernels::detail::zero_panel_tail(dst + xi * channels * panel_ld, channels, ld);
@@ -477,13 +478,14 @@ inline Index images_per_tile_block(const Conv2dShape& s, const Tiling& tiling) {
 
 /**
  * The transformed filters as the 36 GEMMs take them, in a buffer from the cache: op(U_ξ) = U_ξ for the
- * forward pass, U_ξᵀ for the input gradient (`transposed`). With AVX-512 in float, already in the GEMM's
- * panels so that no product packs them again: op(U_ξ) as A (`packed`: detail::packed::pack_a_whole's
- * layout, one packed matrix per point), or — when gemm would compute the products of a block of
- * for_each_tile_block transposed (few tile columns) — op(U_ξ)ᵀ as B (`b_panels`: 64-column panels,
- * detail::packed::panel_offset's layout), the product then being out_ξᵀ = in_ξᵀ · op(U_ξ)ᵀ. Packing
- * op(U_ξ)ᵀ per product (a 16×16 register transpose per block) had been a sixth of a 512-channel layer's
- * forward pass on 4×4 planes. Otherwise (double, or no AVX-512) U (36, C_out, C_in).
+ * forward pass, U_ξᵀ for the input gradient (`transposed`). In float with the packed GEMM (AVX-512 or
+ * AVX2 + FMA, QX_PACKED_GEMM), already in the GEMM's panels so that no product packs them again: op(U_ξ)
+ * as A (`packed`: detail::packed::pack_a_whole's layout, one packed matrix per point), or — when gemm
+ * would compute the products of a block of for_each_tile_block transposed (few tile columns) — op(U_ξ)ᵀ
+ * as B (`b_panels`: 64-column panels, detail::packed::panel_offset's layout), the product then being
+ * out_ξᵀ = in_ξᵀ · op(U_ξ)ᵀ. Packing op(U_ξ)ᵀ per product (a 16×16 register transpose per block) had
+ * been a sixth of a 512-channel layer's forward pass on 4×4 planes. Otherwise (double, or Eigen's GEMM)
+ * U (36, C_out, C_in).
  */
 template <class T>
 struct TransformedFilters {
@@ -494,7 +496,7 @@ struct TransformedFilters {
   bool b_panels = false;
   TransformedFilters(const Conv2dShape& s, const T* weight, bool transpose)
       : transposed(transpose), rows(transpose ? s.c_in : s.c_out), depth(transpose ? s.c_out : s.c_in) {
-#if defined(__AVX512F__)
+#if QX_PACKED_GEMM
     if constexpr (std::is_same_v<T, float>) {
       const Tiling tiling(s);
       if (kernels::detail::computes_transposed(rows, images_per_tile_block(s, tiling) * tiling.per_image())) {
@@ -560,7 +562,7 @@ struct TransformedFilters {
   }
   /// Floats per point: op(U_ξ) is values[ξ·size(), (ξ + 1)·size()).
   Index size() const {
-#if defined(__AVX512F__)
+#if QX_PACKED_GEMM
     if (packed) return kernels::detail::packed::packed_a_size(rows, depth);
     if (b_panels) return kernels::detail::whole_panels(rows) * depth;
 #endif
@@ -587,9 +589,10 @@ template <class T, class Body>
 void for_each_tile_block(const Conv2dShape& s, const Tiling& tiling, kernels::detail::BlockOrder order, Body&& body) {
   const Index per_image = points * (s.c_in + s.c_out) * tiling.per_image(), block = images_per_tile_block(s, tiling);
   // Room for the transformed operand's columns rounded up to whole 64-column panels (in_panels: float
-  // with AVX-512 only). The same for the three passes, so the cache hands each the previous one's block.
+  // with the packed GEMM only). The same for the three passes, so the cache hands each the previous
+  // one's block.
   Index rounding = 0;
-#if defined(__AVX512F__)
+#if QX_PACKED_GEMM
   if constexpr (std::is_same_v<T, float>)
     rounding = kernels::detail::panel_rounding(points * std::max(s.c_in, s.c_out), block);
 #endif
@@ -602,11 +605,11 @@ void for_each_tile_block(const Conv2dShape& s, const Tiling& tiling, kernels::de
 }
 
 /// Whether multiply_points takes its in_ξ in the GEMM's panels (transform_windows' `panels`): when the
-/// filters are packed as A (float with AVX-512, enough tiles), so that no product packs its B. Packing
-/// each point's B was 3.7 % of resnet18's five maps at batch 16.
+/// filters are packed as A (float with the packed GEMM, enough tiles), so that no product packs its B.
+/// Packing each point's B was 3.7 % of resnet18's five maps at batch 16.
 template <class T>
 bool in_panels(const TransformedFilters<T>& u) {
-#if defined(__AVX512F__)
+#if QX_PACKED_GEMM
   if constexpr (std::is_same_v<T, float>) return u.packed;
 #endif
   (void)u;
@@ -627,7 +630,7 @@ void multiply_points(const TransformedFilters<T>& u, const T* in, T* out, Index 
   const Index rows = u.rows, depth = u.depth;
   parallel_for(0, points, [&](Index xi) {
     const T* u_xi = u.values.data() + xi * u.size();
-#if defined(__AVX512F__)
+#if QX_PACKED_GEMM
     if constexpr (std::is_same_v<T, float>) {
       if (in_panels(u)) {  // op(U_ξ) packed as A, in_ξ in panels
         gemm_b_panels(PackedA{u_xi, rows, depth}, ld, 1.0f, in + xi * depth * in_columns(u, ld), 0.0f, out + xi * rows * ld, ld);
