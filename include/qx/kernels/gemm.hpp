@@ -68,29 +68,25 @@ inline void gemm_packed_oriented(bool trans_a, bool trans_b, Index m, Index n, I
 }
 #endif
 
-/// One block of C: rows [r0, r0 + rows) and columns [c0, c0 + cols), computed by Eigen on this thread.
+/// One block of C: rows [r0, r0 + rows) and columns [c0, c0 + cols), computed on this thread by the packed
+/// kernel, the dot-product kernel or Eigen (see the top of this file).
 template <class T>
 void gemm_block(bool trans_a, bool trans_b, Index k, T alpha, const T* a, Index lda, const T* b, Index ldb, T beta, T* c,
                 Index ldc, Index r0, Index rows, Index c0, Index cols) {
-#if defined(__AVX512F__)
+#if QX_PACKED_GEMM
   if constexpr (std::is_same_v<T, float>) {
-    if (dot::suits(trans_a, trans_b, rows, cols, k)) {  // a small C of a deep A·Bᵀ: dot products of rows
-      dot::gemm_dot(rows, cols, k, alpha, a + r0 * lda, lda, b + c0 * ldb, ldb, beta, c + r0 * ldc + c0, ldc);
-      return;
-    }
-    gemm_packed_oriented(trans_a, trans_b, rows, cols, k, alpha, trans_a ? a + r0 : a + r0 * lda, lda,
-                         trans_b ? b + c0 * ldb : b + c0, ldb, beta, c + r0 * ldc + c0, ldc);
-    return;
-  }
-#elif QX_PACKED_AVX2
-  if constexpr (std::is_same_v<T, float>) {
-    // A small C of a deep A·Bᵀ (a narrow layer's weight gradient) stays Eigen's: the packed kernel would
-    // transpose all of B for a tile it fills little of (the stem's weight gradient took twice as long).
     if (!dot::suits(trans_a, trans_b, rows, cols, k)) {
       gemm_packed_oriented(trans_a, trans_b, rows, cols, k, alpha, trans_a ? a + r0 : a + r0 * lda, lda,
                            trans_b ? b + c0 * ldb : b + c0, ldb, beta, c + r0 * ldc + c0, ldc);
       return;
     }
+    // A small C of a deep A·Bᵀ (a narrow layer's weight gradient): dot products of rows with AVX-512;
+    // with AVX2 Eigen's, below — the packed kernel would transpose all of B for a tile it fills little of
+    // (the stem's weight gradient took twice as long).
+#if defined(__AVX512F__)
+    dot::gemm_dot(rows, cols, k, alpha, a + r0 * lda, lda, b + c0 * ldb, ldb, beta, c + r0 * ldc + c0, ldc);
+    return;
+#endif
   }
 #endif
   Map<T> cm(c + r0 * ldc + c0, rows, cols, Eigen::OuterStride<>(ldc));

@@ -249,26 +249,31 @@ inline void transpose_8x8(const float* in, Index ld_in, float* out, Index ld_out
 }
 #endif
 
-/// to (columns × rows, leading dimension ld_to) = fromᵀ for from (rows × columns) row-major: register
-/// transposes of 16×16 (AVX-512) or 8×8 (AVX2) blocks, the edges element by element.
-inline void transpose(const float* from, Index rows, Index columns, float* to, Index ld_to) {
+#if QX_PACKED_GEMM
+/// The register transpose of the build's vector width: `square` × `square` floats (16 with AVX-512, 8 with
+/// AVX2), what transpose and pack_b's transposed copy move whole blocks by.
 #if defined(__AVX512F__)
-  constexpr Index block = 16;
-  const auto transpose_block = transpose_16x16;
-#elif QX_PACKED_AVX2
-  constexpr Index block = 8;
-  const auto transpose_block = transpose_8x8;
+constexpr Index square = 16;
+inline void transpose_square(const float* in, Index ld_in, float* out, Index ld_out) {
+  transpose_16x16(in, ld_in, out, ld_out);
+}
 #else
-  constexpr Index block = 1;
-  const auto transpose_block = [](const float* in, Index, float* out, Index) { *out = *in; };
+constexpr Index square = 8;
+inline void transpose_square(const float* in, Index ld_in, float* out, Index ld_out) {
+  transpose_8x8(in, ld_in, out, ld_out);
+}
 #endif
-  const Index whole_rows = rows / block * block, whole_columns = columns / block * block;
-  for (Index i = 0; i < whole_rows; i += block)
-    for (Index j = 0; j < whole_columns; j += block)
-      transpose_block(from + i * columns + j, columns, to + j * ld_to + i, ld_to);
+
+/// to (columns × rows, leading dimension ld_to) = fromᵀ for from (rows × columns) row-major: register
+/// transposes of whole square blocks, the edges element by element.
+inline void transpose(const float* from, Index rows, Index columns, float* to, Index ld_to) {
+  const Index whole_rows = rows / square * square, whole_columns = columns / square * square;
+  for (Index i = 0; i < whole_rows; i += square)
+    for (Index j = 0; j < whole_columns; j += square) transpose_square(from + i * columns + j, columns, to + j * ld_to + i, ld_to);
   for (Index i = 0; i < rows; ++i)
     for (Index j = i < whole_rows ? whole_columns : 0; j < columns; ++j) to[j * ld_to + i] = from[i * columns + j];
 }
+#endif
 
 /// Packs op(B) depth [p0, p0+k) × columns [j0, j0+n) into micro-panels of NR columns: panel[p·NR + c],
 /// columns past n zero-filled.
@@ -296,18 +301,13 @@ inline void pack_b(bool trans, const float* b, Index ldb, Index p0, Index k, Ind
       // B is stored (n, k): read NR rows of it in step (NR sequential streams, each cache line used 16
       // times) so the writes are contiguous; column-at-a-time writes with stride NR were slower.
       const float* src = b + (j0 + jr) * ldb + p0;
-      Index p_done = 0, c_done = 0;  // depths and columns the 16×16 register transposes covered
-#if defined(__AVX512F__)
-      // Whole 16×16 blocks, also in a partial panel (a weight gradient of K = 49 columns has three).
-      p_done = k / 16 * 16;
-      c_done = cols / 16 * 16;
-      for (Index cb = 0; cb < c_done; cb += 16)
-        for (Index pb = 0; pb < p_done; pb += 16) transpose_16x16(src + cb * ldb + pb, ldb, panel + pb * nr + cb, nr);
-#elif QX_PACKED_AVX2
-      p_done = k / 8 * 8;  // whole 8×8 blocks (element by element this copy took most of a weight gradient)
-      c_done = cols / 8 * 8;
-      for (Index cb = 0; cb < c_done; cb += 8)
-        for (Index pb = 0; pb < p_done; pb += 8) transpose_8x8(src + cb * ldb + pb, ldb, panel + pb * nr + cb, nr);
+      Index p_done = 0, c_done = 0;  // depths and columns the register transposes covered
+#if QX_PACKED_GEMM
+      // Whole square blocks, also in a partial panel (a weight gradient of K = 49 columns has three).
+      p_done = k / square * square;
+      c_done = cols / square * square;
+      for (Index cb = 0; cb < c_done; cb += square)
+        for (Index pb = 0; pb < p_done; pb += square) transpose_square(src + cb * ldb + pb, ldb, panel + pb * nr + cb, nr);
 #endif
       for (Index p = 0; p < k; ++p) {
         float* dst = panel + p * nr;
