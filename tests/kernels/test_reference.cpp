@@ -432,14 +432,17 @@ TEST_CASE_TEMPLATE("Winograd F(4x4, 3x3) matches the naive loops on 3x3 stride-1
       {3, 5, 11, 35, 7, 3, 3, 1, 1, 0, 0},   // no padding, runs of 7 and 2
   };
   for (const auto& s : shapes) CHECK(wino::applies(s));
-#if defined(__AVX512F__)
-  // Float's GEMMs take the transformed filters packed once (both orientations): as their A for 62 → 62
-  // channels on 64 tiles and 70 → 67 on 36, as their B for 48 → 80 on 32 (gemm computes those products
-  // transposed). Few tiles make the whole batch one block, its 36 products shared by the threads: 9 images
-  // of 4 tiles (blocks of 5 images would have had 20 columns), 32 of one tile. The windows are gathered
-  // and scattered by rows on planes of 2 or more tiles per row: all shapes but those of 4×4 planes.
+#if QX_PACKED_GEMM
+  // Float's GEMMs (with the packed GEMM: AVX-512, or AVX2 + FMA) take the transformed filters packed once
+  // (both orientations): as their A for 62 → 62 channels on 64 tiles and 70 → 67 on 36, as their B for
+  // 48 → 80 on 32 (gemm computes those products transposed). Few tiles make the whole batch one block, its
+  // 36 products shared by the threads: 9 images of 4 tiles (blocks of 5 images would have had 20 columns),
+  // 32 of one tile. With AVX-512 the windows are gathered and scattered by rows on planes of 2 or more
+  // tiles per row: all shapes but those of 4×4 planes.
   if constexpr (std::is_same_v<T, float>) {
+#if defined(__AVX512F__)
     for (const auto& s : shapes) CHECK(wino::detail::tiles_by_rows(wino::Tiling(s).tiles_w) == (s.w > 4));
+#endif
     const std::vector<float> w(static_cast<std::size_t>(320 * 448 * 9), 0.5f);
     for (bool transpose : {false, true}) {
       REQUIRE(wino::detail::TransformedFilters<float>(shapes[7], w.data(), transpose).packed);
@@ -628,8 +631,15 @@ TEST_CASE_TEMPLATE("the convolution algorithm is chosen per shape and pass", T, 
   CHECK(runs_winograd(mid_32, ConvPass::weight_gradient));
   CHECK(runs_winograd(odd_rows, ConvPass::weight_gradient));  // rows of 40: not the direct kernel's
   CHECK_FALSE(runs_winograd(odd_rows, ConvPass::forward));
-  // Fewer than 48 tiles: forward and input gradient from 8192 channel-tiles (32 tiles of 256 and of 512
-  // channels), the weight gradient never.
+#else
+  for (ConvPass pass : passes) CHECK_FALSE(runs_direct(narrow_32, pass));
+  CHECK_FALSE(runs_winograd(narrow_32, ConvPass::forward));
+  CHECK_FALSE(runs_winograd(narrow_32, ConvPass::input_gradient));
+  CHECK(runs_winograd(narrow_32, ConvPass::weight_gradient));
+#endif
+#if QX_PACKED_GEMM
+  // Fewer than 48 tiles, with the packed GEMM (AVX-512, or AVX2 + FMA): forward and input gradient from
+  // 8192 channel-tiles (32 tiles of 256 and of 512 channels), the weight gradient never.
   for (const Conv2dShape& s : {few_tiles, deep_4x4}) {
     CHECK(runs_winograd(s, ConvPass::forward));
     CHECK(runs_winograd(s, ConvPass::input_gradient));
@@ -640,10 +650,6 @@ TEST_CASE_TEMPLATE("the convolution algorithm is chosen per shape and pass", T, 
     CHECK_FALSE(runs_winograd(few_tiles, pass));
     CHECK_FALSE(runs_winograd(deep_4x4, pass));
   }
-  for (ConvPass pass : passes) CHECK_FALSE(runs_direct(narrow_32, pass));
-  CHECK_FALSE(runs_winograd(narrow_32, ConvPass::forward));
-  CHECK_FALSE(runs_winograd(narrow_32, ConvPass::input_gradient));
-  CHECK(runs_winograd(narrow_32, ConvPass::weight_gradient));
 #endif
   for (ConvPass pass : passes) {
     CHECK_FALSE(runs_direct(wide, pass));

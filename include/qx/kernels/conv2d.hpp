@@ -22,7 +22,7 @@
 #include "qx/kernels/gemm.hpp"
 #include "qx/kernels/prefetch.hpp"
 
-#if defined(__AVX512F__)
+#if QX_PACKED_GEMM
 #include <immintrin.h>
 #endif
 
@@ -183,6 +183,27 @@ inline void col2im_short_rows(const Conv2dShape& s, const ShortRowTaps& taps, co
       },
       s.kh * s.kw * oh * ow);
 }
+#endif
+
+#if QX_PACKED_AVX2
+/// The lanes l of 8 with lo ≤ l < hi: a masked load's mask.
+inline __m256i lanes_between(Index lo, Index hi) {
+  const __m256i lane = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+  return _mm256_andnot_si256(_mm256_cmpgt_epi32(_mm256_set1_epi32(static_cast<int>(lo)), lane),
+                             _mm256_cmpgt_epi32(_mm256_set1_epi32(static_cast<int>(hi)), lane));
+}
+
+/// to[0, min(8, left)) ← v's first lanes (a masked store is slow on AMD's cores: the short end by scalars).
+inline void store_row_part(float* to, Index left, __m256 v) {
+  if (left >= 8) {
+    _mm256_storeu_ps(to, v);
+    return;
+  }
+  alignas(32) float part[8];
+  _mm256_store_ps(part, v);
+  for (Index l = 0; l < left; ++l) to[l] = part[l];
+}
+#endif
 
 /**
  * col2im for rows of any length with stride_w 1 or 2, written as a gather: every image element is summed
@@ -193,7 +214,8 @@ inline void col2im_short_rows(const Conv2dShape& s, const ShortRowTaps& taps, co
  * d = (q − pad_w − φ) / S, so
  *   x[r][S·u + φ] = Σ_{p: r + pad_h − p = i·stride_h, 0 ≤ i < H_out} Σ_{q in phase φ} col[(c, p, q)][i, u − d]
  *                   over 0 ≤ u − d < W_out:
- * each phase a sum of shifted output rows, 16 columns at a time; stride 2 then interleaves the two phases.
+ * each phase a sum of shifted output rows, a vector of columns at a time (16 with AVX-512, 8 with AVX2);
+ * stride 2 then interleaves the two phases.
  */
 struct RowGatherTaps {
   static constexpr Index max_k = 16;
@@ -207,6 +229,29 @@ struct RowGatherTaps {
   Index phase[max_k], shift[max_k];  // tap q's phase φ and d
 };
 
+/// Calls sum_row(dst, rows, reading) for each image row r of each channel c (channels split over the
+/// threads), rows[0, reading) being the output rows of col that read image row r — tap p of output row i
+/// with i·stride_h = r + pad_h − p, at that tap row's first column (c, p, 0) — and dst the image row.
+template <class SumRow>
+void for_each_gathered_row(const Conv2dShape& s, const float* col, Index ld, float* x, SumRow&& sum_row) {
+  const Index oh = s.out_h(), ow = s.out_w();
+  parallel_for(
+      0, s.c_in,
+      [&](Index c) {
+        for (Index r = 0; r < s.h; ++r) {
+          const float* rows[RowGatherTaps::max_k];
+          Index reading = 0;
+          for (Index p = (r + s.pad_h) % s.stride_h; p < s.kh && p <= r + s.pad_h; p += s.stride_h) {
+            const Index i = (r + s.pad_h - p) / s.stride_h;
+            if (i < oh) rows[reading++] = col + (c * s.kh + p) * s.kw * ld + i * ow;
+          }
+          sum_row(x + (c * s.h + r) * s.w, static_cast<const float* const*>(rows), reading);
+        }
+      },
+      s.kh * s.kw * oh * ow);
+}
+
+#if defined(__AVX512F__)
 /// to[0, min(16, left)) ← v's first lanes: a plain store when all 16 fit. (With every store masked, the
 /// input gradient of a 1×1 stride-2 layer on 56² planes measured 12.3–13.7 ms against the scalar loops'
 /// 11.1, in a noisy hour; with this, level. Masking im2col's whole-vector stores later made no difference.)
@@ -218,43 +263,57 @@ inline void store_row_part(float* to, Index left, __m512 v) {
 }
 
 inline void col2im_row_gather(const Conv2dShape& s, const RowGatherTaps& taps, const float* col, Index ld, float* x) {
-  const Index oh = s.out_h(), ow = s.out_w();
+  const Index ow = s.out_w();
   const bool interleave = s.stride_w == 2;
   // Columns 2u (lanes 0..15 of the even phase) and 2u + 1 (of the odd one) in order: the first 16, the next 16.
   const __m512i first_half = _mm512_setr_epi32(0, 16, 1, 17, 2, 18, 3, 19, 4, 20, 5, 21, 6, 22, 7, 23);
   const __m512i second_half = _mm512_setr_epi32(8, 24, 9, 25, 10, 26, 11, 27, 12, 28, 13, 29, 14, 30, 15, 31);
-  parallel_for(
-      0, s.c_in,
-      [&](Index c) {
-        for (Index r = 0; r < s.h; ++r) {
-          // The output rows that read image row r: tap p of output row i with i·stride_h = r + pad_h − p.
-          const float* rows[RowGatherTaps::max_k];
-          Index reading = 0;
-          for (Index p = (r + s.pad_h) % s.stride_h; p < s.kh && p <= r + s.pad_h; p += s.stride_h) {
-            const Index i = (r + s.pad_h - p) / s.stride_h;
-            if (i < oh) rows[reading++] = col + (c * s.kh + p) * s.kw * ld + i * ow;
-          }
-          float* dst = x + (c * s.h + r) * s.w;
-          for (Index u0 = 0; u0 * s.stride_w < s.w; u0 += 16) {
-            __m512 sum[2] = {_mm512_setzero_ps(), _mm512_setzero_ps()};
-            for (Index q = 0; q < s.kw; ++q) {
-              const Index d = taps.shift[q];
-              // Lanes l with 0 ≤ u0 + l − d < W_out; the others read nothing (a masked load does not fault).
-              const __mmask16 reach = lane_mask(std::clamp<Index>(d - u0, 0, 16), std::clamp<Index>(d + ow - u0, 0, 16));
-              __m512& to = sum[taps.phase[q]];
-              for (Index k = 0; k < reading; ++k) to = _mm512_add_ps(to, _mm512_maskz_loadu_ps(reach, rows[k] + q * ld + u0 - d));
-            }
-            if (!interleave) {
-              store_row_part(dst + u0, s.w - u0, sum[0]);
-              continue;
-            }
-            const Index column = 2 * u0;
-            store_row_part(dst + column, s.w - column, _mm512_permutex2var_ps(sum[0], first_half, sum[1]));
-            if (column + 16 < s.w) store_row_part(dst + column + 16, s.w - column - 16, _mm512_permutex2var_ps(sum[0], second_half, sum[1]));
-          }
-        }
-      },
-      s.kh * s.kw * oh * ow);
+  for_each_gathered_row(s, col, ld, x, [&](float* dst, const float* const* rows, Index reading) {
+    for (Index u0 = 0; u0 * s.stride_w < s.w; u0 += 16) {
+      __m512 sum[2] = {_mm512_setzero_ps(), _mm512_setzero_ps()};
+      for (Index q = 0; q < s.kw; ++q) {
+        const Index d = taps.shift[q];
+        // Lanes l with 0 ≤ u0 + l − d < W_out; the others read nothing (a masked load does not fault).
+        const __mmask16 reach = lane_mask(std::clamp<Index>(d - u0, 0, 16), std::clamp<Index>(d + ow - u0, 0, 16));
+        __m512& to = sum[taps.phase[q]];
+        for (Index k = 0; k < reading; ++k) to = _mm512_add_ps(to, _mm512_maskz_loadu_ps(reach, rows[k] + q * ld + u0 - d));
+      }
+      if (!interleave) {
+        store_row_part(dst + u0, s.w - u0, sum[0]);
+        continue;
+      }
+      const Index column = 2 * u0;
+      store_row_part(dst + column, s.w - column, _mm512_permutex2var_ps(sum[0], first_half, sum[1]));
+      if (column + 16 < s.w) store_row_part(dst + column + 16, s.w - column - 16, _mm512_permutex2var_ps(sum[0], second_half, sum[1]));
+    }
+  });
+}
+#elif QX_PACKED_AVX2
+/// The AVX2 form of the gather above, 8 columns at a time.
+inline void col2im_row_gather(const Conv2dShape& s, const RowGatherTaps& taps, const float* col, Index ld, float* x) {
+  const Index ow = s.out_w();
+  const bool interleave = s.stride_w == 2;
+  for_each_gathered_row(s, col, ld, x, [&](float* dst, const float* const* rows, Index reading) {
+    for (Index u0 = 0; u0 * s.stride_w < s.w; u0 += 8) {
+      __m256 sum[2] = {_mm256_setzero_ps(), _mm256_setzero_ps()};
+      for (Index q = 0; q < s.kw; ++q) {
+        const Index d = taps.shift[q];
+        // Lanes l with 0 ≤ u0 + l − d < W_out; the others read nothing (a masked load does not fault).
+        const __m256i reach = lanes_between(std::clamp<Index>(d - u0, 0, 8), std::clamp<Index>(d + ow - u0, 0, 8));
+        __m256& to = sum[taps.phase[q]];
+        for (Index k = 0; k < reading; ++k) to = _mm256_add_ps(to, _mm256_maskload_ps(rows[k] + q * ld + u0 - d, reach));
+      }
+      if (!interleave) {
+        store_row_part(dst + u0, s.w - u0, sum[0]);
+        continue;
+      }
+      // Columns 2u and 2u + 1 in order: unpack within the 128-bit halves, then put the halves in place.
+      const __m256 low = _mm256_unpacklo_ps(sum[0], sum[1]), high = _mm256_unpackhi_ps(sum[0], sum[1]);
+      const Index column = 2 * u0;
+      store_row_part(dst + column, s.w - column, _mm256_permute2f128_ps(low, high, 0x20));
+      if (column + 8 < s.w) store_row_part(dst + column + 8, s.w - column - 8, _mm256_permute2f128_ps(low, high, 0x31));
+    }
+  });
 }
 #endif
 
@@ -619,12 +678,19 @@ void col2im_block(const Conv2dShape& s, const T* col, Index images, T* x) {
       for (Index b = 0; b < images; ++b) col2im_short_rows(s, taps, col + b * p, ld, x + b * s.c_in * s.h * s.w);
       return;
     }
-    if (RowGatherTaps::applies(s)) {
+  }
+#endif
+#if QX_PACKED_GEMM
+  // With AVX2, a 1×1 layer's scatter (one add per output, nothing overlapping) stays the general loops':
+  // the gather, which visits every image row, measured slower there (best 0.55 against 0.47 ms, the input
+  // gradient of 128 → 256 channels on 16², stride 2, batch 16).
+  [[maybe_unused]] constexpr bool avx2 = QX_PACKED_AVX2;
+  if constexpr (std::is_same_v<T, float>)
+    if (RowGatherTaps::applies(s) && !(avx2 && s.kh == 1 && s.kw == 1)) {
       const RowGatherTaps taps(s);
       for (Index b = 0; b < images; ++b) col2im_row_gather(s, taps, col + b * p, ld, x + b * s.c_in * s.h * s.w);
       return;
     }
-  }
 #endif
   for (Index b = 0; b < images; ++b) col2im(s, col + b * p, ld, x + b * s.c_in * s.h * s.w);
 }

@@ -76,12 +76,13 @@ inline bool runs_direct(const Conv2dShape& s, ConvPass pass = ConvPass::forward)
  *   weight gradient is then a product of only C_out rows over a depth of N·H·W, and Winograd ran it
  *   1.4–1.8× faster on 32×32 and 64×64 planes; on 16×16 planes, and for the other two passes at 16
  *   channels, im2col was as fast or faster;
- * - or, with AVX-512, for the forward pass and the input gradient, fewer than 48 tiles but at least
- *   8192 channel-tiles (min(C_in, C_out) · tiles: 512 channels on 16 tiles, 256 on 32). The batch is
- *   then one block whose products the threads share, with the filters transformed straight into the
- *   GEMM's B panels (kernels/winograd.hpp): 512 → 512 channels on 4×4 planes, batch 32, ran 1.9× faster
- *   than im2col on 2 threads, batch 16 1.4–1.5×; 256 channels on 16 tiles and anything on fewer were
- *   slower. The weight gradient of so few tiles stays im2col's (Winograd's sums 36 products per filter).
+ * - or, with the packed GEMM (AVX-512, or AVX2 + FMA), for the forward pass and the input gradient,
+ *   fewer than 48 tiles but at least 8192 channel-tiles (min(C_in, C_out) · tiles: 512 channels on 16
+ *   tiles, 256 on 32). The batch is then one block whose products the threads share, with the filters
+ *   transformed straight into the GEMM's B panels (kernels/winograd.hpp): 512 → 512 channels on 4×4
+ *   planes, batch 32, ran 1.9× faster than im2col on 2 threads with AVX-512 and 1.5–1.6× with AVX2,
+ *   batch 16 1.4–1.5× and 1.3×; 256 channels on 16 tiles and anything on fewer were slower. The weight
+ *   gradient of so few tiles stays im2col's (Winograd's sums 36 products per filter).
  * Passes that runs_direct takes are not Winograd's. docs/kernels.md has the measurements.
  */
 inline bool runs_winograd(const Conv2dShape& s, ConvPass pass = ConvPass::forward) {
@@ -96,10 +97,10 @@ inline bool runs_winograd(const Conv2dShape& s, ConvPass pass = ConvPass::forwar
   const winograd::Tiling tiling(s);
   const Index tiles = s.n * tiling.per_image(), channels = std::min(s.c_in, s.c_out);
   if (tiles < 48) {
-#if defined(__AVX512F__)
+#if QX_PACKED_GEMM
     return pass != ConvPass::weight_gradient && channels * tiles >= 8192;
 #else
-    return false;  // the filters' B panels are the AVX-512 path's
+    return false;  // the filters' B panels are the packed GEMM's
 #endif
   }
   if (channels >= 32) return true;
