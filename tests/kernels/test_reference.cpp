@@ -617,6 +617,7 @@ TEST_CASE_TEMPLATE("the convolution algorithm is chosen per shape and pass", T, 
     CHECK(runs_direct(narrow_16, pass));
     CHECK(runs_direct(eight, pass));
     CHECK_FALSE(runs_winograd(narrow_32, pass));
+    CHECK_FALSE(runs_winograd(narrow_16, pass));
   }
   CHECK(runs_direct(mid_32, ConvPass::forward));
   CHECK(runs_direct(mid_32, ConvPass::input_gradient));
@@ -631,11 +632,19 @@ TEST_CASE_TEMPLATE("the convolution algorithm is chosen per shape and pass", T, 
   CHECK(runs_winograd(mid_32, ConvPass::weight_gradient));
   CHECK(runs_winograd(odd_rows, ConvPass::weight_gradient));  // rows of 40: not the direct kernel's
   CHECK_FALSE(runs_winograd(odd_rows, ConvPass::forward));
+#elif QX_PACKED_AVX2
+  // No direct kernel: Winograd takes every pass from 16 channels.
+  for (ConvPass pass : passes) {
+    CHECK_FALSE(runs_direct(narrow_32, pass));
+    CHECK(runs_winograd(narrow_32, pass));
+    CHECK(runs_winograd(narrow_16, pass));
+  }
 #else
   for (ConvPass pass : passes) CHECK_FALSE(runs_direct(narrow_32, pass));
   CHECK_FALSE(runs_winograd(narrow_32, ConvPass::forward));
   CHECK_FALSE(runs_winograd(narrow_32, ConvPass::input_gradient));
   CHECK(runs_winograd(narrow_32, ConvPass::weight_gradient));
+  for (ConvPass pass : passes) CHECK_FALSE(runs_winograd(narrow_16, pass));  // 16 tiles per image
 #endif
 #if QX_PACKED_GEMM
   // Fewer than 48 tiles, with the packed GEMM (AVX-512, or AVX2 + FMA): forward and input gradient from
@@ -654,15 +663,14 @@ TEST_CASE_TEMPLATE("the convolution algorithm is chosen per shape and pass", T, 
   for (ConvPass pass : passes) {
     CHECK_FALSE(runs_direct(wide, pass));
     CHECK_FALSE(runs_direct(strided, pass));
-    CHECK_FALSE(runs_winograd(narrow_16, pass));  // 16 tiles per image
     CHECK(runs_winograd(wide, pass));
     CHECK_FALSE(runs_winograd(fewer_tiles, pass));  // 16 tiles of 256 channels
     CHECK_FALSE(runs_winograd(eight, pass));
     CHECK_FALSE(runs_winograd(strided, pass));
   }
-  // The passes as ops::conv2d calls them, one shape per mix: the direct forward and input gradient with
-  // a Winograd weight gradient (AVX-512; im2col forward and input gradient otherwise), and all three by
-  // im2col (17 output channels).
+  // The passes as ops::conv2d calls them, one shape per mix: with AVX-512 the direct forward and input
+  // gradient with a Winograd weight gradient, and all three by im2col (17 output channels); with AVX2 all
+  // by Winograd (16 channels and more); otherwise im2col but for the first shape's weight gradient.
   const std::vector<Conv2dShape> mixed = {{1, 24, 32, 32, 24, 3, 3, 1, 1, 1, 1}, {3, 16, 16, 16, 17, 3, 3, 1, 1, 1, 1}};
   CHECK(runs_winograd(mixed[0], ConvPass::weight_gradient));
   check_conv<T>(mixed, qx::kernels::conv2d_forward_auto<T>, qx::kernels::conv2d_backward_input_auto<T>,
