@@ -11,6 +11,8 @@
 #include "qx/kernels/gemm_dot.hpp"
 #include "qx/kernels/gemm_packed.hpp"
 
+#include <algorithm>
+#include <atomic>
 #include <cmath>
 #include <limits>
 #include <vector>
@@ -181,6 +183,54 @@ TEST_CASE("gemm on B already in panels matches the naive loop (both micro-kernel
 }
 
 #if QX_PACKED_GEMM
+// B made block by block by a producer (gemm_b_made, an implicit GEMM's form): the producer is asked for
+// every block of B once per slice of depth, each block within one NC × KC tile, starting at a whole panel
+// of C's columns; what it writes, and nothing else, reaches C — its whole-vector overshoot into the
+// buffer's slack included (it writes made_slack NaNs past the panels). Both forms (A packed once, A
+// packed per slice from op(A)), one and two threads (C split by rows or by columns).
+TEST_CASE("gemm on B made block by block matches the naive loop and asks for each block once") {
+  namespace packed = qx::kernels::detail::packed;
+  for (const int threads : {1, 2}) {
+    const qx_test::ThreadCount count(threads);
+    for (const auto& cs : cases)
+      for (bool ta : {false, true})
+        for (float beta : {0.0f, -0.5f})
+          for (bool a_packed : {false, true}) {
+            CAPTURE(threads);
+            CAPTURE(a_packed);
+            check_product(ta, false, cs, beta, [&](bool, bool, Index m, Index n, Index k, float alpha, const float* a, Index lda,
+                                                  const float* b, Index ldb, float beta_, float* c, Index ldc) {
+              // How often each element of B was made (one thread: once; two threads may each make all of B
+              // when they split C by rows, so only the contract is checked there).
+              std::vector<int> asked(static_cast<std::size_t>(n * k), 0);
+              std::atomic<bool> contract{true};
+              auto make = [&](Index j0, Index columns, Index p0, Index depth, float* panels) {
+                if (!(j0 % packed::nr == 0 && columns > 0 && columns <= packed::nc && depth > 0 && depth <= packed::kc &&
+                      j0 + columns <= n && p0 + depth <= k))
+                  contract = false;
+                for (Index jr = 0; jr < (columns + packed::nr - 1) / packed::nr * packed::nr; jr += packed::nr)
+                  for (Index p = 0; p < depth; ++p)
+                    for (Index j = 0; j < packed::nr; ++j) {
+                      const Index column = j0 + jr + j;
+                      panels[jr * depth + p * packed::nr + j] = jr + j < columns ? b[(p0 + p) * ldb + column] : 0.0f;
+                      if (jr + j < columns && threads == 1) ++asked[static_cast<std::size_t>((p0 + p) * n + column)];
+                    }
+                const Index used = (columns + packed::nr - 1) / packed::nr * packed::nr * depth;
+                std::fill_n(panels + used, packed::made_slack, std::numeric_limits<float>::quiet_NaN());
+              };
+              if (a_packed) {
+                const qx::kernels::PackedMatrix a_whole(ta, a, lda, m, k);
+                qx::kernels::gemm_b_made(a_whole.view, n, alpha, make, beta_, c, ldc);
+              } else {
+                qx::kernels::gemm_b_made(ta, m, n, k, alpha, a, lda, make, beta_, c, ldc);
+              }
+              CHECK(contract.load());
+              if (threads == 1) CHECK(std::all_of(asked.begin(), asked.end(), [](int times) { return times == 1; }));
+            });
+          }
+  }
+}
+
 namespace {
 /// Where element (i, p) of op(A) (m×k) belongs in pack_a_whole's layout, written from the layout's
 /// definition (KC slices one after the other, each MR panels of MR·depth floats, row fastest): the

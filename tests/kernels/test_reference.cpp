@@ -676,3 +676,132 @@ TEST_CASE_TEMPLATE("the convolution algorithm is chosen per shape and pass", T, 
   check_conv<T>(mixed, qx::kernels::conv2d_forward_auto<T>, qx::kernels::conv2d_backward_input_auto<T>,
                 qx::kernels::conv2d_backward_weight_auto<T>, std::is_same_v<T, float> ? 4e-4 : 1e-11);
 }
+
+#if QX_PACKED_AVX2
+namespace {
+/// col (K × N·P) of the block x, from im2col's definition: col[(c, p, q)][b·P + i·W_out + j] = x[b, c,
+/// i·stride_h + p − pad_h, j·stride_w + q − pad_w], zero outside the image.
+std::vector<float> naive_columns(const Conv2dShape& s, const std::vector<float>& x) {
+  const Index ld = s.n * s.positions();
+  std::vector<float> col(static_cast<std::size_t>(s.patch() * ld), 0.0f);
+  for (Index b = 0; b < s.n; ++b)
+    for (Index c = 0; c < s.c_in; ++c)
+      for (Index p = 0; p < s.kh; ++p)
+        for (Index q = 0; q < s.kw; ++q)
+          for (Index i = 0; i < s.out_h(); ++i)
+            for (Index j = 0; j < s.out_w(); ++j) {
+              const Index r = i * s.stride_h + p - s.pad_h, cc = j * s.stride_w + q - s.pad_w;
+              if (r < 0 || r >= s.h || cc < 0 || cc >= s.w) continue;
+              col[static_cast<std::size_t>(((c * s.kh + p) * s.kw + q) * ld + b * s.positions() + i * s.out_w() + j)] =
+                  x[static_cast<std::size_t>(((b * s.c_in + c) * s.h + r) * s.w + cc)];
+            }
+  return col;
+}
+
+/// Whether `made` holds expected(column, row) for the first `width` columns of `depth` rows in the packed
+/// GEMM's 64-column panels (panel_offset's layout).
+template <class Expected>
+bool panels_hold(const std::vector<float>& made, Index width, Index depth, Expected&& expected) {
+  for (Index j = 0; j < width; ++j)
+    for (Index r = 0; r < depth; ++r)
+      if (made[static_cast<std::size_t>(qx::kernels::detail::packed::panel_offset(depth, r, j))] != expected(j, r)) return false;
+  return true;
+}
+}  // namespace
+
+// The implicit GEMM of AVX2 builds (kernels/conv2d.hpp, ColumnMaker): the pieces of the column matrix it
+// makes for the forward product (panels of col) and the weight gradient's (panels of colᵀ) are those of
+// im2col's definition, for every range the loop nest asks for and for ranges that start and end inside
+// output rows and panels; a piece's whole-vector stores stay within ColumnMaker::slack floats past it.
+// Then the passes that make their columns this way against the naive loops.
+TEST_CASE("AVX2's implicit GEMM makes im2col's columns piece by piece, and its passes match the naive loops") {
+  namespace kd = qx::kernels::detail;
+  namespace packed = kd::packed;
+  const std::vector<Conv2dShape> shapes = {
+      {3, 64, 32, 32, 70, 3, 3, 2, 2, 1, 1},   // resnet18's first strided layer: rows of 16, K = 576 in three slices
+      {2, 5, 17, 13, 70, 3, 3, 2, 2, 1, 1},    // rows of 7: runs cross the panels' edges; odd plane sizes
+      {4, 8, 15, 15, 130, 7, 7, 2, 2, 3, 3},   // 7×7 stride 2, padding 3: whole output rows in the padding
+      {3, 128, 16, 16, 64, 1, 1, 2, 2, 0, 0},  // 1×1 stride 2
+      {2, 16, 9, 31, 70, 3, 3, 1, 1, 1, 1},    // stride 1, rows of 31: the masked loads at both ends
+      {2, 24, 6, 40, 66, 3, 1, 2, 1, 1, 0},    // a 3×1 kernel, stride 2 down and 1 across
+      {1, 64, 32, 32, 128, 3, 3, 2, 2, 1, 1},  // one image: the product split over threads
+      {4, 40, 14, 14, 109, 3, 3, 2, 2, 1, 1},  // rows of 7; blocks of two images, whose product gemm would turn
+  };
+  qx::Rng rng(21);
+  for (const auto& s : shapes) {
+    INFO("kernel ", s.kh, "x", s.kw, ", ", s.c_in, " channels of ", s.h, "x", s.w);
+    const auto x = random_vector<float>(static_cast<std::size_t>(s.n * s.c_in * s.h * s.w), rng);
+    const auto col = naive_columns(s, x);
+    const Index ld = s.n * s.positions(), k = s.patch();
+    const kd::ColumnMaker maker(s, x.data());
+    constexpr float untouched = -7.0f;  // what the buffer holds past a piece's slack
+    // (j0, columns, k0, depth): the loop nest's blocks, and pieces starting and ending mid-row.
+    std::vector<std::array<Index, 4>> pieces;
+    for (Index j0 = 0; j0 < ld; j0 += packed::nc)
+      for (Index k0 = 0; k0 < k; k0 += packed::kc) pieces.push_back({j0, std::min(packed::nc, ld - j0), k0, std::min(packed::kc, k - k0)});
+    pieces.push_back({64, std::min<Index>(ld - 64, 100), std::min<Index>(5, k - 1), std::min<Index>(17, k - std::min<Index>(5, k - 1))});
+    for (const auto& [j0, columns, k0, depth] : pieces) {
+      if (columns <= 0) continue;
+      CAPTURE(j0);
+      CAPTURE(k0);
+      const Index width = (columns + packed::nr - 1) / packed::nr * packed::nr;
+      std::vector<float> made(static_cast<std::size_t>(width * depth + kd::ColumnMaker::slack + 8), untouched);
+      maker.panels(j0, columns, k0, depth, made.data());
+      const bool same = panels_hold(made, width, depth, [&](Index j, Index r) {
+        return j < columns ? col[static_cast<std::size_t>((k0 + r) * ld + j0 + j)] : 0.0f;
+      });
+      CHECK_MESSAGE(same, "forward panels of columns [", j0, ", +", columns, ") rows [", k0, ", +", depth, ")");
+      for (Index e = width * depth + kd::ColumnMaker::slack; e < static_cast<Index>(made.size()); ++e) CHECK(made[static_cast<std::size_t>(e)] == untouched);
+    }
+    // colᵀ: rows are positions, columns taps (the weight gradient's B).
+    std::vector<float> rows(static_cast<std::size_t>(packed::nr * packed::kc + kd::ColumnMaker::slack));
+    for (const auto& [taps, k0, j0, depth] : std::vector<std::array<Index, 4>>{{std::min(k, packed::nc), 0, 0, std::min(ld, packed::kc)},
+                                                                                 {std::min<Index>(k - 3, 70), 3, 5, std::min<Index>(ld - 5, 37)}}) {
+      CAPTURE(k0);
+      CAPTURE(j0);
+      const Index width = (taps + packed::nr - 1) / packed::nr * packed::nr;
+      std::vector<float> made(static_cast<std::size_t>(width * depth + 8), untouched);
+      maker.transposed_panels(k0, taps, j0, depth, made.data(), rows.data());
+      const bool same = panels_hold(made, width, depth, [&](Index t, Index r) {
+        return t < taps ? col[static_cast<std::size_t>((k0 + t) * ld + j0 + r)] : 0.0f;
+      });
+      CHECK_MESSAGE(same, "weight-gradient panels of taps [", k0, ", +", taps, ") positions [", j0, ", +", depth, ")");
+      for (Index e = width * depth; e < static_cast<Index>(made.size()); ++e) CHECK(made[static_cast<std::size_t>(e)] == untouched);
+    }
+    // Every shape here makes its columns in both passes, in blocks of up to two images (what two threads
+    // give them).
+    CHECK(kd::makes_columns<float>(s, std::min<Index>(s.n, 2)));
+    CHECK(kd::makes_weight_columns<float>(s, std::min<Index>(s.n, 2)));
+  }
+  // A product gemm would compute transposed is made when its direct tiles cover at most 15 % more and
+  // the kernel is wider than 1×1 (resnet50's 3×3 stride-2 layer on 14², blocks of 8 images: 14 % more),
+  // and its weights are then packed for the direct product only.
+  const Conv2dShape deep{16, 512, 14, 14, 512, 3, 3, 2, 2, 1, 1};
+  REQUIRE(kd::images_per_block(deep) == 8);
+  REQUIRE(kd::computes_transposed(512, 8 * 49));
+  CHECK(kd::makes_columns<float>(deep, 8));
+  REQUIRE(kd::computes_transposed(109, 2 * 49));  // the last shape above
+  {
+    const std::vector<float> w(static_cast<std::size_t>(deep.c_out * deep.patch()), 0.5f);
+    const auto packed = kd::weight_packed_once(deep, 8, [&](Index images) { return kd::makes_columns<float>(deep, images); },
+                                               false, w.data(), deep.c_out, deep.patch());
+    CHECK(packed.a != nullptr);
+    CHECK(packed.b == nullptr);
+  }
+  // Not made: a pointwise layer (its image is its columns), a transposed product of a 1×1 kernel or of
+  // few columns (one image of 49), stride 3, a weight gradient of a narrow layer (dot-shaped) or of a stem
+  // on one channel (transposed).
+  CHECK_FALSE(kd::makes_columns<float>({2, 8, 16, 16, 8, 1, 1, 1, 1, 0, 0}, 1));
+  CHECK_FALSE(kd::makes_columns<float>({16, 512, 14, 14, 1024, 1, 1, 2, 2, 0, 0}, 8));
+  CHECK_FALSE(kd::makes_columns<float>({1, 512, 14, 14, 512, 3, 3, 2, 2, 1, 1}, 1));
+  CHECK_FALSE(kd::makes_columns<float>({2, 2, 36, 40, 3, 3, 3, 3, 3, 1, 1}, 2));
+  CHECK_FALSE(kd::makes_weight_columns<float>({4, 16, 32, 32, 16, 3, 3, 2, 2, 1, 1}, 2));
+  CHECK_FALSE(kd::makes_weight_columns<float>({32, 1, 128, 128, 64, 7, 7, 2, 2, 3, 3}, 1));
+  for (const int threads : {1, 2}) {
+    CAPTURE(threads);
+    const qx_test::ThreadCount count(threads);
+    check_conv<float>(shapes, qx::kernels::conv2d_forward<float>, qx::kernels::conv2d_backward_input<float>,
+                      qx::kernels::conv2d_backward_weight<float>, tolerance<float>());
+  }
+}
+#endif

@@ -315,6 +315,144 @@ inline void col2im_row_gather(const Conv2dShape& s, const RowGatherTaps& taps, c
     }
   });
 }
+
+/**
+ * A block's columns col (K, images·P) made piece by piece where a product reads them (gemm_b_made: an
+ * implicit GEMM), never written whole: with AVX2 a strided layer's im2col wrote its column buffer (past
+ * L2: 1.2 MB a block on resnet18's 32² layer) in a fifth of the forward pass and of the weight gradient,
+ * and pack_b then read it back (docs/kernels.md, "Implicit GEMM").
+ * A range of columns is cut into runs along output rows (b, i, from output column v0); tap (c, p, q) of
+ * a run reads image row r = i·stride_h + p − pad_h from column v0·stride_w + q − pad_w with the stride,
+ *   col[(c, p, q)][b·P + i·W_out + v] = x[b, c, r, v·stride_w + q − pad_w]   (0 outside the image),
+ * eight outputs per vector: one load (stride 1) or the even lanes of two (stride 2), masked at the
+ * row's ends (nothing read outside the row, zeros there). Each vector is stored whole, so a run may write up to 7 floats past its
+ * end; the caller orders its runs so that what comes after overwrites them, and leaves 8 floats of slack
+ * after its last.
+ */
+class ColumnMaker {
+ public:
+  static constexpr Index slack = 8;
+  static_assert(slack <= packed::made_slack, "gemm_b_made's buffer must hold a piece's overshoot");
+  /// Stride 1 or 2 along rows (every ResNet layer); other strides take im2col.
+  static bool applies(const Conv2dShape& s) { return s.stride_w == 1 || s.stride_w == 2; }
+  ColumnMaker(const Conv2dShape& s, const float* x) : s_(s), x_(x), ow_(s.out_w()), positions_(s.positions()) {}
+
+  struct Run {
+    Index at;      // the run's first column, relative to the range
+    Index length;  // its columns
+    Index image;   // where image b of the block starts in x
+    Index row;     // i·stride_h − pad_h: the image row of tap p = 0
+    Index column;  // v0·stride_w − pad_w: the image column of the first output at tap q = 0
+  };
+  /// The tap (c, p, q) of col's row k, and of the row after it (no divisions: these run per row).
+  struct Tap {
+    Index c, p, q;
+  };
+  Tap tap(Index k) const { return {k / (s_.kh * s_.kw), k / s_.kw % s_.kh, k % s_.kw}; }
+  void next(Tap& t) const {
+    if (++t.q < s_.kw) return;
+    t.q = 0;
+    if (++t.p < s_.kh) return;
+    t.p = 0;
+    ++t.c;
+  }
+
+  static constexpr Index max_runs = packed::nc > packed::kc ? packed::nc : packed::kc;
+  /// Columns [j0, j0 + count) as runs (count ≤ max_runs), also cut where `cut` divides the column (panels).
+  Index runs(Index j0, Index count, Index cut, Run* out) const {
+    check(count <= max_runs, "ColumnMaker: ", count, " columns in one piece, at most ", max_runs);
+    Index b = j0 / positions_, rest = j0 % positions_, i = rest / ow_, v = rest % ow_, made = 0;
+    for (Index j = j0, end = j0 + count; j < end;) {
+      const Index length = std::min({ow_ - v, end - j, cut - (j - j0) % cut});
+      out[made++] = {j - j0, length, b * s_.c_in * s_.h * s_.w, i * s_.stride_h - s_.pad_h, v * s_.stride_w - s_.pad_w};
+      j += length;
+      if ((v += length) == ow_) {
+        v = 0;
+        if (++i == s_.out_h()) i = 0, ++b;
+      }
+    }
+    return made;
+  }
+
+  /// to[t] = col[(c, p, q)][run.at + t] for t < run.length (the range's columns), in vectors of 8: up to
+  /// 7 floats past the run are written too.
+  void tap_run(const Tap& tap, const Run& run, float* to) const {
+    const Index r = run.row + tap.p;
+    if (r < 0 || r >= s_.h) {
+      for (Index v = 0; v < run.length; v += 8) _mm256_storeu_ps(to + v, _mm256_setzero_ps());
+      return;
+    }
+    const float* row = x_ + run.image + (tap.c * s_.h + r) * s_.w;
+    const Index w = s_.w;
+    // Output v reads row column start + stride·(v − v0); lanes outside [0, W) are loaded as zeros.
+    Index start = run.column + tap.q;
+    // Masked loads only at the row's ends: they cost several times a plain load on AMD's cores.
+    auto load = [&](Index at) {
+      return at >= 0 && at + 8 <= w ? _mm256_loadu_ps(row + at) : _mm256_maskload_ps(row + at, lanes_between(-at, w - at));
+    };
+    if (s_.stride_w == 1) {
+      for (Index v = 0; v < run.length; v += 8, start += 8) _mm256_storeu_ps(to + v, load(start));
+      return;
+    }
+    for (Index v = 0; v < run.length; v += 8, start += 16) {
+      const __m256 low = load(start), high = load(start + 8);
+      // [l0 l2 h0 h2 | l4 l6 h4 h6], then the 64-bit pairs in order: [l0 l2 l4 l6 h0 h2 h4 h6].
+      const __m256 even = _mm256_shuffle_ps(low, high, _MM_SHUFFLE(2, 0, 2, 0));
+      _mm256_storeu_ps(to + v, _mm256_castpd_ps(_mm256_permute4x64_pd(_mm256_castps_pd(even), _MM_SHUFFLE(3, 1, 2, 0))));
+    }
+  }
+
+  /// The forward pass's B: col's rows [k0, k0 + depth) × columns [j0, j0 + columns) (j0 a multiple of 64)
+  /// in 64-column panels (panel jr at panels + jr·depth), zero past `columns`; 8 floats of slack after.
+  void panels(Index j0, Index columns, Index k0, Index depth, float* panels) const {
+    Run run[max_runs];
+    const Index count = runs(j0, columns, packed::nr, run);
+    // Panel by panel, tap row by tap row, run by run: a run's overshoot lands on the next run, the next
+    // tap row or the next panel, each written after it.
+    for (Index first = 0; first < count;) {
+      const Index panel = run[first].at / packed::nr;
+      Index last = first;
+      while (last < count && run[last].at / packed::nr == panel) ++last;
+      float* out = panels + panel * packed::nr * depth;
+      const Index filled = std::min(packed::nr, columns - panel * packed::nr);
+      Tap t = tap(k0);
+      for (Index k = 0; k < depth; ++k, out += packed::nr, next(t)) {
+        for (Index u = first; u < last; ++u) tap_run(t, run[u], out + (run[u].at - panel * packed::nr));
+        std::fill(out + filled, out + packed::nr, 0.0f);
+      }
+      first = last;
+    }
+  }
+
+  /// The weight gradient's B, colᵀ: rows (positions) [j0, j0 + depth) × columns (taps) [k0, k0 + taps) in
+  /// 64-column panels, zero past `taps`; 64 tap rows made at a time into `rows` (64·depth + slack floats)
+  /// and turned by register transposes.
+  void transposed_panels(Index k0, Index taps, Index j0, Index depth, float* panels, float* rows) const {
+    Run run[max_runs];
+    const Index count = runs(j0, depth, depth, run);
+    for (Index jr = 0; jr < taps; jr += packed::nr) {
+      const Index width = std::min(packed::nr, taps - jr);
+      Tap t = tap(k0 + jr);
+      for (Index row = 0; row < width; ++row, next(t))
+        for (Index u = 0; u < count; ++u) tap_run(t, run[u], rows + row * depth + run[u].at);
+      float* panel = panels + jr * depth;
+      packed::transpose(rows, width, depth, panel, packed::nr);
+      if (width < packed::nr)
+        for (Index d = 0; d < depth; ++d) std::fill(panel + d * packed::nr + width, panel + (d + 1) * packed::nr, 0.0f);
+    }
+  }
+
+ private:
+  Conv2dShape s_;
+  const float* x_;
+  Index ow_, positions_;
+};
+
+/// A thread's rows for ColumnMaker::transposed_panels, kept for later calls.
+inline float* column_maker_rows() {
+  thread_local packed::Buffer rows;
+  return rows.get(packed::nr * packed::kc + ColumnMaker::slack);
+}
 #endif
 
 /// col (K, P), rows `ld` apart, ← the receptive fields of image x (C_in, H, W), by loops over the valid
@@ -731,6 +869,40 @@ bool forward_in_panels([[maybe_unused]] const Conv2dShape& s, [[maybe_unused]] I
   return false;
 }
 
+/// Whether the forward pass of a block makes its columns where its product reads them (ColumnMaker,
+/// gemm_b_made) instead of writing them whole by im2col: float with AVX2 (AVX-512's register paths write
+/// them as panels), any layer but a pointwise one (whose one image is its own columns), when gemm would
+/// compute the product directly — or, for a kernel wider than 1×1 (nine floats of columns per input
+/// float), when the direct product's 6×64 tiles cover at most 15 % more than the transposed one's: the
+/// 3×3 stride-2 layers of resnet50 on 14² and 28² (blocks of 392 columns, 14 % more) ran 7–15 % faster
+/// made than by im2col and the transposed product; its 1×1 stride-2 layers did not.
+template <class T>
+bool makes_columns([[maybe_unused]] const Conv2dShape& s, [[maybe_unused]] Index images) {
+#if QX_PACKED_AVX2
+  if constexpr (std::is_same_v<T, float>) {
+    if (!ColumnMaker::applies(s) || is_pointwise(s)) return false;
+    const Index m = s.c_out, n = images * s.positions();
+    if (!computes_transposed(m, n)) return true;
+    auto padded = [](Index extent, Index unit) { return (extent + unit - 1) / unit * unit; };
+    const Index direct = padded(m, packed::mr) * padded(n, packed::nr), transposed = padded(n, packed::mr) * padded(m, packed::nr);
+    return s.kh * s.kw > 1 && 20 * direct <= 23 * transposed;
+  }
+#endif
+  return false;
+}
+
+/// The same for the weight gradient's B, colᵀ, when gemm would multiply g · colᵀ by the packed kernel
+/// directly (not by dot products of rows, nor transposed).
+template <class T>
+bool makes_weight_columns([[maybe_unused]] const Conv2dShape& s, [[maybe_unused]] Index images) {
+#if QX_PACKED_AVX2
+  if constexpr (std::is_same_v<T, float>)
+    return ColumnMaker::applies(s) && !is_pointwise(s) && !dot::suits(false, true, s.c_out, s.patch(), images * s.positions()) &&
+           !computes_transposed(s.c_out, s.patch());
+#endif
+  return false;
+}
+
 /// Whether a block's product reads its B — the image in the forward pass, grad_y in the input gradient —
 /// in place, row by row (gemm_b_rows), instead of copying it into panels: one image of a pointwise
 /// convolution whose planes hold at least b_rows_positions positions (float with AVX-512). The copy is a
@@ -774,15 +946,16 @@ struct PackedWeight {
 /// (in_panels(images)) or reads its B in place (reads_b_in_place, the same for both passes): those
 /// products take A packed; or when at least two blocks multiply it directly — each block's product would
 /// pack it again (a resnet50 layer on 28×28 planes runs blocks of one image, 16 packs of W per batch of
-/// 16); and `b` when at least two blocks compute their product transposed. A single product packs its
-/// operands on its own threads, faster than one packing thread.
+/// 16); and `b` when at least two blocks compute their product transposed (gemm's choice for few columns,
+/// except where in_panels: those multiply directly). A single product packs its operands on its own
+/// threads, faster than one packing thread.
 template <class InPanels>
 PackedWeight weight_packed_once(const Conv2dShape& s, Index block, InPanels&& in_panels, bool trans, const float* weight,
                                 Index rows, Index depth) {
   const Index whole = s.n / block, last = s.n % block, p = s.positions();
   const auto packed_a_product = [&](Index images) { return in_panels(images) || reads_b_in_place<float>(s, images); };
   const bool panels = packed_a_product(block) || (last && packed_a_product(last));
-  const auto turned = [&](Index images) { return computes_transposed(rows, images * p); };
+  const auto turned = [&](Index images) { return computes_transposed(rows, images * p) && !in_panels(images); };
   const Index direct = (!turned(block) ? whole : 0) + (last && !turned(last) ? 1 : 0);
   const Index transposed = whole + (last ? 1 : 0) - direct;
   auto pack_a = [&] { return std::make_shared<const PackedMatrix>(trans, weight, s.patch(), rows, depth); };
@@ -841,7 +1014,8 @@ void conv2d_forward(const Conv2dShape& s, const T* x, const T* weight, const T* 
 #if QX_PACKED_GEMM
   if constexpr (std::is_same_v<T, float>)
     packed = detail::weight_packed_once(
-        s, block, [&](Index images) { return detail::forward_in_panels<T>(s, images); }, false, weight, s.c_out, k);
+        s, block, [&](Index images) { return detail::forward_in_panels<T>(s, images) || detail::makes_columns<T>(s, images); },
+        false, weight, s.c_out, k);
 #endif
   // Scratch: the columns (rows or panels), then the block's output (C_out·P) before it is scattered to NCHW.
   detail::for_each_block<T>(s.n, block, detail::scratch_per_image(s, block), [&](Index first, Index images, T* scratch, int) {
@@ -856,6 +1030,16 @@ void conv2d_forward(const Conv2dShape& s, const T* x, const T* weight, const T* 
         detail::im2col_block_registers(s, image, images, detail::ColumnPanels{scratch, k});
         detail::zero_panel_tail(scratch, k, ld);
         gemm_b_panels(packed.a->view, ld, 1.0f, scratch, 0.0f, out, ld);
+      }
+#endif
+    } else if (detail::makes_columns<T>(s, images)) {
+#if QX_PACKED_AVX2
+      if constexpr (std::is_same_v<T, float>) {
+        const detail::ColumnMaker maker(s, image);
+        gemm_b_made(
+            packed.a->view, ld, 1.0f,
+            [&](Index j0, Index columns, Index k0, Index depth, float* to) { maker.panels(j0, columns, k0, depth, to); },
+            0.0f, out, ld);
       }
 #endif
     } else {
@@ -946,15 +1130,32 @@ void conv2d_backward_weight(const Conv2dShape& s, const T* x, const T* grad_y, T
   detail::for_each_block<T>(
       s.n, block, detail::scratch_per_image(s, block), [&](Index first, Index images, T* scratch, int t) {
         const Index ld = images * p;
-        const T* col = detail::columns_of_block(s, x + first * s.c_in * s.h * s.w, images, scratch);
+        const T* image = x + first * s.c_in * s.h * s.w;
+        const bool make = detail::makes_weight_columns<T>(s, images);
+        const T* col = make ? nullptr : detail::columns_of_block(s, image, images, scratch);
         const T* g = grad_y + first * s.c_out * p;  // one image's (C_out, P) is used in place
         if (images > 1) {
           detail::gather_gradients(s, g, images, detail::ColumnRows<T>{scratch + k * ld, ld});
           g = scratch + k * ld;
         }
-        // A stem's K = 49 or 147 columns: gemm computes this product transposed (kernels/gemm.hpp).
         const auto part = partial.begin(t);
-        gemm(false, true, s.c_out, k, ld, T(1), g, ld, col, ld, part.first ? T(0) : T(1), part.data, k);
+        const T beta = part.first ? T(0) : T(1);
+        if (make) {
+#if QX_PACKED_AVX2
+          if constexpr (std::is_same_v<T, float>) {
+            const detail::ColumnMaker maker(s, image);
+            gemm_b_made(
+                false, s.c_out, k, ld, 1.0f, g, ld,
+                [&](Index k0, Index taps, Index j0, Index depth, float* to) {
+                  maker.transposed_panels(k0, taps, j0, depth, to, detail::column_maker_rows());
+                },
+                beta, part.data, k);
+          }
+#endif
+          return;
+        }
+        // A stem's K = 49 or 147 columns: gemm computes this product transposed (kernels/gemm.hpp).
+        gemm(false, true, s.c_out, k, ld, T(1), g, ld, col, ld, beta, part.data, k);
       });
   partial.finish();
   if (grad_bias) conv2d_backward_bias(s, grad_y, grad_bias);

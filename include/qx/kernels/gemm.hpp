@@ -244,6 +244,37 @@ inline void gemm_b_panels(const PackedA& a, Index n, float alpha, const float* b
   });
 }
 
+/**
+ * C (m×n) = α·A·B + β·C in float with A packed and B made block by block where the micro-kernel reads it
+ * (detail::packed::gemm_b_made_with): make_b(j0, columns, p0, depth, panels) writes B's rows
+ * [p0, p0 + depth) × columns [j0, j0 + columns) — j0 a column of C — into 64-column panels, zero past
+ * `columns`. Split over threads as gemm splits, each thread making the columns of its own block.
+ */
+template <class MakeB>
+void gemm_b_made(const PackedA& a, Index n, float alpha, MakeB&& make_b, float beta, float* c, Index ldc) {
+  if (a.rows == 0 || n == 0) return;
+  detail::split_over_threads(a.rows, n, a.depth, [&](Index r0, Index rows, Index c0, Index cols) {
+    detail::packed::gemm_b_made_with(
+        a.slices(r0), rows, cols, a.depth, alpha,
+        [&](Index jc, Index columns, Index pc, Index depth, float* panels) { make_b(c0 + jc, columns, pc, depth, panels); },
+        beta, c + r0 * ldc + c0, ldc);
+  });
+}
+
+/// The same with op(A) (m×k, float) packed slice by slice as the loop nest reaches it (a product that does
+/// not reuse its A).
+template <class MakeB>
+void gemm_b_made(bool trans_a, Index m, Index n, Index k, float alpha, const float* a, Index lda, MakeB&& make_b, float beta,
+                 float* c, Index ldc) {
+  if (m == 0 || n == 0) return;
+  detail::split_over_threads(m, n, k, [&](Index r0, Index rows, Index c0, Index cols) {
+    detail::packed::gemm_b_made_with(
+        detail::packed::a_packed_per_slice(trans_a, trans_a ? a + r0 : a + r0 * lda, lda, rows), rows, cols, k, alpha,
+        [&](Index jc, Index columns, Index pc, Index depth, float* panels) { make_b(c0 + jc, columns, pc, depth, panels); },
+        beta, c + r0 * ldc + c0, ldc);
+  });
+}
+
 #endif
 
 #if defined(__AVX512F__)

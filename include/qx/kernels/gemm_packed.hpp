@@ -599,6 +599,26 @@ void gemm_b_panels(bool trans_a, Index m, Index n, Index k, float alpha, const f
   gemm_b_panels_with<Portable>(a_packed_per_slice(trans_a, a, lda, m), m, n, k, alpha, b_panels, beta, c, ldc);
 }
 
+/**
+ * C (m×n) = α·A·B + β·C with B made where the micro-kernel reads it, block by block: make_b(jc, columns,
+ * pc, depth, panels) writes B's rows [pc, pc + depth) × columns [jc, jc + columns) into panels of NR
+ * columns (panel jr at panels + jr·depth, its columns past `columns` zero; it may overwrite made_slack
+ * floats past the panels), here the thread's packing buffer, which stays in L2. An implicit GEMM: a convolution's columns made from the image block by block
+ * are never written whole to memory and read back for pack_b (docs/kernels.md, "Implicit GEMM").
+ */
+constexpr Index made_slack = 16;  // floats after the panels that make_b may overwrite (whole-vector stores)
+template <bool Portable = false, class ASlice, class MakeB>
+void gemm_b_made_with(ASlice&& a_slice, Index m, Index n, Index k, float alpha, MakeB&& make_b, float beta, float* c,
+                      Index ldc) {
+  if (m <= 0 || n <= 0) return;
+  check(k > 0, "gemm_b_made: depth ", k, " must be positive");
+  float* pb = b_buffer().get(kc * nc + made_slack);
+  loop_nest<Portable>(m, n, k, alpha, beta, c, ldc, a_slice, [&](Index jc, Index ncols, Index pc, Index depth) {
+    make_b(jc, ncols, pc, depth, pb);
+    return std::pair<const float*, Index>{pb, depth};
+  });
+}
+
 #if defined(__AVX512F__)
 /**
  * C (m×n) = α·A·B + β·C with A's panels from a_slice and B (k×n, row-major, leading dimension ldb) read
