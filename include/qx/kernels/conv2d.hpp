@@ -874,7 +874,7 @@ bool forward_in_panels([[maybe_unused]] const Conv2dShape& s, [[maybe_unused]] I
 /// them as panels), any layer but a pointwise one (whose one image is its own columns), when gemm would
 /// compute the product directly — or, for a kernel wider than 1×1 (nine floats of columns per input
 /// float), when the direct product's 6×64 tiles cover at most 15 % more than the transposed one's: the
-/// 3×3 stride-2 layers of resnet50 on 14² and 28² (blocks of 392 columns, 14 % more) ran 7–15 % faster
+/// 3×3 stride-2 layers of resnet50 on 14² and 28² (blocks of 392 columns, 14 % more) ran 5–20 % faster
 /// made than by im2col and the transposed product; its 1×1 stride-2 layers did not.
 template <class T>
 bool makes_columns([[maybe_unused]] const Conv2dShape& s, [[maybe_unused]] Index images) {
