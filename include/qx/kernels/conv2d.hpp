@@ -882,10 +882,7 @@ bool makes_columns([[maybe_unused]] const Conv2dShape& s, [[maybe_unused]] Index
   if constexpr (std::is_same_v<T, float>) {
     if (!ColumnMaker::applies(s) || is_pointwise(s)) return false;
     const Index m = s.c_out, n = images * s.positions();
-    if (!computes_transposed(m, n)) return true;
-    auto padded = [](Index extent, Index unit) { return (extent + unit - 1) / unit * unit; };
-    const Index direct = padded(m, packed::mr) * padded(n, packed::nr), transposed = padded(n, packed::mr) * padded(m, packed::nr);
-    return s.kh * s.kw > 1 && 20 * direct <= 23 * transposed;
+    return !computes_transposed(m, n) || (s.kh * s.kw > 1 && 20 * tile_area(m, n) <= 23 * tile_area(n, m));
   }
 #endif
   return false;

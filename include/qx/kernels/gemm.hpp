@@ -30,6 +30,12 @@ using ConstMap = Eigen::Map<const RowMajor<T>, Eigen::Unaligned, Eigen::OuterStr
 template <class T>
 using Map = Eigen::Map<RowMajor<T>, Eigen::Unaligned, Eigen::OuterStride<>>;
 
+/// The area of the packed kernel's 6×64 tiles that cover C (m×n), padding included: what the product
+/// computes.
+inline Index tile_area(Index m, Index n) {
+  auto padded = [](Index extent, Index unit) { return (extent + unit - 1) / unit * unit; };
+  return padded(m, packed::mr) * padded(n, packed::nr);
+}
 /**
  * Whether the packed kernel computes C (m×n) better as its transpose Cᵀ = op(B)ᵀ·op(A)ᵀ. Its register
  * tile is 6 rows × 64 columns: a product of few columns (a 7×7 image's 49 positions, 14×14's 196, a
@@ -37,10 +43,7 @@ using Map = Eigen::Map<RowMajor<T>, Eigen::Unaligned, Eigen::OuterStride<>>;
  * side. Chosen by the padded tile area, transposed when 10 % smaller: the transposed product packs its
  * operands the other way and moves C once more, so near-equal areas keep the direct product.
  */
-inline bool computes_transposed(Index m, Index n) {
-  auto padded = [](Index extent, Index unit) { return (extent + unit - 1) / unit * unit; };
-  return 10 * padded(n, packed::mr) * padded(m, packed::nr) < 9 * padded(m, packed::mr) * padded(n, packed::nr);
-}
+inline bool computes_transposed(Index m, Index n) { return 10 * tile_area(n, m) < 9 * tile_area(m, n); }
 
 #if QX_PACKED_GEMM
 /// C (m×n) = α·op(A)·op(B) + β·C by the packed kernel, as Cᵀ = α·op(B)ᵀ·op(A)ᵀ into a thread's scratch and
@@ -244,6 +247,22 @@ inline void gemm_b_panels(const PackedA& a, Index n, float alpha, const float* b
   });
 }
 
+namespace detail {
+/// gemm_b_made's split over threads: each thread's block of C (rows [r0, ·), columns [c0, ·)) by the loop
+/// nest with A's slices from a_slices(r0, rows) and B made by make_b with columns of C.
+template <class ASlices, class MakeB>
+void gemm_b_made_split(Index m, Index n, Index k, ASlices&& a_slices, float alpha, MakeB&& make_b, float beta, float* c,
+                       Index ldc) {
+  if (m == 0 || n == 0) return;
+  split_over_threads(m, n, k, [&](Index r0, Index rows, Index c0, Index cols) {
+    packed::gemm_b_made_with(
+        a_slices(r0, rows), rows, cols, k, alpha,
+        [&](Index jc, Index columns, Index pc, Index depth, float* panels) { make_b(c0 + jc, columns, pc, depth, panels); },
+        beta, c + r0 * ldc + c0, ldc);
+  });
+}
+}  // namespace detail
+
 /**
  * C (m×n) = α·A·B + β·C in float with A packed and B made block by block where the micro-kernel reads it
  * (detail::packed::gemm_b_made_with): make_b(j0, columns, p0, depth, panels) writes B's rows
@@ -252,13 +271,7 @@ inline void gemm_b_panels(const PackedA& a, Index n, float alpha, const float* b
  */
 template <class MakeB>
 void gemm_b_made(const PackedA& a, Index n, float alpha, MakeB&& make_b, float beta, float* c, Index ldc) {
-  if (a.rows == 0 || n == 0) return;
-  detail::split_over_threads(a.rows, n, a.depth, [&](Index r0, Index rows, Index c0, Index cols) {
-    detail::packed::gemm_b_made_with(
-        a.slices(r0), rows, cols, a.depth, alpha,
-        [&](Index jc, Index columns, Index pc, Index depth, float* panels) { make_b(c0 + jc, columns, pc, depth, panels); },
-        beta, c + r0 * ldc + c0, ldc);
-  });
+  detail::gemm_b_made_split(a.rows, n, a.depth, [&](Index r0, Index) { return a.slices(r0); }, alpha, make_b, beta, c, ldc);
 }
 
 /// The same with op(A) (m×k, float) packed slice by slice as the loop nest reaches it (a product that does
@@ -266,13 +279,10 @@ void gemm_b_made(const PackedA& a, Index n, float alpha, MakeB&& make_b, float b
 template <class MakeB>
 void gemm_b_made(bool trans_a, Index m, Index n, Index k, float alpha, const float* a, Index lda, MakeB&& make_b, float beta,
                  float* c, Index ldc) {
-  if (m == 0 || n == 0) return;
-  detail::split_over_threads(m, n, k, [&](Index r0, Index rows, Index c0, Index cols) {
-    detail::packed::gemm_b_made_with(
-        detail::packed::a_packed_per_slice(trans_a, trans_a ? a + r0 : a + r0 * lda, lda, rows), rows, cols, k, alpha,
-        [&](Index jc, Index columns, Index pc, Index depth, float* panels) { make_b(c0 + jc, columns, pc, depth, panels); },
-        beta, c + r0 * ldc + c0, ldc);
-  });
+  detail::gemm_b_made_split(
+      m, n, k,
+      [&](Index r0, Index rows) { return detail::packed::a_packed_per_slice(trans_a, trans_a ? a + r0 : a + r0 * lda, lda, rows); },
+      alpha, make_b, beta, c, ldc);
 }
 
 #endif
