@@ -698,6 +698,16 @@ std::vector<float> naive_columns(const Conv2dShape& s, const std::vector<float>&
   return col;
 }
 
+/// conv2d's three passes against the naive loops on `shapes`, on one thread and on two.
+void check_conv_on_one_and_two_threads(const std::vector<Conv2dShape>& shapes) {
+  for (const int threads : {1, 2}) {
+    CAPTURE(threads);
+    const qx_test::ThreadCount count(threads);
+    check_conv<float>(shapes, qx::kernels::conv2d_forward<float>, qx::kernels::conv2d_backward_input<float>,
+                      qx::kernels::conv2d_backward_weight<float>, tolerance<float>());
+  }
+}
+
 /// Whether `made` holds expected(column, row) for the first `width` columns of `depth` rows in the packed
 /// GEMM's 64-column panels (panel_offset's layout).
 template <class Expected>
@@ -798,11 +808,71 @@ TEST_CASE("AVX2's implicit GEMM makes im2col's columns piece by piece, and its p
   CHECK_FALSE(kd::makes_columns<float>({2, 2, 36, 40, 3, 3, 3, 3, 3, 1, 1}, 2));
   CHECK_FALSE(kd::makes_weight_columns<float>({4, 16, 32, 32, 16, 3, 3, 2, 2, 1, 1}, 2));
   CHECK_FALSE(kd::makes_weight_columns<float>({32, 1, 128, 128, 64, 7, 7, 2, 2, 3, 3}, 1));
-  for (const int threads : {1, 2}) {
-    CAPTURE(threads);
-    const qx_test::ThreadCount count(threads);
-    check_conv<float>(shapes, qx::kernels::conv2d_forward<float>, qx::kernels::conv2d_backward_input<float>,
-                      qx::kernels::conv2d_backward_weight<float>, tolerance<float>());
+  check_conv_on_one_and_two_threads(shapes);
+}
+
+// The input gradient of AVX2 builds that makes ∂col a group of channels at a time and gathers each group
+// into x while it is in L2 (kernels/conv2d.hpp, ColumnGradientGroups): the plan's groups start at a row
+// of A's packed panels and its chunks hold whole images; which shapes take it; then the pass against the
+// naive loops on shapes with several chunks (the last one short), several groups (the last one short),
+// one group, a depth over one KC slice, one image whose groups are split over the threads, and kernels
+// of 9, 49, 25 and 3 taps.
+TEST_CASE("AVX2's input gradient makes the columns' gradient a group of channels at a time, and matches the naive loops") {
+  namespace kd = qx::kernels::detail;
+  // Each ∂col (K × images·P) larger than L2, and P ≤ 512: what the path is for.
+  const std::vector<Conv2dShape> shapes = {
+      {3, 64, 32, 32, 70, 3, 3, 2, 2, 1, 1},   // resnet18's first strided layer: chunks of one image of 256 columns
+      {1, 64, 32, 32, 128, 3, 3, 2, 2, 1, 1},  // one image: its groups over the threads
+      {5, 80, 16, 16, 300, 3, 3, 2, 2, 1, 1},  // P = 64: chunks of four images (one thread: 4 + 1); depth 300, two KC slices
+      {2, 9, 40, 40, 4, 7, 7, 2, 2, 3, 3},     // 49 taps: groups of six channels, the second of three
+      {2, 100, 40, 24, 66, 3, 1, 2, 1, 1, 0},  // a 3×1 kernel, stride 2 down and 1 across
+      {2, 32, 16, 31, 20, 3, 3, 1, 1, 1, 1},   // stride 1, rows of 31
+      {40, 20, 8, 8, 40, 5, 5, 2, 2, 2, 2},    // 25 taps, P = 16: chunks of 16 images (blocks of 20: 16 + 4)
+  };
+  for (const auto& s : shapes) {
+    INFO("kernel ", s.kh, "x", s.kw, ", ", s.n, " images of ", s.c_in, " channels of ", s.h, "x", s.w);
+    const Index block = kd::images_per_block(s), taps = s.kh * s.kw;
+    CHECK(kd::gathers_by_groups<float>(s, s.n));
+    const kd::ColumnGradientGroups plan(s, block);
+    const Index chunk = plan.images_per_chunk(), channels = plan.channels_per_group();
+    CHECK(chunk >= 1);
+    CHECK(chunk <= block);
+    CHECK((chunk * s.positions() <= 2 * kd::ColumnGradientGroups::chunk_columns ||
+           chunk * s.positions() < kd::ColumnGradientGroups::chunk_columns + s.positions()));
+    CHECK(channels >= 1);
+    CHECK(channels <= s.c_in);
+    CHECK(((taps * channels) % qx::kernels::detail::packed::mr == 0 || channels == s.c_in));
   }
+  // Chunks of at least 256 columns where the block has them, at most 512, wasting the least of their last
+  // 64-column panel: P = 196 → two images (392 of 448 columns), P = 49 → nine (441 of 448).
+  CHECK(kd::ColumnGradientGroups::images_per_chunk(196, 8) == 2);
+  CHECK(kd::ColumnGradientGroups::images_per_chunk(49, 16) == 9);
+  CHECK(kd::ColumnGradientGroups::images_per_chunk(64, 8) == 4);
+  CHECK(kd::ColumnGradientGroups::images_per_chunk(256, 3) == 1);
+  CHECK(kd::ColumnGradientGroups::images_per_chunk(784, 16) == 1);
+  CHECK(kd::ColumnGradientGroups::images_per_chunk(16, 21) == 16);
+  CHECK(kd::ColumnGradientGroups::images_per_chunk(16, 5) == 5);
+  // The shapes above reach what they are there for, whatever the thread count.
+  CHECK(kd::ColumnGradientGroups(shapes[0], 3).images_per_chunk() == 1);
+  CHECK(kd::ColumnGradientGroups(shapes[0], 3).channels_per_group() < 64);
+  CHECK(kd::ColumnGradientGroups(shapes[2], 5).images_per_chunk() == 4);
+  CHECK(kd::ColumnGradientGroups(shapes[3], 2).channels_per_group() == 6);
+  CHECK(kd::ColumnGradientGroups(shapes[6], 20).images_per_chunk() == 16);
+  // Which blocks take it. Not: a 1×1 kernel (col2im a plain scatter), stride 3 across, eight images of 49
+  // positions on a deep layer (gemm turns that product: resnet50's 512-channel layer on 14²), a ∂col that
+  // fits L2 (one image of 1,152 × 64), images of more than 512 positions (resnet50's 128-channel layer on
+  // 56²). Yes: eight images of that 1,152 × 64.
+  struct Rule {
+    Conv2dShape shape;
+    Index images;
+    bool by_groups;
+  };
+  for (const Rule& rule : {Rule{{16, 256, 56, 56, 512, 1, 1, 2, 2, 0, 0}, 1, false}, Rule{{2, 64, 72, 80, 3, 3, 3, 3, 3, 1, 1}, 2, false},
+                           Rule{{16, 512, 14, 14, 512, 3, 3, 2, 2, 1, 1}, 8, false}, Rule{{1, 128, 16, 16, 256, 3, 3, 2, 2, 1, 1}, 1, false},
+                           Rule{{16, 128, 56, 56, 128, 3, 3, 2, 2, 1, 1}, 1, false}, Rule{{8, 128, 16, 16, 256, 3, 3, 2, 2, 1, 1}, 8, true}}) {
+    INFO(rule.shape.c_in, " channels of ", rule.shape.h, "x", rule.shape.w, ", kernel ", rule.shape.kh, ", ", rule.images, " images");
+    CHECK(kd::gathers_by_groups<float>(rule.shape, rule.images) == rule.by_groups);
+  }
+  check_conv_on_one_and_two_threads(shapes);
 }
 #endif

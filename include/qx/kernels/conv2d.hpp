@@ -9,6 +9,8 @@
 #include <algorithm>
 #include <cstdint>
 #include <memory>
+#include <numeric>
+#include <optional>
 #include <type_traits>
 #include <vector>
 
@@ -220,35 +222,62 @@ inline void store_row_part(float* to, Index left, __m256 v) {
 struct RowGatherTaps {
   static constexpr Index max_k = 16;
   static bool applies(const Conv2dShape& s) { return (s.stride_w == 1 || s.stride_w == 2) && s.kh <= max_k && s.kw <= max_k; }
-  explicit RowGatherTaps(const Conv2dShape& s) {
+  /// The taps of s for columns of leading dimension ld.
+  RowGatherTaps(const Conv2dShape& s, Index ld) : most((s.kh + s.stride_h - 1) / s.stride_h) {
     for (Index q = 0; q < s.kw; ++q) {
       phase[q] = ((q - s.pad_w) % s.stride_w + s.stride_w) % s.stride_w;
       shift[q] = (q - s.pad_w - phase[q]) / s.stride_w;
     }
+    for (Index q = 0; q < s.kw; ++q)
+      if (phase[q] == 0) by_phase[first_odd++] = q;
+    for (Index q = 0, at = first_odd; q < s.kw; ++q)
+      if (phase[q] == 1) by_phase[at++] = q;
+    // Image row r is read by tap row p of output row i when i·stride_h = r + pad_h − p: the same rows for
+    // every channel, so their offsets are worked out here once, not by a remainder and a division per
+    // tap for every row of every channel (with AVX2 those were a third of this col2im's time).
+    const Index oh = s.out_h();
+    reading.assign(static_cast<std::size_t>(s.h), 0);
+    readers.resize(static_cast<std::size_t>(s.h * most));
+    for (Index r = 0; r < s.h; ++r) {
+      Index& count = reading[static_cast<std::size_t>(r)];
+      for (Index p = (r + s.pad_h) % s.stride_h; p < s.kh && p <= r + s.pad_h; p += s.stride_h) {
+        const Index i = (r + s.pad_h - p) / s.stride_h;
+        if (i < oh) readers[static_cast<std::size_t>(r * most + count++)] = p * s.kw * ld + i * s.out_w();
+      }
+    }
   }
   Index phase[max_k], shift[max_k];  // tap q's phase φ and d
+  Index by_phase[max_k];             // the taps in order of phase: [0, first_odd) even, the rest odd
+  Index first_odd = 0;
+  Index most;                        // at most this many tap rows read one image row: ⌈kH / stride_h⌉
+  std::vector<Index> reading;        // reading[r]: how many tap rows read image row r
+  std::vector<Index> readers;        // readers[r·most + k]: the k-th one's offset from its channel's (c, 0, 0) row
 };
 
-/// Calls sum_row(dst, rows, reading) for each image row r of each channel c (channels split over the
-/// threads), rows[0, reading) being the output rows of col that read image row r — tap p of output row i
-/// with i·stride_h = r + pad_h − p, at that tap row's first column (c, p, 0) — and dst the image row.
+/// Calls sum_row(dst, rows, reading) for each image row r of one channel, rows[0, reading) being the
+/// output rows that read image row r — tap p of output row i with i·stride_h = r + pad_h − p, at that tap
+/// row's first column: channel_col + readers' offset, channel_col being the channel's row (c, 0, 0) — and
+/// dst the row of the channel's plane channel_x.
 template <class SumRow>
-void for_each_gathered_row(const Conv2dShape& s, const float* col, Index ld, float* x, SumRow&& sum_row) {
-  const Index oh = s.out_h(), ow = s.out_w();
+void for_each_gathered_row_of(const Conv2dShape& s, const RowGatherTaps& taps, const float* channel_col, float* channel_x,
+                              SumRow&& sum_row) {
+  for (Index r = 0; r < s.h; ++r) {
+    const float* rows[RowGatherTaps::max_k];
+    const Index reading = taps.reading[static_cast<std::size_t>(r)];
+    const Index* offsets = taps.readers.data() + r * taps.most;
+    for (Index k = 0; k < reading; ++k) rows[k] = channel_col + offsets[k];
+    sum_row(channel_x + r * s.w, static_cast<const float* const*>(rows), reading);
+  }
+}
+
+/// The same for every channel of col (K, ld) and x, channels split over the threads.
+template <class SumRow>
+void for_each_gathered_row(const Conv2dShape& s, const RowGatherTaps& taps, const float* col, Index ld, float* x,
+                           SumRow&& sum_row) {
   parallel_for(
       0, s.c_in,
-      [&](Index c) {
-        for (Index r = 0; r < s.h; ++r) {
-          const float* rows[RowGatherTaps::max_k];
-          Index reading = 0;
-          for (Index p = (r + s.pad_h) % s.stride_h; p < s.kh && p <= r + s.pad_h; p += s.stride_h) {
-            const Index i = (r + s.pad_h - p) / s.stride_h;
-            if (i < oh) rows[reading++] = col + (c * s.kh + p) * s.kw * ld + i * ow;
-          }
-          sum_row(x + (c * s.h + r) * s.w, static_cast<const float* const*>(rows), reading);
-        }
-      },
-      s.kh * s.kw * oh * ow);
+      [&](Index c) { for_each_gathered_row_of(s, taps, col + c * s.kh * s.kw * ld, x + c * s.h * s.w, sum_row); },
+      s.kh * s.kw * s.out_h() * s.out_w());
 }
 
 #if defined(__AVX512F__)
@@ -268,7 +297,7 @@ inline void col2im_row_gather(const Conv2dShape& s, const RowGatherTaps& taps, c
   // Columns 2u (lanes 0..15 of the even phase) and 2u + 1 (of the odd one) in order: the first 16, the next 16.
   const __m512i first_half = _mm512_setr_epi32(0, 16, 1, 17, 2, 18, 3, 19, 4, 20, 5, 21, 6, 22, 7, 23);
   const __m512i second_half = _mm512_setr_epi32(8, 24, 9, 25, 10, 26, 11, 27, 12, 28, 13, 29, 14, 30, 15, 31);
-  for_each_gathered_row(s, col, ld, x, [&](float* dst, const float* const* rows, Index reading) {
+  for_each_gathered_row(s, taps, col, ld, x, [&](float* dst, const float* const* rows, Index reading) {
     for (Index u0 = 0; u0 * s.stride_w < s.w; u0 += 16) {
       __m512 sum[2] = {_mm512_setzero_ps(), _mm512_setzero_ps()};
       for (Index q = 0; q < s.kw; ++q) {
@@ -289,31 +318,54 @@ inline void col2im_row_gather(const Conv2dShape& s, const RowGatherTaps& taps, c
   });
 }
 #elif QX_PACKED_AVX2
-/// The AVX2 form of the gather above, 8 columns at a time.
-inline void col2im_row_gather(const Conv2dShape& s, const RowGatherTaps& taps, const float* col, Index ld, float* x) {
+/// The AVX2 form of the gather above, 8 columns at a time: image row dst from the `reading` tap rows that
+/// read it (their columns ld apart).
+inline void gather_row(const Conv2dShape& s, const RowGatherTaps& taps, Index ld, float* dst, const float* const* rows,
+                       Index reading) {
   const Index ow = s.out_w();
   const bool interleave = s.stride_w == 2;
-  for_each_gathered_row(s, col, ld, x, [&](float* dst, const float* const* rows, Index reading) {
-    for (Index u0 = 0; u0 * s.stride_w < s.w; u0 += 8) {
-      __m256 sum[2] = {_mm256_setzero_ps(), _mm256_setzero_ps()};
-      for (Index q = 0; q < s.kw; ++q) {
-        const Index d = taps.shift[q];
+  for (Index u0 = 0; u0 * s.stride_w < s.w; u0 += 8) {
+    // One phase's sum of taps [from, to) of by_phase. Two sums in named registers, not an array indexed by
+    // the tap's phase: that put them on the stack, and every add waited on the last one's store.
+    auto phase_sum = [&](Index from, Index to) {
+      __m256 sum = _mm256_setzero_ps();
+      for (Index t = from; t < to; ++t) {
+        const Index q = taps.by_phase[t], d = taps.shift[q];
         // Lanes l with 0 ≤ u0 + l − d < W_out; the others read nothing (a masked load does not fault).
-        const __m256i reach = lanes_between(std::clamp<Index>(d - u0, 0, 8), std::clamp<Index>(d + ow - u0, 0, 8));
-        __m256& to = sum[taps.phase[q]];
-        for (Index k = 0; k < reading; ++k) to = _mm256_add_ps(to, _mm256_maskload_ps(rows[k] + q * ld + u0 - d, reach));
+        // Inside the row, where all eight are, a plain load.
+        const Index lo = std::clamp<Index>(d - u0, 0, 8), hi = std::clamp<Index>(d + ow - u0, 0, 8);
+        if (lo == 0 && hi == 8) {
+          for (Index k = 0; k < reading; ++k) sum = _mm256_add_ps(sum, _mm256_loadu_ps(rows[k] + q * ld + u0 - d));
+          continue;
+        }
+        const __m256i reach = lanes_between(lo, hi);
+        for (Index k = 0; k < reading; ++k) sum = _mm256_add_ps(sum, _mm256_maskload_ps(rows[k] + q * ld + u0 - d, reach));
       }
-      if (!interleave) {
-        store_row_part(dst + u0, s.w - u0, sum[0]);
-        continue;
-      }
-      // Columns 2u and 2u + 1 in order: unpack within the 128-bit halves, then put the halves in place.
-      const __m256 low = _mm256_unpacklo_ps(sum[0], sum[1]), high = _mm256_unpackhi_ps(sum[0], sum[1]);
-      const Index column = 2 * u0;
-      store_row_part(dst + column, s.w - column, _mm256_permute2f128_ps(low, high, 0x20));
-      if (column + 8 < s.w) store_row_part(dst + column + 8, s.w - column - 8, _mm256_permute2f128_ps(low, high, 0x31));
+      return sum;
+    };
+    const __m256 sum[2] = {phase_sum(0, taps.first_odd), interleave ? phase_sum(taps.first_odd, s.kw) : _mm256_setzero_ps()};
+    if (!interleave) {
+      store_row_part(dst + u0, s.w - u0, sum[0]);
+      continue;
     }
-  });
+    // Columns 2u and 2u + 1 in order: unpack within the 128-bit halves, then put the halves in place.
+    const __m256 low = _mm256_unpacklo_ps(sum[0], sum[1]), high = _mm256_unpackhi_ps(sum[0], sum[1]);
+    const Index column = 2 * u0;
+    store_row_part(dst + column, s.w - column, _mm256_permute2f128_ps(low, high, 0x20));
+    if (column + 8 < s.w) store_row_part(dst + column + 8, s.w - column - 8, _mm256_permute2f128_ps(low, high, 0x31));
+  }
+}
+
+inline void col2im_row_gather(const Conv2dShape& s, const RowGatherTaps& taps, const float* col, Index ld, float* x) {
+  for_each_gathered_row(s, taps, col, ld, x,
+                        [&](float* dst, const float* const* rows, Index reading) { gather_row(s, taps, ld, dst, rows, reading); });
+}
+
+/// One channel's plane channel_x ← the gather of its tap rows, which start at channel_col (rows ld apart).
+inline void col2im_channel_gather(const Conv2dShape& s, const RowGatherTaps& taps, const float* channel_col, Index ld,
+                                  float* channel_x) {
+  for_each_gathered_row_of(s, taps, channel_col, channel_x,
+                           [&](float* dst, const float* const* rows, Index reading) { gather_row(s, taps, ld, dst, rows, reading); });
 }
 
 /**
@@ -825,7 +877,7 @@ void col2im_block(const Conv2dShape& s, const T* col, Index images, T* x) {
   [[maybe_unused]] constexpr bool avx2 = QX_PACKED_AVX2;
   if constexpr (std::is_same_v<T, float>)
     if (RowGatherTaps::applies(s) && !(avx2 && s.kh == 1 && s.kw == 1)) {
-      const RowGatherTaps taps(s);
+      const RowGatherTaps taps(s, ld);
       for (Index b = 0; b < images; ++b) col2im_row_gather(s, taps, col + b * p, ld, x + b * s.c_in * s.h * s.w);
       return;
     }
@@ -913,6 +965,107 @@ bool reads_b_in_place([[maybe_unused]] const Conv2dShape& s, [[maybe_unused]] In
 #endif
   return false;
 }
+
+/// Whether the input gradient of a block makes ∂col group by group and gathers it into x while it is in
+/// L2 (ColumnGradientGroups; float with AVX2): a kernel wider than 1×1 (a 1×1 kernel's col2im is a plain
+/// scatter, kept), strides across of 1 or 2 (col2im's row gathers), a product gemm computes directly, a
+/// ∂col larger than L2 (512 KiB on Zen 2 and 3), and images of at most 512 positions (a chunk is whole
+/// images). One image of resnet18's 128 → 256 layer on 16², whose ∂col (295 KB) col2im reads from L2
+/// anyway, took 9 % longer by groups (0.350 → 0.382 ms, medians of six); resnet50's layer on 56² → 28²
+/// (784 positions, so chunks of 784 columns and groups of two channels) 7 % longer.
+template <class T>
+bool gathers_by_groups([[maybe_unused]] const Conv2dShape& s, [[maybe_unused]] Index images) {
+#if QX_PACKED_AVX2
+  constexpr Index l2_floats = Index{1} << 17, most_positions = 512;
+  if constexpr (std::is_same_v<T, float>)
+    return RowGatherTaps::applies(s) && s.kh * s.kw > 1 && s.positions() <= most_positions &&
+           s.patch() * images * s.positions() > l2_floats && !computes_transposed(s.patch(), images * s.positions());
+#endif
+  return false;
+}
+
+#if QX_PACKED_AVX2
+/**
+ * The input gradient of a block of images with ∂col (K, columns) never written whole (AVX2). col2im of a
+ * strided layer read ∂col back from past L2 — 1.2 MB a block on resnet18's 32² layer — and waited on
+ * those loads in a seventh of the pass. Here ∂col's rows are made a group of channels at a time, each
+ * group's T·cg rows (T = kH·kW taps per channel) into a buffer that stays in L2, and gathered into those
+ * channels' planes at once:
+ *   for each chunk of the block's images (about 256 columns): grad_y of the chunk gathered as B's panels;
+ *     for each group of channels [c0, c0 + cg): R = rows [T·c0, T·(c0 + cg)) of Wᵀ · B   (the GEMM's loop
+ *       nest on those rows of A: ∂col of the group), then x[b, c] ← col2im of R's rows (c, ·, ·), c in the group.
+ * Groups write disjoint planes, so one image's groups are split over the threads when its blocks are not.
+ * A group starts at a row of A's packed panels: T·c0 a multiple of MR, c0 of 6 / gcd(T, 6).
+ */
+class ColumnGradientGroups {
+ public:
+  static constexpr Index chunk_columns = 256;   // a chunk's least columns, when it can: A's panels are read once a chunk
+  static constexpr Index group_floats = 24576;  // R: at most 96 KiB, in L2 beside B and A's panels
+
+  ColumnGradientGroups(const Conv2dShape& s, Index block)
+      : s_(s), images_(images_per_chunk(s.positions(), block)), ld_(images_ * s.positions()), taps_(s, ld_) {
+    const Index per_channel = s.kh * s.kw, unit = packed::mr / std::gcd(per_channel, packed::mr);
+    channels_ = std::max(unit, group_floats / ld_ / per_channel / unit * unit);
+    // One image on every thread: at least two groups per thread, so that a thread done early takes one.
+    const Index blocks = (s.n + block - 1) / block, threads = num_threads();
+    if (blocks < threads) channels_ = std::min(channels_, std::max(unit, (s.c_in + 2 * threads * unit - 1) / (2 * threads * unit) * unit));
+    channels_ = std::min(channels_, s.c_in);
+  }
+
+  /// x (images, C_in, H, W) ← the input gradient of grad_y g (images, C_out, P), Wᵀ packed as `wt`; `scratch`
+  /// holds the chunk's panels of g (at most C_out × whole_panels(images·P) floats).
+  void operator()(const PackedA& wt, const float* g, Index images, float* x, float* scratch) const {
+    const Conv2dShape& s = s_;
+    const Index p = s.positions(), per_channel = s.kh * s.kw, plane = s.h * s.w;
+    const Index groups = (s.c_in + channels_ - 1) / channels_;
+    for (Index b0 = 0; b0 < images; b0 += images_) {
+      const Index chunk = std::min(images_, images - b0), columns = chunk * p;
+      gather_gradients(s, g + b0 * s.c_out * p, chunk, ColumnPanels{scratch, s.c_out});
+      zero_panel_tail(scratch, s.c_out, columns);
+      parallel_for(
+          0, groups,
+          [&](Index group) {
+            const Index c0 = group * channels_, count = std::min(channels_, s.c_in - c0);
+            float* rows = group_rows().get(per_channel * channels_ * ld_);
+            packed::gemm_b_panels_with(wt.slices(per_channel * c0), per_channel * count, columns, wt.depth, 1.0f, scratch, 0.0f,
+                                       rows, ld_);
+            for (Index b = 0; b < chunk; ++b)
+              for (Index c = 0; c < count; ++c)
+                col2im_channel_gather(s, taps_, rows + c * per_channel * ld_ + b * p, ld_,
+                                      x + ((b0 + b) * s.c_in + c0 + c) * plane);
+          },
+          per_channel * channels_ * columns * s.c_out);
+    }
+  }
+
+  Index images_per_chunk() const { return images_; }
+  Index channels_per_group() const { return channels_; }
+
+  /// Images per chunk, of P positions each, in a block of `block`: at least chunk_columns columns and at
+  /// most twice that where the block allows, the count whose columns waste least of their 64-column
+  /// panels — one image of 196 positions fills 196 of 256 columns, two fill 392 of 448.
+  static Index images_per_chunk(Index p, Index block) {
+    const Index least = std::min(block, std::max<Index>(1, (chunk_columns + p - 1) / p));
+    const Index most = std::min(block, std::max(least, 2 * chunk_columns / p));
+    Index best = least;
+    // waste(i)/(i·p) < waste(best)/(best·p), multiplied out
+    auto waste = [&](Index images) { return whole_panels(images * p) - images * p; };
+    for (Index images = least + 1; images <= most; ++images)
+      if (waste(images) * best < waste(best) * images) best = images;
+    return best;
+  }
+
+ private:
+  /// A thread's buffer for R, kept for later calls.
+  static packed::Buffer& group_rows() {
+    thread_local packed::Buffer rows;
+    return rows;
+  }
+  Conv2dShape s_;
+  Index images_, ld_, channels_ = 1;
+  RowGatherTaps taps_;
+};
+#endif
 
 /// Whether the input gradient of a block gathers grad_y as panels (float with the packed GEMM): when it
 /// gathers at all (one image's grad_y is used in place), and the GEMM would not compute the product
@@ -1069,12 +1222,26 @@ void conv2d_backward_input(const Conv2dShape& s, const T* grad_y, const T* weigh
 #if QX_PACKED_GEMM
   if constexpr (std::is_same_v<T, float>)
     packed = detail::weight_packed_once(
-        s, block, [&](Index images) { return detail::gradients_in_panels<T>(s, images); }, true, weight, k, s.c_out);
+        s, block, [&](Index images) { return detail::gradients_in_panels<T>(s, images) || detail::gathers_by_groups<T>(s, images); },
+        true, weight, k, s.c_out);
+#endif
+#if QX_PACKED_AVX2
+  std::optional<detail::ColumnGradientGroups> by_groups;  // made once for the call when some block uses it
+  if constexpr (std::is_same_v<T, float>)
+    if (detail::gathers_by_groups<T>(s, block) || (s.n % block && detail::gathers_by_groups<T>(s, s.n % block)))
+      by_groups.emplace(s, block);
 #endif
   // Scratch: several images' grad_y gathered (rows, or panels: one copy instead of a gather and a pack),
   // then the columns' gradient ∂col (K, ld).
   detail::for_each_block<T>(s.n, block, detail::scratch_per_image(s, block), [&](Index first, Index images, T* scratch, int) {
     const Index ld = images * p;
+#if QX_PACKED_AVX2
+    if constexpr (std::is_same_v<T, float>)
+      if (detail::gathers_by_groups<T>(s, images)) {
+        (*by_groups)(packed.a->view, grad_y + first * s.c_out * p, images, grad_x + first * s.c_in * s.h * s.w, scratch);
+        return;
+      }
+#endif
     const bool panels = detail::gradients_in_panels<T>(s, images);
     const T* g = grad_y + first * s.c_out * p;  // one image's (C_out, P) is used in place
     T* col = scratch;
