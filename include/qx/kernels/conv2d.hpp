@@ -234,7 +234,7 @@ struct RowGatherTaps {
       if (phase[q] == 1) by_phase[at++] = q;
     // Image row r is read by tap row p of output row i when i·stride_h = r + pad_h − p: the same rows for
     // every channel, so their offsets are worked out here once, not by a remainder and a division per
-    // tap for every row of every channel (with AVX2 those were a third of this col2im's time).
+    // tap for every row of every channel.
     const Index oh = s.out_h();
     reading.assign(static_cast<std::size_t>(s.h), 0);
     readers.resize(static_cast<std::size_t>(s.h * most));
@@ -987,11 +987,11 @@ bool gathers_by_groups([[maybe_unused]] const Conv2dShape& s, [[maybe_unused]] I
 #if QX_PACKED_AVX2
 /**
  * The input gradient of a block of images with ∂col (K, columns) never written whole (AVX2). col2im of a
- * strided layer read ∂col back from past L2 — 1.2 MB a block on resnet18's 32² layer — and waited on
- * those loads in a seventh of the pass. Here ∂col's rows are made a group of channels at a time, each
- * group's T·cg rows (T = kH·kW taps per channel) into a buffer that stays in L2, and gathered into those
- * channels' planes at once:
- *   for each chunk of the block's images (about 256 columns): grad_y of the chunk gathered as B's panels;
+ * strided layer read ∂col back from past L2 — 1.2 MB a block on resnet18's 32² layer — and, once its
+ * gather was mended, spent most of its time (13 % of the pass) waiting on those loads. Here ∂col's rows
+ * are made a group of channels at a time, each group's T·cg rows (T = kH·kW taps per channel) into a
+ * buffer that stays in L2, and gathered into those channels' planes at once:
+ *   for each chunk of the block's images (256 to 512 columns): grad_y of the chunk gathered as B's panels;
  *     for each group of channels [c0, c0 + cg): R = rows [T·c0, T·(c0 + cg)) of Wᵀ · B   (the GEMM's loop
  *       nest on those rows of A: ∂col of the group), then x[b, c] ← col2im of R's rows (c, ·, ·), c in the group.
  * Groups write disjoint planes, so one image's groups are split over the threads when its blocks are not.
