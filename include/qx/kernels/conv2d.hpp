@@ -909,6 +909,14 @@ void gather_gradients(const Conv2dShape& s, const T* grad_y, Index images, const
     }
 }
 
+/// panels (C_out × whole_panels(images·P), 64-byte aligned) ← grad_y of a block's images as the GEMM's
+/// 64-column B panels, the last panel's spare columns zero (the micro-kernel computes them; stale memory
+/// could hold denormals).
+inline void gather_gradient_panels(const Conv2dShape& s, const float* grad_y, Index images, float* panels) {
+  gather_gradients(s, grad_y, images, ColumnPanels{panels, s.c_out});
+  zero_panel_tail(panels, s.c_out, images * s.positions());
+}
+
 /// Whether the forward pass of a block writes its columns as panels (float with AVX-512, stores that fit
 /// the panels): not when the columns are the input itself (one image, 1×1), nor when the GEMM would
 /// compute the product transposed (few columns).
@@ -1020,8 +1028,7 @@ class ColumnGradientGroups {
     const Index groups = (s.c_in + channels_ - 1) / channels_;
     for (Index b0 = 0; b0 < images; b0 += images_) {
       const Index chunk = std::min(images_, images - b0), columns = chunk * p;
-      gather_gradients(s, g + b0 * s.c_out * p, chunk, ColumnPanels{scratch, s.c_out});
-      zero_panel_tail(scratch, s.c_out, columns);
+      gather_gradient_panels(s, g + b0 * s.c_out * p, chunk, scratch);
       parallel_for(
           0, groups,
           [&](Index group) {
@@ -1249,10 +1256,7 @@ void conv2d_backward_input(const Conv2dShape& s, const T* grad_y, const T* weigh
       if (!panels) detail::gather_gradients(s, g, images, detail::ColumnRows<T>{scratch, ld});
 #if QX_PACKED_GEMM
       if constexpr (std::is_same_v<T, float>)
-        if (panels) {
-          detail::gather_gradients(s, g, images, detail::ColumnPanels{scratch, s.c_out});
-          detail::zero_panel_tail(scratch, s.c_out, ld);
-        }
+        if (panels) detail::gather_gradient_panels(s, g, images, scratch);
 #endif
       g = scratch;  // panels start the buffer: 64-byte aligned
       col = scratch + s.c_out * (panels ? detail::whole_panels(ld) : ld);
