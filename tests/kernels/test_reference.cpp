@@ -828,11 +828,16 @@ TEST_CASE("AVX2's input gradient makes the columns' gradient a group of channels
       {2, 100, 40, 24, 66, 3, 1, 2, 1, 1, 0},  // a 3×1 kernel, stride 2 down and 1 across
       {2, 32, 16, 31, 20, 3, 3, 1, 1, 1, 1},   // stride 1, rows of 31
       {40, 20, 8, 8, 40, 5, 5, 2, 2, 2, 2},    // 25 taps, P = 16: chunks of 16 images (blocks of 20: 16 + 4)
+      {16, 64, 14, 14, 16, 3, 3, 2, 2, 1, 1},  // P = 49: blocks of eight images, 392 columns, a product gemm turns
   };
   for (const auto& s : shapes) {
     INFO("kernel ", s.kh, "x", s.kw, ", ", s.n, " images of ", s.c_in, " channels of ", s.h, "x", s.w);
+    for (const int threads : {1, 2}) {  // the naive-loop comparison below runs whole blocks that take the path
+      CAPTURE(threads);
+      const qx_test::ThreadCount count(threads);
+      CHECK(kd::gathers_by_groups<float>(s, kd::images_per_block(s)));
+    }
     const Index block = kd::images_per_block(s), taps = s.kh * s.kw;
-    CHECK(kd::gathers_by_groups<float>(s, s.n));
     const kd::ColumnGradientGroups plan(s, block);
     const Index chunk = plan.images_per_chunk(), channels = plan.channels_per_group();
     CHECK(chunk >= 1);
@@ -843,6 +848,7 @@ TEST_CASE("AVX2's input gradient makes the columns' gradient a group of channels
     CHECK(channels <= s.c_in);
     CHECK(((taps * channels) % qx::kernels::detail::packed::mr == 0 || channels == s.c_in));
   }
+  REQUIRE(kd::computes_transposed(shapes[7].patch(), 8 * 49));  // the last shape: gemm alone would turn its blocks
   // Chunks of at least 256 columns where the block has them, at most 512, wasting the least of their last
   // 64-column panel: P = 196 → two images (392 of 448 columns), P = 49 → nine (441 of 448).
   CHECK(kd::ColumnGradientGroups::images_per_chunk(196, 8) == 2);
@@ -858,18 +864,20 @@ TEST_CASE("AVX2's input gradient makes the columns' gradient a group of channels
   CHECK(kd::ColumnGradientGroups(shapes[2], 5).images_per_chunk() == 4);
   CHECK(kd::ColumnGradientGroups(shapes[3], 2).channels_per_group() == 6);
   CHECK(kd::ColumnGradientGroups(shapes[6], 20).images_per_chunk() == 16);
-  // Which blocks take it. Not: a 1×1 kernel (col2im a plain scatter), stride 3 across, eight images of 49
-  // positions on a deep layer (gemm turns that product: resnet50's 512-channel layer on 14²), a ∂col that
-  // fits L2 (one image of 1,152 × 64), images of more than 512 positions (resnet50's 128-channel layer on
-  // 56²). Yes: eight images of that 1,152 × 64.
+  // Which blocks take it. Not: a 1×1 kernel (col2im a plain scatter), stride 3 across, one image of 49
+  // positions on a deep layer (resnet50's 512-channel layer on 14²: gemm turns its product, whose direct
+  // tiles cover 64 / 54 of the turned ones), a ∂col that fits L2 (one image of 1,152 × 64), images of more
+  // than 512 positions (resnet50's 128-channel layer on 56²). Yes: eight images of that 1,152 × 64, and
+  // eight of the 512-channel layer on 14² (gemm would turn it too, but direct its tiles cover only 448 / 396).
   struct Rule {
     Conv2dShape shape;
     Index images;
     bool by_groups;
   };
   for (const Rule& rule : {Rule{{16, 256, 56, 56, 512, 1, 1, 2, 2, 0, 0}, 1, false}, Rule{{2, 64, 72, 80, 3, 3, 3, 3, 3, 1, 1}, 2, false},
-                           Rule{{16, 512, 14, 14, 512, 3, 3, 2, 2, 1, 1}, 8, false}, Rule{{1, 128, 16, 16, 256, 3, 3, 2, 2, 1, 1}, 1, false},
-                           Rule{{16, 128, 56, 56, 128, 3, 3, 2, 2, 1, 1}, 1, false}, Rule{{8, 128, 16, 16, 256, 3, 3, 2, 2, 1, 1}, 8, true}}) {
+                           Rule{{1, 512, 14, 14, 512, 3, 3, 2, 2, 1, 1}, 1, false}, Rule{{1, 128, 16, 16, 256, 3, 3, 2, 2, 1, 1}, 1, false},
+                           Rule{{16, 128, 56, 56, 128, 3, 3, 2, 2, 1, 1}, 1, false}, Rule{{8, 128, 16, 16, 256, 3, 3, 2, 2, 1, 1}, 8, true},
+                           Rule{{16, 512, 14, 14, 512, 3, 3, 2, 2, 1, 1}, 8, true}}) {
     INFO(rule.shape.c_in, " channels of ", rule.shape.h, "x", rule.shape.w, ", kernel ", rule.shape.kh, ", ", rule.images, " images");
     CHECK(kd::gathers_by_groups<float>(rule.shape, rule.images) == rule.by_groups);
   }

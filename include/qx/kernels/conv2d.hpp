@@ -929,20 +929,28 @@ bool forward_in_panels([[maybe_unused]] const Conv2dShape& s, [[maybe_unused]] I
   return false;
 }
 
+/// Whether a convolution's product C (m×n) whose columns run through a pass of their own on the way in
+/// or out (made by ColumnMaker, gathered by col2im) is computed directly even where gemm would turn it:
+/// when the direct product's 6×64 tiles cover at most 15 % more than the transposed one's. Turned, the
+/// columns would be written whole, to memory, and read back (im2col, or col2im of ∂col).
+inline bool direct_for_columns(Index m, Index n) {
+  return !computes_transposed(m, n) || 20 * tile_area(m, n) <= 23 * tile_area(n, m);
+}
+
 /// Whether the forward pass of a block makes its columns where its product reads them (ColumnMaker,
 /// gemm_b_made) instead of writing them whole by im2col: float with AVX2 (AVX-512's register paths write
 /// them as panels), any layer but a pointwise one (whose one image is its own columns), when gemm would
 /// compute the product directly — or, for a kernel wider than 1×1 (nine floats of columns per input
-/// float), when the direct product's 6×64 tiles cover at most 15 % more than the transposed one's: the
-/// 3×3 stride-2 layers of resnet50 on 14² and 28² (blocks of 392 columns, 14 % more) ran 5–20 % faster
-/// made than by im2col and the transposed product; its 1×1 stride-2 layers did not.
+/// float), when direct_for_columns: the 3×3 stride-2 layers of resnet50 on 14² and 28² (blocks of 392
+/// columns, 14 % more tiles) ran 5–20 % faster made than by im2col and the transposed product; its 1×1
+/// stride-2 layers did not.
 template <class T>
 bool makes_columns([[maybe_unused]] const Conv2dShape& s, [[maybe_unused]] Index images) {
 #if QX_PACKED_AVX2
   if constexpr (std::is_same_v<T, float>) {
     if (!ColumnMaker::applies(s) || is_pointwise(s)) return false;
     const Index m = s.c_out, n = images * s.positions();
-    return !computes_transposed(m, n) || (s.kh * s.kw > 1 && 20 * tile_area(m, n) <= 23 * tile_area(n, m));
+    return s.kh * s.kw > 1 ? direct_for_columns(m, n) : !computes_transposed(m, n);
   }
 #endif
   return false;
@@ -976,18 +984,21 @@ bool reads_b_in_place([[maybe_unused]] const Conv2dShape& s, [[maybe_unused]] In
 
 /// Whether the input gradient of a block makes ∂col group by group and gathers it into x while it is in
 /// L2 (ColumnGradientGroups; float with AVX2): a kernel wider than 1×1 (a 1×1 kernel's col2im is a plain
-/// scatter, kept), strides across of 1 or 2 (col2im's row gathers), a product gemm computes directly, a
-/// ∂col larger than L2 (512 KiB on Zen 2 and 3), and images of at most 512 positions (a chunk is whole
-/// images). One image of resnet18's 128 → 256 layer on 16², whose ∂col (295 KB) col2im reads from L2
-/// anyway, took 9 % longer by groups (0.350 → 0.382 ms, medians of six); resnet50's layer on 56² → 28²
-/// (784 positions, so chunks of 784 columns and groups of two channels) 7 % longer.
+/// scatter, kept), strides across of 1 or 2 (col2im's row gathers), a ∂col larger than L2 (512 KiB on
+/// Zen 2 and 3), images of at most 512 positions (a chunk is whole images), and a product computed
+/// directly (direct_for_columns). One image of resnet18's 128 → 256 layer on 16², whose ∂col (295 KB)
+/// col2im reads from L2 anyway, took 9 % longer by groups (0.350 → 0.382 ms, medians of six); resnet50's
+/// layer on 56² → 28² (784 positions, so chunks of 784 columns and groups of two channels) 7 % longer.
+/// Its 512-channel layer on 14² → 7², blocks of eight images of 49 positions, which gemm turns, ran 15 %
+/// faster by groups than turned (27.4 → 23.2 ms, batch 16) even with 14 % more tiles: turned, its ∂col
+/// (7.2 MB a block) is transposed and then read back by col2im from memory.
 template <class T>
 bool gathers_by_groups([[maybe_unused]] const Conv2dShape& s, [[maybe_unused]] Index images) {
 #if QX_PACKED_AVX2
   constexpr Index l2_floats = Index{1} << 17, most_positions = 512;
   if constexpr (std::is_same_v<T, float>)
     return RowGatherTaps::applies(s) && s.kh * s.kw > 1 && s.positions() <= most_positions &&
-           s.patch() * images * s.positions() > l2_floats && !computes_transposed(s.patch(), images * s.positions());
+           s.patch() * images * s.positions() > l2_floats && direct_for_columns(s.patch(), images * s.positions());
 #endif
   return false;
 }
