@@ -883,4 +883,63 @@ TEST_CASE("AVX2's input gradient makes the columns' gradient a group of channels
   }
   check_conv_on_one_and_two_threads(shapes);
 }
+
+// The weight gradient of AVX2 builds as one product for the whole batch (kernels/conv2d.hpp,
+// weight_gradient_one_product): which shapes take it, the even split it needs, then the pass against the
+// naive loops on one and two threads — a ∂W whose columns end inside a panel, stride 2 on odd planes, and
+// a depth (images × positions) over one KC slice with rows of A that do not fill the last register tile.
+// Each element of ∂W is summed by one thread in one order, so one and two threads give the same bits.
+TEST_CASE("AVX2's weight gradient of a large ∂W is one product whose columns the threads share, and matches the naive loops") {
+  namespace kd = qx::kernels::detail;
+  const std::vector<Conv2dShape> shapes = {
+      {3, 1000, 9, 7, 64, 3, 3, 2, 2, 1, 1},  // K = 9,000: 140 panels and 40 columns; P = 5 × 4
+      {48, 620, 2, 3, 94, 3, 3, 1, 1, 1, 1},  // 94 rows of A (15 tiles and 4 rows); depth 288, two KC slices
+  };
+  for (const auto& s : shapes) {
+    INFO(s.n, " images of ", s.c_in, " channels of ", s.h, "x", s.w, " → ", s.c_out);
+    REQUIRE(s.c_out * s.patch() >= kd::one_product_least_floats);
+    for (const int threads : {1, 2}) {
+      CAPTURE(threads);
+      const qx_test::ThreadCount count(threads);
+      CHECK(kd::weight_gradient_in_one_product<float>(s));
+    }
+  }
+  // The split of C's columns over two threads: even for 72 or 141 panels, not for nine (five and four);
+  // rows, in units of 48, when there are more rows than columns.
+  CHECK(kd::ThreadSplit(512, 4608, 2).even());
+  CHECK(kd::ThreadSplit(64, 9000, 2).even());
+  CHECK_FALSE(kd::ThreadSplit(128, 576, 2).even());
+  CHECK(kd::ThreadSplit(128, 576, 2).chunk == 320);
+  CHECK_FALSE(kd::ThreadSplit(960, 64, 2).columns);
+  CHECK(kd::ThreadSplit(960, 64, 2).chunk == 480);
+  // Which take it, on two threads. Yes: resnet18's 512-channel layer on 4² (∂W of 9.4 MB). Not: its 64 →
+  // 128 stride-2 layer on 32² (∂W of 0.3 MB, which blocks add in L2; nine panels besides), stride 3 (no
+  // made columns), a gathered grad_y over the budget (520 images of that 4² layer), a ∂W of 2.2 MB whose
+  // 900 columns (15 panels) split eight to seven.
+  {
+    const qx_test::ThreadCount count(2);
+    CHECK(kd::weight_gradient_in_one_product<float>({32, 512, 4, 4, 512, 3, 3, 1, 1, 1, 1}));
+    CHECK_FALSE(kd::weight_gradient_in_one_product<float>({32, 64, 32, 32, 128, 3, 3, 2, 2, 1, 1}));
+    CHECK_FALSE(kd::weight_gradient_in_one_product<float>({8, 512, 12, 12, 512, 3, 3, 3, 3, 1, 1}));
+    CHECK_FALSE(kd::weight_gradient_in_one_product<float>({520, 512, 4, 4, 512, 3, 3, 1, 1, 1, 1}));
+    CHECK_FALSE(kd::weight_gradient_in_one_product<float>({4, 100, 8, 8, 600, 3, 3, 1, 1, 1, 1}));
+  }
+  check_conv_on_one_and_two_threads(shapes);
+  // The same bits on one thread and on two.
+  qx::Rng rng(4);
+  for (const auto& s : shapes) {
+    const auto x = random_vector<float>(static_cast<std::size_t>(s.n * s.c_in * s.h * s.w), rng);
+    const auto gy = random_vector<float>(static_cast<std::size_t>(s.n * s.c_out * s.positions()), rng);
+    std::vector<float> one(static_cast<std::size_t>(s.c_out * s.patch())), two(one.size()), bias(static_cast<std::size_t>(s.c_out));
+    {
+      const qx_test::ThreadCount count(1);
+      qx::kernels::conv2d_backward_weight<float>(s, x.data(), gy.data(), one.data(), bias.data());
+    }
+    {
+      const qx_test::ThreadCount count(2);
+      qx::kernels::conv2d_backward_weight<float>(s, x.data(), gy.data(), two.data(), bias.data());
+    }
+    CHECK(one == two);
+  }
+}
 #endif
