@@ -736,6 +736,7 @@ TEST_CASE("AVX2's implicit GEMM makes im2col's columns piece by piece, and its p
       {2, 24, 6, 40, 66, 3, 1, 2, 1, 1, 0},    // a 3×1 kernel, stride 2 down and 1 across
       {1, 64, 32, 32, 128, 3, 3, 2, 2, 1, 1},  // one image: the product split over threads
       {4, 40, 14, 14, 109, 3, 3, 2, 2, 1, 1},  // rows of 7; blocks of two images, whose product gemm would turn
+      {1, 3, 150, 150, 64, 7, 7, 2, 2, 3, 3},  // a stem whose weight gradient gemm would turn: 147 × 5,625 columns
   };
   qx::Rng rng(21);
   for (const auto& s : shapes) {
@@ -808,6 +809,13 @@ TEST_CASE("AVX2's implicit GEMM makes im2col's columns piece by piece, and its p
   CHECK_FALSE(kd::makes_columns<float>({2, 2, 36, 40, 3, 3, 3, 3, 3, 1, 1}, 2));
   CHECK_FALSE(kd::makes_weight_columns<float>({4, 16, 32, 32, 16, 3, 3, 2, 2, 1, 1}, 2));
   CHECK_FALSE(kd::makes_weight_columns<float>({32, 1, 128, 128, 64, 7, 7, 2, 2, 3, 3}, 1));
+  // A weight gradient gemm would turn is made when the kernel is wider than 1×1 and the block's columns
+  // are at least 2 MB: resnet50's stem, one image of 147 × 12,544 (not resnet18's above, 49 × 4,096, nor
+  // a 1×1 kernel's 200 × 3,136).
+  REQUIRE(kd::computes_transposed(64, 147));
+  REQUIRE(kd::computes_transposed(64, 200));
+  CHECK(kd::makes_weight_columns<float>({16, 3, 224, 224, 64, 7, 7, 2, 2, 3, 3}, 1));
+  CHECK_FALSE(kd::makes_weight_columns<float>({1, 200, 112, 112, 64, 1, 1, 2, 2, 0, 0}, 1));
   check_conv_on_one_and_two_threads(shapes);
 }
 
