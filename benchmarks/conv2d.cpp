@@ -6,6 +6,7 @@
 // qx_bench_fma_peak. When /usr/bin/python3 has torch, the
 // same work in PyTorch 1.13 (benchmarks/conv2d_torch.py, tuned) is printed beside it with the ratio.
 // Usage: qx_bench_conv2d [--quick] [--no-torch] [--narrow | --resnet18 | --resnet50] [--peak GFLOPS_PER_CORE]
+//                        [--repeats N]
 //                        [--algorithm automatic|im2col|winograd|direct] [--threads 1|2] [--help]
 // (--peak fixes the denominator, e.g. to the figure qx_bench_fma_peak measured on an idle machine;
 // --narrow times the main job's narrow model's layers instead of resnet50/resnet18's; --resnet18 the
@@ -125,7 +126,7 @@ std::map<std::string, double> run_torch(Index batch, int repeats, const std::str
 int main(int argc, char** argv) {
   bool quick = false, no_torch = false, narrow = false, resnet18 = false, resnet50 = false;
   double fixed_peak = 0;
-  int only_threads = 0;
+  int only_threads = 0, repeats_option = 0;
   std::string algorithm = "automatic";
   CLI::App app{"Convolution passes on ResNet layer shapes, qx beside PyTorch"};
   app.add_flag("--quick", quick, "a smaller batch, best of 2");
@@ -138,6 +139,10 @@ int main(int argc, char** argv) {
       ->excludes(resnet18_flag);
   app.add_option("--peak", fixed_peak, "GFLOP/s per core to divide by instead of probing")->check(CLI::Range(1.0, 100000.0));
   app.add_option("--threads", only_threads, "time only this many threads (1 or 2) instead of both")->check(CLI::IsMember({1, 2}));
+  // A machine whose speed moves by tens of percent within minutes (docs/benchmarks.md) needs more calls
+  // than three for a best that both qx and PyTorch reach.
+  app.add_option("--repeats", repeats_option, "calls per pass, the best of which is reported (default 3, 2 with --quick)")
+      ->check(CLI::Range(1, 1000));
   app.add_option("--algorithm", algorithm, "force one algorithm where it applies")
       ->capture_default_str()
       ->check(CLI::IsMember({"automatic", "im2col", "winograd", "direct"}));
@@ -152,7 +157,7 @@ int main(int argc, char** argv) {
   if (algorithm == "winograd") qx::kernels::set_conv2d_algorithm(Conv2dAlgorithm::winograd);
   if (algorithm == "direct") qx::kernels::set_conv2d_algorithm(Conv2dAlgorithm::direct);
   const Index batch = quick ? set.quick_batch : set.batch;
-  const int repeats = quick ? 2 : 3;
+  const int repeats = repeats_option > 0 ? repeats_option : quick ? 2 : 3;
   const int max_threads = qx::num_threads();
   const double peak1 = fixed_peak > 0 ? fixed_peak : bench::fma_peak_per_thread();
   std::printf("conv2d, float32, batch %lld, best of %d; fp32 FMA peak %.1f GFLOP/s per thread\n",
