@@ -1119,23 +1119,13 @@ bool weight_gradient_in_one_product([[maybe_unused]] const Conv2dShape& s) {
 /// N·P) gathered and packed as A once, colᵀ made block by block by the loop nest, ∂W's columns split over
 /// the threads. Each element is summed by one thread in one order, whatever the thread count.
 inline void weight_gradient_one_product(const Conv2dShape& s, const float* x, const float* grad_y, float* grad_weight) {
-  const Index p = s.positions(), depth = s.n * p, k = s.patch();
+  const Index depth = s.n * s.positions(), k = s.patch();
   memory::Buffer<float> rows(static_cast<std::size_t>(s.c_out * depth));
-  parallel_for(
-      0, s.n, [&](Index b) { gather_gradients(s, grad_y + b * s.c_out * p, 1, ColumnRows<float>{rows.data() + b * p, depth}); },
-      s.c_out * p);
-  memory::Buffer<float> panels(static_cast<std::size_t>(packed::packed_a_size(s.c_out, depth)));
-  parallel_for(
-      0, (depth + packed::kc - 1) / packed::kc,
-      [&](Index slice) {
-        const Index pc = slice * packed::kc;
-        packed::pack_a(false, rows.data(), depth, 0, s.c_out, pc, std::min(packed::kc, depth - pc),
-                       panels.data() + pc * packed::padded_rows(s.c_out));
-      },
-      s.c_out * packed::kc);
+  gather_gradients(s, grad_y, s.n, ColumnRows<float>{rows.data(), depth});
+  const PackedMatrix g(false, rows.data(), depth, s.c_out, depth);
   const ColumnMaker maker(s, x);
   gemm_b_made(
-      PackedA{panels.data(), s.c_out, depth}, k, 1.0f,
+      g.view, k, 1.0f,
       [&](Index k0, Index taps, Index j0, Index positions, float* to) {
         maker.transposed_panels(k0, taps, j0, positions, to, column_maker_rows());
       },
@@ -1362,14 +1352,13 @@ void conv2d_backward_bias(const Conv2dShape& s, const T* grad_y, T* grad_bias) {
 template <class T>
 void conv2d_backward_weight(const Conv2dShape& s, const T* x, const T* grad_y, T* grad_weight, T* grad_bias) {
   const Index k = s.patch(), p = s.positions();
+  if (detail::weight_gradient_in_one_product<T>(s)) {
 #if QX_PACKED_AVX2
-  if constexpr (std::is_same_v<T, float>)
-    if (detail::weight_gradient_in_one_product<T>(s)) {
-      detail::weight_gradient_one_product(s, x, grad_y, grad_weight);
-      if (grad_bias) conv2d_backward_bias(s, grad_y, grad_bias);
-      return;
-    }
+    if constexpr (std::is_same_v<T, float>) detail::weight_gradient_one_product(s, x, grad_y, grad_weight);
 #endif
+    if (grad_bias) conv2d_backward_bias(s, grad_y, grad_bias);
+    return;
+  }
   detail::PerThreadSums<T> partial(s.c_out * k, grad_weight);  // ∂W per thread, thread 0's in place
   const Index block = detail::images_per_block(s);
   detail::for_each_block<T>(
