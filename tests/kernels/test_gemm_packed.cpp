@@ -23,9 +23,11 @@ namespace {
 struct Case {
   Index m, n, k;
 };
-// 1×1, tile edges (5, 7, 63, 65 …), depth beyond one KC slice (257, 600), width beyond one NC block (800).
-const Case cases[] = {{1, 1, 1}, {5, 63, 7}, {7, 65, 3}, {6, 64, 256}, {13, 130, 257},
-                      {37, 45, 29}, {64, 800, 600}, {147, 70, 40}, {2, 1000, 9}};
+// 1×1, tile edges (5, 7, 63, 65 …), depth beyond one KC slice (257, 600), width beyond one NC block (800);
+// last panels of 1 (13, 37), 2 (2, 8, 128), 3 (147) and 4 (64) rows — AVX2 computes those of at most two
+// rows by a kernel of its own, in strips of 32 columns, which widths 36 (100 = 64 + 36) and 49 end inside.
+const Case cases[] = {{1, 1, 1},      {5, 63, 7},    {7, 65, 3},    {6, 64, 256}, {13, 130, 257}, {37, 45, 29},
+                      {64, 800, 600}, {147, 70, 40}, {2, 1000, 9},  {8, 49, 20},  {128, 100, 300}};
 
 /// multiply(ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc) against the naive loop in double.
 template <class Multiply>
@@ -78,8 +80,8 @@ TEST_CASE("packed gemm, portable micro-kernel, matches the naive loop on awkward
 }
 
 #if QX_PACKED_GEMM
-// With AVX2 the tile's columns are four strips of 16: widths 63, 65, 45, 70 and 1000 (15·64 + 40) end a
-// tile inside a strip, 1 and 7 inside the first.
+// With AVX2 the tile's columns are four strips of 16 (two of 32 for a tile of at most two rows): widths 63,
+// 65, 45, 70, 100 and 1000 (15·64 + 40) end a tile inside a strip, 1 and 7 inside the first.
 TEST_CASE("packed gemm, native micro-kernel (AVX-512 or AVX2), matches the naive loop on awkward sizes") {
   for (const auto& cs : cases)
     for (bool ta : {false, true})

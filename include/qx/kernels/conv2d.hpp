@@ -1378,12 +1378,17 @@ void conv2d_backward_weight(const Conv2dShape& s, const T* x, const T* grad_y, T
 #if QX_PACKED_AVX2
           if constexpr (std::is_same_v<T, float>) {
             const detail::ColumnMaker maker(s, image);
-            gemm_b_made(
-                false, s.c_out, k, ld, 1.0f, g, ld,
-                [&](Index k0, Index taps, Index j0, Index depth, float* to) {
-                  maker.transposed_panels(k0, taps, j0, depth, to, detail::column_maker_rows());
-                },
-                beta, part.data, k);
+            auto make_b = [&](Index k0, Index taps, Index j0, Index depth, float* to) {
+              maker.transposed_panels(k0, taps, j0, depth, to, detail::column_maker_rows());
+            };
+            // g packed once, into the scratch the columns would have taken: per slice, the loop nest packs
+            // it again for every block of 384 taps (three times for K = 1152).
+            if (detail::packed::padded_rows(s.c_out) <= k) {
+              detail::packed::pack_a_whole(false, g, ld, s.c_out, ld, scratch);
+              gemm_b_made(PackedA{scratch, s.c_out, ld}, k, 1.0f, make_b, beta, part.data, k);
+            } else {
+              gemm_b_made(false, s.c_out, k, ld, 1.0f, g, ld, make_b, beta, part.data, k);
+            }
           }
 #endif
           return;
