@@ -816,6 +816,18 @@ TEST_CASE("AVX2's implicit GEMM makes im2col's columns piece by piece, and its p
   REQUIRE(kd::computes_transposed(64, 200));
   CHECK(kd::makes_weight_columns<float>({16, 3, 224, 224, 64, 7, 7, 2, 2, 3, 3}, 1));
   CHECK_FALSE(kd::makes_weight_columns<float>({1, 200, 112, 112, 64, 1, 1, 2, 2, 0, 0}, 1));
+  // The forward pass takes one image a block, whose product writes the output in place, when the columns
+  // are made and an image's positions are whole panels, at least 256 (the first shape above, 16² out):
+  // not on 8² out (64), nor on 14² (196, not whole panels), whose blocks hold several images.
+  const Conv2dShape out16{32, 64, 32, 32, 128, 3, 3, 2, 2, 1, 1}, out8{32, 128, 16, 16, 256, 3, 3, 2, 2, 1, 1},
+      out14{16, 256, 28, 28, 256, 3, 3, 2, 2, 1, 1};
+  REQUIRE(kd::images_per_block(out16) > 1);
+  CHECK(kd::forward_images_per_block<float>(out16) == 1);
+  CHECK(kd::forward_images_per_block<float>(shapes.front()) == 1);
+  REQUIRE(kd::images_per_block(out8) > 1);
+  CHECK(kd::forward_images_per_block<float>(out8) == kd::images_per_block(out8));
+  REQUIRE(kd::images_per_block(out14) > 1);
+  CHECK(kd::forward_images_per_block<float>(out14) == kd::images_per_block(out14));
   check_conv_on_one_and_two_threads(shapes);
 }
 
