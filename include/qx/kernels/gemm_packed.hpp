@@ -159,8 +159,8 @@ inline void pack_six_columns(const float* src, Index lda, Index rows, Index k, f
 /// and the last one as 4 + 2. Scalar moves — 48 loads and 48 stores per 8 depths — took 7 % of resnet18's
 /// 64 → 128 stride-2 weight gradient on 32², whose A, ∂y, is packed block by block.
 inline void interleave_six_rows(const float* src, Index lda, Index rows, float* out) {
-  __m256 r[8];
-  for (Index i = 0; i < 8; ++i) r[i] = i < rows ? _mm256_loadu_ps(src + i * lda) : _mm256_setzero_ps();
+  __m256 r[mr];
+  for (Index i = 0; i < mr; ++i) r[i] = i < rows ? _mm256_loadu_ps(src + i * lda) : _mm256_setzero_ps();
   const __m256 t0 = _mm256_unpacklo_ps(r[0], r[1]), t1 = _mm256_unpackhi_ps(r[0], r[1]), t2 = _mm256_unpacklo_ps(r[2], r[3]),
                t3 = _mm256_unpackhi_ps(r[2], r[3]), t4 = _mm256_unpacklo_ps(r[4], r[5]), t5 = _mm256_unpackhi_ps(r[4], r[5]);
   const __m256 zero = _mm256_setzero_ps();
