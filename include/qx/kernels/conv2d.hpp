@@ -1240,8 +1240,7 @@ void conv2d_forward(const Conv2dShape& s, const T* x, const T* weight, const T* 
   const Index k = s.patch(), p = s.positions(), block = detail::forward_images_per_block<T>(s);
   // The backward passes' scratch, whatever this pass's blocks: the caching allocator then hands each pass
   // the buffer the one before returned.
-  const Index shared = detail::images_per_block(s);
-  const Index per_image = block == shared ? detail::scratch_per_image(s, block) : detail::scratch_per_image(s, shared) * shared / block;
+  const Index shared = detail::images_per_block(s), per_image = detail::scratch_per_image(s, shared) * shared / block;
   detail::PackedWeight packed;  // W packed once where the blocks' products use it (as A, or Wᵀ as B)
 #if QX_PACKED_GEMM
   if constexpr (std::is_same_v<T, float>)
@@ -1394,17 +1393,15 @@ void conv2d_backward_weight(const Conv2dShape& s, const T* x, const T* grad_y, T
 #if QX_PACKED_AVX2
           if constexpr (std::is_same_v<T, float>) {
             const detail::ColumnMaker maker(s, image);
-            auto make_b = [&](Index k0, Index taps, Index j0, Index depth, float* to) {
-              maker.transposed_panels(k0, taps, j0, depth, to, detail::column_maker_rows());
-            };
-            // g packed once, into the scratch the columns would have taken: per slice, the loop nest packs
-            // it again for every block of 384 taps (three times for K = 1152).
-            if (detail::packed::padded_rows(s.c_out) <= k) {
-              detail::packed::pack_a_whole(false, g, ld, s.c_out, ld, scratch);
-              gemm_b_made(PackedA{scratch, s.c_out, ld}, k, 1.0f, make_b, beta, part.data, k);
-            } else {
-              gemm_b_made(false, s.c_out, k, ld, 1.0f, g, ld, make_b, beta, part.data, k);
-            }
+            // g packed once per block: packed per slice, the loop nest would pack it again for every block
+            // of 384 taps (three times for K = 1152).
+            const PackedMatrix packed_g(false, g, ld, s.c_out, ld);
+            gemm_b_made(
+                packed_g.view, k, 1.0f,
+                [&](Index k0, Index taps, Index j0, Index depth, float* to) {
+                  maker.transposed_panels(k0, taps, j0, depth, to, detail::column_maker_rows());
+                },
+                beta, part.data, k);
           }
 #endif
           return;

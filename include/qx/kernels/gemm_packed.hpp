@@ -199,8 +199,7 @@ inline void pack_a(bool trans, const float* a, Index lda, Index i0, Index m, Ind
       Index p = 0;
       for (; p + 8 <= k; p += 8) interleave_six_rows(src + p, lda, rows, panel + p * mr);
       for (; p < k; ++p)
-        for (Index r = 0; r < mr; ++r) panel[p * mr + r] = r < rows ? src[r * lda + p] : 0.0f;
-      continue;  // the padding rows are written
+        for (Index r = 0; r < rows; ++r) panel[p * mr + r] = src[r * lda + p];
 #else
       if (rows == mr) {
         Index p = 0;
