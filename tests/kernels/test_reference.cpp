@@ -912,12 +912,12 @@ TEST_CASE("AVX2's input gradient makes the columns' gradient a group of channels
 TEST_CASE("AVX2's weight gradient of a large ∂W is one product whose columns the threads share, and matches the naive loops") {
   namespace kd = qx::kernels::detail;
   const std::vector<Conv2dShape> shapes = {
-      {3, 1000, 9, 7, 64, 3, 3, 2, 2, 1, 1},  // K = 9,000: 140 panels and 40 columns; P = 5 × 4
-      {48, 620, 2, 3, 94, 3, 3, 1, 1, 1, 1},  // 94 rows of A (15 tiles and 4 rows); depth 288, two KC slices
+      {3, 1000, 9, 7, 128, 3, 3, 2, 2, 1, 1},  // K = 9,000: 140 panels and 40 columns; P = 5 × 4
+      {48, 620, 2, 3, 190, 3, 3, 1, 1, 1, 1},  // 190 rows of A (31 tiles and 4 rows); depth 288, two KC slices
   };
   for (const auto& s : shapes) {
     INFO(s.n, " images of ", s.c_in, " channels of ", s.h, "x", s.w, " → ", s.c_out);
-    REQUIRE(s.c_out * s.patch() >= kd::one_product_least_floats);
+    REQUIRE(s.c_out * s.patch() > kd::tap_tiles_most_floats);  // smaller ones go to tap tiles
     for (const int threads : {1, 2}) {
       CAPTURE(threads);
       const qx_test::ThreadCount count(threads);
@@ -933,16 +933,17 @@ TEST_CASE("AVX2's weight gradient of a large ∂W is one product whose columns t
   CHECK_FALSE(kd::ThreadSplit(960, 64, 2).columns);
   CHECK(kd::ThreadSplit(960, 64, 2).chunk == 480);
   // Which take it, on two threads. Yes: resnet18's 512-channel layer on 4² (∂W of 9.4 MB). Not: its 64 →
-  // 128 stride-2 layer on 32² (∂W of 0.3 MB, which blocks add in L2; nine panels besides), stride 3 (no
-  // made columns), a gathered grad_y over the budget (520 images of that 4² layer), a ∂W of 2.2 MB whose
-  // 900 columns (15 panels) split eight to seven.
+  // 128 stride-2 layer on 32² (∂W of 0.3 MB: tap tiles), stride 3 (no made columns), a gathered grad_y
+  // over the budget (520 images of that 4² layer), a ∂W of 4.3 MB whose 1,800 columns (29 panels) split
+  // fifteen to fourteen.
   {
     const qx_test::ThreadCount count(2);
     CHECK(kd::weight_gradient_in_one_product<float>({32, 512, 4, 4, 512, 3, 3, 1, 1, 1, 1}));
     CHECK_FALSE(kd::weight_gradient_in_one_product<float>({32, 64, 32, 32, 128, 3, 3, 2, 2, 1, 1}));
     CHECK_FALSE(kd::weight_gradient_in_one_product<float>({8, 512, 12, 12, 512, 3, 3, 3, 3, 1, 1}));
     CHECK_FALSE(kd::weight_gradient_in_one_product<float>({520, 512, 4, 4, 512, 3, 3, 1, 1, 1, 1}));
-    CHECK_FALSE(kd::weight_gradient_in_one_product<float>({4, 100, 8, 8, 600, 3, 3, 1, 1, 1, 1}));
+    REQUIRE_FALSE(kd::weight_gradient_by_tap_tiles<float>({4, 200, 8, 8, 600, 3, 3, 1, 1, 1, 1}));
+    CHECK_FALSE(kd::weight_gradient_in_one_product<float>({4, 200, 8, 8, 600, 3, 3, 1, 1, 1, 1}));
   }
   check_conv_on_one_and_two_threads(shapes);
   // The same bits on one thread and on two.
@@ -961,5 +962,90 @@ TEST_CASE("AVX2's weight gradient of a large ∂W is one product whose columns t
     }
     CHECK(one == two);
   }
+}
+
+// The forward pass and weight gradient of AVX2 builds by tap tiles (kernels/tap_tiles.hpp): which shapes
+// take them, the zero border and the strips they read, then the passes against the naive loops on one and
+// two threads — output channels that end inside a 16-lane strip and inside an 8-row transpose, more than
+// one group of 128 channels, K not a multiple of the tile's 6 taps, positions not a multiple of 8 or of 6,
+// stride 1 and 2, a 5×5 kernel whose taps take two chunks of 16 channels, no padding with image columns
+// no tap reads, a 3×1 kernel.
+TEST_CASE("AVX2's forward pass and weight gradient by tap tiles read the image in place, and match the naive loops") {
+  namespace kd = qx::kernels::detail;
+  const std::vector<Conv2dShape> shapes = {
+      {3, 13, 9, 11, 21, 3, 3, 2, 2, 1, 1},   // C_out 21: a strip of 16 and one of 5; K = 117; P = 5 × 6
+      {4, 64, 16, 16, 128, 3, 3, 2, 2, 1, 1},  // resnet18's strided layer's shape: one group of 128 channels
+      {3, 20, 8, 8, 150, 3, 3, 2, 2, 1, 1},    // two groups, the second of 22 channels
+      {2, 7, 10, 9, 33, 3, 3, 1, 1, 1, 1},     // stride 1
+      {2, 5, 12, 12, 17, 5, 5, 2, 2, 2, 2},    // 5×5, padding 2
+      {5, 9, 7, 12, 24, 3, 3, 2, 2, 0, 0},     // no padding: x's last column is read by no tap
+      {2, 24, 6, 40, 66, 3, 1, 2, 1, 1, 0},    // 3×1, stride 2 down and 1 across
+  };
+  // The forward pass's: planes of at least 196 outputs.
+  const std::vector<Conv2dShape> forward = {
+      {2, 16, 28, 30, 21, 3, 3, 2, 2, 1, 1},   // 14 × 15 outputs, C_out 21
+      {1, 17, 32, 28, 150, 5, 5, 2, 2, 2, 2},  // 16 × 14 (224: a last tile of 2 positions); K = 425, two chunks
+      {2, 24, 20, 20, 40, 3, 3, 1, 1, 1, 1},   // stride 1
+      {3, 64, 32, 32, 128, 3, 3, 2, 2, 1, 1},  // resnet18's stride-2 layer on 32²
+  };
+  for (const int threads : {1, 2}) {
+    CAPTURE(threads);
+    const qx_test::ThreadCount count(threads);
+    for (const auto& s : shapes) {
+      INFO(s.n, " images of ", s.c_in, " channels of ", s.h, "x", s.w, " → ", s.c_out, ", kernel ", s.kh, "x", s.kw);
+      CHECK(kd::weight_gradient_by_tap_tiles<float>(s));
+      CHECK_FALSE(kd::weight_gradient_in_one_product<float>(s));
+    }
+    for (const auto& s : forward) {
+      INFO("forward: ", s.c_in, " channels of ", s.h, "x", s.w, " → ", s.c_out, ", kernel ", s.kh, "x", s.kw);
+      CHECK(kd::forward_by_tap_tiles<float>(s));
+    }
+    // The forward pass not: 64 outputs a plane (resnet18's 128 → 256 layer), a stem of 3 channels, a 1×1
+    // kernel, double.
+    CHECK_FALSE(kd::forward_by_tap_tiles<float>({32, 128, 16, 16, 256, 3, 3, 2, 2, 1, 1}));
+    CHECK_FALSE(kd::forward_by_tap_tiles<float>({16, 3, 224, 224, 64, 7, 7, 2, 2, 3, 3}));
+    CHECK_FALSE(kd::forward_by_tap_tiles<float>({3, 128, 32, 32, 64, 1, 1, 2, 2, 0, 0}));
+    CHECK_FALSE(kd::forward_by_tap_tiles<double>(forward[0]));
+    // The weight gradient not: a 1×1 kernel (strided pointwise layers stay with made columns), a ∂W past
+    // 4 MB (resnet18's 512-channel layer, one product), double.
+    CHECK_FALSE(kd::weight_gradient_by_tap_tiles<float>({3, 128, 16, 16, 64, 1, 1, 2, 2, 0, 0}));
+    CHECK_FALSE(kd::weight_gradient_by_tap_tiles<float>({32, 512, 4, 4, 512, 3, 3, 1, 1, 1, 1}));
+    CHECK_FALSE(kd::weight_gradient_by_tap_tiles<double>(shapes[1]));
+  }
+  // The block's pieces against their definitions: x̄ holds x with zeros around it, gᵀ holds g by strips of
+  // 16 channels (zero past C_out).
+  qx::Rng rng(8);
+  for (const auto& s : {shapes[0], shapes[5]}) {
+    INFO(s.c_in, " channels of ", s.h, "x", s.w, " → ", s.c_out);
+    const kd::TapTiles tiles(s);
+    const auto x = random_vector<float>(static_cast<std::size_t>(s.n * s.c_in * s.h * s.w), rng);
+    const auto g = random_vector<float>(static_cast<std::size_t>(s.n * s.c_out * s.positions()), rng);
+    std::vector<float> padded(static_cast<std::size_t>(s.n * tiles.image), -1.0f);
+    kd::pad_images(s, tiles, x.data(), s.n, padded.data());
+    bool same = true;
+    for (Index plane = 0; plane < s.n * s.c_in; ++plane)
+      for (Index r = 0; r < tiles.hp; ++r)
+        for (Index c = 0; c < tiles.wp; ++c) {
+          const Index row = r - s.pad_h, column = c - s.pad_w;
+          const float expected = row >= 0 && row < s.h && column >= 0 && column < s.w
+                                     ? x[static_cast<std::size_t>((plane * s.h + row) * s.w + column)]
+                                     : 0.0f;
+          same = same && padded[static_cast<std::size_t>(plane * tiles.plane + r * tiles.wp + c)] == expected;
+        }
+    CHECK_MESSAGE(same, "the zero-bordered images");
+    const Index depth = s.n * s.positions();
+    std::vector<float> transposed(static_cast<std::size_t>(tiles.c_padded * depth), -1.0f);
+    kd::transpose_gradients(s, tiles, g.data(), s.n, transposed.data());
+    same = true;
+    for (Index o = 0; o < tiles.c_padded; ++o)
+      for (Index d = 0; d < depth; ++d) {
+        const Index b = d / s.positions(), j = d % s.positions();
+        const float expected = o < s.c_out ? g[static_cast<std::size_t>((b * s.c_out + o) * s.positions() + j)] : 0.0f;
+        same = same && transposed[static_cast<std::size_t>(o / 16 * depth * 16 + d * 16 + o % 16)] == expected;
+      }
+    CHECK_MESSAGE(same, "the gradient's strips");
+  }
+  check_conv_on_one_and_two_threads(shapes);
+  check_conv_on_one_and_two_threads(forward);
 }
 #endif

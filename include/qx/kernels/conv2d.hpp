@@ -23,6 +23,7 @@
 #include "qx/kernels/functors.hpp"
 #include "qx/kernels/gemm.hpp"
 #include "qx/kernels/prefetch.hpp"
+#include "qx/kernels/tap_tiles.hpp"
 
 #if QX_PACKED_GEMM
 #include <immintrin.h>
@@ -1116,11 +1117,41 @@ class ColumnGradientGroups {
 /// 8.46 → 7.87; resnet50's stride-2 layers on 28² → 14² 26.2 → 25.4 and 14² → 7² 24.2 → 23.0 at batch 16.
 /// Smaller ∂W measured level or up to 3 % slower (resnet18's 1.2 MB on 16² → 8², resnet50's 0.6 MB on 56²).
 constexpr Index one_product_least_floats = Index{1} << 19, one_product_most_floats = Index{1} << 22;
+/// Whether the forward pass runs by tap tiles (kernels/tap_tiles.hpp; float with AVX2): where its columns
+/// would be made for a kernel wider than one tap, at least 16 input channels and planes of at least
+/// tap_tiles_least_positions outputs. On smaller planes (resnet18's 16² and 8² outputs, resnet50's 7²)
+/// and stems (one or three channels) it ran 5–20 % slower than made columns: a block holds more images
+/// and each chunk of taps adds into a yᵀ past L2.
+constexpr Index tap_tiles_least_positions = 196;
+template <class T>
+bool forward_by_tap_tiles([[maybe_unused]] const Conv2dShape& s) {
+#if QX_PACKED_AVX2
+  if constexpr (std::is_same_v<T, float>)
+    return s.kh * s.kw > 1 && s.c_in >= 16 && s.positions() >= tap_tiles_least_positions &&
+           makes_columns<T>(s, images_per_block(s));
+#endif
+  return false;
+}
+
+/// Whether the weight gradient runs by tap tiles (kernels/tap_tiles.hpp; float with AVX2): where colᵀ
+/// would be made for a kernel wider than one tap and ∂W is at most tap_tiles_most_floats (4 MB). Blocks of
+/// images as the made colᵀ's, each thread adding into its own ∂Wᵀ; larger ∂W ran 7 % slower that way than
+/// as one product (resnet18's 512-channel layers, 9.4 MB), and pointwise strided layers level or slower.
+constexpr Index tap_tiles_most_floats = Index{1} << 20;
+template <class T>
+bool weight_gradient_by_tap_tiles([[maybe_unused]] const Conv2dShape& s) {
+#if QX_PACKED_AVX2
+  if constexpr (std::is_same_v<T, float>)
+    return s.kh * s.kw > 1 && s.c_out * s.patch() <= tap_tiles_most_floats && makes_weight_columns<T>(s, images_per_block(s));
+#endif
+  return false;
+}
+
 template <class T>
 bool weight_gradient_in_one_product([[maybe_unused]] const Conv2dShape& s) {
 #if QX_PACKED_AVX2
   if constexpr (std::is_same_v<T, float>)
-    return makes_weight_columns<T>(s, s.n) && s.c_out * s.patch() >= one_product_least_floats &&
+    return !weight_gradient_by_tap_tiles<T>(s) && makes_weight_columns<T>(s, s.n) && s.c_out * s.patch() >= one_product_least_floats &&
            s.c_out * s.n * s.positions() <= one_product_most_floats && ThreadSplit(s.c_out, s.patch(), num_threads()).even();
 #endif
   return false;
@@ -1241,6 +1272,33 @@ void conv2d_forward(const Conv2dShape& s, const T* x, const T* weight, const T* 
   // The backward passes' scratch, whatever this pass's blocks: the caching allocator then hands each pass
   // the buffer the one before returned.
   const Index shared = detail::images_per_block(s), per_image = detail::scratch_per_image(s, shared) * shared / block;
+  // to[i] = stage(from[i] + bias[o]) over one output plane; the loop without a stage stays a plain add.
+  auto store_plane = [&](T* to, const T* from, Index o) {
+    const T add = bias ? bias[o] : T(0);
+    const Index at = to - y;
+    if (stage.active())
+      for (Index i = 0; i < p; ++i) to[i] = stage(from[i] + add, at + i);
+    else
+      for (Index i = 0; i < p; ++i) to[i] = from[i] + add;
+  };
+#if QX_PACKED_AVX2
+  if constexpr (std::is_same_v<T, float>)
+    if (detail::forward_by_tap_tiles<T>(s)) {
+      const detail::TapTiles tiles(s);
+      memory::Buffer<float> strips(static_cast<std::size_t>(tiles.c_padded * k));  // W as 16-channel strips
+      detail::transpose_into_strips(weight, s.c_out, k, k, tiles.c_padded, strips.data(), k);
+      detail::for_each_block<float>(
+          s.n, shared, std::max(detail::scratch_per_image(s, shared), detail::forward_scratch_per_image(s, tiles)),
+          [&](Index first, Index images, float* scratch, int) {
+            float* dst = y + first * s.c_out * p;
+            detail::forward_tap_tiles(s, tiles, x + first * s.c_in * s.h * s.w, images, strips.data(), scratch, dst);
+            if (bias || stage.active())
+              for (Index plane = 0; plane < images * s.c_out; ++plane) store_plane(dst + plane * p, dst + plane * p, plane % s.c_out);
+          },
+          detail::BlockOrder::any_thread);
+      return;
+    }
+#endif
   detail::PackedWeight packed;  // W packed once where the blocks' products use it (as A, or Wᵀ as B)
 #if QX_PACKED_GEMM
   if constexpr (std::is_same_v<T, float>)
@@ -1277,15 +1335,6 @@ void conv2d_forward(const Conv2dShape& s, const T* x, const T* weight, const T* 
       detail::weight_product(packed, false, s.c_out, ld, k, weight, detail::columns_of_block(s, image, images, scratch), out,
                              detail::reads_b_in_place<T>(s, images));
     }
-    // to[i] = stage(from[i] + bias[o]) over one output plane; the loop without a stage stays a plain add.
-    auto store_plane = [&](T* to, const T* from, Index o) {
-      const T add = bias ? bias[o] : T(0);
-      const Index at = to - y;
-      if (stage.active())
-        for (Index i = 0; i < p; ++i) to[i] = stage(from[i] + add, at + i);
-      else
-        for (Index i = 0; i < p; ++i) to[i] = from[i] + add;
-    };
     if (images == 1) {  // the product is already in place: only the bias and the stage are left
       if (bias || stage.active()) parallel_for(0, s.c_out, [&](Index o) { store_plane(dst + o * p, dst + o * p, o); }, p);
       return;
@@ -1374,6 +1423,24 @@ void conv2d_backward_weight(const Conv2dShape& s, const T* x, const T* grad_y, T
     if (grad_bias) conv2d_backward_bias(s, grad_y, grad_bias);
     return;
   }
+#if QX_PACKED_AVX2
+  if constexpr (std::is_same_v<T, float>) {
+    if (detail::weight_gradient_by_tap_tiles<T>(s)) {
+      const detail::TapTiles tiles(s);
+      detail::PerThreadSums<float> transposed(tiles.k_padded * tiles.c_padded);  // ∂Wᵀ per thread
+      const Index block = detail::images_per_block(s);
+      detail::for_each_block<float>(
+          s.n, block, tiles.scratch_per_image(s), [&](Index first, Index images, float* scratch, int t) {
+            const auto part = transposed.begin(t);
+            detail::weight_gradient_tap_tiles(s, tiles, x + first * s.c_in * s.h * s.w, grad_y + first * s.c_out * p,
+                                              images, scratch, part.data, !part.first);
+          });
+      detail::untranspose_weights(s, tiles, transposed.finish(), grad_weight);
+      if (grad_bias) conv2d_backward_bias(s, grad_y, grad_bias);
+      return;
+    }
+  }
+#endif
   detail::PerThreadSums<T> partial(s.c_out * k, grad_weight);  // ∂W per thread, thread 0's in place
   const Index block = detail::images_per_block(s);
   detail::for_each_block<T>(
