@@ -1128,7 +1128,7 @@ bool forward_by_tap_tiles([[maybe_unused]] const Conv2dShape& s) {
 #if QX_PACKED_AVX2
   if constexpr (std::is_same_v<T, float>)
     return s.kh * s.kw > 1 && s.c_in >= 16 && s.positions() >= tap_tiles_least_positions &&
-           makes_columns<T>(s, images_per_block(s));
+           makes_columns<T>(s, images_per_block(s)) && TapTiles(s).offsets_fit(images_per_block(s));
 #endif
   return false;
 }
@@ -1142,7 +1142,8 @@ template <class T>
 bool weight_gradient_by_tap_tiles([[maybe_unused]] const Conv2dShape& s) {
 #if QX_PACKED_AVX2
   if constexpr (std::is_same_v<T, float>)
-    return s.kh * s.kw > 1 && s.c_out * s.patch() <= tap_tiles_most_floats && makes_weight_columns<T>(s, images_per_block(s));
+    return s.kh * s.kw > 1 && s.c_out * s.patch() <= tap_tiles_most_floats && makes_weight_columns<T>(s, images_per_block(s)) &&
+           TapTiles(s).offsets_fit(images_per_block(s));
 #endif
   return false;
 }
@@ -1429,8 +1430,11 @@ void conv2d_backward_weight(const Conv2dShape& s, const T* x, const T* grad_y, T
       const detail::TapTiles tiles(s);
       detail::PerThreadSums<float> transposed(tiles.k_padded * tiles.c_padded);  // ∂Wᵀ per thread
       const Index block = detail::images_per_block(s);
+      // The other passes' scratch when it is the larger (it is for 3×3 kernels): the caching allocator then
+      // hands each pass the buffer the one before returned.
       detail::for_each_block<float>(
-          s.n, block, tiles.scratch_per_image(s), [&](Index first, Index images, float* scratch, int t) {
+          s.n, block, std::max(detail::scratch_per_image(s, block), tiles.scratch_per_image(s)),
+          [&](Index first, Index images, float* scratch, int t) {
             const auto part = transposed.begin(t);
             detail::weight_gradient_tap_tiles(s, tiles, x + first * s.c_in * s.h * s.w, grad_y + first * s.c_out * p,
                                               images, scratch, part.data, !part.first);

@@ -1,15 +1,14 @@
 // A convolution's forward pass and weight gradient with the image as the broadcast operand (float, AVX2 +
 // FMA): register tiles of 6 taps (or 6 positions) × 16 output channels, no column matrix made.
 #pragma once
-#include "qx/config.hpp"
-#include "qx/core/error.hpp"
-#include "qx/core/parallel.hpp"
-#include "qx/kernels/conv2d_shape.hpp"
-#include "qx/kernels/gemm_packed.hpp"
-
 #include <algorithm>
 #include <cstdint>
 #include <limits>
+
+#include "qx/config.hpp"
+#include "qx/core/parallel.hpp"
+#include "qx/kernels/conv2d_shape.hpp"
+#include "qx/kernels/gemm_packed.hpp"
 
 #if QX_PACKED_AVX2
 #include <immintrin.h>
@@ -31,14 +30,22 @@ namespace kernels::detail {
  */
 struct TapTiles {
   static constexpr Index taps = 6, lanes = 16;
-  static constexpr Index group = 128;  // output channels per pass over the taps: their gᵀ, 256 KiB at depth 512, stays in L2
+  // Output channels per pass of the weight gradient over the taps: their gᵀ, 256 KiB at depth 512, stays in L2.
+  static constexpr Index group = 128;
   Index hp, wp, plane, image, k, k_padded, c_padded;
   explicit TapTiles(const Conv2dShape& s)
-      : hp((s.out_h() - 1) * s.stride_h + s.kh), wp((s.out_w() - 1) * s.stride_w + s.kw), plane(hp * wp),
-        image(s.c_in * plane), k(s.patch()), k_padded((k + taps - 1) / taps * taps),
+      : hp((s.out_h() - 1) * s.stride_h + s.kh),
+        wp((s.out_w() - 1) * s.stride_w + s.kw),
+        plane(hp * wp),
+        image(s.c_in * plane),
+        k(s.patch()),
+        k_padded((k + taps - 1) / taps * taps),
         c_padded((s.c_out + lanes - 1) / lanes * lanes) {}
   /// Floats of scratch per image of a block: x̄, gᵀ, the positions' offsets, and room to align gᵀ.
   Index scratch_per_image(const Conv2dShape& s) const { return image + (c_padded + 1) * s.positions() + lanes; }
+  /// Whether a block of `images` images is addressed by the tiles' 32-bit offsets (the passes take tap
+  /// tiles only where it is).
+  bool offsets_fit(Index images) const { return images * image <= std::numeric_limits<std::int32_t>::max(); }
   /// tap(k) for the k-th row of ∂Wᵀ.
   Index tap(const Conv2dShape& s, Index row) const {
     return row / (s.kh * s.kw) * plane + row / s.kw % s.kh * wp + row % s.kw;
@@ -93,9 +100,9 @@ inline void transpose_gradients(const Conv2dShape& s, const TapTiles& l, const f
 /// r < 6, ℓ < 16 (strip 32-byte aligned) — six taps over positions in the weight gradient (rows = taps,
 /// step = positions' offsets), six positions over taps in the forward pass (the other way round).
 /// Not inlined: inside its caller GCC kept the six row pointers on the stack and reloaded them every step
-/// (38 instructions a step instead of 26; the weight gradient ran 5 % slower than made columns).
-[[gnu::noinline]] inline void tap_tile(const float* image, const std::int32_t* rows, const std::int32_t* step, Index steps,
-                                       const float* strip, float* out, Index ld, bool add) {
+/// (about 38 instructions a step instead of 26; the weight gradient ran 5 % slower than made columns).
+[[gnu::noinline]] inline void tap_tile(const float* image, const std::int32_t* rows, const std::int32_t* step,
+                                       Index steps, const float* strip, float* out, Index ld, bool add) {
   const float *x0 = image + rows[0], *x1 = image + rows[1], *x2 = image + rows[2], *x3 = image + rows[3],
               *x4 = image + rows[4], *x5 = image + rows[5];
   __m256 c00 = _mm256_setzero_ps(), c01 = c00, c10 = c00, c11 = c00, c20 = c00, c21 = c00, c30 = c00, c31 = c00,
@@ -129,8 +136,6 @@ inline void transpose_gradients(const Conv2dShape& s, const TapTiles& l, const f
 inline void weight_gradient_tap_tiles(const Conv2dShape& s, const TapTiles& l, const float* x, const float* g,
                                       Index images, float* scratch, float* wt, bool add) {
   const Index p = s.positions(), depth = images * p, ow = s.out_w();
-  check(images * l.image <= std::numeric_limits<std::int32_t>::max(), "conv2d weight gradient: a block of ", images,
-        " padded images of ", l.image, " floats is past 32-bit offsets");
   float* padded = scratch;
   float* gt = padded + images * l.image;
   gt += (64 - reinterpret_cast<std::uintptr_t>(gt) % 64) % 64 / sizeof(float);
@@ -147,7 +152,8 @@ inline void weight_gradient_tap_tiles(const Conv2dShape& s, const TapTiles& l, c
   // in groups).
   for (Index g0 = 0; g0 < l.c_padded; g0 += TapTiles::group)
     for (Index k0 = 0; k0 < l.k_padded; k0 += TapTiles::taps) {
-      for (Index t = 0; t < TapTiles::taps; ++t) tap[t] = static_cast<std::int32_t>(l.tap(s, std::min(k0 + t, l.k - 1)));
+      for (Index t = 0; t < TapTiles::taps; ++t)
+        tap[t] = static_cast<std::int32_t>(l.tap(s, std::min(k0 + t, l.k - 1)));
       for (Index o0 = g0; o0 < std::min(l.c_padded, g0 + TapTiles::group); o0 += TapTiles::lanes)
         tap_tile(padded, tap, at, depth, gt + o0 * depth, wt + k0 * l.c_padded + o0, l.c_padded, add);
     }
@@ -159,14 +165,12 @@ inline Index forward_scratch_per_image(const Conv2dShape& s, const TapTiles& l) 
 }
 
 /// y (images × (C_out, P), NCHW) = W ⋆ x over one block by tap tiles: x the block's images, wt W (C_out × K)
-/// as strips of 16 output channels (transpose_into_strips, K deep). Position tiles outermost: a tile's
-/// windows of x̄ stay in L1 while every strip of W passes.
+/// as strips of 16 output channels (transpose_into_strips, K deep). yᵀ (positions × c_padded) is summed
+/// chunk of taps by chunk, then turned into NCHW by 8×8 register transposes.
 inline void forward_tap_tiles(const Conv2dShape& s, const TapTiles& l, const float* x, Index images, const float* wt,
                               float* scratch, float* y) {
   const Index p = s.positions(), depth = images * p, ow = s.out_w(), k = l.k;
   const Index rounded = (depth + TapTiles::taps - 1) / TapTiles::taps * TapTiles::taps;
-  check(images * l.image <= std::numeric_limits<std::int32_t>::max(), "conv2d forward: a block of ", images,
-        " padded images of ", l.image, " floats is past 32-bit offsets");
   float* padded = scratch;
   float* transposed = padded + images * l.image;  // yᵀ: row d holds position d's c_padded channels
   auto* at = reinterpret_cast<std::int32_t*>(transposed + rounded * l.c_padded);
@@ -192,7 +196,8 @@ inline void forward_tap_tiles(const Conv2dShape& s, const TapTiles& l, const flo
     float* to = y + b * s.c_out * p;
     const Index whole_o = s.c_out / 8 * 8, whole_j = p / 8 * 8;
     for (Index o0 = 0; o0 < whole_o; o0 += 8)
-      for (Index j0 = 0; j0 < whole_j; j0 += 8) packed::transpose_8x8(from + j0 * l.c_padded + o0, l.c_padded, to + o0 * p + j0, p);
+      for (Index j0 = 0; j0 < whole_j; j0 += 8)
+        packed::transpose_8x8(from + j0 * l.c_padded + o0, l.c_padded, to + o0 * p + j0, p);
     for (Index o = 0; o < s.c_out; ++o)
       for (Index j = o < whole_o ? whole_j : 0; j < p; ++j) to[o * p + j] = from[j * l.c_padded + o];
   }
