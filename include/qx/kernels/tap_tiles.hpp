@@ -79,8 +79,8 @@ inline void transpose_into_strips(const float* from, Index rows, Index columns, 
                                   Index depth) {
   for (Index o0 = 0; o0 < c_padded; o0 += 8) {
     float* to = strips + o0 / TapTiles::lanes * depth * TapTiles::lanes + o0 % TapTiles::lanes;
-    const float* row = from + o0 * ld;
-    const Index filled = std::min<Index>(8, rows - o0);
+    const Index filled = std::clamp<Index>(rows - o0, 0, 8);
+    const float* row = from + (filled > 0 ? o0 * ld : 0);  // strips past `rows` read nothing
     Index j = 0;
     if (filled == 8)
       for (; j + 8 <= columns; j += 8) packed::transpose_8x8(row + j, ld, to + j * TapTiles::lanes, TapTiles::lanes);
