@@ -1289,7 +1289,7 @@ void conv2d_forward(const Conv2dShape& s, const T* x, const T* weight, const T* 
       memory::Buffer<float> strips(static_cast<std::size_t>(tiles.c_padded * k));  // W as 16-channel strips
       detail::transpose_into_strips(weight, s.c_out, k, k, tiles.c_padded, strips.data(), k);
       detail::for_each_block<float>(
-          s.n, shared, std::max(detail::scratch_per_image(s, shared), detail::forward_scratch_per_image(s, tiles)),
+          s.n, shared, std::max(detail::scratch_per_image(s, shared), tiles.forward_scratch_per_image(s)),
           [&](Index first, Index images, float* scratch, int) {
             float* dst = y + first * s.c_out * p;
             detail::forward_tap_tiles(s, tiles, x + first * s.c_in * s.h * s.w, images, strips.data(), scratch, dst);
@@ -1433,7 +1433,7 @@ void conv2d_backward_weight(const Conv2dShape& s, const T* x, const T* grad_y, T
       // The other passes' scratch when it is the larger (it is for 3×3 kernels): the caching allocator then
       // hands each pass the buffer the one before returned.
       detail::for_each_block<float>(
-          s.n, block, std::max(detail::scratch_per_image(s, block), tiles.scratch_per_image(s)),
+          s.n, block, std::max(detail::scratch_per_image(s, block), tiles.weight_scratch_per_image(s)),
           [&](Index first, Index images, float* scratch, int t) {
             const auto part = transposed.begin(t);
             detail::weight_gradient_tap_tiles(s, tiles, x + first * s.c_in * s.h * s.w, grad_y + first * s.c_out * p,

@@ -299,14 +299,18 @@ inline void transpose_square(const float* in, Index ld_in, float* out, Index ld_
 }
 #endif
 
-/// to (columns × rows, leading dimension ld_to) = fromᵀ for from (rows × columns) row-major: register
-/// transposes of whole square blocks, the edges element by element.
-inline void transpose(const float* from, Index rows, Index columns, float* to, Index ld_to) {
+/// to (columns × rows, leading dimension ld_to) = fromᵀ for from (rows × columns, leading dimension
+/// ld_from): register transposes of whole square blocks, the edges element by element.
+inline void transpose(const float* from, Index ld_from, Index rows, Index columns, float* to, Index ld_to) {
   const Index whole_rows = rows / square * square, whole_columns = columns / square * square;
   for (Index i = 0; i < whole_rows; i += square)
-    for (Index j = 0; j < whole_columns; j += square) transpose_square(from + i * columns + j, columns, to + j * ld_to + i, ld_to);
+    for (Index j = 0; j < whole_columns; j += square) transpose_square(from + i * ld_from + j, ld_from, to + j * ld_to + i, ld_to);
   for (Index i = 0; i < rows; ++i)
-    for (Index j = i < whole_rows ? whole_columns : 0; j < columns; ++j) to[j * ld_to + i] = from[i * columns + j];
+    for (Index j = i < whole_rows ? whole_columns : 0; j < columns; ++j) to[j * ld_to + i] = from[i * ld_from + j];
+}
+/// The same for a from whose rows are contiguous (ld_from = columns).
+inline void transpose(const float* from, Index rows, Index columns, float* to, Index ld_to) {
+  transpose(from, columns, rows, columns, to, ld_to);
 }
 #endif
 

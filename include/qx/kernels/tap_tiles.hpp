@@ -41,11 +41,25 @@ struct TapTiles {
         k(s.patch()),
         k_padded((k + taps - 1) / taps * taps),
         c_padded((s.c_out + lanes - 1) / lanes * lanes) {}
-  /// Floats of scratch per image of a block: x̄, gᵀ, the positions' offsets, and room to align gᵀ.
-  Index scratch_per_image(const Conv2dShape& s) const { return image + (c_padded + 1) * s.positions() + lanes; }
+  /// Floats of a weight-gradient block's scratch per image: x̄, gᵀ, the positions' offsets, room to align gᵀ.
+  Index weight_scratch_per_image(const Conv2dShape& s) const { return image + (c_padded + 1) * s.positions() + lanes; }
+  /// Floats of a forward block's scratch per image: x̄, yᵀ (positions × c_padded, up to a whole position
+  /// tile more), the positions' and taps' offsets.
+  Index forward_scratch_per_image(const Conv2dShape& s) const {
+    return image + (c_padded + 1) * (s.positions() + taps) + k;
+  }
   /// Whether a block of `images` images is addressed by the tiles' 32-bit offsets (the passes take tap
   /// tiles only where it is).
   bool offsets_fit(Index images) const { return images * image <= std::numeric_limits<std::int32_t>::max(); }
+  /// at(d) for the first `count` positions of a block of `images` images (past its depth, the last one again:
+  /// the forward pass's last tile of positions reads real windows and drops their sums).
+  void position_offsets(const Conv2dShape& s, Index images, Index count, std::int32_t* at) const {
+    const Index p = s.positions(), depth = images * p, ow = s.out_w();
+    for (Index d = 0; d < count; ++d) {
+      const Index e = std::min(d, depth - 1), b = e / p, i = e % p / ow, v = e % ow;
+      at[d] = static_cast<std::int32_t>(b * image + i * s.stride_h * wp + v * s.stride_w);
+    }
+  }
   /// tap(k) for the k-th row of ∂Wᵀ.
   Index tap(const Conv2dShape& s, Index row) const {
     return row / (s.kh * s.kw) * plane + row / s.kw % s.kh * wp + row % s.kw;
@@ -74,18 +88,16 @@ inline void pad_images(const Conv2dShape& s, const TapTiles& l, const float* x, 
 
 /// Rows of a matrix as strips of 16: strips[16σ·depth + 16j + ℓ] = from[(16σ + ℓ)·ld + j] for j < columns,
 /// zero for rows past `rows` (σ < c_padded/16) — ∂y's channels or W's output channels as the vector operand
-/// of a tile. By 8×8 register transposes.
+/// of a tile (packed::transpose per strip).
 inline void transpose_into_strips(const float* from, Index rows, Index columns, Index ld, Index c_padded, float* strips,
                                   Index depth) {
-  for (Index o0 = 0; o0 < c_padded; o0 += 8) {
-    float* to = strips + o0 / TapTiles::lanes * depth * TapTiles::lanes + o0 % TapTiles::lanes;
-    const Index filled = std::clamp<Index>(rows - o0, 0, 8);
-    const float* row = from + (filled > 0 ? o0 * ld : 0);  // strips past `rows` read nothing
-    Index j = 0;
-    if (filled == 8)
-      for (; j + 8 <= columns; j += 8) packed::transpose_8x8(row + j, ld, to + j * TapTiles::lanes, TapTiles::lanes);
-    for (; j < columns; ++j)
-      for (Index r = 0; r < 8; ++r) to[j * TapTiles::lanes + r] = r < filled ? row[r * ld + j] : 0.0f;
+  for (Index o0 = 0; o0 < c_padded; o0 += TapTiles::lanes) {
+    float* strip = strips + o0 * depth;
+    const Index filled = std::clamp<Index>(rows - o0, 0, TapTiles::lanes);
+    if (filled < TapTiles::lanes)
+      for (Index j = 0; j < columns; ++j)
+        std::fill(strip + j * TapTiles::lanes + filled, strip + (j + 1) * TapTiles::lanes, 0.0f);
+    if (filled > 0) packed::transpose(from + o0 * ld, ld, filled, columns, strip, TapTiles::lanes);
   }
 }
 
@@ -135,17 +147,14 @@ inline void transpose_gradients(const Conv2dShape& s, const TapTiles& l, const f
 /// ∂y, `add` false to assign. Rows past K are computed from the last tap and dropped by untranspose.
 inline void weight_gradient_tap_tiles(const Conv2dShape& s, const TapTiles& l, const float* x, const float* g,
                                       Index images, float* scratch, float* wt, bool add) {
-  const Index p = s.positions(), depth = images * p, ow = s.out_w();
+  const Index depth = images * s.positions();
   float* padded = scratch;
   float* gt = padded + images * l.image;
   gt += (64 - reinterpret_cast<std::uintptr_t>(gt) % 64) % 64 / sizeof(float);
   auto* at = reinterpret_cast<std::int32_t*>(gt + l.c_padded * depth);
   pad_images(s, l, x, images, padded);
   transpose_gradients(s, l, g, images, gt);
-  for (Index d = 0; d < depth; ++d) {
-    const Index b = d / p, i = d % p / ow, v = d % ow;
-    at[d] = static_cast<std::int32_t>(b * l.image + i * s.stride_h * l.wp + v * s.stride_w);
-  }
+  l.position_offsets(s, images, depth, at);
   std::int32_t tap[TapTiles::taps];
   // Channel groups outermost: one group's gᵀ is read once per 6 taps, and stays in L2 (all of a 256-channel
   // layer's did not: resnet18's 128 → 256 layer on 16² ran 7 % slower than with ColumnMaker, 7 % faster
@@ -159,27 +168,19 @@ inline void weight_gradient_tap_tiles(const Conv2dShape& s, const TapTiles& l, c
     }
 }
 
-/// Floats of a forward block's scratch per image: x̄, yᵀ (positions × c_padded), the offsets, alignment.
-inline Index forward_scratch_per_image(const Conv2dShape& s, const TapTiles& l) {
-  return l.image + (l.c_padded + 1) * (s.positions() + TapTiles::taps) + s.patch() + TapTiles::lanes;
-}
-
 /// y (images × (C_out, P), NCHW) = W ⋆ x over one block by tap tiles: x the block's images, wt W (C_out × K)
 /// as strips of 16 output channels (transpose_into_strips, K deep). yᵀ (positions × c_padded) is summed
-/// chunk of taps by chunk, then turned into NCHW by 8×8 register transposes.
+/// chunk of taps by chunk, then turned into NCHW (packed::transpose).
 inline void forward_tap_tiles(const Conv2dShape& s, const TapTiles& l, const float* x, Index images, const float* wt,
                               float* scratch, float* y) {
-  const Index p = s.positions(), depth = images * p, ow = s.out_w(), k = l.k;
+  const Index p = s.positions(), depth = images * p, k = l.k;
   const Index rounded = (depth + TapTiles::taps - 1) / TapTiles::taps * TapTiles::taps;
   float* padded = scratch;
   float* transposed = padded + images * l.image;  // yᵀ: row d holds position d's c_padded channels
   auto* at = reinterpret_cast<std::int32_t*>(transposed + rounded * l.c_padded);
   std::int32_t* tap = at + rounded;
   pad_images(s, l, x, images, padded);
-  for (Index d = 0; d < rounded; ++d) {
-    const Index e = std::min(d, depth - 1), b = e / p, i = e % p / ow, v = e % ow;  // past depth: the last again
-    at[d] = static_cast<std::int32_t>(b * l.image + i * s.stride_h * l.wp + v * s.stride_w);
-  }
+  l.position_offsets(s, images, rounded, at);
   for (Index row = 0; row < k; ++row) tap[row] = static_cast<std::int32_t>(l.tap(s, row));
   // The taps of 16 input channels at a time: their windows of x̄ for a position tile (16 × kH rows) stay in
   // L1 while the strips of W pass, each tile adding into yᵀ. Over all of K at once the windows were
@@ -191,33 +192,20 @@ inline void forward_tap_tiles(const Conv2dShape& s, const TapTiles& l, const flo
       for (Index o0 = 0; o0 < l.c_padded; o0 += TapTiles::lanes)
         tap_tile(padded, at + d0, tap + k0, std::min(chunk, k - k0), wt + o0 * k + k0 * TapTiles::lanes,
                  transposed + d0 * l.c_padded + o0, l.c_padded, k0 > 0);
-  for (Index b = 0; b < images; ++b) {
-    const float* from = transposed + b * p * l.c_padded;
-    float* to = y + b * s.c_out * p;
-    const Index whole_o = s.c_out / 8 * 8, whole_j = p / 8 * 8;
-    for (Index o0 = 0; o0 < whole_o; o0 += 8)
-      for (Index j0 = 0; j0 < whole_j; j0 += 8)
-        packed::transpose_8x8(from + j0 * l.c_padded + o0, l.c_padded, to + o0 * p + j0, p);
-    for (Index o = 0; o < s.c_out; ++o)
-      for (Index j = o < whole_o ? whole_j : 0; j < p; ++j) to[o * p + j] = from[j * l.c_padded + o];
-  }
+  for (Index b = 0; b < images; ++b)
+    packed::transpose(transposed + b * p * l.c_padded, l.c_padded, p, s.c_out, y + b * s.c_out * p, p);
 }
 
-/// w (C_out × K) ← the first K rows and C_out columns of wt (k_padded × c_padded), transposed: 8×8 register
-/// transposes, in parallel over blocks of 8 rows of w.
+/// w (C_out × K) ← the first K rows and C_out columns of wt (k_padded × c_padded), transposed
+/// (packed::transpose), in parallel over blocks of 8 rows of w.
 inline void untranspose_weights(const Conv2dShape& s, const TapTiles& l, const float* wt, float* w) {
-  const Index k = l.k;
   parallel_for(
       0, (s.c_out + 7) / 8,
       [&](Index block) {
-        const Index o0 = block * 8, rows = std::min<Index>(8, s.c_out - o0);
-        Index k0 = 0;
-        if (rows == 8)
-          for (; k0 + 8 <= k; k0 += 8) packed::transpose_8x8(wt + k0 * l.c_padded + o0, l.c_padded, w + o0 * k + k0, k);
-        for (Index o = o0; o < o0 + rows; ++o)
-          for (Index row = k0; row < k; ++row) w[o * k + row] = wt[row * l.c_padded + o];
+        const Index o0 = block * 8;
+        packed::transpose(wt + o0, l.c_padded, l.k, std::min<Index>(8, s.c_out - o0), w + o0 * l.k, l.k);
       },
-      8 * k);
+      8 * l.k);
 }
 
 }  // namespace kernels::detail
