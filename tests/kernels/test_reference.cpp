@@ -199,7 +199,8 @@ TEST_CASE_TEMPLATE("conv2d kernels match the naive loops", T, float, double) {
       // A window wider than 64 columns (15·stride + kW > 64): the general loops.
       {2, 2, 30, 70, 3, 7, 7, 4, 4, 3, 3},
       // The forward's columns written straight into the GEMM's 64-column panels (AVX-512, float):
-      {1, 32, 32, 32, 64, 3, 3, 1, 1, 1, 1},  // one image: panels split over threads, K over one KC slice
+      {1, 15, 32, 32, 64, 3, 3, 1, 1, 1, 1},  // one image: panels split over threads, K over one KC slice (15
+                                              // channels: tap tiles take the forward pass from 16)
       {1, 8, 8, 8, 200, 3, 3, 1, 1, 1, 1},    // one image, more rows than columns: rows split over threads
       {4, 6, 16, 16, 70, 3, 3, 2, 2, 1, 1},   // W_out = 8 (divides 64), several images per block
       // col2im's row gathers on long rows: stride 2 across only, one tap per row, so only the odd image
@@ -677,6 +678,20 @@ TEST_CASE_TEMPLATE("the convolution algorithm is chosen per shape and pass", T, 
                 qx::kernels::conv2d_backward_weight_auto<T>, std::is_same_v<T, float> ? 4e-4 : 1e-11);
 }
 
+#if QX_TAP_TILES
+namespace {
+/// conv2d's three passes against the naive loops on `shapes`, on one thread and on two.
+void check_conv_on_one_and_two_threads(const std::vector<Conv2dShape>& shapes) {
+  for (const int threads : {1, 2}) {
+    CAPTURE(threads);
+    const qx_test::ThreadCount count(threads);
+    check_conv<float>(shapes, qx::kernels::conv2d_forward<float>, qx::kernels::conv2d_backward_input<float>,
+                      qx::kernels::conv2d_backward_weight<float>, tolerance<float>());
+  }
+}
+}  // namespace
+#endif
+
 #if QX_PACKED_AVX2
 namespace {
 /// col (K × N·P) of the block x, from im2col's definition: col[(c, p, q)][b·P + i·W_out + j] = x[b, c,
@@ -696,16 +711,6 @@ std::vector<float> naive_columns(const Conv2dShape& s, const std::vector<float>&
                   x[static_cast<std::size_t>(((b * s.c_in + c) * s.h + r) * s.w + cc)];
             }
   return col;
-}
-
-/// conv2d's three passes against the naive loops on `shapes`, on one thread and on two.
-void check_conv_on_one_and_two_threads(const std::vector<Conv2dShape>& shapes) {
-  for (const int threads : {1, 2}) {
-    CAPTURE(threads);
-    const qx_test::ThreadCount count(threads);
-    check_conv<float>(shapes, qx::kernels::conv2d_forward<float>, qx::kernels::conv2d_backward_input<float>,
-                      qx::kernels::conv2d_backward_weight<float>, tolerance<float>());
-  }
 }
 
 /// Whether `made` holds expected(column, row) for the first `width` columns of `depth` rows in the packed
@@ -964,28 +969,33 @@ TEST_CASE("AVX2's weight gradient of a large ∂W is one product whose columns t
   }
 }
 
-// The forward pass and weight gradient of AVX2 builds by tap tiles (kernels/tap_tiles.hpp): which shapes
-// take them, the zero border and the strips they read, then the passes against the naive loops on one and
-// two threads — output channels that end inside a 16-lane strip and inside an 8-row transpose, more than
-// one group of 128 channels, K not a multiple of the tile's 6 taps, positions not a multiple of 8 or of 6,
-// stride 1 and 2, a 5×5 kernel whose taps take two chunks of 16 channels, no padding with image columns
-// no tap reads, a 3×1 kernel.
-TEST_CASE("AVX2's forward pass and weight gradient by tap tiles read the image in place, and match the naive loops") {
+#endif
+
+// The forward pass and weight gradient by tap tiles (kernels/tap_tiles.hpp; AVX2's strips of 16 channels,
+// AVX-512's of 64): which shapes take them, the zero border and the strips they read, then the passes
+// against the naive loops on one and two threads — output channels that end inside a strip and inside an
+// 8-row transpose, more than one group of 128 channels, K not a multiple of the tile's 6 taps, positions not
+// a multiple of 8 or of 6, stride 1 and 2, a 5×5 kernel whose taps take two chunks of 16 channels, no
+// padding with image columns no tap reads, a 3×1 kernel. Output channel counts are chosen to end inside a
+// strip on both instruction sets.
+#if QX_TAP_TILES
+TEST_CASE("The forward pass and weight gradient by tap tiles read the image in place, and match the naive loops") {
   namespace kd = qx::kernels::detail;
+  constexpr Index lanes = kd::TapTiles::lanes;
   const std::vector<Conv2dShape> shapes = {
-      {3, 13, 9, 11, 21, 3, 3, 2, 2, 1, 1},   // C_out 21: a strip of 16 and one of 5; K = 117; P = 5 × 6
+      {3, 13, 9, 11, 123, 3, 3, 2, 2, 1, 1},  // C_out 123: strips of 16 (7, one of 11) or 64 (one, one of 59); K = 117
       {4, 64, 16, 16, 128, 3, 3, 2, 2, 1, 1},  // resnet18's strided layer's shape: one group of 128 channels
-      {3, 20, 8, 8, 150, 3, 3, 2, 2, 1, 1},    // two groups, the second of 22 channels
-      {2, 7, 10, 9, 33, 3, 3, 1, 1, 1, 1},     // stride 1
-      {2, 5, 12, 12, 17, 5, 5, 2, 2, 2, 2},    // 5×5, padding 2
-      {5, 9, 7, 12, 24, 3, 3, 2, 2, 0, 0},     // no padding: x's last column is read by no tap
-      {2, 24, 6, 40, 66, 3, 1, 2, 1, 1, 0},    // 3×1, stride 2 down and 1 across
+      {3, 20, 8, 8, 250, 3, 3, 2, 2, 1, 1},    // two groups, the second of 122 channels
+      {2, 7, 10, 9, 60, 3, 3, 1, 1, 1, 1},     // stride 1
+      {2, 5, 12, 12, 62, 5, 5, 2, 2, 2, 2},    // 5×5, padding 2
+      {5, 9, 7, 12, 57, 3, 3, 2, 2, 0, 0},     // no padding: x's last column is read by no tap
+      {2, 24, 6, 40, 124, 3, 1, 2, 1, 1, 0},   // 3×1, stride 2 down and 1 across
   };
-  // The forward pass's: planes of at least 196 outputs.
+  // The forward pass's: planes of at least tap_tiles_least_positions outputs (196 with AVX2).
   const std::vector<Conv2dShape> forward = {
-      {2, 16, 28, 30, 21, 3, 3, 2, 2, 1, 1},   // 14 × 15 outputs, C_out 21
-      {1, 17, 32, 28, 150, 5, 5, 2, 2, 2, 2},  // 16 × 14 (224: a last tile of 2 positions); K = 425, two chunks
-      {2, 24, 20, 20, 40, 3, 3, 1, 1, 1, 1},   // stride 1
+      {2, 16, 28, 30, 59, 3, 3, 2, 2, 1, 1},   // 14 × 15 outputs, C_out 59
+      {1, 17, 32, 28, 250, 5, 5, 2, 2, 2, 2},  // 16 × 14 (224: a last tile of 2 positions); K = 425, two chunks
+      {2, 24, 20, 20, 60, 3, 3, 1, 1, 1, 1},   // stride 1
       {3, 64, 32, 32, 128, 3, 3, 2, 2, 1, 1},  // resnet18's stride-2 layer on 32²
   };
   for (const int threads : {1, 2}) {
@@ -1000,20 +1010,27 @@ TEST_CASE("AVX2's forward pass and weight gradient by tap tiles read the image i
       INFO("forward: ", s.c_in, " channels of ", s.h, "x", s.w, " → ", s.c_out, ", kernel ", s.kh, "x", s.kw);
       CHECK(kd::forward_by_tap_tiles<float>(s));
     }
-    // The forward pass not: 64 outputs a plane (resnet18's 128 → 256 layer), a stem of 3 channels, a 1×1
+    // The forward pass not: 16 outputs a plane (resnet18's 256 → 512 layer), a stem of 3 channels, a 1×1
     // kernel, double.
-    CHECK_FALSE(kd::forward_by_tap_tiles<float>({32, 128, 16, 16, 256, 3, 3, 2, 2, 1, 1}));
+    CHECK_FALSE(kd::forward_by_tap_tiles<float>({32, 256, 8, 8, 512, 3, 3, 2, 2, 1, 1}));
     CHECK_FALSE(kd::forward_by_tap_tiles<float>({16, 3, 224, 224, 64, 7, 7, 2, 2, 3, 3}));
     CHECK_FALSE(kd::forward_by_tap_tiles<float>({3, 128, 32, 32, 64, 1, 1, 2, 2, 0, 0}));
     CHECK_FALSE(kd::forward_by_tap_tiles<double>(forward[0]));
-    // The weight gradient not: a 1×1 kernel (strided pointwise layers stay with made columns), a ∂W past
-    // 4 MB (resnet18's 512-channel layer, one product), double.
+    // The weight gradient not: a 1×1 kernel (strided pointwise layers keep their columns), a ∂W past 4 MB
+    // (resnet18's 512-channel layer), double.
     CHECK_FALSE(kd::weight_gradient_by_tap_tiles<float>({3, 128, 16, 16, 64, 1, 1, 2, 2, 0, 0}));
     CHECK_FALSE(kd::weight_gradient_by_tap_tiles<float>({32, 512, 4, 4, 512, 3, 3, 1, 1, 1, 1}));
     CHECK_FALSE(kd::weight_gradient_by_tap_tiles<double>(shapes[1]));
+    // AVX-512's strips of 64 would waste more than an eighth of the work on 56 channels or fewer; AVX2's
+    // strips of 16 are taken whatever C_out.
+    const Conv2dShape narrow{4, 32, 32, 32, 56, 3, 3, 2, 2, 1, 1};
+    CHECK(kd::tap_tiles_cover(57));
+    CHECK(kd::tap_tiles_cover(56) == (lanes == 16));
+    CHECK(kd::weight_gradient_by_tap_tiles<float>(narrow) == (lanes == 16));
+    CHECK(kd::forward_by_tap_tiles<float>(narrow) == (lanes == 16));
   }
   // The block's pieces against their definitions: x̄ holds x with zeros around it, gᵀ holds g by strips of
-  // 16 channels (zero past C_out).
+  // `lanes` channels (zero past C_out).
   qx::Rng rng(8);
   for (const auto& s : {shapes[0], shapes[5]}) {
     INFO(s.c_in, " channels of ", s.h, "x", s.w, " → ", s.c_out);
@@ -1041,11 +1058,70 @@ TEST_CASE("AVX2's forward pass and weight gradient by tap tiles read the image i
       for (Index d = 0; d < depth; ++d) {
         const Index b = d / s.positions(), j = d % s.positions();
         const float expected = o < s.c_out ? g[static_cast<std::size_t>((b * s.c_out + o) * s.positions() + j)] : 0.0f;
-        same = same && transposed[static_cast<std::size_t>(o / 16 * depth * 16 + d * 16 + o % 16)] == expected;
+        const Index at = o / lanes * depth * lanes + d * lanes + o % lanes;
+        same = same && transposed[static_cast<std::size_t>(at)] == expected;
       }
     CHECK_MESSAGE(same, "the gradient's strips");
   }
   check_conv_on_one_and_two_threads(shapes);
   check_conv_on_one_and_two_threads(forward);
+}
+// The input gradient by tap tiles, phase by phase of the stride (kernels/tap_tiles.hpp, PhaseTiles): the
+// phases' layout against its definition, then the pass, called directly on both instruction sets (AVX-512
+// builds take it in conv2d_backward_input; AVX2 builds do not), against the naive loops on one and two
+// threads — input channels ending inside a strip, two chunks of taps, odd planes, stride 3 with a 5×5
+// kernel, a kernel smaller than its stride (phases no tap reads), no padding, stride 2 down and 1 across.
+TEST_CASE("The input gradient by tap tiles, phase by phase of the stride, matches the naive loops") {
+  namespace kd = qx::kernels::detail;
+  const std::vector<Conv2dShape> shapes = {
+      {3, 123, 9, 11, 40, 3, 3, 2, 2, 1, 1},  // C_in 123; K of a 2×2 phase 160: two chunks of 144 taps
+      {2, 64, 16, 16, 128, 3, 3, 2, 2, 1, 1},  // resnet18's strided layer's shape
+      {2, 60, 13, 14, 20, 5, 5, 3, 3, 2, 2},   // stride 3, 5×5
+      {2, 62, 12, 13, 16, 2, 2, 4, 4, 0, 0},   // 2×2 at stride 4: 12 of 16 phases read by no tap
+      {2, 57, 9, 9, 24, 3, 3, 2, 2, 0, 0},     // no padding
+      {2, 124, 10, 9, 32, 3, 1, 2, 1, 1, 0},   // stride 2 down, 1 across
+      {1, 70, 8, 7, 17, 3, 3, 2, 2, 1, 1},     // odd width: a row's last element alone
+  };
+  // Each input position lies in exactly one phase, at the place phase_of gives.
+  for (const auto& s : shapes) {
+    INFO(s.c_in, " channels of ", s.h, "x", s.w, ", kernel ", s.kh, "x", s.kw, ", stride ", s.stride_h, "x", s.stride_w);
+    const kd::PhaseTiles tiles(s);
+    REQUIRE(tiles.phases.size() == static_cast<std::size_t>(s.stride_h * s.stride_w));
+    Index covered = 0;
+    bool placed = true;
+    for (const auto& phase : tiles.phases) {
+      covered += phase.down.count * phase.across.count;
+      CHECK(phase.k == s.c_out * phase.down.taps * phase.across.taps);
+    }
+    CHECK(covered == s.h * s.w);
+    for (Index y = 0; y < s.h; ++y)
+      for (Index x = 0; x < s.w; ++x) {
+        Index i = -1, v = -1;
+        const auto& phase = tiles.phase_of(s, y, x, i, v);
+        placed = placed && i >= 0 && i < phase.down.count && v >= 0 && v < phase.across.count &&
+                 s.stride_h * (phase.down.lo + i) + phase.down.r - s.pad_h == y &&
+                 s.stride_w * (phase.across.lo + v) + phase.across.r - s.pad_w == x;
+      }
+    CHECK_MESSAGE(placed, "every position in its phase");
+    CHECK(kd::input_gradient_by_tap_tiles<float>(s) == (kd::TapTiles::lanes == 64 && s.h / s.stride_h * (s.w / s.stride_w) >= 49));
+  }
+  // Taken with AVX-512 (resnet50's strided layer on 14², 49 positions a phase) or not: planes of 16 positions a
+  // phase, a stride of 1, a 1×1 kernel, 8 output channels, double.
+  const bool avx512 = kd::TapTiles::lanes == 64;
+  CHECK(kd::input_gradient_by_tap_tiles<float>({16, 512, 14, 14, 512, 3, 3, 2, 2, 1, 1}) == avx512);
+  CHECK_FALSE(kd::input_gradient_by_tap_tiles<float>({32, 256, 8, 8, 512, 3, 3, 2, 2, 1, 1}));
+  CHECK_FALSE(kd::input_gradient_by_tap_tiles<float>({4, 64, 32, 32, 64, 3, 3, 1, 1, 1, 1}));
+  CHECK_FALSE(kd::input_gradient_by_tap_tiles<float>({4, 64, 32, 32, 128, 1, 1, 2, 2, 0, 0}));
+  CHECK_FALSE(kd::input_gradient_by_tap_tiles<float>({4, 64, 32, 32, 8, 3, 3, 2, 2, 1, 1}));
+  CHECK_FALSE(kd::input_gradient_by_tap_tiles<double>({16, 512, 14, 14, 512, 3, 3, 2, 2, 1, 1}));
+  for (const int threads : {1, 2}) {
+    CAPTURE(threads);
+    const qx_test::ThreadCount count(threads);
+    check_conv<float>(
+        shapes, qx::kernels::conv2d_forward<float>,
+        [](const Conv2dShape& s, const float* gy, const float* w, float* gx) { kd::input_gradient_by_phases(s, gy, w, gx); },
+        qx::kernels::conv2d_backward_weight<float>, tolerance<float>());
+  }
+  if (avx512) check_conv_on_one_and_two_threads({{2, 64, 28, 28, 64, 3, 3, 2, 2, 1, 1}});  // through conv2d_backward_input
 }
 #endif

@@ -1117,15 +1117,36 @@ class ColumnGradientGroups {
 /// 8.46 → 7.87; resnet50's stride-2 layers on 28² → 14² 26.2 → 25.4 and 14² → 7² 24.2 → 23.0 at batch 16.
 /// Smaller ∂W measured level or up to 3 % slower (resnet18's 1.2 MB on 16² → 8², resnet50's 0.6 MB on 56²).
 constexpr Index one_product_least_floats = Index{1} << 19, one_product_most_floats = Index{1} << 22;
-/// Whether the forward pass runs by tap tiles (kernels/tap_tiles.hpp; float with AVX2): where its columns
-/// would be made for a kernel wider than one tap, at least 16 input channels and planes of at least
-/// tap_tiles_least_positions outputs. On smaller planes (resnet18's 16² and 8² outputs, resnet50's 7²)
-/// and stems (one or three channels) it ran 5–20 % slower than made columns: a block holds more images
-/// and each chunk of taps adds into a yᵀ past L2.
+#if QX_TAP_TILES
+/// Whether tap tiles cover C_out output channels with strips of TapTiles::lanes wasting at most an eighth
+/// of the tiles' work: always with AVX2's strips of 16 (as measured), with AVX-512's of 64 from 57
+/// channels (a 16- or 32-channel layer would compute four or two times its work).
+inline bool tap_tiles_cover(Index c_out) {
+  const Index padded = (c_out + TapTiles::lanes - 1) / TapTiles::lanes * TapTiles::lanes;
+  return TapTiles::lanes == 16 || 8 * padded <= 9 * c_out;
+}
+#endif
+
+/// Whether the forward pass runs by tap tiles (kernels/tap_tiles.hpp; float with AVX2 or AVX-512): for a
+/// kernel wider than one tap, at least 16 input channels and planes of at least tap_tiles_least_positions
+/// outputs — with AVX2 where its columns would be made (ColumnMaker), with AVX-512 where they would be
+/// written as panels. On smaller planes, and stems (one or three channels), it ran 5–20 % slower: a block
+/// holds more images and each chunk of taps adds into a yᵀ past L2. The limit: AVX2 (Zen 3) 196 —
+/// resnet18's 16² and 8² outputs and resnet50's 7² slower; AVX-512 (Zen 5, L2 of 1 MiB) 49 — resnet18's
+/// 8² outputs 14 % faster, its 4² 7 % slower, resnet50's 7² 7 % faster (docs/kernels.md, "Tap tiles on
+/// AVX-512").
+#if defined(__AVX512F__)
+constexpr Index tap_tiles_least_positions = 49;
+#else
 constexpr Index tap_tiles_least_positions = 196;
+#endif
 template <class T>
 bool forward_by_tap_tiles([[maybe_unused]] const Conv2dShape& s) {
-#if QX_PACKED_AVX2
+#if defined(__AVX512F__)
+  if constexpr (std::is_same_v<T, float>)
+    return s.kh * s.kw > 1 && s.c_in >= 16 && s.positions() >= tap_tiles_least_positions && tap_tiles_cover(s.c_out) &&
+           TapTiles(s).offsets_fit(images_per_block(s));
+#elif QX_PACKED_AVX2
   if constexpr (std::is_same_v<T, float>)
     return s.kh * s.kw > 1 && s.c_in >= 16 && s.positions() >= tap_tiles_least_positions &&
            makes_columns<T>(s, images_per_block(s)) && TapTiles(s).offsets_fit(images_per_block(s));
@@ -1133,20 +1154,64 @@ bool forward_by_tap_tiles([[maybe_unused]] const Conv2dShape& s) {
   return false;
 }
 
-/// Whether the weight gradient runs by tap tiles (kernels/tap_tiles.hpp; float with AVX2): where colᵀ
-/// would be made for a kernel wider than one tap and ∂W is at most tap_tiles_most_floats (4 MB). Blocks of
-/// images as the made colᵀ's, each thread adding into its own ∂Wᵀ; larger ∂W ran 7 % slower that way than
-/// as one product (resnet18's 512-channel layers, 9.4 MB), and pointwise strided layers level or slower.
+/// Whether the weight gradient runs by tap tiles (kernels/tap_tiles.hpp; float with AVX2 or AVX-512): for a
+/// kernel wider than one tap whose ∂W is at most tap_tiles_most_floats (4 MB) — with AVX2 where colᵀ would
+/// be made, with AVX-512 where im2col would write it. Blocks of images as the columns', each thread adding
+/// into its own ∂Wᵀ; larger ∂W ran 7 % slower that way than as one product with AVX2 (resnet18's
+/// 512-channel layers, 9.4 MB) and 0–18 % slower than im2col's with AVX-512, and pointwise strided layers
+/// level or slower.
 constexpr Index tap_tiles_most_floats = Index{1} << 20;
 template <class T>
 bool weight_gradient_by_tap_tiles([[maybe_unused]] const Conv2dShape& s) {
-#if QX_PACKED_AVX2
+#if defined(__AVX512F__)
+  if constexpr (std::is_same_v<T, float>)
+    return s.kh * s.kw > 1 && s.c_out * s.patch() <= tap_tiles_most_floats && tap_tiles_cover(s.c_out) &&
+           TapTiles(s).offsets_fit(images_per_block(s));
+#elif QX_PACKED_AVX2
   if constexpr (std::is_same_v<T, float>)
     return s.kh * s.kw > 1 && s.c_out * s.patch() <= tap_tiles_most_floats && makes_weight_columns<T>(s, images_per_block(s)) &&
            TapTiles(s).offsets_fit(images_per_block(s));
 #endif
   return false;
 }
+
+/// Whether the input gradient runs by tap tiles, phase by phase of the stride (kernels/tap_tiles.hpp,
+/// PhaseTiles; float with AVX-512): a strided kernel wider than one tap, at least 16 output channels (the
+/// tiles' chunks), input channels the strips cover (tap_tiles_cover) and phases of at least 49 positions an
+/// image (tap_tiles_least_positions; resnet18's 8² → 4² layer, 16 a phase, measured level). Against im2col
+/// and col2im, 2 threads: resnet50's strided 3×3 layers 15–24 % faster, resnet18's 16 % on 16², level on
+/// 32². With AVX2 (measured on Zen 5 built for x86-64-v3) level to 7 % slower than ColumnGradientGroups:
+/// not taken there (docs/kernels.md, "Tap tiles on AVX-512").
+template <class T>
+bool input_gradient_by_tap_tiles([[maybe_unused]] const Conv2dShape& s) {
+#if defined(__AVX512F__)
+  if constexpr (std::is_same_v<T, float>) {
+    if (s.kh * s.kw == 1 || s.stride_h * s.stride_w == 1 || s.c_out < 16 || !tap_tiles_cover(s.c_in)) return false;
+    if ((s.h / s.stride_h) * (s.w / s.stride_w) < tap_tiles_least_positions) return false;
+    return PhaseTiles(s).offsets_fit(images_per_block(s));
+  }
+#endif
+  return false;
+}
+
+#if QX_TAP_TILES
+/// ∂x (N, C_in, H, W) by tap tiles, phase by phase (input_gradient_by_tap_tiles; assigned): the phases'
+/// strips of Wᵀ made once, then blocks of images as the other input gradients', any thread taking the next.
+inline void input_gradient_by_phases(const Conv2dShape& s, const float* grad_y, const float* weight, float* grad_x) {
+  const PhaseTiles tiles(s);
+  const Index block = images_per_block(s);
+  memory::Buffer<float> turned(static_cast<std::size_t>(s.c_out * s.kh * s.kw * tiles.c_padded)),
+      strips(static_cast<std::size_t>(tiles.strip_floats));
+  phase_strips(s, tiles, weight, turned.data(), strips.data());
+  for_each_block<float>(
+      s.n, block, std::max(scratch_per_image(s, block), tiles.scratch_per_image(s)),
+      [&](Index first, Index images, float* scratch, int) {
+        input_gradient_tap_tiles(s, tiles, grad_y + first * s.c_out * s.positions(), images, strips.data(), scratch,
+                                 grad_x + first * s.c_in * s.h * s.w);
+      },
+      BlockOrder::any_thread);
+}
+#endif
 
 template <class T>
 bool weight_gradient_in_one_product([[maybe_unused]] const Conv2dShape& s) {
@@ -1282,11 +1347,12 @@ void conv2d_forward(const Conv2dShape& s, const T* x, const T* weight, const T* 
     else
       for (Index i = 0; i < p; ++i) to[i] = from[i] + add;
   };
-#if QX_PACKED_AVX2
+#if QX_TAP_TILES
   if constexpr (std::is_same_v<T, float>)
     if (detail::forward_by_tap_tiles<T>(s)) {
       const detail::TapTiles tiles(s);
-      memory::Buffer<float> strips(static_cast<std::size_t>(tiles.c_padded * k));  // W as 16-channel strips
+      // W as strips of TapTiles::lanes output channels
+      memory::Buffer<float> strips(static_cast<std::size_t>(tiles.c_padded * k));
       detail::transpose_into_strips(weight, s.c_out, k, k, tiles.c_padded, strips.data(), k);
       detail::for_each_block<float>(
           s.n, shared, std::max(detail::scratch_per_image(s, shared), tiles.forward_scratch_per_image(s)),
@@ -1349,6 +1415,13 @@ void conv2d_forward(const Conv2dShape& s, const T* x, const T* weight, const T* 
 template <class T>
 void conv2d_backward_input(const Conv2dShape& s, const T* grad_y, const T* weight, T* grad_x) {
   const Index k = s.patch(), p = s.positions(), block = detail::images_per_block(s);
+#if QX_TAP_TILES
+  if constexpr (std::is_same_v<T, float>)
+    if (detail::input_gradient_by_tap_tiles<T>(s)) {
+      detail::input_gradient_by_phases(s, grad_y, weight, grad_x);
+      return;
+    }
+#endif
   detail::PackedWeight packed;  // Wᵀ packed once where the blocks' products use it (as A, or W as B)
 #if QX_PACKED_GEMM
   if constexpr (std::is_same_v<T, float>)
@@ -1424,7 +1497,7 @@ void conv2d_backward_weight(const Conv2dShape& s, const T* x, const T* grad_y, T
     if (grad_bias) conv2d_backward_bias(s, grad_y, grad_bias);
     return;
   }
-#if QX_PACKED_AVX2
+#if QX_TAP_TILES
   if constexpr (std::is_same_v<T, float>) {
     if (detail::weight_gradient_by_tap_tiles<T>(s)) {
       const detail::TapTiles tiles(s);
