@@ -1,6 +1,6 @@
 // conv2d forward, backward_input and backward_weight on ResNet layer shapes, float32, batch 32, on 1
-// and 2 threads, with the algorithm qx picks per pass (im2col + GEMM, Winograd F(4×4, 3×3) or the direct
-// 3×3 kernel of narrow layers: column "algo"):
+// and 2 threads, with the algorithm qx picks per pass (im2col + GEMM, tap tiles, Winograd F(4×4, 3×3) or
+// the direct 3×3 kernel of narrow layers: column "algo"):
 // milliseconds, GFLOP/s counted as a direct convolution's (2·N·C_out·H_out·W_out·C_in·k² per pass, so
 // Winograd rows can exceed 100 %) and the fraction of the fp32 FMA peak measured by the same chains as
 // qx_bench_fma_peak. When /usr/bin/python3 has torch, the
@@ -85,11 +85,18 @@ struct CaseSet {
   Index batch, quick_batch;
 };
 
-// The algorithm of one pass, or of the three ("mixed" when they differ), as conv2d_*_auto picks it.
+// The algorithm of one pass, or of the three ("mixed" when they differ), as conv2d_*_auto picks it;
+// "tap_tiles" where the im2col pass reads the image in place instead (kernels/tap_tiles.hpp).
 const char* algorithm_name(const Conv2dShape& s, const char* pass) {
   using qx::kernels::ConvPass;
+  namespace kd = qx::kernels::detail;
   const auto name = [&](ConvPass p) {
-    return qx::kernels::runs_direct(s, p) ? "direct" : qx::kernels::runs_winograd(s, p) ? "winograd" : "im2col";
+    if (qx::kernels::runs_direct(s, p)) return "direct";
+    if (qx::kernels::runs_winograd(s, p)) return "winograd";
+    const bool tiles = p == ConvPass::forward          ? kd::forward_by_tap_tiles<float>(s)
+                       : p == ConvPass::input_gradient ? kd::input_gradient_by_tap_tiles<float>(s)
+                                                       : kd::weight_gradient_by_tap_tiles<float>(s);
+    return tiles ? "tap_tiles" : "im2col";
   };
   if (!std::strcmp(pass, "forward")) return name(ConvPass::forward);
   if (!std::strcmp(pass, "backward_input")) return name(ConvPass::input_gradient);
