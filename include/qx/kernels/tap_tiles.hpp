@@ -191,6 +191,19 @@ inline void transpose_gradients(const Conv2dShape& s, const TapTiles& l, const f
 }
 #endif
 
+/// out (+)= the tiles over taps, row d of out (`rounded` rows, leading dimension c_padded) holding position
+/// d's channels: Σ_j x̄[at[d] + tap[j]] · strips[σ·L·k + L·j + ℓ] for the k taps, in chunks of `chunk` taps
+/// (each chunk adding), tiles of 6 positions, strips σ of L = TapTiles::lanes channels — the forward pass
+/// and each phase of the input gradient.
+inline void tiles_over_taps(const float* image, const std::int32_t* at, Index rounded, const std::int32_t* tap, Index k,
+                            Index chunk, const float* strips, Index c_padded, float* out) {
+  for (Index k0 = 0; k0 < k; k0 += chunk)
+    for (Index d0 = 0; d0 < rounded; d0 += TapTiles::taps)
+      for (Index c0 = 0; c0 < c_padded; c0 += TapTiles::lanes)
+        tap_tile(image, at + d0, tap + k0, std::min(chunk, k - k0), strips + c0 * k + k0 * TapTiles::lanes,
+                 out + d0 * c_padded + c0, c_padded, k0 > 0);
+}
+
 /// ∂Wᵀ (k_padded × c_padded, row-major) (+)= one block's share: x the block's `images` images, g their
 /// ∂y, `add` false to assign. Rows past K are computed from the last tap and dropped by untranspose.
 inline void weight_gradient_tap_tiles(const Conv2dShape& s, const TapTiles& l, const float* x, const float* g,
@@ -234,12 +247,7 @@ inline void forward_tap_tiles(const Conv2dShape& s, const TapTiles& l, const flo
   // L1 while the strips of W pass, each tile adding into yᵀ. Over all of K at once the windows were
   // evicted by W's stream and the tile waited on L2 (resnet18's stride-2 layer on 32² ran 4 % slower than
   // with made columns; in 16 channels 3–4 % faster, in 8 level with 16, in 32 between).
-  const Index chunk = 16 * s.kh * s.kw;
-  for (Index k0 = 0; k0 < k; k0 += chunk)
-    for (Index d0 = 0; d0 < rounded; d0 += TapTiles::taps)
-      for (Index o0 = 0; o0 < l.c_padded; o0 += TapTiles::lanes)
-        tap_tile(padded, at + d0, tap + k0, std::min(chunk, k - k0), wt + o0 * k + k0 * TapTiles::lanes,
-                 transposed + d0 * l.c_padded + o0, l.c_padded, k0 > 0);
+  tiles_over_taps(padded, at, rounded, tap, k, 16 * s.kh * s.kw, wt, l.c_padded, transposed);
   for (Index b = 0; b < images; ++b)
     packed::transpose(transposed + b * p * l.c_padded, l.c_padded, p, s.c_out, y + b * s.c_out * p, p);
 }
@@ -385,7 +393,7 @@ inline void weave_phases(const Conv2dShape& s, const PhaseTiles& l, const float*
 /// apart, the writes were a third of the pass).
 inline void input_gradient_tap_tiles(const Conv2dShape& s, const PhaseTiles& l, const float* g, Index images,
                                      const float* strips, float* scratch, float* grad_x) {
-  constexpr Index lanes = TapTiles::lanes, taps = TapTiles::taps;
+  constexpr Index taps = TapTiles::taps;
   const Index hw = s.h * s.w;
   float* padded = scratch;
   float* transposed = padded + images * l.image;  // ∂xᵀ of a phase: row d holds position d's c_padded channels
@@ -413,13 +421,8 @@ inline void input_gradient_tap_tiles(const Conv2dShape& s, const PhaseTiles& l, 
     }
     // About 144 taps at a time (16 channels of a 3×3 kernel, the forward pass's chunks: the windows stay in
     // L1 while the strips pass), so a phase of one or two taps a channel still runs long tiles.
-    const Index chunk = std::max<Index>(16, 144 / area) * area;
-    const float* phase_strips = strips + phase.strips;
-    for (Index k0 = 0; k0 < phase.k; k0 += chunk)
-      for (Index d0 = 0; d0 < rounded; d0 += taps)
-        for (Index c0 = 0; c0 < l.c_padded; c0 += lanes)
-          tap_tile(padded, at + d0, tap + k0, std::min(chunk, phase.k - k0), phase_strips + c0 * phase.k + k0 * lanes,
-                   transposed + d0 * l.c_padded + c0, l.c_padded, k0 > 0);
+    tiles_over_taps(padded, at, rounded, tap, phase.k, std::max<Index>(16, 144 / area) * area, strips + phase.strips,
+                    l.c_padded, transposed);
     for (Index b = 0; b < images; ++b)
       packed::transpose(transposed + b * positions * l.c_padded, l.c_padded, positions, s.c_in,
                         planes + b * s.c_in * hw + phase.planes, positions);
