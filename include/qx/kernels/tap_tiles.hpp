@@ -22,6 +22,18 @@
 QX_NAMESPACE_BEGIN
 namespace kernels::detail {
 
+/// at[d] = b·image + i·row_step + v·column_step for the d-th point (b, i, v) of `images` grids of rows ×
+/// columns, in that order, and past the last point (count beyond images·rows·columns) the last one again: a
+/// last tile's extra positions read real addresses and their sums are dropped.
+inline void grid_offsets(Index images, Index image, Index rows, Index columns, Index row_step, Index column_step,
+                         Index count, std::int32_t* at) {
+  Index d = 0;
+  for (Index b = 0; b < images; ++b)
+    for (Index i = 0; i < rows; ++i)
+      for (Index v = 0; v < columns; ++v) at[d++] = static_cast<std::int32_t>(b * image + i * row_step + v * column_step);
+  for (const Index last = d - 1; d < count; ++d) at[d] = at[last];
+}
+
 /**
  * The layout of a block of images for tap tiles. The weight gradient is
  *   ∂Wᵀ[k][o] = Σ_d x̄[tap(k) + at(d)] · g[o][d]        k = (c, p, q), d = (b, i, v) a position of the block,
@@ -65,11 +77,7 @@ struct TapTiles {
   /// at(d) for the first `count` positions of a block of `images` images (past its depth, the last one again:
   /// the forward pass's last tile of positions reads real windows and drops their sums).
   void position_offsets(const Conv2dShape& s, Index images, Index count, std::int32_t* at) const {
-    const Index p = s.positions(), depth = images * p, ow = s.out_w();
-    for (Index d = 0; d < count; ++d) {
-      const Index e = std::min(d, depth - 1), b = e / p, i = e % p / ow, v = e % ow;
-      at[d] = static_cast<std::int32_t>(b * image + i * s.stride_h * wp + v * s.stride_w);
-    }
+    grid_offsets(images, image, s.out_h(), s.out_w(), s.stride_h * wp, s.stride_w, count, at);
   }
   /// tap(k) for the k-th row of ∂Wᵀ.
   Index tap(const Conv2dShape& s, Index row) const {
@@ -409,11 +417,7 @@ inline void input_gradient_tap_tiles(const Conv2dShape& s, const PhaseTiles& l, 
       continue;
     }
     const Index depth = images * positions, rounded = (depth + taps - 1) / taps * taps;
-    Index d = 0;
-    for (Index b = 0; b < images; ++b)
-      for (Index i = 0; i < rows; ++i)
-        for (Index v = 0; v < columns; ++v) at[d++] = static_cast<std::int32_t>(b * l.image + i * l.wp + v);
-    for (; d < rounded; ++d) at[d] = at[depth - 1];  // the last tile's extra positions: real reads, dropped
+    grid_offsets(images, l.image, rows, columns, l.wp, 1, rounded, at);
     const Index area = phase.down.taps * phase.across.taps;
     for (Index j = 0; j < phase.k; ++j) {
       const Index o = j / area, m = j % area / phase.across.taps, n = j % phase.across.taps;
