@@ -362,13 +362,17 @@ inline void pack_b(bool trans, const float* b, Index ldb, Index p0, Index k, Ind
 /// a whole 64-column tile, or a row's last tile of fewer columns under a mask, which reads nothing past
 /// the row.
 enum class BTile { panel, rows, rows_masked };
+/// Where the micro-kernel's A comes from: a packed panel (MR floats per k step), or A's own six rows, lda
+/// apart, read in place (gemm_a_rows: each row's k steps contiguous).
+enum class ATile { panel, rows };
 
 #if defined(__AVX512F__)
-/// C tile (rows ≤ MR, cols ≤ NR) = α·Σ_p a[p·MR + r]·b[p·ldb + c] + β·C: 24 accumulators, one FMA per
-/// (row, zmm) per k step; the A element is broadcast straight from memory. ldb is NR for a panel.
-template <BTile From = BTile::panel>
+/// C tile (rows ≤ MR, cols ≤ NR) = α·Σ_p a[p·MR + r]·b[p·ldb + c] + β·C (A in place: a[r·lda + p]): 24
+/// accumulators, one FMA per (row, zmm) per k step; the A element is broadcast straight from memory. ldb
+/// is NR for a panel.
+template <BTile From = BTile::panel, ATile AFrom = ATile::panel>
 inline void micro_kernel(Index k, const float* a, const float* b, Index ldb, float* c, Index ldc, Index rows, Index cols,
-                         float alpha, float beta) {
+                         float alpha, float beta, [[maybe_unused]] Index lda = 0) {
   __m512 acc[mr][4];
 #pragma GCC unroll 6
   for (int r = 0; r < mr; ++r)
@@ -387,11 +391,11 @@ inline void micro_kernel(Index k, const float* a, const float* b, Index ldb, flo
     if constexpr (From == BTile::panel) _mm_prefetch(reinterpret_cast<const char*>(b + 8 * nr), _MM_HINT_T0);
 #pragma GCC unroll 6
     for (int r = 0; r < mr; ++r) {
-      const __m512 av = _mm512_set1_ps(a[r]);
+      const __m512 av = _mm512_set1_ps(AFrom == ATile::panel ? a[r] : a[r * lda]);
 #pragma GCC unroll 4
       for (int v = 0; v < 4; ++v) acc[r][v] = _mm512_fmadd_ps(av, bv[v], acc[r][v]);
     }
-    a += mr;
+    a += AFrom == ATile::panel ? mr : 1;
     b += From == BTile::panel ? nr : ldb;
   }
   const __m512 va = _mm512_set1_ps(alpha), vb = _mm512_set1_ps(beta);
@@ -640,11 +644,61 @@ void gemm_packed_with(ASlice&& a_slice, bool trans_b, Index m, Index n, Index k,
   });
 }
 
-/// C (m×n) = α·op(A)·op(B) + β·C on the calling thread, both operands packed as the loop nest reaches them.
+#if defined(__AVX512F__)
+/**
+ * C (m×n) = α·A·op(B) + β·C (k ≥ 1) on the calling thread with A (m×k, row-major, lda) read where it is:
+ * the micro-kernel broadcasts from six rows' streams instead of a packed panel; op(B) is packed block by
+ * block as in loop_nest, whose order this keeps. A last panel of fewer than MR rows is packed (reading
+ * its missing rows would run past A).
+ */
+inline void gemm_a_rows(bool trans_b, Index m, Index n, Index k, float alpha, const float* a, Index lda, const float* b,
+                        Index ldb, float beta, float* c, Index ldc) {
+  float* pb = b_buffer().get(kc * nc);
+  float* last_panel = a_buffer().get(mr * kc);
+  for (Index jc = 0; jc < n; jc += nc) {
+    const Index ncols = std::min(nc, n - jc);
+    for (Index pc = 0; pc < k; pc += kc) {
+      const Index depth = std::min(kc, k - pc);
+      const float slice_beta = pc == 0 ? beta : 1.0f;
+      pack_b(trans_b, b, ldb, pc, depth, jc, ncols, pb);
+      for (Index ir = 0; ir < m; ir += mr) {
+        const Index rows = std::min(mr, m - ir);
+        if (rows < mr) pack_a(false, a, lda, ir, rows, pc, depth, last_panel);
+        for (Index jr = 0; jr < ncols; jr += nr) {
+          float* tile = c + ir * ldc + jc + jr;
+          const Index cols = std::min(nr, ncols - jr);
+          if (rows == mr)
+            micro_kernel<BTile::panel, ATile::rows>(depth, a + ir * lda + pc, pb + jr * depth, nr, tile, ldc, rows, cols,
+                                                    alpha, slice_beta, lda);
+          else
+            micro_kernel(depth, last_panel, pb + jr * depth, nr, tile, ldc, rows, cols, alpha, slice_beta);
+        }
+      }
+    }
+  }
+}
+
+/// Whether gemm_packed reads a row-major A in place (gemm_a_rows) rather than packing it: when each packed
+/// element would serve few tiles of B (n ≤ 128 columns: two) or the depth is long (k ≥ 512). A weight
+/// gradient ∂W = ∂y·colᵀ packed all of ∂y, a pass over memory as long as the product's reads, for one or
+/// two tiles. Alternating in one process, 2 threads, batch 16 (docs/kernels.md, "A read in place"):
+/// resnet50's pointwise weight gradients on 56² 7–20 % faster, on 28² 2–8 %, the Winograd ones of 64 and
+/// 128 channels 2–9 %; where k < 512 and n ≥ 256 (products of 196 or 128 deep) 3–11 % slower, so packed.
+inline bool reads_a_in_place(Index n, Index k) { return n <= 2 * nr || k >= 512; }
+#endif
+
+/// C (m×n) = α·op(A)·op(B) + β·C on the calling thread: op(B) packed as the loop nest reaches it, op(A) too
+/// or, AVX-512, a row-major A read in place where reads_a_in_place says.
 template <bool Portable = false>
 void gemm_packed(bool trans_a, bool trans_b, Index m, Index n, Index k, float alpha, const float* a, Index lda,
                  const float* b, Index ldb, float beta, float* c, Index ldc) {
   if (m <= 0 || n <= 0) return;
+#if defined(__AVX512F__)
+  if (!Portable && !trans_a && k > 0 && reads_a_in_place(n, k)) {
+    gemm_a_rows(trans_b, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
+    return;
+  }
+#endif
   gemm_packed_with<Portable>(a_packed_per_slice(trans_a, a, lda, m), trans_b, m, n, k, alpha, b, ldb, beta, c, ldc);
 }
 
