@@ -369,9 +369,10 @@ enum class ATile { panel, rows };
 #if defined(__AVX512F__)
 /// C tile (rows ≤ MR, cols ≤ NR) = α·Σ_p a[p·MR + r]·b[p·ldb + c] + β·C (A in place: a[r·lda + p]): 24
 /// accumulators, one FMA per (row, zmm) per k step; the A element is broadcast straight from memory. ldb
-/// is NR for a panel.
+/// is NR for a panel. Never inlined: inlined into a large caller (a program's own function calling the
+/// GEMM once), GCC 12 kept the accumulators on the stack — 63 against 165 GFLOP/s on one thread.
 template <BTile From = BTile::panel, ATile AFrom = ATile::panel>
-inline void micro_kernel(Index k, const float* a, const float* b, Index ldb, float* c, Index ldc, Index rows, Index cols,
+[[gnu::noinline]] inline void micro_kernel(Index k, const float* a, const float* b, Index ldb, float* c, Index ldc, Index rows, Index cols,
                          float alpha, float beta, [[maybe_unused]] Index lda = 0) {
   __m512 acc[mr][4];
 #pragma GCC unroll 6
@@ -683,7 +684,8 @@ inline void gemm_a_rows(bool trans_b, Index m, Index n, Index k, float alpha, co
 /// gradient ∂W = ∂y·colᵀ packed all of ∂y, a pass over memory as long as the product's reads, for one or
 /// two tiles. Alternating in one process, 2 threads, batch 16 (docs/kernels.md, "A read in place"):
 /// resnet50's pointwise weight gradients on 56² 7–20 % faster, on 28² 2–8 %, the Winograd ones of 64 and
-/// 128 channels 2–9 %; where k < 512 and n ≥ 256 (products of 196 or 128 deep) 3–11 % slower, so packed.
+/// 128 channels 2–9 %; 1×1 256 → 1024 on 14² (n = 256, k = 196) 3–4 % slower, so packed where k < 512 and
+/// n > 128.
 inline bool reads_a_in_place(Index n, Index k) { return n <= 2 * nr || k >= 512; }
 #endif
 
