@@ -372,8 +372,8 @@ enum class ATile { panel, rows };
 /// is NR for a panel. Never inlined: inlined into a large caller (a program's own function calling the
 /// GEMM once), GCC 12 kept the accumulators on the stack — 63 against 165 GFLOP/s on one thread.
 template <BTile From = BTile::panel, ATile AFrom = ATile::panel>
-[[gnu::noinline]] inline void micro_kernel(Index k, const float* a, const float* b, Index ldb, float* c, Index ldc, Index rows, Index cols,
-                         float alpha, float beta, [[maybe_unused]] Index lda = 0) {
+[[gnu::noinline]] inline void micro_kernel(Index k, const float* a, const float* b, Index ldb, float* c, Index ldc,
+                                           Index rows, Index cols, float alpha, float beta, [[maybe_unused]] Index lda = 0) {
   __m512 acc[mr][4];
 #pragma GCC unroll 6
   for (int r = 0; r < mr; ++r)
