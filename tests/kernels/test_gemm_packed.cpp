@@ -316,15 +316,15 @@ TEST_CASE("gemm reading B in place matches the naive loop and reads nothing past
 }
 #endif
 
-#if defined(__AVX512F__)
 // A read in place (kernels::detail::packed::gemm_a_rows): whole six-row panels broadcast from A's rows, a
-// last panel of 1–5 rows packed, op(B) either way, depth over several KC slices and width over NC blocks.
-// A's copy ends with its last row's k-th element: a read past it is out of bounds, which the sanitized build
-// reports. gemm_packed's choice of it (reads_a_in_place) is what the native cases above cover.
-TEST_CASE("gemm reading A in place matches the naive loop and reads nothing past A") {
-  CHECK(qx::kernels::detail::packed::reads_a_in_place(64, 196));
-  CHECK(qx::kernels::detail::packed::reads_a_in_place(1024, 3136));
-  CHECK_FALSE(qx::kernels::detail::packed::reads_a_in_place(256, 196));
+// last panel of 1–5 rows packed, op(B) either way, depth over several KC slices and width over NC blocks;
+// by the native micro-kernel (AVX-512, or AVX2's strips) where there is one, and the portable one that
+// shares the loop nest. A's copy ends with its last row's k-th element: a read past it is out of bounds,
+// which the sanitized build reports. gemm_packed's choice of it (reads_a_in_place) is what the native
+// cases above cover.
+namespace {
+template <bool Portable>
+void check_a_in_place() {
   for (const auto& cs : {cases[0], cases[1], cases[2], cases[3], cases[4], cases[5], cases[6], cases[7], cases[8], cases[9],
                          cases[10], Case{300, 70, 600}})
     for (bool tb : {false, true})
@@ -332,10 +332,20 @@ TEST_CASE("gemm reading A in place matches the naive loop and reads nothing past
         check_product(false, tb, cs, beta, [](bool, bool tb_, Index m, Index n, Index k, float alpha, const float* a, Index lda,
                                               const float* b, Index ldb, float beta_, float* c, Index ldc) {
           const std::vector<float> exact(a, a + (m - 1) * lda + k);
-          qx::kernels::detail::packed::gemm_a_rows(tb_, m, n, k, alpha, exact.data(), lda, b, ldb, beta_, c, ldc);
+          qx::kernels::detail::packed::gemm_a_rows<Portable>(tb_, m, n, k, alpha, exact.data(), lda, b, ldb, beta_, c, ldc);
         });
 }
+}  // namespace
+
+TEST_CASE("gemm reading A in place matches the naive loop and reads nothing past A") {
+  CHECK(qx::kernels::detail::packed::reads_a_in_place(64, 196));
+  CHECK(qx::kernels::detail::packed::reads_a_in_place(1024, 3136));
+  CHECK_FALSE(qx::kernels::detail::packed::reads_a_in_place(256, 196));
+  check_a_in_place<true>();
+#if QX_PACKED_GEMM
+  check_a_in_place<false>();
 #endif
+}
 
 TEST_CASE("packed gemm with k = 0 scales C by beta, and zeroes it for beta = 0 without reading it") {
   std::vector<float> c = {1.0f, 2.0f, 3.0f, 4.0f};

@@ -14,6 +14,7 @@
 #include <cstring>
 #include <memory>
 #include <new>
+#include <type_traits>
 #include <utility>
 
 #if defined(__AVX512F__) || (defined(__AVX2__) && defined(__FMA__))
@@ -440,12 +441,16 @@ inline void store_strip_avx2(const __m256 (*acc)[2], Index rows, Index width, fl
   }
 }
 
-/// The AVX2 micro-kernel with micro_kernel's contract for a packed panel: C tile (rows ≤ MR, cols ≤ NR)
-/// = α·Σ_p a[p·MR + r]·b[p·NR + c] + β·C, the 64 columns as four strips of 16 — 12 ymm accumulators, two
-/// loads of B and six broadcasts of A per k step, within AVX2's 16 registers. Each strip walks the whole
-/// depth: A's panel (6·KC floats) is read from L1 four times, each line of B once.
+/// The AVX2 micro-kernel with micro_kernel's contract for a packed panel of B: C tile (rows ≤ MR, cols ≤
+/// NR) = α·Σ_p a[p·MR + r]·b[p·NR + c] + β·C (A in place: a[r·lda + p]), the 64 columns as four strips of
+/// 16 — 12 ymm accumulators, two loads of B and six broadcasts of A per k step, within AVX2's 16
+/// registers. Each strip walks the whole depth: A's panel (6·KC floats) is read from L1 four times, each
+/// line of B once.
+template <ATile AFrom = ATile::panel>
 inline void micro_kernel_avx2_six(Index k, const float* a, const float* b, float* c, Index ldc, Index rows, Index cols,
-                                  float alpha, float beta) {
+                                  float alpha, float beta, [[maybe_unused]] Index lda = 0) {
+  // Where row r's element of step p is, from the step's start: packed, r; in place, r·lda.
+  const Index row_step = AFrom == ATile::panel ? 1 : lda;
   for (Index strip = 0; strip < nr && strip < cols; strip += 16) {
     // Twelve named accumulators: with an array GCC 12 kept one in memory (a store and a reload on the
     // FMA chain every k step, half the speed).
@@ -453,20 +458,20 @@ inline void micro_kernel_avx2_six(Index k, const float* a, const float* b, float
            c40 = c00, c41 = c00, c50 = c00, c51 = c00;
     const float* pa = a;
     const float* pb = b + strip;
-    for (Index p = 0; p < k; ++p, pa += mr, pb += nr) {
+    for (Index p = 0; p < k; ++p, pa += AFrom == ATile::panel ? mr : 1, pb += nr) {
       const __m256 b0 = _mm256_load_ps(pb), b1 = _mm256_load_ps(pb + 8);
       _mm_prefetch(reinterpret_cast<const char*>(pb + 8 * nr), _MM_HINT_T0);
       __m256 av = _mm256_broadcast_ss(pa);
       c00 = _mm256_fmadd_ps(av, b0, c00), c01 = _mm256_fmadd_ps(av, b1, c01);
-      av = _mm256_broadcast_ss(pa + 1);
+      av = _mm256_broadcast_ss(pa + row_step);
       c10 = _mm256_fmadd_ps(av, b0, c10), c11 = _mm256_fmadd_ps(av, b1, c11);
-      av = _mm256_broadcast_ss(pa + 2);
+      av = _mm256_broadcast_ss(pa + 2 * row_step);
       c20 = _mm256_fmadd_ps(av, b0, c20), c21 = _mm256_fmadd_ps(av, b1, c21);
-      av = _mm256_broadcast_ss(pa + 3);
+      av = _mm256_broadcast_ss(pa + 3 * row_step);
       c30 = _mm256_fmadd_ps(av, b0, c30), c31 = _mm256_fmadd_ps(av, b1, c31);
-      av = _mm256_broadcast_ss(pa + 4);
+      av = _mm256_broadcast_ss(pa + 4 * row_step);
       c40 = _mm256_fmadd_ps(av, b0, c40), c41 = _mm256_fmadd_ps(av, b1, c41);
-      av = _mm256_broadcast_ss(pa + 5);
+      av = _mm256_broadcast_ss(pa + 5 * row_step);
       c50 = _mm256_fmadd_ps(av, b0, c50), c51 = _mm256_fmadd_ps(av, b1, c51);
     }
     const __m256 acc[mr][2] = {{c00, c01}, {c10, c11}, {c20, c21}, {c30, c31}, {c40, c41}, {c50, c51}};
@@ -503,22 +508,25 @@ inline void micro_kernel_avx2_two(Index k, const float* a, const float* b, float
   }
 }
 
-/// The AVX2 micro-kernel for a tile of `rows` rows: micro_kernel_avx2_two for at most two, else the six-row one.
+/// The AVX2 micro-kernel for a tile of `rows` rows: micro_kernel_avx2_two for at most two of a packed
+/// panel, else the six-row one (A read in place is always six rows: a shorter last panel is packed).
+template <ATile AFrom = ATile::panel>
 inline void micro_kernel_avx2(Index k, const float* a, const float* b, float* c, Index ldc, Index rows, Index cols, float alpha,
-                              float beta) {
-  if (rows <= 2) micro_kernel_avx2_two(k, a, b, c, ldc, rows, cols, alpha, beta);
-  else micro_kernel_avx2_six(k, a, b, c, ldc, rows, cols, alpha, beta);
+                              float beta, Index lda = 0) {
+  if (AFrom == ATile::panel && rows <= 2) micro_kernel_avx2_two(k, a, b, c, ldc, rows, cols, alpha, beta);
+  else micro_kernel_avx2_six<AFrom>(k, a, b, c, ldc, rows, cols, alpha, beta, lda);
 }
 #endif
 
 /// The portable micro-kernel with the same contract (packed panels in, masked tile out), so the packing
 /// and blocking logic is testable on any machine.
+template <ATile AFrom = ATile::panel>
 inline void micro_kernel_portable(Index k, const float* a, const float* b, float* c, Index ldc, Index rows, Index cols,
-                                  float alpha, float beta) {
+                                  float alpha, float beta, [[maybe_unused]] Index lda = 0) {
   float acc[mr][nr] = {};
   for (Index p = 0; p < k; ++p)
     for (Index r = 0; r < mr; ++r)
-      for (Index j = 0; j < nr; ++j) acc[r][j] += a[p * mr + r] * b[p * nr + j];
+      for (Index j = 0; j < nr; ++j) acc[r][j] += (AFrom == ATile::panel ? a[p * mr + r] : a[r * lda + p]) * b[p * nr + j];
   for (Index r = 0; r < rows; ++r)
     for (Index j = 0; j < cols; ++j) {
       float& dst = c[r * ldc + j];
@@ -529,15 +537,40 @@ inline void micro_kernel_portable(Index k, const float* a, const float* b, float
 /// Rows of a packed op(A): m rounded up to whole MR panels (the last panel's extra rows are zero).
 constexpr Index padded_rows(Index m) { return (m + mr - 1) / mr * mr; }
 
+/// One micro-tile of C from B's packed panel and A's packed panel (AFrom = panel) or six rows lda apart
+/// (rows): the instruction set's micro-kernel, or the portable one.
+template <bool Portable, ATile AFrom = ATile::panel>
+void tile_product(Index depth, const float* a, Index lda, const float* b, float* tile, Index ldc, Index rows, Index cols,
+                  float alpha, float beta) {
+#if defined(__AVX512F__)
+  if constexpr (!Portable) micro_kernel<BTile::panel, AFrom>(depth, a, b, nr, tile, ldc, rows, cols, alpha, beta, lda);
+  else
+#elif QX_PACKED_AVX2
+  if constexpr (!Portable) micro_kernel_avx2<AFrom>(depth, a, b, tile, ldc, rows, cols, alpha, beta, lda);
+  else
+#endif
+    micro_kernel_portable<AFrom>(depth, a, b, tile, ldc, rows, cols, alpha, beta, lda);
+}
+
+/// A KC slice of a row-major A read where it is (a_rows_in_place): panel ir (ir < full_rows) is the six
+/// rows from first + ir·lda, each row's k steps contiguous; the rows past full_rows, fewer than MR, packed
+/// as one panel at last_panel (reading them in place would run past A).
+struct ARows {
+  const float* first;
+  Index lda, full_rows;
+  const float* last_panel;
+};
+
 /**
  * Goto's loop nest over C (m×n, k ≥ 1) on the calling thread:
  *   for each NC block of columns, for each KC slice: B's panels for it (KC×NC, L2); A's panels for it;
  *   for each MR panel of A (L1), for each NR panel of B: micro-kernel.
  * The A panel is reused across the whole B block, which is read from L2 once per panel of A.
  * a_slice(pc, depth) returns A's MR panels of slice pc (rows [0, m), panel ir at ir·depth) — packed into
- * a buffer by gemm_packed, or already packed whole (packed_a_slice). b_block(jc, ncols, pc, depth)
- * returns where the block's panels are: {first, stride}, panel jr (a multiple of NR) at first + jr·stride
- * — packed into a buffer by gemm_packed, or already in place for gemm_b_panels.
+ * a buffer by gemm_packed, or already packed whole (packed_a_slice) — or an ARows, A's rows read in place
+ * (a_rows_in_place). b_block(jc, ncols, pc, depth) returns where the block's panels are: {first, stride},
+ * panel jr (a multiple of NR) at first + jr·stride — packed into a buffer by gemm_packed, or already in
+ * place for gemm_b_panels.
  */
 template <bool Portable, class ASlice, class BBlock>
 void loop_nest(Index m, Index n, Index k, float alpha, float beta, float* c, Index ldc, ASlice&& a_slice, BBlock&& b_block) {
@@ -547,22 +580,21 @@ void loop_nest(Index m, Index n, Index k, float alpha, float beta, float* c, Ind
       const Index depth = std::min(kc, k - pc);
       const float slice_beta = pc == 0 ? beta : 1.0f;
       const auto [pb, panel_stride] = b_block(jc, ncols, pc, depth);
-      const float* pa = a_slice(pc, depth);
+      const auto pa = a_slice(pc, depth);
       for (Index ir = 0; ir < m; ir += mr) {
-        const float* panel_a = pa + ir * depth;
         for (Index jr = 0; jr < ncols; jr += nr) {
           float* tile = c + ir * ldc + jc + jr;
+          const float* panel_b = pb + jr * panel_stride;
           const Index rows = std::min(mr, m - ir), cols = std::min(nr, ncols - jr);
-#if defined(__AVX512F__)
-          if constexpr (!Portable)
-            micro_kernel(depth, panel_a, pb + jr * panel_stride, nr, tile, ldc, rows, cols, alpha, slice_beta);
-          else
-#elif QX_PACKED_AVX2
-          if constexpr (!Portable)
-            micro_kernel_avx2(depth, panel_a, pb + jr * panel_stride, tile, ldc, rows, cols, alpha, slice_beta);
-          else
-#endif
-            micro_kernel_portable(depth, panel_a, pb + jr * panel_stride, tile, ldc, rows, cols, alpha, slice_beta);
+          if constexpr (std::is_same_v<std::remove_cv_t<decltype(pa)>, ARows>) {
+            if (ir < pa.full_rows)
+              tile_product<Portable, ATile::rows>(depth, pa.first + ir * pa.lda, pa.lda, panel_b, tile, ldc, rows, cols,
+                                                  alpha, slice_beta);
+            else
+              tile_product<Portable>(depth, pa.last_panel, 0, panel_b, tile, ldc, rows, cols, alpha, slice_beta);
+          } else {
+            tile_product<Portable>(depth, pa + ir * depth, 0, panel_b, tile, ldc, rows, cols, alpha, slice_beta);
+          }
         }
       }
     }
@@ -576,6 +608,17 @@ inline auto a_packed_per_slice(bool trans_a, const float* a, Index lda, Index m)
   return [=](Index pc, Index depth) {
     pack_a(trans_a, a, lda, 0, m, pc, depth, pa);
     return static_cast<const float*>(pa);
+  };
+}
+
+/// A (m×k, row-major, lda) read where it is, slice by slice (an ARows): only a last panel of fewer than MR
+/// rows is packed, into the thread's buffer.
+inline auto a_rows_in_place(const float* a, Index lda, Index m) {
+  const Index full_rows = m / mr * mr;
+  float* last_panel = full_rows < m ? a_buffer().get(mr * kc) : nullptr;
+  return [=](Index pc, Index depth) {
+    if (last_panel) pack_a(false, a, lda, full_rows, m - full_rows, pc, depth, last_panel);
+    return ARows{a + pc, lda, full_rows, last_panel};
   };
 }
 
@@ -645,63 +688,38 @@ void gemm_packed_with(ASlice&& a_slice, bool trans_b, Index m, Index n, Index k,
   });
 }
 
-#if defined(__AVX512F__)
 /**
- * C (m×n) = α·A·op(B) + β·C (k ≥ 1) on the calling thread with A (m×k, row-major, lda) read where it is:
- * the micro-kernel broadcasts from six rows' streams instead of a packed panel; op(B) is packed block by
- * block as in loop_nest, whose order this keeps. A last panel of fewer than MR rows is packed (reading
- * its missing rows would run past A).
+ * C (m×n) = α·A·op(B) + β·C on the calling thread with A (m×k, row-major, lda) read where it is: the
+ * micro-kernel broadcasts from six rows' streams instead of a packed panel; op(B) is packed block by block
+ * as by gemm_packed, whose loop order this keeps — so the sums are the packed product's, bit for bit.
  */
-inline void gemm_a_rows(bool trans_b, Index m, Index n, Index k, float alpha, const float* a, Index lda, const float* b,
-                        Index ldb, float beta, float* c, Index ldc) {
-  float* pb = b_buffer().get(kc * nc);
-  float* last_panel = a_buffer().get(mr * kc);
-  for (Index jc = 0; jc < n; jc += nc) {
-    const Index ncols = std::min(nc, n - jc);
-    for (Index pc = 0; pc < k; pc += kc) {
-      const Index depth = std::min(kc, k - pc);
-      const float slice_beta = pc == 0 ? beta : 1.0f;
-      pack_b(trans_b, b, ldb, pc, depth, jc, ncols, pb);
-      for (Index ir = 0; ir < m; ir += mr) {
-        const Index rows = std::min(mr, m - ir);
-        if (rows < mr) pack_a(false, a, lda, ir, rows, pc, depth, last_panel);
-        for (Index jr = 0; jr < ncols; jr += nr) {
-          float* tile = c + ir * ldc + jc + jr;
-          const Index cols = std::min(nr, ncols - jr);
-          if (rows == mr)
-            micro_kernel<BTile::panel, ATile::rows>(depth, a + ir * lda + pc, pb + jr * depth, nr, tile, ldc, rows, cols,
-                                                    alpha, slice_beta, lda);
-          else
-            micro_kernel(depth, last_panel, pb + jr * depth, nr, tile, ldc, rows, cols, alpha, slice_beta);
-        }
-      }
-    }
-  }
+template <bool Portable = false>
+void gemm_a_rows(bool trans_b, Index m, Index n, Index k, float alpha, const float* a, Index lda, const float* b, Index ldb,
+                 float beta, float* c, Index ldc) {
+  gemm_packed_with<Portable>(a_rows_in_place(a, lda, m), trans_b, m, n, k, alpha, b, ldb, beta, c, ldc);
 }
 
 /// Whether gemm_packed reads a row-major A in place (gemm_a_rows) rather than packing it: when each packed
 /// element would serve few tiles of B (n ≤ 128 columns: two) or the depth is long (k ≥ 512). A weight
 /// gradient ∂W = ∂y·colᵀ packed all of ∂y, a pass over memory as long as the product's reads, for one or
 /// two tiles. Alternating in one process, 2 threads, batch 16 (docs/kernels.md, "A read in place"):
-/// resnet50's pointwise weight gradients on 56² 7–20 % faster, on 28² 2–8 %, the Winograd ones of 64 and
-/// 128 channels 2–9 %; 1×1 256 → 1024 on 14² (n = 256, k = 196) 3–4 % slower, so packed where k < 512 and
-/// n > 128.
+/// AVX-512, resnet50's pointwise weight gradients on 56² 7–20 % faster, on 28² 2–8 %, the Winograd ones
+/// of 64 and 128 channels 2–9 %; 1×1 256 → 1024 on 14² (n = 256, k = 196) 3–4 % slower, so packed where
+/// k < 512 and n > 128. AVX2 (its strips read the six rows four times a tile, from L1): resnet50's
+/// pointwise weight gradients of 64 → 64 and 64 → 256 on 56² and those on 28² 3–10 % faster, the Winograd
+/// ones of 64 and 128 channels 1–5 %, level on 256 → 64 and 256 → 128 on 56².
 inline bool reads_a_in_place(Index n, Index k) { return n <= 2 * nr || k >= 512; }
-#endif
 
 /// C (m×n) = α·op(A)·op(B) + β·C on the calling thread: op(B) packed as the loop nest reaches it, op(A) too
-/// or, AVX-512, a row-major A read in place where reads_a_in_place says.
+/// or, with a native micro-kernel, a row-major A read in place where reads_a_in_place says.
 template <bool Portable = false>
 void gemm_packed(bool trans_a, bool trans_b, Index m, Index n, Index k, float alpha, const float* a, Index lda,
                  const float* b, Index ldb, float beta, float* c, Index ldc) {
   if (m <= 0 || n <= 0) return;
-#if defined(__AVX512F__)
-  if (!Portable && !trans_a && k > 0 && reads_a_in_place(n, k)) {
-    gemm_a_rows(trans_b, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
-    return;
-  }
-#endif
-  gemm_packed_with<Portable>(a_packed_per_slice(trans_a, a, lda, m), trans_b, m, n, k, alpha, b, ldb, beta, c, ldc);
+  if (QX_PACKED_GEMM && !Portable && !trans_a && k > 0 && reads_a_in_place(n, k))
+    gemm_a_rows<Portable>(trans_b, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
+  else
+    gemm_packed_with<Portable>(a_packed_per_slice(trans_a, a, lda, m), trans_b, m, n, k, alpha, b, ldb, beta, c, ldc);
 }
 
 /// Offset of op(B)[row, column] in the panel layout of a k-row B: panels of NR columns, each k × NR
